@@ -1,0 +1,372 @@
+"""configure() and shutdown(): the one place that touches the OpenTelemetry SDK.
+
+The global tracer provider is set once, to a switchboard that forwards to the SDK provider of the
+current configuration. Reconfiguring builds a fresh SDK provider and retires the old one, so
+processors and exporters never stack, and tracers handed out earlier (to contrib
+instrumentations, say) follow along.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from threadline._export import GuardedExporter, stats
+
+log = logging.getLogger("threadline")
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:4318"
+EXPORTERS = ("otlp", "console", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration: plain values, so a child process can be configured alike."""
+
+    service_name: str
+    service_version: str | None = None
+    namespace: str | None = None
+    environment: str | None = None
+    endpoint: str = DEFAULT_ENDPOINT
+    exporter: str = "otlp"  # "custom" when the user passed a SpanExporter instance
+    sample_ratio: float = 1.0
+    boundaries: bool = True
+    resource_attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Runtime:
+    """What one configure() call built. Replaced whole on reconfigure."""
+
+    def __init__(self, settings: Settings, provider: TracerProvider) -> None:
+        self.settings = settings
+        self.provider = provider
+
+
+_lock = threading.RLock()
+_runtime: _Runtime | None = None
+_generation = 0  # bumps on every (re)configure and shutdown
+_taps: list[SpanProcessor] = []  # processors that survive reconfiguration (the pytest fixture)
+_installed_global = False
+_atexit_registered = False
+_on_configure: list[Callable[[Settings | None], None]] = []
+
+
+# -- the switchboard ---------------------------------------------------------------------------
+
+
+class _SwitchTracer(trace.Tracer):
+    """Forwards to the current configuration's tracer; re-resolves only after a reconfigure."""
+
+    __slots__ = ("_key", "_gen", "_real")
+
+    def __init__(self, key: tuple) -> None:
+        self._key = key
+        self._gen = -1
+        self._real: trace.Tracer = trace.NoOpTracer()
+
+    def _tracer(self) -> trace.Tracer:
+        if self._gen != _generation:
+            rt = _runtime
+            self._real = (
+                rt.provider.get_tracer(*self._key[:2], schema_url=self._key[2], attributes=self._key[3])
+                if rt
+                else trace.NoOpTracer()
+            )
+            self._gen = _generation
+        return self._real
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        return self._tracer().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        return self._tracer().start_as_current_span(*args, **kwargs)
+
+
+class _SwitchProvider(trace.TracerProvider):
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> trace.Tracer:
+        return _SwitchTracer((instrumenting_module_name, instrumenting_library_version, schema_url, attributes))
+
+    # Let SDK-aware code (force_flush in tests, contrib helpers) reach the real provider.
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return flush(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        shutdown()
+
+
+_switch = _SwitchProvider()
+_tracer = _SwitchTracer(("threadline", None, None, None))
+
+
+def tracer() -> trace.Tracer:
+    """The tracer threadline's own spans use. Before configure() it defers to the global provider,
+    so a program that set up the SDK itself still gets its spans."""
+    if _runtime is None and not _installed_global:
+        return trace.get_tracer("threadline")
+    return _tracer
+
+
+# -- configure ---------------------------------------------------------------------------------
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _env_resource() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in (_env("OTEL_RESOURCE_ATTRIBUTES") or "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _default_service_name() -> str:
+    main = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    main = main.removesuffix(".py")
+    return f"unknown_service:{main or 'python'}"
+
+
+def _resolve(
+    service_name: str | None,
+    service_version: str | None,
+    namespace: str | None,
+    environment: str | None,
+    endpoint: str | None,
+    exporter: str | SpanExporter | None,
+    sample_ratio: float | None,
+    boundaries: bool,
+    resource_attributes: Mapping[str, Any] | None,
+) -> Settings:
+    env_res = _env_resource()
+    if exporter is None:
+        exporter = (_env("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
+    if isinstance(exporter, str):
+        if exporter not in EXPORTERS:
+            raise ValueError(
+                f"exporter must be one of {', '.join(map(repr, EXPORTERS))} or a SpanExporter "
+                f"instance, not {exporter!r}"
+            )
+        exporter_name = exporter
+    elif isinstance(exporter, SpanExporter):
+        exporter_name = "custom"
+    else:
+        raise TypeError(
+            f"exporter must be a string or a SpanExporter instance, not {type(exporter).__name__}"
+        )
+    if sample_ratio is None:
+        raw = _env("OTEL_TRACES_SAMPLER_ARG")
+        try:
+            sample_ratio = float(raw) if raw is not None else 1.0
+        except ValueError:
+            log.warning("threadline: ignoring OTEL_TRACES_SAMPLER_ARG=%r: not a number", raw)
+            sample_ratio = 1.0
+    if isinstance(sample_ratio, bool) or not isinstance(sample_ratio, int | float):
+        raise TypeError(f"sample_ratio must be a number in [0, 1], not {sample_ratio!r}")
+    if not 0.0 <= sample_ratio <= 1.0:
+        raise ValueError(f"sample_ratio must be in [0, 1], not {sample_ratio!r}")
+    if endpoint is None:
+        endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+        endpoint = endpoint or DEFAULT_ENDPOINT
+    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"endpoint must be an http(s) URL such as {DEFAULT_ENDPOINT!r}, not {endpoint!r}")
+    if service_name is not None and (not isinstance(service_name, str) or not service_name):
+        raise ValueError(f"service_name must be a non-empty string, not {service_name!r}")
+    return Settings(
+        service_name=service_name
+        or _env("OTEL_SERVICE_NAME")
+        or env_res.get("service.name")
+        or _default_service_name(),
+        service_version=service_version or env_res.get("service.version"),
+        namespace=namespace or env_res.get("service.namespace"),
+        environment=environment
+        or env_res.get("deployment.environment.name")
+        or env_res.get("deployment.environment"),
+        endpoint=endpoint.rstrip("/"),
+        exporter=exporter_name,
+        sample_ratio=float(sample_ratio),
+        boundaries=bool(boundaries),
+        resource_attributes=dict(resource_attributes or {}),
+    )
+
+
+def _resource(s: Settings) -> Resource:
+    from threadline import __version__
+
+    attrs: dict[str, Any] = {
+        "service.name": s.service_name,
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+        "process.runtime.name": sys.implementation.name,
+        "process.runtime.version": ".".join(map(str, sys.version_info[:3])),
+        "telemetry.distro.name": "threadline",
+        "telemetry.distro.version": __version__,
+    }
+    if s.service_version:
+        attrs["service.version"] = s.service_version
+    if s.namespace:
+        attrs["service.namespace"] = s.namespace
+    if s.environment:
+        # Semantic conventions renamed the key; write both so old and new backends group by it.
+        attrs["deployment.environment.name"] = s.environment
+        attrs["deployment.environment"] = s.environment
+    attrs.update(s.resource_attributes)
+    # Resource.create adds telemetry.sdk.* and OTEL_RESOURCE_ATTRIBUTES; explicit values win.
+    return Resource.create(attrs)
+
+
+def traces_url(endpoint: str) -> str:
+    """OTLP/HTTP signal URL for a base endpoint (a full .../v1/traces URL is kept as it is)."""
+    return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
+
+
+def _processor(s: Settings, exporter: str | SpanExporter) -> SpanProcessor | None:
+    if s.exporter == "none":
+        return None
+    if s.exporter == "console":
+        from threadline._console import ConsoleTreeExporter
+
+        return SimpleSpanProcessor(ConsoleTreeExporter())
+    if s.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        real: SpanExporter = OTLPSpanExporter(endpoint=traces_url(s.endpoint), timeout=5)
+    else:
+        real = exporter  # type: ignore[assignment]
+    return BatchSpanProcessor(GuardedExporter(real, s.endpoint if s.exporter == "otlp" else None))
+
+
+def configure(
+    service_name: str | None = None,
+    *,
+    service_version: str | None = None,
+    namespace: str | None = None,
+    environment: str | None = None,
+    endpoint: str | None = None,
+    exporter: str | SpanExporter | None = None,
+    sample_ratio: float | None = None,
+    boundaries: bool = True,
+    resource_attributes: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Set up tracing for this process and return the resolved settings.
+
+    Every argument left out falls back to its OTEL_* environment variable, then to a default:
+    exporter "otlp" to http://127.0.0.1:4318, sample_ratio 1.0. Calling it again replaces the
+    previous configuration (its spans are flushed first).
+    """
+    global _runtime, _generation, _installed_global, _atexit_registered
+    s = _resolve(
+        service_name, service_version, namespace, environment, endpoint, exporter,
+        sample_ratio, boundaries, resource_attributes,
+    )  # fmt: skip
+    provider = TracerProvider(
+        resource=_resource(s), sampler=ParentBased(TraceIdRatioBased(s.sample_ratio))
+    )
+    proc = _processor(s, exporter if exporter is not None else s.exporter)
+    if proc is not None:
+        provider.add_span_processor(proc)
+    for tap in _taps:
+        provider.add_span_processor(tap)
+    with _lock:
+        old, _runtime = _runtime, _Runtime(s, provider)
+        _generation += 1
+        if not _installed_global:
+            trace.set_tracer_provider(_switch)
+            if trace.get_tracer_provider() is not _switch:
+                log.warning(
+                    "threadline: another tracer provider was installed globally before configure(); "
+                    "threadline's own spans use its configuration, other libraries keep theirs"
+                )
+            _installed_global = True
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+    if old is not None:
+        _retire(old)
+    if s.boundaries:
+        from threadline import boundaries
+
+        boundaries.install_defaults()
+    for hook in list(_on_configure):
+        hook(s)
+    return s
+
+
+def _retire(rt: _Runtime) -> None:
+    # The taps belong to the next provider too: shutting them down would end the test capture.
+    proc = rt.provider._active_span_processor  # noqa: SLF001 - the SDK has no public remover
+    proc._span_processors = tuple(p for p in proc._span_processors if p not in _taps)
+    rt.provider.shutdown()
+
+
+def settings() -> Settings | None:
+    """The active settings, or None when threadline is not configured."""
+    rt = _runtime
+    return rt.settings if rt else None
+
+
+def flush(timeout: float = 30.0) -> bool:
+    """Export every ended span now. True when all were handed to the exporter in time."""
+    rt = _runtime
+    if rt is None:
+        return True
+    return rt.provider.force_flush(int(timeout * 1000))
+
+
+def shutdown() -> None:
+    """Flush and stop. Idempotent; spans started afterwards are not recorded."""
+    global _runtime, _generation
+    with _lock:
+        old, _runtime = _runtime, None
+        _generation += 1
+    if old is not None:
+        _retire(old)
+        for hook in list(_on_configure):
+            hook(None)
+        stats.report()
+
+
+def add_tap(processor: SpanProcessor) -> None:
+    """Attach a processor that stays across reconfiguration (used by the pytest fixture)."""
+    with _lock:
+        _taps.append(processor)
+        if _runtime is not None:
+            _runtime.provider.add_span_processor(processor)
+
+
+def remove_tap(processor: SpanProcessor) -> None:
+    with _lock:
+        if processor in _taps:
+            _taps.remove(processor)
+        if _runtime is not None:
+            proc = _runtime.provider._active_span_processor  # noqa: SLF001
+            proc._span_processors = tuple(p for p in proc._span_processors if p is not processor)
+
+
+def on_configure(hook: Callable[[Settings | None], None]) -> None:
+    """Call hook(settings) after every configure() and hook(None) after shutdown()."""
+    _on_configure.append(hook)

@@ -1,0 +1,83 @@
+"""exporter="console": each trace printed as a tree once its local root ends."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TextIO
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
+
+
+def _ms(span: ReadableSpan) -> float:
+    return ((span.end_time or span.start_time or 0) - (span.start_time or 0)) / 1e6
+
+
+def render(spans: Sequence[ReadableSpan]) -> str:
+    """A tree of one trace's spans: nesting, duration, kind, status and errors."""
+    by_id = {s.context.span_id: s for s in spans}
+    children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
+    for s in spans:
+        parent = s.parent.span_id if s.parent else None
+        children[parent if parent in by_id else None].append(s)
+    for group in children.values():
+        group.sort(key=lambda s: s.start_time or 0)
+    first = spans[0]
+    service = first.resource.attributes.get("service.name", "?")
+    lines = [f"trace {first.context.trace_id:032x}  service={service}"]
+
+    def walk(s: ReadableSpan, prefix: str, last: bool, top: bool) -> None:
+        branch = "" if top else ("└─ " if last else "├─ ")
+        label = f"{prefix}{branch}{s.name}"
+        extra = ""
+        if s.kind.name != "INTERNAL":
+            extra += f"  [{s.kind.name.lower()}]"
+        if s.status.status_code is StatusCode.ERROR:
+            extra += f"  ERROR {s.status.description or ''}".rstrip()
+        if s.parent and s.parent.span_id not in by_id and s.parent.is_remote:
+            extra += f"  (remote parent {s.parent.span_id:016x})"
+        lines.append(f"{label:<60} {_ms(s):>9.2f} ms{extra}")
+        kids = children.get(s.context.span_id, [])
+        inner = prefix + ("" if top else ("   " if last else "│  "))
+        for i, kid in enumerate(kids):
+            walk(kid, inner, i == len(kids) - 1, False)
+
+    for root in children[None]:
+        walk(root, "  ", True, True)
+    return "\n".join(lines)
+
+
+class ConsoleTreeExporter(SpanExporter):
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._pending: dict[int, list[ReadableSpan]] = defaultdict(list)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ready = []
+        with self._lock:
+            for s in spans:
+                self._pending[s.context.trace_id].append(s)
+                if s.parent is None or s.parent.is_remote:  # the local root ended: trace is done
+                    ready.append(self._pending.pop(s.context.trace_id))
+        for group in ready:
+            self._print(group)
+        return SpanExportResult.SUCCESS
+
+    def _print(self, group: list[ReadableSpan]) -> None:
+        out = self._out or sys.stdout
+        print(render(group), file=out, flush=True)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        with self._lock:
+            groups, self._pending = list(self._pending.values()), defaultdict(list)
+        for group in groups:  # traces whose root has not ended (yet): print what there is
+            self._print(group)
+        return True
+
+    def shutdown(self) -> None:
+        self.force_flush()

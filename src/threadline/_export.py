@@ -1,0 +1,118 @@
+"""The export path's guard: an exporter failure is logged once, counted, and never raised."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+log = logging.getLogger("threadline")
+
+
+class ExportStats:
+    """Counters of the export path, process-wide. Read them with threadline.export_stats()."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.exported = 0
+        self.failed = 0  # spans in batches the exporter could not deliver
+        self.dropped = 0  # spans discarded before reaching the exporter (full queue, shutdown)
+        self.errors: dict[str, int] = {}
+        self._reported_failure = False
+
+    def add(self, *, exported: int = 0, failed: int = 0, dropped: int = 0) -> None:
+        with self._lock:
+            self.exported += exported
+            self.failed += failed
+            self.dropped += dropped
+
+    def failure(self, kind: str, spans: int, message: str) -> None:
+        with self._lock:
+            self.failed += spans
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+            first, self._reported_failure = not self._reported_failure, True
+        if first:
+            log.warning(
+                "threadline: could not export %d span(s): %s (further failures are counted, "
+                "not logged; see threadline.export_stats())",
+                spans,
+                message,
+            )
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "exported": self.exported,
+                "failed": self.failed,
+                "dropped": self.dropped,
+                "errors": dict(self.errors),
+            }
+
+    def report(self) -> None:
+        """Say at shutdown what never arrived, if anything."""
+        s = self.snapshot()
+        if s["failed"] or s["dropped"]:
+            log.warning(
+                "threadline: %d span(s) exported, %d failed to export, %d dropped",
+                s["exported"],
+                s["failed"],
+                s["dropped"],
+            )
+
+    def reset(self) -> None:
+        with self._lock:
+            self.exported = self.failed = self.dropped = 0
+            self.errors.clear()
+            self._reported_failure = False
+
+
+stats = ExportStats()
+
+
+class _Quiet(logging.Filter):
+    """The OTLP exporter logs every failed attempt; we log the first and count the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+_quiet = _Quiet()
+
+
+class GuardedExporter(SpanExporter):
+    def __init__(self, exporter: SpanExporter, endpoint: str | None = None) -> None:
+        self.exporter = exporter
+        self.endpoint = endpoint
+        if endpoint is not None:
+            for name in (
+                "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                "opentelemetry.exporter.otlp.proto.http",
+            ):
+                logging.getLogger(name).addFilter(_quiet)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        n = len(spans)
+        try:
+            result = self.exporter.export(spans)
+        except Exception as exc:  # noqa: BLE001 - tracing never breaks the program
+            stats.failure(type(exc).__name__, n, f"{type(exc).__name__}: {exc}")
+            return SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            stats.add(exported=n)
+        else:
+            where = f" to {self.endpoint}" if self.endpoint else ""
+            stats.failure("export_failed", n, f"the exporter reported failure{where}")
+        return result
+
+    def shutdown(self) -> None:
+        try:
+            self.exporter.shutdown()
+        except Exception:  # noqa: BLE001
+            log.debug("threadline: exporter shutdown failed", exc_info=True)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flush = getattr(self.exporter, "force_flush", None)
+        return flush(timeout_millis) if flush else True

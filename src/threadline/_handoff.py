@@ -1,0 +1,265 @@
+"""The one mechanism every boundary uses: capture (sender) -> carry (transport) -> resume (receiver).
+
+A Handoff holds the OpenTelemetry context as it was at hand-off time. Inside one process it is
+carried as the context object itself (no formatting, no parsing: a hop costs a few attribute
+reads); the moment it is pickled or turned into a carrier it becomes W3C headers (traceparent,
+tracestate, baggage), so it crosses processes, nodes and brokers the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+from opentelemetry import baggage as otel_baggage
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+
+from threadline._spans import coerce_kind, start_span
+
+log = logging.getLogger("threadline")
+
+Relation = Literal["child", "link", "none"]
+RELATIONS = ("child", "link", "none")
+CARRIER_KEYS = ("traceparent", "tracestate", "baggage")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EMPTY = Context()
+_warned_garbled = False
+
+
+class Handoff:
+    """The context captured at hand-off time. Small, picklable, JSON-able (``.carrier``)."""
+
+    __slots__ = ("_context", "_carrier")
+
+    def __init__(self, context: Context | None = None, carrier: Mapping[str, str] | None = None):
+        self._context = context
+        self._carrier = dict(carrier) if carrier is not None else None
+
+    # -- the carried form ----------------------------------------------------------------------
+
+    @property
+    def carrier(self) -> dict[str, str]:
+        """W3C headers: traceparent, and tracestate / baggage when present."""
+        if self._carrier is None:
+            self._carrier = {}
+            if self._context is not None:
+                propagate.inject(self._carrier, context=self._context)
+        return dict(self._carrier)
+
+    def to_json(self) -> str:
+        return json.dumps(self.carrier, separators=(",", ":"))
+
+    @classmethod
+    def from_carrier(cls, carrier: Mapping[str, Any] | None) -> Handoff:
+        """Accept any mapping of headers; keys are matched case-insensitively, others ignored."""
+        if not carrier:
+            return cls(carrier={})
+        if not isinstance(carrier, Mapping):
+            _garbled(f"a handoff carrier must be a mapping, got {type(carrier).__name__}")
+            return cls(carrier={})
+        picked: dict[str, str] = {}
+        for key, value in carrier.items():
+            k = str(key).lower()
+            if k in CARRIER_KEYS:
+                if isinstance(value, bytes):
+                    value = value.decode("latin-1")
+                elif isinstance(value, list | tuple):  # repeated headers are combined (W3C)
+                    value = ",".join(map(str, value))
+                picked[k] = str(value)
+        return cls(carrier=picked)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Handoff:
+        try:
+            return cls.from_carrier(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            _garbled(f"handoff JSON could not be read: {exc}")
+            return cls(carrier={})
+
+    def __reduce__(self):
+        return (Handoff.from_carrier, (self.carrier,))
+
+    # -- what it holds -------------------------------------------------------------------------
+
+    @property
+    def context(self) -> Context:
+        """The OpenTelemetry context to continue from (empty when nothing was captured)."""
+        if self._context is None:
+            if self._carrier:
+                self._context = propagate.extract(self._carrier, context=_EMPTY)
+                if "traceparent" in self._carrier and not self.span_context.is_valid:
+                    _garbled(f"traceparent {self._carrier['traceparent']!r} is not valid W3C")
+            else:
+                self._context = _EMPTY
+        return self._context
+
+    @property
+    def span_context(self) -> trace.SpanContext:
+        return trace.get_current_span(self.context).get_span_context()
+
+    @property
+    def trace_id(self) -> str | None:
+        sc = self.span_context
+        return format(sc.trace_id, "032x") if sc.is_valid else None
+
+    @property
+    def span_id(self) -> str | None:
+        sc = self.span_context
+        return format(sc.span_id, "016x") if sc.is_valid else None
+
+    @property
+    def sampled(self) -> bool:
+        return self.span_context.trace_flags.sampled
+
+    def __bool__(self) -> bool:
+        return self.span_context.is_valid
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Handoff) and self.carrier == other.carrier
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.carrier.items())))
+
+    def __repr__(self) -> str:
+        sc = self.span_context
+        if not sc.is_valid:
+            return "Handoff(empty)"
+        return f"Handoff(trace_id={sc.trace_id:032x}, span_id={sc.span_id:016x}, sampled={sc.trace_flags.sampled})"
+
+
+def _garbled(message: str) -> None:
+    global _warned_garbled
+    if not _warned_garbled:
+        _warned_garbled = True
+        log.warning("threadline: %s; starting a new trace instead (logged once)", message)
+
+
+def capture() -> Handoff:
+    """The context of now, to be resumed elsewhere: in another thread, process, node or service."""
+    return Handoff(otel_context.get_current())
+
+
+def as_handoff(value: Handoff | Mapping[str, Any] | str | bytes | None) -> Handoff:
+    """A Handoff from whatever a transport carried: a Handoff, a header mapping, JSON, or None."""
+    if isinstance(value, Handoff):
+        return value
+    if value is None:
+        return Handoff(carrier={})
+    if isinstance(value, str | bytes):
+        return Handoff.from_json(value)
+    return Handoff.from_carrier(value)
+
+
+class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
+    """Continue from a Handoff around a unit of work, then restore what was current before.
+
+    relation="child" continues the captured trace; "link" starts a new trace whose span links to
+    the captured one; "none" starts clean. With no name, no span is made: the captured context is
+    simply current inside the block (the cheapest hop). Empty or garbled handoffs start a new root.
+    """
+
+    __slots__ = ("_handoff", "_name", "_relation", "_kind", "_attributes", "_token", "_cm")
+
+    def __init__(
+        self,
+        handoff: Handoff | Mapping[str, Any] | str | bytes | None,
+        name: str | None = None,
+        *,
+        relation: Relation = "child",
+        kind: trace.SpanKind | str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        if relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {RELATIONS}, not {relation!r}")
+        if name is None and relation == "link":
+            raise ValueError("relation='link' needs a span name: the link lives on that span")
+        self._handoff = handoff
+        self._name = name
+        self._relation = relation
+        self._kind = coerce_kind(kind) if kind is not None else None
+        self._attributes = attributes
+        self._token = None
+        self._cm = None
+
+    def __enter__(self) -> trace.Span:
+        h = as_handoff(self._handoff)
+        relation = self._relation
+        if relation == "child":
+            ctx = h.context
+        elif relation == "link":
+            # A fresh trace that keeps the sender's baggage but not its span.
+            ctx = _baggage_only(h.context)
+        else:
+            ctx = _EMPTY
+        if self._name is None:
+            self._token = otel_context.attach(ctx)
+            return trace.get_current_span(ctx)
+        links = None
+        if relation == "link":
+            sc = h.span_context
+            links = [trace.Link(sc)] if sc.is_valid else None
+        self._token = otel_context.attach(ctx)
+        self._cm = start_span(
+            self._name,
+            attributes=self._attributes,
+            kind=self._kind or trace.SpanKind.INTERNAL,
+            links=links,
+        )
+        return self._cm.__enter__()
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        try:
+            if self._cm is not None:
+                return self._cm.__exit__(exc_type, exc, tb)
+            return None
+        finally:
+            otel_context.detach(self._token)
+
+
+def _baggage_only(ctx: Context) -> Context:
+    entries = otel_baggage.get_all(ctx)
+    out = _EMPTY
+    for key, value in entries.items():
+        out = otel_baggage.set_baggage(key, value, out)
+    return out
+
+
+def wrap(fn: F) -> F:
+    """Return fn bound to the context of now: however much later, wherever it runs, it continues
+    this trace. Works for plain functions and coroutine functions."""
+    h = capture()
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapped(*args: Any, **kwargs: Any) -> Any:
+            with resume(h):
+                return await fn(*args, **kwargs)
+
+        return async_wrapped  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with resume(h):
+            return fn(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def inject(carrier: dict[str, str] | None = None, context: Context | None = None) -> dict[str, str]:
+    """Write traceparent / tracestate / baggage for the current (or given) context into carrier."""
+    carrier = {} if carrier is None else carrier
+    propagate.inject(carrier, context=context)
+    return carrier
+
+
+def extract(carrier: Mapping[str, Any] | None) -> Context:
+    """The context a carrier describes (an empty context for an empty or garbled carrier)."""
+    return as_handoff(carrier).context

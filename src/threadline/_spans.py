@@ -1,0 +1,231 @@
+"""span() and @traced: the user's own spans."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util import types
+
+from threadline import _config
+
+log = logging.getLogger("threadline")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_KINDS = {k.name.lower(): k for k in SpanKind}
+_SCALARS = (str, bool, int, float)
+
+
+def coerce_kind(kind: SpanKind | str | None) -> SpanKind:
+    if kind is None:
+        return SpanKind.INTERNAL
+    if isinstance(kind, SpanKind):
+        return kind
+    if isinstance(kind, str) and kind.lower() in _KINDS:
+        return _KINDS[kind.lower()]
+    raise ValueError(f"kind must be a SpanKind or one of {sorted(_KINDS)}, not {kind!r}")
+
+
+def _valid(value: Any) -> bool:
+    if isinstance(value, _SCALARS):
+        return True
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        types_seen = {type(v) for v in value if v is not None}
+        return len(types_seen) <= 1 and all(isinstance(v, _SCALARS) or v is None for v in value)
+    return False
+
+
+def clean_attributes(attributes: Mapping[str, Any] | None) -> dict[str, types.AttributeValue] | None:
+    """Attributes the OTel API accepts. A value it would reject is kept as its repr, with a
+    warning naming the key, rather than vanishing."""
+    if not attributes:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not key:
+            log.warning("threadline: attribute key %r is not a non-empty string; skipped", key)
+            continue
+        if _valid(value):
+            out[key] = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+        else:
+            log.warning(
+                "threadline: attribute %r has a %s value, which OpenTelemetry does not accept; "
+                "recorded as its repr",
+                key,
+                type(value).__name__,
+            )
+            out[key] = repr(value)
+    return out
+
+
+def _links(links: Iterable[Any] | None) -> list[Link] | None:
+    if not links:
+        return None
+    out = []
+    for item in links:
+        if isinstance(item, Link):
+            out.append(item)
+        elif isinstance(item, trace.SpanContext):
+            out.append(Link(item))
+        elif isinstance(item, trace.Span):
+            out.append(Link(item.get_span_context()))
+        elif hasattr(item, "span_context"):  # a Handoff
+            out.append(Link(item.span_context))
+        else:
+            raise TypeError(
+                f"links takes Link, SpanContext, Span or Handoff items, not {type(item).__name__}"
+            )
+    return [link for link in out if link.context.is_valid] or None
+
+
+def start_span(
+    name: str,
+    *,
+    attributes: Mapping[str, Any] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    links: Iterable[Any] | None = None,
+):
+    """The context manager behind span(), resume() and @traced; records exceptions as events,
+    sets ERROR status and re-raises unchanged."""
+    return _config.tracer().start_as_current_span(
+        name,
+        kind=kind,
+        attributes=clean_attributes(attributes),
+        links=_links(links),
+        record_exception=True,
+        set_status_on_exception=True,
+    )
+
+
+def span(
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    kind: SpanKind | str | None = None,
+    links: Iterable[Any] | None = None,
+):
+    """A span around a block, current inside it: ``with tl.span("charge") as s: ...``"""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"span name must be a non-empty string, not {name!r}")
+    return start_span(name, attributes=attributes, kind=coerce_kind(kind), links=links)
+
+
+@overload
+def traced(fn: F, /) -> F: ...
+@overload
+def traced(
+    *, name: str | None = None, attributes: Mapping[str, Any] | None = None, kind: Any = None
+) -> Callable[[F], F]: ...
+
+
+def traced(fn=None, /, *, name=None, attributes=None, kind=None):
+    """Trace every call of a function, coroutine, generator or async generator.
+
+    The span is named after the function's qualified name unless `name` is given. For generators
+    it covers the whole iteration, and is current only while the generator's own code runs.
+    """
+    if fn is None:
+        return functools.partial(traced, name=name, attributes=attributes, kind=kind)
+    if not callable(fn):
+        raise TypeError(f"@traced decorates a callable, not {type(fn).__name__}")
+    span_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+    span_kind = coerce_kind(kind)
+    attrs = clean_attributes(attributes)
+
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def agen_wrapper(*args, **kwargs):
+            s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
+            ctx = trace.set_span_in_context(s)
+            agen = fn(*args, **kwargs)
+            sent, thrown = None, None
+            try:
+                while True:
+                    token = otel_context.attach(ctx)
+                    try:
+                        item = await (agen.athrow(thrown) if thrown else agen.asend(sent))
+                    finally:
+                        otel_context.detach(token)
+                    sent, thrown = None, None
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        await agen.aclose()
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
+                        thrown = exc
+            except StopAsyncIteration:
+                pass
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                _record(s, exc)
+                raise
+            finally:
+                s.end()
+
+        return agen_wrapper
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
+            ctx = trace.set_span_in_context(s)
+            gen = fn(*args, **kwargs)
+            sent, thrown = None, None
+            try:
+                while True:
+                    token = otel_context.attach(ctx)
+                    try:
+                        item = gen.throw(thrown) if thrown else gen.send(sent)
+                    finally:
+                        otel_context.detach(token)
+                    sent, thrown = None, None
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        gen.close()
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
+                        thrown = exc
+            except StopIteration as stop:
+                return stop.value
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                _record(s, exc)
+                raise
+            finally:
+                s.end()
+
+        return gen_wrapper
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args, **kwargs):
+            with start_span(span_name, attributes=attrs, kind=span_kind):
+                return await fn(*args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with start_span(span_name, attributes=attrs, kind=span_kind):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _record(s: trace.Span, exc: BaseException) -> None:
+    s.record_exception(exc)
+    s.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,31 @@
+"""pytest plugin (entry point `threadline`): the `traces` fixture."""
+
+from __future__ import annotations
+
+import pytest
+
+from threadline import _config
+from threadline.testing import Capture
+
+
+@pytest.fixture
+def traces():
+    """Every span ended during the test, in this process and (via ``traces.endpoint``) others.
+
+    Configures threadline with exporter="none" and service "tests" if the test has not
+    configured it; a test may call ``tl.configure(...)`` itself, and capture carries on.
+    """
+    capture = Capture()
+    if _config.settings() is None:
+        _config.configure("tests", exporter="none")
+    _config.add_tap(capture)
+    try:
+        yield capture
+    finally:
+        _config.flush(5)
+        _config.remove_tap(capture)
+        capture.close()
+
+
+def pytest_report_header(config):
+    return "threadline: traces fixture available"
