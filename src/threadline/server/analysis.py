@@ -1,0 +1,639 @@
+"""Analysis: pure functions over lists of `threadline.server.model.Span`.
+
+Nothing here does I/O or keeps state, so the query API, the CLI and the tests all read the same
+answers. Every walk is iterative: a 50k-span chain must not hit Python's recursion limit.
+
+- `assemble` builds the tree; a parent that never arrived becomes a placeholder node, never a
+  dropped span.
+- `breaks` names the service and span on each side of every broken boundary.
+- `incomplete` lists spans announced as pending whose worker never finished them, and why.
+- `critical_path`, `dependencies`, `completeness`, and the opt-in `adjust_clock_skew`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from threadline.server.model import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_NAMES,
+    KIND_PRODUCER,
+    STATUS_ERROR,
+    Span,
+)
+
+WORKER_DIED_EVENT = "threadline.worker.died"
+_ASYNC_KINDS = (KIND_PRODUCER, KIND_CONSUMER)
+_SENDER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
+
+
+def dedupe(spans: Iterable[Span]) -> list[Span]:
+    """One span per (trace, span id): the completed version wins over its pending announcement."""
+    kept: dict[tuple[str, str], Span] = {}
+    for s in spans:
+        key = (s.trace_id, s.span_id)
+        old = kept.get(key)
+        if old is None or (old.pending and not s.pending):
+            kept[key] = s
+    return list(kept.values())
+
+
+# ---------------------------------------------------------------------------------------- tree
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """A span in the tree, or a placeholder (span is None) for a parent that never arrived."""
+
+    span_id: str
+    span: Span | None
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+    start_ns: int = 0
+    end_ns: int = 0
+    depth: int = 0
+
+    @property
+    def placeholder(self) -> bool:
+        return self.span is None
+
+    @property
+    def service(self) -> str:
+        return self.span.service if self.span else ""
+
+    @property
+    def name(self) -> str:
+        return self.span.name if self.span else ""
+
+    @property
+    def note(self) -> str:
+        """For a placeholder: which of its children say it exists."""
+        if self.span is not None:
+            return ""
+        kids = ", ".join(c.span_id for c in self.children)
+        noun = "span" if len(self.children) == 1 else "spans"
+        return f"parent {self.span_id} of {noun} {kids} never arrived"
+
+
+@dataclass(slots=True)
+class Tree:
+    trace_id: str
+    roots: list[Node]
+    nodes: dict[str, Node]  # by span id, placeholders included
+    cycles: list[Node] = field(default_factory=list)  # spans cut loose from a parent loop
+
+    def walk(self) -> Iterator[Node]:
+        """Depth-first, children in start order: the waterfall's row order."""
+        stack = list(reversed(self.roots))
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    @property
+    def spans(self) -> list[Span]:
+        return [n.span for n in self.nodes.values() if n.span is not None]
+
+    @property
+    def placeholders(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.span is None]
+
+    @property
+    def real_roots(self) -> list[Node]:
+        return [n for n in self.roots if n.span is not None and not n.span.parent_span_id]
+
+    @property
+    def main_root(self) -> Node | None:
+        real = self.real_roots
+        return real[0] if real else (self.roots[0] if self.roots else None)
+
+
+def assemble(spans: Iterable[Span]) -> Tree:
+    """The trace's tree. Raises ValueError if the spans belong to more than one trace."""
+    spans = dedupe(spans)
+    trace_ids = {s.trace_id for s in spans}
+    if len(trace_ids) > 1:
+        raise ValueError(
+            f"assemble() takes one trace's spans; got {len(trace_ids)} trace ids: {sorted(trace_ids)[:3]}"
+        )
+    nodes = {s.span_id: Node(s.span_id, s, start_ns=s.start_ns, end_ns=s.end_ns) for s in spans}
+    for node in list(nodes.values()):
+        parent_id = node.span.parent_span_id
+        if not parent_id:
+            continue
+        parent = nodes.get(parent_id)
+        if parent is None:
+            parent = nodes[parent_id] = Node(parent_id, None)
+        node.parent = parent
+        parent.children.append(node)
+    roots = [n for n in nodes.values() if n.parent is None]
+    cycles = _cut_cycles(nodes, roots)
+    for node in nodes.values():
+        node.children.sort(key=_order)
+        if node.span is None:
+            node.start_ns = min(c.start_ns for c in node.children)
+            node.end_ns = max(c.end_ns for c in node.children)
+    roots.sort(key=_order)
+    tree = Tree(next(iter(trace_ids), ""), roots, nodes, cycles)
+    for node in tree.walk():
+        node.depth = node.parent.depth + 1 if node.parent else 0
+    return tree
+
+
+def _order(node: Node) -> tuple[int, bool, str]:
+    return (node.start_ns, node.span is None, node.span_id)
+
+
+def _cut_cycles(nodes: dict[str, Node], roots: list[Node]) -> list[Node]:
+    """Spans whose parents form a loop are unreachable from any root: cut each loop at its
+    earliest span, which becomes a root, so every span is still shown."""
+    seen: set[str] = set()
+
+    def mark(start: Node) -> None:
+        stack = [start]
+        while stack:
+            n = stack.pop()
+            if n.span_id not in seen:
+                seen.add(n.span_id)
+                stack.extend(n.children)
+
+    for r in roots:
+        mark(r)
+    cut = []
+    while len(seen) < len(nodes):
+        node = min((n for n in nodes.values() if n.span_id not in seen), key=_order)
+        node.parent.children.remove(node)
+        node.parent = None
+        roots.append(node)
+        cut.append(node)
+        mark(node)
+    return cut
+
+
+def _subtree_ids(node: Node) -> set[str]:
+    ids, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        ids.add(n.span_id)
+        stack.extend(n.children)
+    return ids
+
+
+# -------------------------------------------------------------------------------------- breaks
+
+
+@dataclass(slots=True)
+class Side:
+    service: str
+    span_id: str
+    name: str
+    kind: int
+
+    @classmethod
+    def of(cls, span: Span) -> Side:
+        return cls(span.service, span.span_id, span.name, span.kind)
+
+    def __str__(self) -> str:
+        return (
+            f"service {self.service!r} span {self.name!r} ({KIND_NAMES.get(self.kind, self.kind)})"
+        )
+
+
+@dataclass(slots=True)
+class Break:
+    """A boundary the trace did not cross intact.
+
+    kind: "missing_parent" (the receiver's parent never arrived), "extra_root" (a second span
+    without a parent in the same trace), "parent_cycle" (parent ids loop).
+    before: the span that most likely sent the work (None when no span in the trace could have);
+    after: the span whose parent is missing.
+    """
+
+    kind: str
+    trace_id: str
+    missing_span_id: str
+    before: Side | None
+    after: Side
+    message: str
+
+    @property
+    def services(self) -> tuple[str, str]:
+        return (self.before.service if self.before else "?", self.after.service)
+
+
+def breaks(tree: Tree) -> list[Break]:
+    out = []
+    for ph in (n for n in tree.roots if n.span is None):
+        for orphan in ph.children:
+            sender = _likely_sender(tree, orphan)
+            what = f"parent {ph.span_id} never arrived"
+            out.append(_break("missing_parent", tree, ph.span_id, sender, orphan, what))
+    for extra in tree.real_roots[1:]:
+        sender = _likely_sender(tree, extra)
+        what = f"a second root: the trace id crossed but the parent span id did not (first root {tree.real_roots[0].span_id})"
+        out.append(_break("extra_root", tree, "", sender, extra, what))
+    for node in tree.cycles:
+        what = f"parent ids loop back to span {node.span_id}; the loop was cut there"
+        out.append(_break("parent_cycle", tree, node.span.parent_span_id, None, node, what))
+    return out
+
+
+def _break(
+    kind: str, tree: Tree, missing: str, sender: Span | None, node: Node, what: str
+) -> Break:
+    before = Side.of(sender) if sender else None
+    after = Side.of(node.span)
+    where = (
+        f"{before} -> {after}"
+        if before
+        else f"(no span in this trace could have sent it) -> {after}"
+    )
+    return Break(kind, tree.trace_id, missing, before, after, f"{where}: {what}")
+
+
+def _likely_sender(tree: Tree, node: Node) -> Span | None:
+    """The span that was running when `node` started and is not below it: a client or producer
+    if there is one, otherwise the innermost such span. Pending spans count as still running."""
+    excluded = _subtree_ids(node)
+    t = node.start_ns
+    best, best_key = None, None
+    for s in tree.spans:
+        if s.span_id in excluded or s.start_ns > t:
+            continue
+        if not (s.end_ns >= t or s.pending or s.kind == KIND_PRODUCER):
+            continue
+        key = (s.kind in _SENDER_KINDS, s.service != node.service, s.start_ns)
+        if best_key is None or key > best_key:
+            best, best_key = s, key
+    return best
+
+
+# ---------------------------------------------------------------------------------- incomplete
+
+
+@dataclass(slots=True)
+class Incomplete:
+    span_id: str
+    service: str
+    name: str
+    start_ns: int
+    pid: int | None
+    reason: str
+    reported_by: str = ""  # span id carrying the threadline.worker.died event, if any
+
+
+def incomplete(tree: Tree) -> list[Incomplete]:
+    """Pending spans with no completed twin, with the reason their worker gave none, if known."""
+    deaths: dict[int, tuple[Span, dict]] = {}
+    for s in tree.spans:
+        for e in s.events:
+            pid = e.attributes.get("process.pid")
+            if e.name == WORKER_DIED_EVENT and isinstance(pid, int):
+                deaths.setdefault(pid, (s, e.attributes))
+    out = []
+    for node in tree.walk():
+        s = node.span
+        if s is None or not s.pending:
+            continue
+        pid = s.resource.get("process.pid", s.attributes.get("process.pid"))
+        pid = pid if isinstance(pid, int) else None
+        death = deaths.get(pid) if pid is not None else None
+        if death:
+            reporter, attrs = death
+            reason = f"worker pid {pid} {_how_died(attrs)}, seen by service {reporter.service!r} span {reporter.name!r}"
+            out.append(
+                Incomplete(s.span_id, s.service, s.name, s.start_ns, pid, reason, reporter.span_id)
+            )
+        else:
+            reason = "never ended: still running, or its worker died unseen"
+            out.append(Incomplete(s.span_id, s.service, s.name, s.start_ns, pid, reason))
+    return out
+
+
+def _how_died(attrs: dict) -> str:
+    sig = attrs.get("process.signal")
+    if sig is not None:
+        if isinstance(sig, int):
+            try:
+                sig = f"{sig} ({signal.Signals(sig).name})"
+            except ValueError:
+                pass
+        return f"was killed by signal {sig}"
+    code = attrs.get("process.exit_code")
+    if code is not None:
+        return f"exited with code {code}"
+    return "died"
+
+
+# ------------------------------------------------------------------------------- critical path
+
+
+@dataclass(slots=True)
+class Segment:
+    span_id: str
+    start_ns: int
+    end_ns: int
+
+
+def critical_path(tree: Tree) -> list[Segment]:
+    """The chain of work that decided the main root's end time, as time-ordered segments.
+
+    Walking back from the root's end, the child that finished last (clamped to the time still
+    uncovered) is on the path; the parent's own time between its children's is too. Children
+    that outlive their parent (async work) only count up to the parent's end."""
+    root = tree.main_root
+    if root is None:
+        return []
+    segments: list[Segment] = []
+    # frame: [node, cursor, children sorted by end descending, index]
+    stack = [[root, root.end_ns, _by_end(root), 0]]
+    while stack:
+        frame = stack[-1]
+        node, cursor, kids, i = frame
+        while i < len(kids) and kids[i].start_ns >= cursor:
+            i += 1
+        if i == len(kids) or cursor <= node.start_ns:
+            if cursor > node.start_ns:
+                segments.append(Segment(node.span_id, node.start_ns, cursor))
+            stack.pop()
+            continue
+        child = kids[i]
+        child_end = min(child.end_ns, cursor)
+        if child_end < cursor:
+            segments.append(Segment(node.span_id, child_end, cursor))
+        frame[1], frame[3] = max(child.start_ns, node.start_ns), i + 1
+        stack.append([child, child_end, _by_end(child), 0])
+    segments.reverse()
+    return segments
+
+
+def _by_end(node: Node) -> list[Node]:
+    return sorted(node.children, key=lambda c: c.end_ns, reverse=True)
+
+
+# -------------------------------------------------------------------------------- dependencies
+
+
+@dataclass(slots=True)
+class Edge:
+    """Calls from one service to another. kind: "call" (parent -> child), "messaging"
+    (producer -> consumer, by parent or by link), "link" (any other cross-service link)."""
+
+    parent: str
+    child: str
+    kind: str
+    calls: int = 0
+    errors: int = 0
+    trace_ids: list[str] = field(default_factory=list)  # a few examples, first seen first
+
+
+@dataclass(slots=True)
+class ServiceNode:
+    service: str
+    spans: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class Graph:
+    services: list[ServiceNode]
+    edges: list[Edge]
+    unresolved_links: int = 0  # links whose target span is not among the spans given
+
+
+def dependencies(spans: Iterable[Span], *, examples: int = 10) -> Graph:
+    """The service graph over any set of spans (many traces). An edge counts one call per
+    receiving span; it is an error when the receiving span's status is ERROR."""
+    spans = dedupe(spans)
+    index = {(s.trace_id, s.span_id): s for s in spans}
+    services: dict[str, ServiceNode] = {}
+    edges: dict[tuple[str, str, str], Edge] = {}
+    unresolved = 0
+
+    def add(src: Span, dst: Span, kind: str) -> None:
+        edge = edges.get((src.service, dst.service, kind))
+        if edge is None:
+            edge = edges[(src.service, dst.service, kind)] = Edge(src.service, dst.service, kind)
+        edge.calls += 1
+        edge.errors += dst.status_code == STATUS_ERROR
+        if len(edge.trace_ids) < examples and dst.trace_id not in edge.trace_ids:
+            edge.trace_ids.append(dst.trace_id)
+
+    for s in spans:
+        node = services.get(s.service) or services.setdefault(s.service, ServiceNode(s.service))
+        node.spans += 1
+        node.errors += s.status_code == STATUS_ERROR
+        parent = index.get((s.trace_id, s.parent_span_id)) if s.parent_span_id else None
+        if parent is not None and parent.service != s.service:
+            messaging = parent.kind == KIND_PRODUCER and s.kind == KIND_CONSUMER
+            add(parent, s, "messaging" if messaging else "call")
+        for link in s.links:
+            target = index.get((link.trace_id, link.span_id))
+            if target is None:
+                unresolved += 1
+            elif target.service != s.service:
+                messaging = target.kind in _ASYNC_KINDS or s.kind in _ASYNC_KINDS
+                add(target, s, "messaging" if messaging else "link")
+    return Graph(
+        sorted(services.values(), key=lambda n: n.service),
+        sorted(edges.values(), key=lambda e: (e.parent, e.child, e.kind)),
+        unresolved,
+    )
+
+
+# -------------------------------------------------------------------------------- completeness
+
+
+@dataclass(slots=True)
+class BrokenHop:
+    before: str  # service on the sending side ("?" when unknown)
+    after: str
+    count: int = 0
+    trace_ids: list[str] = field(default_factory=list)
+    example: str = ""  # one break message
+
+
+@dataclass(slots=True)
+class Bucket:
+    start_ns: int
+    end_ns: int
+    traces: int = 0
+    one_root: int = 0
+    with_orphans: int = 0
+    with_incomplete: int = 0
+
+
+@dataclass(slots=True)
+class Completeness:
+    traces: int
+    one_root: int
+    with_orphans: int
+    with_incomplete: int
+    broken_hops: list[BrokenHop]  # worst first
+    buckets: list[Bucket]
+
+    def share(self, count: int) -> float:
+        return count / self.traces if self.traces else 0.0
+
+
+def completeness(
+    traces: Iterable[list[Span]],
+    *,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    buckets: int = 12,
+    examples: int = 5,
+) -> Completeness:
+    """How whole the traces are: share with exactly one root, share with orphans (a parent never
+    arrived), share with incomplete spans, and broken hops per service pair. Each trace is
+    counted in the time bucket of its first span."""
+    rows = []  # (first start, one root, orphans, incomplete)
+    hops: dict[tuple[str, str], BrokenHop] = {}
+    for spans in traces:
+        if not spans:
+            continue
+        tree = assemble(spans)
+        first = min(n.start_ns for n in tree.roots)
+        has_pending = any(s.pending for s in tree.spans)
+        rows.append((first, len(tree.real_roots) == 1, bool(tree.placeholders), has_pending))
+        for b in breaks(tree):
+            hop = hops.get(b.services) or hops.setdefault(
+                b.services, BrokenHop(*b.services, example=b.message)
+            )
+            hop.count += 1
+            if len(hop.trace_ids) < examples and b.trace_id not in hop.trace_ids:
+                hop.trace_ids.append(b.trace_id)
+    lo = start_ns if start_ns is not None else min((r[0] for r in rows), default=0)
+    hi = end_ns if end_ns is not None else max((r[0] for r in rows), default=0) + 1
+    n = max(1, buckets)
+    step = max(1, -(-(hi - lo) // n))
+    series = [Bucket(lo + i * step, min(hi, lo + (i + 1) * step)) for i in range(n)]
+    for first, one, orphans, pending in rows:
+        b = series[min(n - 1, max(0, (first - lo) // step))]
+        b.traces += 1
+        b.one_root += one
+        b.with_orphans += orphans
+        b.with_incomplete += pending
+    return Completeness(
+        traces=len(rows),
+        one_root=sum(r[1] for r in rows),
+        with_orphans=sum(r[2] for r in rows),
+        with_incomplete=sum(r[3] for r in rows),
+        broken_hops=sorted(hops.values(), key=lambda h: (-h.count, h.before, h.after)),
+        buckets=series,
+    )
+
+
+# ---------------------------------------------------------------------------------- clock skew
+
+
+@dataclass(slots=True)
+class Shift:
+    """One subtree moved in time: the span at its top, by how much, and why."""
+
+    span_id: str
+    service: str
+    name: str
+    delta_ns: int
+    spans_moved: int
+    reason: str
+
+
+def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
+    """Opt-in: move spans whose clock disagrees with their parent's across a host boundary.
+
+    A hop crosses clocks when parent and child differ in `host.name` (or, without it, service).
+    A synchronous child that does not fit inside its parent is centred in it (or aligned to its
+    start when longer); an asynchronous one (producer/consumer) is moved only if it starts before
+    its parent. Each shift moves the child's whole subtree and is reported. Returns new spans."""
+    tree = assemble(spans)
+    offsets: dict[str, int] = {}
+    shifts: list[Shift] = []
+    for node in tree.walk():
+        s, parent = node.span, node.parent
+        inherited = offsets.get(parent.span_id, 0) if parent else 0
+        delta = 0
+        if (
+            s is not None
+            and parent is not None
+            and parent.span is not None
+            and _clock(s) != _clock(parent.span)
+        ):
+            p_start, p_end = parent.start_ns + inherited, parent.end_ns + inherited
+            c_start, c_end = s.start_ns + inherited, s.end_ns + inherited
+            if s.kind in _ASYNC_KINDS or parent.span.kind in _ASYNC_KINDS:
+                if c_start < p_start:
+                    delta = p_start - c_start
+            elif c_start < p_start or c_end > p_end:
+                slack = (p_end - p_start) - (c_end - c_start)
+                delta = p_start + max(0, slack // 2) - c_start
+            if delta:
+                early = c_start < p_start
+                gap = abs(p_start - c_start) if early else c_end - p_end
+                where = "before its parent started" if early else "after its parent ended"
+                reason = (
+                    f"{'started' if early else 'ended'} {gap / 1e6:.3f} ms {where} in service "
+                    f"{parent.span.service!r}; moved {'later' if delta > 0 else 'earlier'} by {abs(delta) / 1e6:.3f} ms"
+                )
+                shifts.append(
+                    Shift(s.span_id, s.service, s.name, delta, len(_subtree_ids(node)), reason)
+                )
+        offsets[node.span_id] = inherited + delta
+    moved = [
+        dataclasses.replace(s, start_ns=s.start_ns + d, end_ns=s.end_ns + d)
+        if (d := offsets.get(s.span_id, 0))
+        else s
+        for s in tree.spans
+    ]
+    return moved, shifts
+
+
+def _clock(span: Span) -> str:
+    host = span.resource.get("host.name")
+    return f"host:{host}" if host else f"service:{span.service}"
+
+
+# ------------------------------------------------------------------------------ whole trace
+
+
+@dataclass(slots=True)
+class TraceAnalysis:
+    tree: Tree
+    breaks: list[Break]
+    incomplete: list[Incomplete]
+    critical_path: list[Segment]
+    shifts: list[Shift]
+    skew_adjusted: bool
+
+    @property
+    def error_count(self) -> int:
+        return sum(s.status_code == STATUS_ERROR for s in self.tree.spans)
+
+    @property
+    def services(self) -> list[str]:
+        return sorted(Counter(s.service for s in self.tree.spans))
+
+
+def analyse(spans: Iterable[Span], *, adjust_skew: bool = False) -> TraceAnalysis:
+    """Everything the trace view shows about one trace. Clock-skew adjustment is off unless
+    asked for, and then says what it moved."""
+    spans = dedupe(spans)
+    shifts: list[Shift] = []
+    if adjust_skew:
+        spans, shifts = adjust_clock_skew(spans)
+    tree = assemble(spans)
+    return TraceAnalysis(
+        tree, breaks(tree), incomplete(tree), critical_path(tree), shifts, adjust_skew
+    )
+
+
+def group_by_trace(spans: Iterable[Span]) -> dict[str, list[Span]]:
+    groups: dict[str, list[Span]] = defaultdict(list)
+    for s in spans:
+        groups[s.trace_id].append(s)
+    return dict(groups)

@@ -1,0 +1,466 @@
+"""Analysis on crafted traces: every case is built span by span so the expected answer is known."""
+
+from __future__ import annotations
+
+import pytest
+
+from threadline.server import analysis as an
+from threadline.server.model import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_INTERNAL,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    PENDING_ATTRIBUTE,
+    STATUS_ERROR,
+    Event,
+    Link,
+    Span,
+)
+
+T = "0af7651916cd43dd8448eb211c80319c"
+MS = 1_000_000
+
+
+def sp(
+    span_id,
+    parent="",
+    *,
+    start=0,
+    end=10,
+    service="api",
+    name=None,
+    kind=KIND_INTERNAL,
+    trace=T,
+    **kw,
+):
+    return Span(
+        trace_id=trace,
+        span_id=span_id,
+        parent_span_id=parent,
+        name=name or f"op-{span_id}",
+        kind=kind,
+        start_ns=start * MS,
+        end_ns=end * MS,
+        service=service,
+        **kw,
+    )
+
+
+def rows(tree):
+    return [(n.span_id, n.depth) for n in tree.walk()]
+
+
+# --------------------------------------------------------------------------------- assemble
+
+
+def test_assemble_nests_children_in_start_order():
+    tree = an.assemble(
+        [
+            sp("c", "a", start=5, end=6),
+            sp("a", end=10),
+            sp("b", "a", start=1, end=4),
+            sp("d", "b", start=2, end=3),
+        ]
+    )
+    assert rows(tree) == [("a", 0), ("b", 1), ("d", 2), ("c", 1)]
+    assert tree.placeholders == [] and tree.main_root.span_id == "a"
+
+
+def test_missing_parent_becomes_a_placeholder_not_a_dropped_span():
+    spans = [
+        sp("root", end=100),
+        sp("x", "gone", start=20, end=30, service="pay"),
+        sp("x2", "x", start=21, end=22, service="pay"),
+    ]
+    tree = an.assemble(spans)
+    assert rows(tree) == [("root", 0), ("gone", 0), ("x", 1), ("x2", 2)]
+    ph = tree.nodes["gone"]
+    assert ph.placeholder and ph.note == "parent gone of span x never arrived"
+    assert (ph.start_ns, ph.end_ns) == (20 * MS, 30 * MS)  # spans its orphans
+    assert {s.span_id for s in tree.spans} == {"root", "x", "x2"}
+
+
+def test_one_placeholder_per_missing_parent_lists_every_orphan():
+    tree = an.assemble([sp("x", "gone", start=1), sp("y", "gone", start=2)])
+    assert tree.nodes["gone"].note == "parent gone of spans x, y never arrived"
+    assert rows(tree) == [("gone", 0), ("x", 1), ("y", 1)]
+
+
+def test_parent_loop_is_cut_and_every_span_kept():
+    tree = an.assemble([sp("a", "b", start=1), sp("b", "a", start=2), sp("s", "s", start=3)])
+    assert sorted(n.span_id for n in tree.walk()) == ["a", "b", "s"]
+    assert [n.span_id for n in tree.cycles] == ["a", "s"]
+    kinds = [(b.kind, b.after.span_id) for b in an.breaks(tree)]
+    assert kinds == [("parent_cycle", "a"), ("parent_cycle", "s")]
+
+
+def test_assemble_refuses_spans_of_two_traces():
+    with pytest.raises(ValueError, match="one trace's spans; got 2 trace ids"):
+        an.assemble([sp("a"), sp("b", trace="1" * 32)])
+
+
+def test_completed_span_supersedes_its_pending_announcement():
+    pending = sp("w", "a", start=1, end=1, attributes={PENDING_ATTRIBUTE: True})
+    done = sp("w", "a", start=1, end=8)
+    for order in ([pending, done], [done, pending]):
+        tree = an.assemble([sp("a", end=10), *order])
+        assert tree.nodes["w"].span.end_ns == 8 * MS and not tree.nodes["w"].span.pending
+        assert an.incomplete(tree) == []
+
+
+def test_deep_chain_does_not_recurse():
+    n = 5000
+    spans = [sp(f"{i:x}", f"{i - 1:x}" if i else "", start=i, end=2 * n - i) for i in range(n)]
+    a = an.analyse(spans)
+    assert max(node.depth for node in a.tree.walk()) == n - 1
+    assert a.critical_path[0].span_id == "0" and len(a.critical_path) == 2 * n - 1
+
+
+# ----------------------------------------------------------------------------------- breaks
+
+
+def test_break_names_the_span_and_service_on_each_side():
+    spans = [
+        sp("root", service="web", name="GET /checkout", kind=KIND_SERVER, end=100),
+        sp("call", "root", service="web", name="POST /charge", kind=KIND_CLIENT, start=10, end=60),
+        sp("late", "root", service="web", name="render", start=70, end=90),
+        # the payments server span "lost" never arrived; its child did
+        sp(
+            "db",
+            "lost",
+            service="payments",
+            name="INSERT charge",
+            kind=KIND_CLIENT,
+            start=20,
+            end=40,
+        ),
+    ]
+    (b,) = an.breaks(an.assemble(spans))
+    assert b.kind == "missing_parent" and b.missing_span_id == "lost" and b.trace_id == T
+    assert (b.before.service, b.before.span_id, b.before.name) == ("web", "call", "POST /charge")
+    assert (b.after.service, b.after.span_id, b.after.name) == ("payments", "db", "INSERT charge")
+    assert b.services == ("web", "payments")
+    assert b.message == (
+        "service 'web' span 'POST /charge' (client) -> service 'payments' span 'INSERT charge' (client): parent lost never arrived"
+    )
+
+
+def test_break_sender_can_be_a_producer_that_already_ended():
+    spans = [
+        sp("root", service="shop", end=10),
+        sp(
+            "send",
+            "root",
+            service="shop",
+            name="orders publish",
+            kind=KIND_PRODUCER,
+            start=2,
+            end=3,
+        ),
+        sp(
+            "proc",
+            "lost",
+            service="worker",
+            name="orders process",
+            kind=KIND_CONSUMER,
+            start=50,
+            end=60,
+        ),
+    ]
+    (b,) = an.breaks(an.assemble(spans))
+    assert b.before.span_id == "send" and b.after.span_id == "proc"
+
+
+def test_break_without_any_possible_sender_says_so():
+    (b,) = an.breaks(an.assemble([sp("x", "lost", service="pay", name="charge")]))
+    assert b.before is None and b.services == ("?", "pay")
+    assert b.message.startswith(
+        "(no span in this trace could have sent it) -> service 'pay' span 'charge'"
+    )
+
+
+def test_second_root_in_one_trace_is_a_break():
+    spans = [
+        sp("r1", service="a", end=100),
+        sp("cl", "r1", service="a", kind=KIND_CLIENT, start=5, end=50),
+        sp("r2", service="b", kind=KIND_SERVER, start=10, end=20),
+    ]
+    (b,) = an.breaks(an.assemble(spans))
+    assert (b.kind, b.before.span_id, b.after.span_id) == ("extra_root", "cl", "r2")
+
+
+def test_connected_trace_has_no_breaks():
+    assert an.breaks(an.assemble([sp("a", end=9), sp("b", "a", start=1, end=2)])) == []
+
+
+# ------------------------------------------------------------------------------- incomplete
+
+
+def test_pending_span_names_the_worker_death_reported_by_its_parent():
+    died = Event(50 * MS, an.WORKER_DIED_EVENT, {"process.pid": 4242, "process.signal": 9})
+    spans = [
+        sp(
+            "pool",
+            service="jobs",
+            name="pool.map",
+            end=100,
+            events=[died],
+            resource={"process.pid": 1},
+        ),
+        sp(
+            "task",
+            "pool",
+            service="jobs",
+            name="crunch",
+            start=5,
+            end=5,
+            attributes={PENDING_ATTRIBUTE: True},
+            resource={"process.pid": 4242},
+        ),
+        sp(
+            "other",
+            "pool",
+            service="jobs",
+            name="crunch",
+            start=6,
+            end=6,
+            attributes={PENDING_ATTRIBUTE: True},
+            resource={"process.pid": 777},
+        ),
+    ]
+    inc = an.incomplete(an.assemble(spans))
+    assert [(i.span_id, i.pid, i.reported_by) for i in inc] == [
+        ("task", 4242, "pool"),
+        ("other", 777, ""),
+    ]
+    assert (
+        inc[0].reason
+        == "worker pid 4242 was killed by signal 9 (SIGKILL), seen by service 'jobs' span 'pool.map'"
+    )
+    assert inc[1].reason == "never ended: still running, or its worker died unseen"
+
+
+def test_pending_span_with_exit_code():
+    died = Event(1, an.WORKER_DIED_EVENT, {"process.pid": 9, "process.exit_code": 3})
+    spans = [
+        sp("p", events=[died]),
+        sp(
+            "t",
+            "p",
+            start=1,
+            end=1,
+            attributes={PENDING_ATTRIBUTE: True},
+            resource={"process.pid": 9},
+        ),
+    ]
+    (i,) = an.incomplete(an.assemble(spans))
+    assert i.reason.startswith("worker pid 9 exited with code 3")
+
+
+# ---------------------------------------------------------------------------- critical path
+
+
+def test_critical_path_follows_the_child_that_ends_last():
+    # root 0..100; a 10..40 (with a1 15..35); b 30..90 ; c 95..99 (short tail)
+    spans = [
+        sp("root", end=100),
+        sp("a", "root", start=10, end=40),
+        sp("a1", "a", start=15, end=35),
+        sp("b", "root", start=30, end=90),
+        sp("c", "root", start=92, end=99),
+    ]
+    path = [
+        (s.span_id, s.start_ns // MS, s.end_ns // MS) for s in an.critical_path(an.assemble(spans))
+    ]
+    assert path == [
+        ("root", 0, 10),
+        ("a", 10, 15),
+        ("a1", 15, 30),
+        ("b", 30, 90),
+        ("root", 90, 92),
+        ("c", 92, 99),
+        ("root", 99, 100),
+    ]
+
+
+def test_critical_path_clamps_children_that_outlive_the_parent():
+    spans = [sp("root", end=10), sp("async", "root", start=5, end=50, kind=KIND_PRODUCER)]
+    path = [
+        (s.span_id, s.start_ns // MS, s.end_ns // MS) for s in an.critical_path(an.assemble(spans))
+    ]
+    assert path == [("root", 0, 5), ("async", 5, 10)]
+
+
+# ----------------------------------------------------------------------------- dependencies
+
+
+def test_dependencies_count_calls_errors_and_messaging_links():
+    t2 = "2" * 32
+    spans = [
+        sp("r", service="web", kind=KIND_SERVER, end=100),
+        sp("c1", "r", service="web", kind=KIND_CLIENT, start=1, end=10),
+        sp("s1", "c1", service="pay", kind=KIND_SERVER, start=2, end=9, status_code=STATUS_ERROR),
+        sp("c2", "r", service="web", kind=KIND_CLIENT, start=11, end=20),
+        sp("s2", "c2", service="pay", kind=KIND_SERVER, start=12, end=19),
+        sp("in", "s2", service="pay", start=13, end=14),  # same service: no edge
+        sp("pub", "r", service="web", kind=KIND_PRODUCER, start=30, end=31),
+        # consumer in its own trace, linked to the producer
+        sp(
+            "con",
+            service="mailer",
+            kind=KIND_CONSUMER,
+            start=40,
+            end=45,
+            trace=t2,
+            links=[Link(T, "pub")],
+        ),
+        sp(
+            "con2",
+            service="mailer",
+            kind=KIND_CONSUMER,
+            start=46,
+            end=47,
+            trace=t2,
+            links=[Link(T, "nowhere")],
+        ),
+    ]
+    g = an.dependencies(spans)
+    edges = {(e.parent, e.child, e.kind): (e.calls, e.errors, e.trace_ids) for e in g.edges}
+    assert edges == {
+        ("web", "pay", "call"): (2, 1, [T]),
+        ("web", "mailer", "messaging"): (1, 0, [t2]),
+    }
+    assert {(n.service, n.spans, n.errors) for n in g.services} == {
+        ("web", 4, 0),
+        ("pay", 3, 1),
+        ("mailer", 2, 0),
+    }
+    assert g.unresolved_links == 1
+
+
+def test_producer_parent_of_consumer_is_a_messaging_edge():
+    spans = [
+        sp("p", service="a", kind=KIND_PRODUCER),
+        sp("c", "p", service="b", kind=KIND_CONSUMER, start=20, end=30),
+    ]
+    assert [(e.parent, e.child, e.kind, e.calls) for e in an.dependencies(spans).edges] == [
+        ("a", "b", "messaging", 1)
+    ]
+
+
+# ----------------------------------------------------------------------------- completeness
+
+
+def test_completeness_shares_and_worst_broken_hops_with_examples():
+    def trace(i, *, broken=False, pending=False):
+        tid = f"{i:032x}"
+        out = [
+            sp("r", service="web", kind=KIND_SERVER, start=i * 1000, end=i * 1000 + 100, trace=tid)
+        ]
+        out.append(
+            sp(
+                "c",
+                "r",
+                service="web",
+                kind=KIND_CLIENT,
+                start=i * 1000 + 10,
+                end=i * 1000 + 90,
+                trace=tid,
+            )
+        )
+        parent = "lost" if broken else "c"
+        attrs = {PENDING_ATTRIBUTE: True} if pending else {}
+        out.append(
+            sp(
+                "s",
+                parent,
+                service="pay",
+                kind=KIND_SERVER,
+                start=i * 1000 + 20,
+                end=i * 1000 + 80,
+                trace=tid,
+                attributes=attrs,
+            )
+        )
+        return out
+
+    traces = [trace(0), trace(1, broken=True), trace(2, broken=True, pending=True), trace(3)]
+    c = an.completeness(traces, start_ns=0, end_ns=4000 * MS, buckets=2)
+    assert (c.traces, c.one_root, c.with_orphans, c.with_incomplete) == (4, 4, 2, 1)
+    assert c.share(c.with_orphans) == 0.5
+    (hop,) = c.broken_hops
+    assert (hop.before, hop.after, hop.count, hop.trace_ids) == (
+        "web",
+        "pay",
+        2,
+        [f"{1:032x}", f"{2:032x}"],
+    )
+    assert [(b.traces, b.with_orphans, b.with_incomplete) for b in c.buckets] == [
+        (2, 1, 0),
+        (2, 1, 1),
+    ]
+
+
+def test_completeness_counts_traces_without_their_root():
+    c = an.completeness([[sp("x", "lost")], [sp("a")]])
+    assert (c.traces, c.one_root, c.with_orphans) == (2, 1, 1)
+
+
+# ------------------------------------------------------------------------------- clock skew
+
+
+def test_skew_is_off_by_default_and_reports_what_it_shifted_when_on():
+    spans = [
+        sp("r", service="web", kind=KIND_SERVER, end=100, resource={"host.name": "h1"}),
+        sp(
+            "c",
+            "r",
+            service="web",
+            kind=KIND_CLIENT,
+            start=10,
+            end=50,
+            resource={"host.name": "h1"},
+        ),
+        # the payments host's clock is 30 ms behind: its server span starts before the client
+        sp(
+            "s",
+            "c",
+            service="pay",
+            kind=KIND_SERVER,
+            start=-15,
+            end=5,
+            resource={"host.name": "h2"},
+        ),
+        sp("s1", "s", service="pay", start=-10, end=0, resource={"host.name": "h2"}),
+    ]
+    plain = an.analyse(spans)
+    assert plain.shifts == [] and not plain.skew_adjusted
+    assert plain.tree.nodes["s"].start_ns == -15 * MS
+
+    fixed = an.analyse(spans, adjust_skew=True)
+    (shift,) = fixed.shifts
+    assert (shift.span_id, shift.service, shift.delta_ns, shift.spans_moved) == (
+        "s",
+        "pay",
+        35 * MS,
+        2,
+    )
+    assert (
+        shift.reason
+        == "started 25.000 ms before its parent started in service 'web'; moved later by 35.000 ms"
+    )
+    nodes = fixed.tree.nodes
+    assert (nodes["s"].start_ns, nodes["s"].end_ns) == (20 * MS, 40 * MS)  # centred in 10..50
+    assert (nodes["s1"].start_ns, nodes["s1"].end_ns) == (25 * MS, 35 * MS)
+    assert spans[2].start_ns == -15 * MS  # the input is untouched
+
+
+def test_skew_leaves_same_clock_and_async_children_that_start_later():
+    spans = [
+        sp("r", service="web", end=10),
+        sp("in", "r", service="web", start=-5, end=20),  # same clock: never moved
+        sp("p", "r", service="web", kind=KIND_PRODUCER, start=1, end=2),
+        sp("c", "p", service="worker", kind=KIND_CONSUMER, start=50, end=60),  # after: fine
+    ]
+    assert an.adjust_clock_skew(spans)[1] == []
