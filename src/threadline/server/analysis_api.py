@@ -1,0 +1,350 @@
+"""HTTP endpoints for analysis, under /api/threadline/analysis/ (used by the web UI and the CLI).
+
+    GET trace/{trace_id}[?skew=1]    the trace as waterfall rows (tree order, placeholders for
+                                     parents that never arrived), breaks, incomplete spans,
+                                     critical path, and the clock-skew shifts when asked for
+    GET dependencies                 service graph; edges carry calls, errors, kind
+                                     ("call" | "messaging" | "link") and example trace ids
+    GET completeness[?buckets=12]    completeness metrics over time, worst broken hops first
+
+Windows: `start` / `end` in microseconds since the epoch (as Jaeger's API), or `lookback` ("15m",
+"1h", "2d"; default 1h) ending at `end` or now. Times inside a trace payload are nanoseconds
+relative to `t0_ns` (a string: epoch nanoseconds do not fit a JavaScript number).
+
+`routes(trace=..., window=...)` takes two reads from the store: one trace's spans by id, and
+every span of the traces that started in [start_ns, end_ns). Sync or async callables both work.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from threadline.server import analysis as an
+from threadline.server.model import KIND_NAMES, Span
+
+PREFIX = "/api/threadline/analysis"
+_TRACE_ID = re.compile(r"^[0-9a-f]{1,32}$")
+_UNITS = {
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+}
+_LOOKBACK = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h|d)$")
+
+TraceRead = Callable[[str], "list[Span] | Awaitable[list[Span]]"]
+WindowRead = Callable[[int, int], "Iterable[Span] | Awaitable[Iterable[Span]]"]
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def routes(*, trace: TraceRead, window: WindowRead) -> list[Route]:
+    async def read(fn: Callable, *args: Any) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        return await run_in_threadpool(lambda: list(fn(*args)))
+
+    async def trace_view(request: Request) -> JSONResponse:
+        trace_id = request.path_params["trace_id"].lower()
+        if not _TRACE_ID.match(trace_id):
+            return _error(400, f"trace id must be up to 32 hex digits, got {trace_id[:64]!r}")
+        trace_id = trace_id.rjust(32, "0")
+        spans = await read(trace, trace_id)
+        if not spans:
+            return _error(404, f"trace {trace_id} not found")
+        skew = request.query_params.get("skew", "") in ("1", "true", "yes", "on")
+        result = await run_in_threadpool(an.analyse, spans, adjust_skew=skew)
+        return _JSON(trace_payload(result))
+
+    async def dependencies_view(request: Request) -> JSONResponse:
+        try:
+            start_ns, end_ns = window_of(request.query_params)
+        except BadRequest as e:
+            return _error(400, str(e))
+        spans = await read(window, start_ns, end_ns)
+        graph = await run_in_threadpool(an.dependencies, spans, examples=20)
+        return _JSON(
+            {
+                "start_ns": str(start_ns),
+                "end_ns": str(end_ns),
+                "services": [
+                    {"service": n.service, "spans": n.spans, "errors": n.errors}
+                    for n in graph.services
+                ],
+                "edges": [
+                    {
+                        "parent": e.parent,
+                        "child": e.child,
+                        "kind": e.kind,
+                        "messaging": e.kind != "call",
+                        "calls": e.calls,
+                        "errors": e.errors,
+                        "trace_ids": e.trace_ids,
+                    }
+                    for e in graph.edges
+                ],
+                "unresolved_links": graph.unresolved_links,
+            }
+        )
+
+    async def completeness_view(request: Request) -> JSONResponse:
+        try:
+            start_ns, end_ns = window_of(request.query_params)
+            buckets = int(request.query_params.get("buckets", "12"))
+            if not 1 <= buckets <= 500:
+                raise ValueError
+        except BadRequest as e:
+            return _error(400, str(e))
+        except ValueError:
+            return _error(400, "buckets must be an integer from 1 to 500")
+        spans = await read(window, start_ns, end_ns)
+        groups = an.group_by_trace(spans).values()
+        c = await run_in_threadpool(
+            an.completeness, groups, start_ns=start_ns, end_ns=end_ns, buckets=buckets
+        )
+        return _JSON(completeness_payload(c, start_ns, end_ns))
+
+    return [
+        Route(PREFIX + "/trace/{trace_id}", trace_view, methods=["GET"]),
+        Route(PREFIX + "/dependencies", dependencies_view, methods=["GET"]),
+        Route(PREFIX + "/completeness", completeness_view, methods=["GET"]),
+    ]
+
+
+def window_of(params: Any, now_ns: int | None = None) -> tuple[int, int]:
+    """[start_ns, end_ns) from `start`/`end` (µs) or `lookback` ending at `end` or now."""
+
+    def micros(name: str) -> int | None:
+        raw = params.get(name)
+        if raw in (None, ""):
+            return None
+        try:
+            return int(raw) * 1000
+        except ValueError:
+            raise BadRequest(
+                f"{name} must be microseconds since the epoch, got {raw[:40]!r}"
+            ) from None
+
+    end = micros("end")
+    end = end if end is not None else (now_ns if now_ns is not None else time.time_ns())
+    start = micros("start")
+    if start is None:
+        raw = params.get("lookback") or "1h"
+        m = _LOOKBACK.match(raw)
+        if not m:
+            raise BadRequest(f"lookback must look like 30s, 15m, 1h or 2d, got {raw[:40]!r}")
+        start = end - int(float(m[1]) * _UNITS[m[2]])
+    if start >= end:
+        raise BadRequest(f"start ({start // 1000}) must be before end ({end // 1000})")
+    return start, end
+
+
+def trace_payload(result: an.TraceAnalysis) -> dict[str, Any]:
+    tree = result.tree
+    rows = list(tree.walk())
+    t0 = min((n.start_ns for n in tree.roots), default=0)
+    t1 = max((n.end_ns for n in rows), default=0)
+    index = {n.span_id: i for i, n in enumerate(rows)}
+    on_path = {seg.span_id for seg in result.critical_path}
+    why = {i.span_id: i.reason for i in result.incomplete}
+    resources: list[dict] = []
+    by_object: dict[int, int] = {}
+    by_value: dict[str, int] = {}
+
+    def resource_of(span: Span) -> int:
+        # each export batch has its own resource dict; equal ones collapse to one entry
+        key = id(span.resource)
+        if key not in by_object:
+            value = repr(sorted(span.resource.items()))
+            if value not in by_value:
+                by_value[value] = len(resources)
+                resources.append(span.resource)
+            by_object[key] = by_value[value]
+        return by_object[key]
+
+    out_rows = []
+    for n in rows:
+        row: dict[str, Any] = {
+            "id": n.span_id,
+            "parent": index[n.parent.span_id] if n.parent else -1,
+            "depth": n.depth,
+            "children": len(n.children),
+            "start": n.start_ns - t0,
+            "end": n.end_ns - t0,
+            "critical": n.span_id in on_path,
+        }
+        s = n.span
+        if s is None:
+            row.update(placeholder=True, name="(missing parent)", service="", note=n.note)
+        else:
+            row.update(
+                name=s.name,
+                service=s.service,
+                kind=KIND_NAMES.get(s.kind, str(s.kind)),
+                status=s.status_code,
+                status_message=s.status_message,
+                attributes=s.attributes,
+                resource=resource_of(s),
+                scope=s.scope_name,
+                events=[
+                    {"t": e.time_ns - t0, "name": e.name, "attributes": e.attributes}
+                    for e in s.events
+                ],
+                links=[
+                    {"trace_id": lk.trace_id, "span_id": lk.span_id, "attributes": lk.attributes}
+                    for lk in s.links
+                ],
+            )
+            if s.pending:
+                row.update(pending=True, note=why.get(s.span_id, ""))
+        out_rows.append(row)
+    root = tree.main_root
+    return {
+        "trace_id": tree.trace_id,
+        "t0_ns": str(t0),
+        "duration_ns": t1 - t0,
+        "summary": {
+            "root_service": root.service if root else "",
+            "root_name": root.name if root else "",
+            "span_count": len(tree.spans),
+            "services": result.services,
+            "errors": result.error_count,
+            "incomplete": len(result.incomplete),
+            "placeholders": len(tree.placeholders),
+            "breaks": len(result.breaks),
+        },
+        "resources": resources,
+        "rows": out_rows,
+        "breaks": [_break(b) for b in result.breaks],
+        "incomplete": [
+            {
+                "span_id": i.span_id,
+                "service": i.service,
+                "name": i.name,
+                "pid": i.pid,
+                "reason": i.reason,
+                "reported_by": i.reported_by,
+            }
+            for i in result.incomplete
+        ],
+        "critical_path": [
+            {"span_id": s.span_id, "start": s.start_ns - t0, "end": s.end_ns - t0}
+            for s in result.critical_path
+        ],
+        "skew": {
+            "adjusted": result.skew_adjusted,
+            "shifts": [
+                {
+                    "span_id": s.span_id,
+                    "service": s.service,
+                    "name": s.name,
+                    "delta_ns": s.delta_ns,
+                    "spans_moved": s.spans_moved,
+                    "reason": s.reason,
+                }
+                for s in result.shifts
+            ],
+        },
+    }
+
+
+def _break(b: an.Break) -> dict[str, Any]:
+    def side(s: an.Side | None) -> dict | None:
+        return s and {
+            "service": s.service,
+            "span_id": s.span_id,
+            "name": s.name,
+            "kind": KIND_NAMES.get(s.kind, str(s.kind)),
+        }
+
+    return {
+        "kind": b.kind,
+        "missing_span_id": b.missing_span_id,
+        "before": side(b.before),
+        "after": side(b.after),
+        "message": b.message,
+    }
+
+
+def completeness_payload(c: an.Completeness, start_ns: int, end_ns: int) -> dict[str, Any]:
+    def shares(n: int, one: int, orphans: int, pending: int) -> dict[str, Any]:
+        def share(k: int) -> float:
+            return round(k / n, 4) if n else 0.0
+
+        return {
+            "traces": n,
+            "one_root": one,
+            "with_orphans": orphans,
+            "with_incomplete": pending,
+            "one_root_share": share(one),
+            "orphan_share": share(orphans),
+            "incomplete_share": share(pending),
+        }
+
+    return {
+        "start_ns": str(start_ns),
+        "end_ns": str(end_ns),
+        **shares(c.traces, c.one_root, c.with_orphans, c.with_incomplete),
+        "buckets": [
+            {
+                "start_ns": str(b.start_ns),
+                "end_ns": str(b.end_ns),
+                **shares(b.traces, b.one_root, b.with_orphans, b.with_incomplete),
+            }
+            for b in c.buckets
+        ],
+        "broken_hops": [
+            {
+                "before": h.before,
+                "after": h.after,
+                "count": h.count,
+                "trace_ids": h.trace_ids,
+                "example": h.example,
+            }
+            for h in c.broken_hops
+        ],
+    }
+
+
+def _plain(v: Any) -> Any:
+    """Attribute values as JSON: bytes as hex, non-finite floats as strings."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        try:
+            return json.dumps(
+                content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            ).encode()
+        except (TypeError, ValueError):
+            return json.dumps(
+                _plain(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            ).encode()
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

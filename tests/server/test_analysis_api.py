@@ -1,0 +1,153 @@
+"""The analysis endpoints over HTTP, on crafted traces served from plain lists."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from crafted import BROKEN, CHECKOUT, CRASHED, MAILER, XSS, showcase
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from threadline.server import analysis_api
+from threadline.server.analysis import group_by_trace
+
+BASE = time.time_ns() - 60 * 10**9
+SPANS = showcase(BASE)
+
+
+@pytest.fixture(scope="module")
+def client():
+    traces = group_by_trace(SPANS)
+
+    def window(start_ns, end_ns):
+        return [
+            s
+            for spans in traces.values()
+            if start_ns <= min(x.start_ns for x in spans) < end_ns
+            for s in spans
+        ]
+
+    app = Starlette(
+        routes=analysis_api.routes(trace=lambda tid: traces.get(tid, []), window=window)
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def test_trace_rows_in_tree_order_with_critical_path(client):
+    body = client.get(f"/api/threadline/analysis/trace/{CHECKOUT}").json()
+    assert [(r["name"], r["depth"]) for r in body["rows"]] == [
+        ("GET /checkout", 0),
+        ("load cart", 1),
+        ("POST /charge", 1),
+        ("charge card", 2),
+        ("SELECT account", 3),
+        ("orders publish", 1),
+        ("render", 1),
+    ]
+    rows = body["rows"]
+    assert [r["parent"] for r in rows] == [-1, 0, 0, 2, 3, 0, 0]
+    assert rows[0]["start"] == 0 and rows[0]["end"] == 120_000_000 and int(body["t0_ns"]) == BASE
+    assert rows[0]["attributes"]["user.note"] == XSS  # data, escaped by the UI, never by the API
+    assert body["summary"] == {
+        "root_service": "web",
+        "root_name": "GET /checkout",
+        "span_count": 7,
+        "services": ["payments", "web"],
+        "errors": 2,
+        "incomplete": 0,
+        "placeholders": 0,
+        "breaks": 0,
+    }
+    assert [r["name"] for r in rows if r["critical"]] == [
+        "GET /checkout",
+        "load cart",
+        "POST /charge",
+        "charge card",
+        "SELECT account",
+        "orders publish",
+        "render",
+    ]
+    assert body["resources"][rows[0]["resource"]]["service.name"] == "web"
+    assert body["resources"][rows[3]["resource"]]["service.name"] == "payments"
+    assert rows[3]["events"][0]["name"] == "exception" and rows[3]["events"][0]["t"] == 80_000_000
+
+
+def test_trace_with_missing_parent_shows_placeholder_and_break(client):
+    body = client.get(f"/api/threadline/analysis/trace/{BROKEN}").json()
+    rows = body["rows"]
+    assert [(r["name"], r.get("placeholder", False)) for r in rows] == [
+        ("GET /refund", False),
+        ("POST /refund", False),
+        ("(missing parent)", True),
+        ("UPDATE ledger", False),
+    ]
+    assert rows[2]["note"] == "parent f000000000000001 of span f000000000000002 never arrived"
+    (b,) = body["breaks"]
+    assert b["before"] == {
+        "service": "web",
+        "span_id": "e000000000000002",
+        "name": "POST /refund",
+        "kind": "client",
+    }
+    assert b["after"]["service"] == "payments" and b["missing_span_id"] == "f000000000000001"
+
+
+def test_trace_with_crashed_worker_marks_pending_span(client):
+    body = client.get(f"/api/threadline/analysis/trace/{CRASHED}").json()
+    pending = [r for r in body["rows"] if r.get("pending")]
+    assert [r["name"] for r in pending] == ["crunch part 2"]
+    assert (
+        pending[0]["note"]
+        == "worker pid 301 was killed by signal 9 (SIGKILL), seen by service 'jobs' span 'nightly report'"
+    )
+
+
+def test_trace_errors(client):
+    assert client.get("/api/threadline/analysis/trace/" + "e" * 32).status_code == 404
+    r = client.get("/api/threadline/analysis/trace/not-hex")
+    assert r.status_code == 400 and "hex digits" in r.json()["error"]
+
+
+def test_dependencies_include_messaging_edge_with_its_traces(client):
+    body = client.get("/api/threadline/analysis/dependencies?lookback=1h").json()
+    edges = {
+        (e["parent"], e["child"], e["kind"]): (e["calls"], e["errors"], e["trace_ids"])
+        for e in body["edges"]
+    }
+    assert edges == {
+        ("web", "payments", "call"): (1, 1, [CHECKOUT]),
+        ("web", "mailer", "messaging"): (1, 0, [MAILER]),
+    }
+    assert {s["service"] for s in body["services"]} == {"web", "payments", "mailer", "jobs"}
+
+
+def test_completeness_over_window(client):
+    body = client.get("/api/threadline/analysis/completeness?lookback=2h&buckets=4").json()
+    assert (body["traces"], body["one_root"], body["with_orphans"], body["with_incomplete"]) == (
+        4,
+        4,
+        1,
+        1,
+    )
+    assert body["orphan_share"] == 0.25 and len(body["buckets"]) == 4
+    assert sum(b["traces"] for b in body["buckets"]) == 4
+    (hop,) = body["broken_hops"]
+    assert (hop["before"], hop["after"], hop["count"], hop["trace_ids"]) == (
+        "web",
+        "payments",
+        1,
+        [BROKEN],
+    )
+
+
+def test_window_parameters_are_checked(client):
+    r = client.get("/api/threadline/analysis/completeness?lookback=soon")
+    assert r.status_code == 400 and "lookback must look like" in r.json()["error"]
+    r = client.get("/api/threadline/analysis/dependencies?start=20&end=10")
+    assert r.status_code == 400 and "must be before end" in r.json()["error"]
+    assert analysis_api.window_of({"lookback": "15m"}, now_ns=10**12) == (
+        10**12 - 900 * 10**9,
+        10**12,
+    )
