@@ -1,0 +1,282 @@
+"""Mailboxes: a traced send / receive over any queue, following the OTel messaging conventions.
+
+    orders = Mailbox(queue.Queue(), "orders")
+    orders.send(item)                       # PRODUCER span "send orders"; the item travels sealed
+    with orders.receive(timeout=5) as item: # CONSUMER span "process orders" around the block,
+        handle(item)                        # a child of the send span (or linked, on request)
+
+The receiving side must take items through ``receive()`` / ``areceive()`` (or hand what it got to
+``open()``): a plain ``get()`` returns the ``Envelope`` itself, whose ``.item`` is the payload.
+Items put by untraced code come out of ``receive()`` unchanged and are processed under the
+receiver's own context. An Envelope orders by its item, so ``PriorityQueue`` order is unchanged.
+
+A Mailbox is generic over a put function and a get function (``Mailbox(put=conn.send,
+get=conn.recv, name="results")``), so the same envelope crosses processes: pickled, it carries
+the W3C carrier (traceparent, tracestate, baggage) instead of the in-process Context.
+
+Nothing is patched here. ``install()`` / ``uninstall()`` switch tracing of the explicit API on and
+off (on by default); when off, ``send`` puts the bare item and ``receive`` still unwraps envelopes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from threadline._handoff import RELATIONS, Handoff, Relation, capture, resume
+from threadline._spans import start_span
+
+__all__ = [
+    "Delivery",
+    "Envelope",
+    "Mailbox",
+    "install",
+    "installed",
+    "open",
+    "seal",
+    "uninstall",
+]
+
+_installed = True
+_relation: Relation = "child"
+
+
+class Envelope:
+    """An item sealed with the context it was sent from. Compares by its item (PriorityQueue)."""
+
+    __slots__ = ("item", "handoff")
+
+    def __init__(self, item: Any, handoff: Handoff) -> None:
+        self.item = item
+        self.handoff = handoff
+
+    # Handoff pickles as its W3C carrier, so an Envelope crosses processes as plain headers.
+    def __reduce__(self):
+        return (Envelope, (self.item, self.handoff))
+
+    def __lt__(self, other: Any) -> bool:
+        return self.item < _item(other)
+
+    def __le__(self, other: Any) -> bool:
+        return self.item <= _item(other)
+
+    def __gt__(self, other: Any) -> bool:
+        return self.item > _item(other)
+
+    def __ge__(self, other: Any) -> bool:
+        return self.item >= _item(other)
+
+    def __repr__(self) -> str:
+        return f"Envelope({self.item!r}, {self.handoff!r})"
+
+
+def _item(value: Any) -> Any:
+    return value.item if type(value) is Envelope else value
+
+
+def seal(item: Any) -> Any:
+    """The item sealed with the context of now (the bare item while mailboxes are uninstalled)."""
+    return Envelope(item, capture()) if _installed else item
+
+
+class Delivery:
+    """One received message. ``with delivery as item:`` runs the block in a CONSUMER
+    "process <destination>" span continuing the sender's trace; ``.item`` is the payload."""
+
+    __slots__ = ("item", "handoff", "destination", "relation", "_attributes", "_cm")
+
+    def __init__(
+        self,
+        message: Any,
+        destination: str,
+        *,
+        relation: Relation | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        if type(message) is Envelope:
+            self.item, self.handoff = message.item, message.handoff
+        else:
+            self.item, self.handoff = message, None
+        self.destination = destination
+        self.relation = _check(relation or _relation)
+        self._attributes = attributes
+        self._cm = None
+
+    def __enter__(self) -> Any:
+        if _installed:
+            name = f"process {self.destination}"
+            attrs = _attrs(self._attributes, "process")
+            if self.handoff is None:  # sent untraced: processed under the receiver's own context
+                self._cm = start_span(name, attributes=attrs, kind=SpanKind.CONSUMER)
+            else:
+                self._cm = resume(
+                    self.handoff,
+                    name,
+                    relation=self.relation,
+                    kind=SpanKind.CONSUMER,
+                    attributes=attrs,
+                )
+            self._cm.__enter__()
+        return self.item
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        cm, self._cm = self._cm, None
+        return cm.__exit__(exc_type, exc, tb) if cm is not None else None
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool | None:
+        return self.__exit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.item!r} from {self.destination!r}, {self.handoff!r})"
+
+
+def open(  # noqa: A001 - the messaging verb; shadows the builtin only inside this module
+    message: Any,
+    destination: str,
+    *,
+    relation: Relation | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Delivery:
+    """A Delivery for a message obtained any way at all (an envelope or a bare item)."""
+    return Delivery(message, destination, relation=relation, attributes=attributes)
+
+
+def _attrs(extra: Mapping[str, Any] | None, operation: str) -> dict[str, Any]:
+    attrs = {"messaging.operation.type": operation, "messaging.operation.name": operation}
+    if extra:
+        attrs.update(extra)
+    return attrs
+
+
+def _check(relation: str) -> Relation:
+    if relation not in RELATIONS:
+        raise ValueError(f"relation must be one of {RELATIONS}, not {relation!r}")
+    return relation  # type: ignore[return-value]
+
+
+class Mailbox:
+    """A traced view of a queue (``queue.Queue``, ``LifoQueue``, ``PriorityQueue``,
+    ``SimpleQueue``, ``asyncio.Queue``, ``multiprocessing`` queues) or of any put / get pair.
+
+    ``send`` / ``receive`` take the same extra arguments as the queue's own ``put`` / ``get``
+    (``block``, ``timeout``); ``asend`` / ``areceive`` await them (``asyncio.Queue``).
+    """
+
+    __slots__ = ("name", "system", "relation", "_put", "_get", "_attributes", "_awaitable")
+
+    def __init__(
+        self,
+        queue: Any = None,
+        name: str | None = None,
+        *,
+        put: Callable[..., Any] | None = None,
+        get: Callable[..., Any] | None = None,
+        system: str | None = None,
+        relation: Relation | None = None,
+    ) -> None:
+        if queue is not None:
+            put, get = put or queue.put, get or queue.get
+        if put is None or get is None:
+            raise TypeError("Mailbox needs a queue, or both put= and get= functions")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string, not {name!r}")
+        self.name = name or (type(queue).__name__ if queue is not None else "mailbox")
+        # messaging.system: the queue's library ("queue", "asyncio", "multiprocessing").
+        self.system = system or (
+            type(queue).__module__.split(".")[0].lstrip("_") if queue is not None else "threadline"
+        )
+        self.relation = _check(relation) if relation is not None else None
+        self._put, self._get = put, get
+        self._awaitable = inspect.iscoroutinefunction(put) or inspect.iscoroutinefunction(get)
+        self._attributes = {
+            "messaging.system": self.system,
+            "messaging.destination.name": self.name,
+        }
+
+    def _send_span(self):
+        return start_span(
+            f"send {self.name}", attributes=_attrs(self._attributes, "send"), kind=SpanKind.PRODUCER
+        )
+
+    def send(self, item: Any, *args: Any, **kwargs: Any) -> Any:
+        """Put the item, sealed, inside a PRODUCER "send <name>" span. Returns what put returns."""
+        if self._awaitable:
+            raise TypeError(f"{self!r} has coroutine put/get: use `await mailbox.asend(item)`")
+        if not _installed:
+            return self._put(item, *args, **kwargs)
+        with self._send_span():
+            return self._put(Envelope(item, capture()), *args, **kwargs)
+
+    async def asend(self, item: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _installed:
+            return await self._put(item, *args, **kwargs)
+        with self._send_span():
+            return await self._put(Envelope(item, capture()), *args, **kwargs)
+
+    def open(self, message: Any) -> Delivery:
+        """A Delivery for a message taken from this mailbox some other way."""
+        return Delivery(message, self.name, relation=self.relation, attributes=self._attributes)
+
+    def receive(self, *args: Any, **kwargs: Any) -> Delivery:
+        """Take one message now (``get(*args, **kwargs)``; ``queue.Empty`` etc. propagate).
+        Use the result as ``with mailbox.receive() as item:`` to process it in its trace."""
+        if self._awaitable:
+            raise TypeError(f"{self!r} has coroutine put/get: use `async with mailbox.areceive()`")
+        return self.open(self._get(*args, **kwargs))
+
+    def areceive(self, *args: Any, **kwargs: Any) -> _Receiving:
+        """``async with mailbox.areceive() as item:`` or ``delivery = await mailbox.areceive()``."""
+        return _Receiving(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"Mailbox({self.name!r}, system={self.system!r})"
+
+
+class _Receiving:
+    """Awaitable and async context manager: the get is awaited on entry."""
+
+    __slots__ = ("_mailbox", "_args", "_kwargs", "_delivery")
+
+    def __init__(self, mailbox: Mailbox, args: tuple, kwargs: dict) -> None:
+        self._mailbox, self._args, self._kwargs = mailbox, args, kwargs
+        self._delivery: Delivery | None = None
+
+    async def _take(self) -> Delivery:
+        return self._mailbox.open(await self._mailbox._get(*self._args, **self._kwargs))
+
+    def __await__(self):
+        return self._take().__await__()
+
+    async def __aenter__(self) -> Any:
+        self._delivery = await self._take()
+        return self._delivery.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool | None:
+        return self._delivery.__exit__(exc_type, exc, tb)
+
+
+# -- install / uninstall: tracing of the explicit API on or off (nothing is patched) ----------
+
+
+def install(*, relation: Relation = "child") -> None:
+    """Trace send / receive; ``relation`` is the default for every receive ("child" | "link" |
+    "none"), overridable per Mailbox and per open(). Idempotent."""
+    global _installed, _relation
+    _relation = _check(relation)
+    _installed = True
+
+
+def uninstall() -> None:
+    """send puts bare items and receive makes no span (envelopes already queued still unwrap)."""
+    global _installed
+    _installed = False
+
+
+def installed() -> bool:
+    return _installed

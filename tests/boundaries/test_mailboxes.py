@@ -1,0 +1,262 @@
+import asyncio
+import pickle
+import queue
+import threading
+from multiprocessing import Pipe
+
+import pytest
+from opentelemetry import trace
+
+import threadline as tl
+from threadline.boundaries import mailboxes
+from threadline.boundaries.mailboxes import Envelope, Mailbox
+from threadline.testing import hex_ids
+
+
+def current_ids():
+    return hex_ids(trace.get_current_span())
+
+
+@pytest.fixture(autouse=True)
+def mailboxes_on():
+    mailboxes.install()
+    yield
+    mailboxes.install()
+
+
+@pytest.mark.parametrize(
+    "make", [queue.Queue, queue.LifoQueue, queue.PriorityQueue, queue.SimpleQueue]
+)
+def test_send_and_process_make_one_trace(traces, make):
+    box = Mailbox(make(), "orders")
+    with tl.span("checkout") as root:
+        box.send((1, "pay"))
+    done = threading.Event()
+
+    def consume():
+        with box.receive(timeout=5) as item:
+            assert item == (1, "pay")
+            with tl.span("handle"):
+                pass
+        done.set()
+
+    threading.Thread(target=consume).start()
+    assert done.wait(10)
+    t = traces.one()
+    t.assert_connected()
+    send, process = t.find("send orders"), t.find("process orders")
+    assert t.trace_id == hex_ids(root)[0]
+    assert (send.kind, send.parent_id) == ("PRODUCER", hex_ids(root)[1])
+    assert (process.kind, process.parent_id) == ("CONSUMER", send.span_id)
+    assert t.find("handle").parent_id == process.span_id
+    assert send.attributes == {
+        "messaging.system": "queue",
+        "messaging.destination.name": "orders",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+    }
+    assert process.attributes["messaging.operation.type"] == "process"
+    assert process.attributes["messaging.destination.name"] == "orders"
+
+
+def test_consumer_thread_processes_10000_items_from_100_producers(traces):
+    q = queue.Queue()
+    sent = {}  # item -> the span current while put ran: its send span
+
+    def put(envelope):
+        sent[envelope.item] = current_ids()
+        q.put(envelope)
+
+    box = Mailbox(put=put, get=q.get, name="work")
+    roots = {}
+    processed = {}
+
+    def produce(p):
+        with tl.span("producer") as root:
+            roots[p] = hex_ids(root)
+            for n in range(100):
+                box.send((p, n))
+
+    def consume():
+        for _ in range(10_000):
+            with box.receive(timeout=10) as item:
+                processed[item] = current_ids()
+                assert trace.get_current_span().is_recording()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    producers = [threading.Thread(target=produce, args=(p,)) for p in range(100)]
+    for t in producers:
+        t.start()
+    for t in producers:
+        t.join(30)
+    consumer.join(60)
+    assert len(processed) == 10_000
+    spans = {s.span_id: s for s in traces.spans}
+    for (p, n), (trace_id, span_id) in processed.items():
+        process = spans[span_id]
+        send_trace, send_span = sent[(p, n)]
+        assert (process.name, process.kind) == ("process work", "CONSUMER")
+        assert (process.trace_id, process.parent_id) == (send_trace, send_span)
+        assert trace_id == send_trace
+        send = spans[send_span]
+        assert (send.kind, send.trace_id, send.parent_id) == ("PRODUCER", *roots[p])
+    assert len({parent for parent in (spans[s].parent_id for _, s in processed.values())}) == 10_000
+
+
+def test_untraced_items_come_out_unchanged(traces):
+    q = queue.Queue()
+    box = Mailbox(q, "mixed")
+    payload = {"id": 7}
+    q.put(payload)  # an untraced producer
+    with tl.span("consumer loop") as loop:
+        with box.receive() as item:
+            assert item is payload
+    process = traces.one().find("process mixed")
+    assert (process.kind, process.parent_id) == ("CONSUMER", hex_ids(loop)[1])
+
+
+def test_priority_order_is_kept_across_traced_and_untraced_items(traces):
+    q = queue.PriorityQueue()
+    box = Mailbox(q, "jobs")
+    with tl.span("enqueue"):
+        for prio in (5, 1, 4):
+            box.send((prio, f"traced {prio}"))
+    for prio in (3, 2, 0):
+        q.put((prio, f"plain {prio}"))
+    out = []
+    while not q.empty():
+        with box.receive() as item:
+            out.append(item)
+    assert [p for p, _ in out] == [0, 1, 2, 3, 4, 5]
+    assert [s for _, s in out][:3] == ["plain 0", "traced 1", "plain 2"]
+
+
+def test_link_on_request_starts_a_linked_trace(traces):
+    box = Mailbox(queue.SimpleQueue(), "batch", relation="link")
+    with tl.span("producer"):
+        box.send("x")
+    with box.receive() as item:
+        assert item == "x"
+    send = traces.find_all("send batch")[0]
+    process = traces.find_all("process batch")[0]
+    assert process.trace_id != send.trace_id
+    assert process.parent_id is None
+    assert process.links == [(send.trace_id, send.span_id, {})]
+
+
+def test_relation_none_starts_clean(traces):
+    box = Mailbox(queue.Queue(), "clean")
+    with tl.span("producer"):
+        box.send("x")
+    with mailboxes.open(box._get(), "clean", relation="none") as item:
+        assert item == "x"
+    send = traces.find_all("send clean")[0]
+    process = traces.find_all("process clean")[0]
+    assert process.trace_id != send.trace_id
+    assert (process.parent_id, process.links) == (None, [])
+
+
+def test_asyncio_queue(traces):
+    async def main():
+        box = Mailbox(asyncio.Queue(), "events")
+
+        async def consumer():
+            async with box.areceive() as item:
+                assert item == "e1"
+                return current_ids()
+
+        task = asyncio.create_task(consumer())  # created outside any span: its own context
+        with tl.span("request") as root:
+            await box.asend("e1")
+        return hex_ids(root), await task
+
+    (trace_id, root_id), (proc_trace, proc_span) = asyncio.run(main())
+    t = traces.one()
+    t.assert_connected()
+    send, process = t.find("send events"), t.find("process events")
+    assert (t.trace_id, send.parent_id, send.kind) == (trace_id, root_id, "PRODUCER")
+    assert (process.span_id, process.parent_id, process.kind) == (
+        proc_span,
+        send.span_id,
+        "CONSUMER",
+    )
+    assert send.attributes["messaging.system"] == "asyncio"
+
+
+def test_awaitable_receive_then_process(traces):
+    async def main():
+        box = Mailbox(asyncio.Queue(), "events")
+        with tl.span("request"):
+            await box.asend("e")
+        delivery = await box.areceive()
+        with delivery as item:
+            return item
+
+    assert asyncio.run(main()) == "e"
+    traces.one().assert_connected()
+
+
+def test_sync_calls_on_an_asyncio_queue_fail_precisely():
+    box = Mailbox(asyncio.Queue(), "events")
+    with pytest.raises(TypeError, match="asend"):
+        box.send("x")
+    with pytest.raises(TypeError, match="areceive"):
+        box.receive()
+
+
+def test_envelope_pickles_as_a_w3c_carrier_through_a_pipe(traces):
+    reader, writer = Pipe(duplex=False)
+    box = Mailbox(put=writer.send, get=reader.recv, name="pipe", system="multiprocessing")
+    with tl.span("producer"):
+        box.send({"n": 1})
+    with box.receive() as item:
+        assert item == {"n": 1}
+    t = traces.one()
+    t.assert_connected()
+    assert t.find("process pipe").parent_id == t.find("send pipe").span_id
+
+
+def test_envelope_pickle_holds_no_context_object():
+    with tl.span("s"):
+        env = mailboxes.seal("payload")
+    data = pickle.dumps(env)
+    assert b"traceparent" in data and b"opentelemetry.context" not in data
+    back = pickle.loads(data)
+    assert (back.item, back.handoff.trace_id) == ("payload", env.handoff.trace_id)
+
+
+def test_uninstalled_puts_bare_items_and_still_unwraps(traces):
+    q = queue.Queue()
+    box = Mailbox(q, "off")
+    with tl.span("before"):
+        box.send("sealed")
+    mailboxes.uninstall()
+    assert not mailboxes.installed()
+    box.send("bare")
+    assert q.queue[-1] == "bare"
+    with box.receive() as first, box.receive() as second:
+        assert (first, second) == ("sealed", "bare")
+    assert [s.name for s in traces.spans] == ["send off", "before"]
+    mailboxes.install()
+    mailboxes.install()
+    assert mailboxes.installed()
+
+
+def test_bad_arguments_fail_at_the_call_site():
+    with pytest.raises(TypeError, match="put= and get="):
+        Mailbox(put=print)
+    with pytest.raises(ValueError, match="relation"):
+        Mailbox(queue.Queue(), relation="sibling")
+    with pytest.raises(ValueError, match="name"):
+        Mailbox(queue.Queue(), "")
+
+
+def test_a_failed_put_is_recorded_and_raised(traces):
+    box = Mailbox(queue.Queue(maxsize=1), "full")
+    box.send(1)
+    with pytest.raises(queue.Full):
+        box.send(2, block=False)
+    failed = traces.find_all("send full")[1]
+    assert failed.status == "ERROR"
+    assert isinstance(Envelope(1, tl.capture()) < 2, bool)
