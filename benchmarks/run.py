@@ -33,7 +33,9 @@ def main(argv: list[str]) -> int:
             results.append(row)
             line = f"  {row['name']:<58} {row['value']:>12.3f} {row['unit']}"
             if row.get("baseline"):
-                line += f"   ({row['value'] / row['baseline']:.2f}x {row.get('ratio_to', 'baseline')})"
+                line += (
+                    f"   ({row['value'] / row['baseline']:.2f}x {row.get('ratio_to', 'baseline')})"
+                )
             if row.get("note"):
                 line += f"   {row['note']}"
             print(line, flush=True)

@@ -1,9 +1,9 @@
 """threadline: one connected trace across every boundary in Python, on top of OpenTelemetry.
 
-    import threadline as tl
-    tl.configure("checkout")
-    with tl.span("charge"):
-        ...
+import threadline as tl
+tl.configure("checkout")
+with tl.span("charge"):
+    ...
 """
 
 from __future__ import annotations

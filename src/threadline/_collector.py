@@ -58,7 +58,10 @@ def decode(body: bytes) -> list:
                         attributes=attrs(s.attributes),
                         resource=resource,
                         events=[(e.name, attrs(e.attributes)) for e in s.events],
-                        links=[(lk.trace_id.hex(), lk.span_id.hex(), attrs(lk.attributes)) for lk in s.links],
+                        links=[
+                            (lk.trace_id.hex(), lk.span_id.hex(), attrs(lk.attributes))
+                            for lk in s.links
+                        ],
                         scope=ss.scope.name,
                     )
                 )
@@ -66,7 +69,9 @@ def decode(body: bytes) -> list:
 
 
 class Collector:
-    def __init__(self, sink: Callable[[list], None], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, sink: Callable[[list], None], host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.sink = sink
         self.received = 0
         self.rejected = 0
@@ -100,7 +105,9 @@ class Collector:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="threadline-collector", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="threadline-collector", daemon=True
+        )
 
     @property
     def endpoint(self) -> str:

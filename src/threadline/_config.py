@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from threadline._export import GuardedExporter, stats
+from threadline._export import GuardedExporter, count_drops, stats
 
 log = logging.getLogger("threadline")
 
@@ -53,9 +53,12 @@ class Settings:
 class _Runtime:
     """What one configure() call built. Replaced whole on reconfigure."""
 
-    def __init__(self, settings: Settings, provider: TracerProvider) -> None:
+    def __init__(
+        self, settings: Settings, provider: TracerProvider, exporter: SpanExporter | None = None
+    ) -> None:
         self.settings = settings
         self.provider = provider
+        self.exporter = exporter  # the user's own exporter instance, if one was given
 
 
 _lock = threading.RLock()
@@ -84,7 +87,9 @@ class _SwitchTracer(trace.Tracer):
         if self._gen != _generation:
             rt = _runtime
             self._real = (
-                rt.provider.get_tracer(*self._key[:2], schema_url=self._key[2], attributes=self._key[3])
+                rt.provider.get_tracer(
+                    *self._key[:2], schema_url=self._key[2], attributes=self._key[3]
+                )
                 if rt
                 else trace.NoOpTracer()
             )
@@ -106,7 +111,9 @@ class _SwitchProvider(trace.TracerProvider):
         schema_url: str | None = None,
         attributes: Any = None,
     ) -> trace.Tracer:
-        return _SwitchTracer((instrumenting_module_name, instrumenting_library_version, schema_url, attributes))
+        return _SwitchTracer(
+            (instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
+        )
 
     # Let SDK-aware code (force_flush in tests, contrib helpers) reach the real provider.
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -193,7 +200,9 @@ def _resolve(
         endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
         endpoint = endpoint or DEFAULT_ENDPOINT
     if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-        raise ValueError(f"endpoint must be an http(s) URL such as {DEFAULT_ENDPOINT!r}, not {endpoint!r}")
+        raise ValueError(
+            f"endpoint must be an http(s) URL such as {DEFAULT_ENDPOINT!r}, not {endpoint!r}"
+        )
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
         raise ValueError(f"service_name must be a non-empty string, not {service_name!r}")
     return Settings(
@@ -257,7 +266,13 @@ def _processor(s: Settings, exporter: str | SpanExporter) -> SpanProcessor | Non
         real: SpanExporter = OTLPSpanExporter(endpoint=traces_url(s.endpoint), timeout=5)
     else:
         real = exporter  # type: ignore[assignment]
-    return BatchSpanProcessor(GuardedExporter(real, s.endpoint if s.exporter == "otlp" else None))
+    # A roomier queue than the SDK's 2048 absorbs bursts; $OTEL_BSP_MAX_QUEUE_SIZE still rules.
+    queue = None if _env("OTEL_BSP_MAX_QUEUE_SIZE") else 8192
+    bsp = BatchSpanProcessor(
+        GuardedExporter(real, s.endpoint if s.exporter == "otlp" else None), max_queue_size=queue
+    )
+    count_drops(bsp)
+    return bsp
 
 
 def configure(
@@ -292,7 +307,10 @@ def configure(
     for tap in _taps:
         provider.add_span_processor(tap)
     with _lock:
-        old, _runtime = _runtime, _Runtime(s, provider)
+        custom = exporter if isinstance(exporter, SpanExporter) else None
+        old, _runtime = _runtime, _Runtime(s, provider, custom)
+        if old is not None and custom is not None and old.exporter is custom:
+            _keep_open(old)  # the same exporter serves the new configuration: flush, don't close
         _generation += 1
         if not _installed_global:
             trace.set_tracer_provider(_switch)
@@ -314,6 +332,13 @@ def configure(
     for hook in list(_on_configure):
         hook(s)
     return s
+
+
+def _keep_open(rt: _Runtime) -> None:
+    for proc in rt.provider._active_span_processor._span_processors:  # noqa: SLF001
+        guard = getattr(proc, "span_exporter", None)
+        if isinstance(guard, GuardedExporter):
+            guard.keep_open = True
 
 
 def _retire(rt: _Runtime) -> None:

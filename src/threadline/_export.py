@@ -22,6 +22,7 @@ class ExportStats:
         self.dropped = 0  # spans discarded before reaching the exporter (full queue, shutdown)
         self.errors: dict[str, int] = {}
         self._reported_failure = False
+        self._reported_drop = False
 
     def add(self, *, exported: int = 0, failed: int = 0, dropped: int = 0) -> None:
         with self._lock:
@@ -40,6 +41,18 @@ class ExportStats:
                 "not logged; see threadline.export_stats())",
                 spans,
                 message,
+            )
+
+    def drop(self, spans: int, reason: str) -> None:
+        with self._lock:
+            self.dropped += spans
+            self.errors[reason] = self.errors.get(reason, 0) + spans
+            first, self._reported_drop = not self._reported_drop, True
+        if first:
+            log.warning(
+                "threadline: dropping spans before export (%s); further drops are counted, "
+                "not logged; see threadline.export_stats()",
+                reason,
             )
 
     def snapshot(self) -> dict:
@@ -66,10 +79,42 @@ class ExportStats:
         with self._lock:
             self.exported = self.failed = self.dropped = 0
             self.errors.clear()
-            self._reported_failure = False
+            self._reported_failure = self._reported_drop = False
 
 
 stats = ExportStats()
+
+
+class _DropCounter:
+    """Stands in for the SDK batch processor's metrics object so its drops reach our counters."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def register_queue_size(self, get_queue_size) -> None:
+        self.inner.register_queue_size(get_queue_size)
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        stats.drop(count, error_type)
+        self.inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self.inner.finish_items(count)
+
+
+class _QueueFullFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Queue full" not in record.getMessage()
+
+
+def count_drops(batch_span_processor) -> None:
+    """Count (and log once) the spans an SDK BatchSpanProcessor drops, instead of one warning
+    per span. Tolerates SDK versions without the hook: drops are then only logged by the SDK."""
+    inner = getattr(batch_span_processor, "_batch_processor", None)
+    if inner is None or not hasattr(inner, "_metrics"):
+        return
+    inner._metrics = _DropCounter(inner._metrics)
+    logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(_QueueFullFilter())
 
 
 class _Quiet(logging.Filter):
@@ -86,6 +131,7 @@ class GuardedExporter(SpanExporter):
     def __init__(self, exporter: SpanExporter, endpoint: str | None = None) -> None:
         self.exporter = exporter
         self.endpoint = endpoint
+        self.keep_open = False  # set when a reconfiguration reuses this exporter instance
         if endpoint is not None:
             for name in (
                 "opentelemetry.exporter.otlp.proto.http.trace_exporter",
@@ -108,6 +154,8 @@ class GuardedExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
+        if self.keep_open:
+            return
         try:
             self.exporter.shutdown()
         except Exception:  # noqa: BLE001

@@ -42,7 +42,9 @@ def _valid(value: Any) -> bool:
     return False
 
 
-def clean_attributes(attributes: Mapping[str, Any] | None) -> dict[str, types.AttributeValue] | None:
+def clean_attributes(
+    attributes: Mapping[str, Any] | None,
+) -> dict[str, types.AttributeValue] | None:
     """Attributes the OTel API accepts. A value it would reject is kept as its repr, with a
     warning naming the key, rather than vanishing."""
     if not attributes:
@@ -53,7 +55,9 @@ def clean_attributes(attributes: Mapping[str, Any] | None) -> dict[str, types.At
             log.warning("threadline: attribute key %r is not a non-empty string; skipped", key)
             continue
         if _valid(value):
-            out[key] = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+            out[key] = (
+                list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+            )
         else:
             log.warning(
                 "threadline: attribute %r has a %s value, which OpenTelemetry does not accept; "

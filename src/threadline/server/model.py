@@ -12,7 +12,14 @@ from typing import Any
 
 # OTLP Span.SpanKind
 KIND_UNSPECIFIED, KIND_INTERNAL, KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_CONSUMER = range(6)
-KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+KIND_NAMES = {
+    0: "unspecified",
+    1: "internal",
+    2: "server",
+    3: "client",
+    4: "producer",
+    5: "consumer",
+}
 # OTLP Status.StatusCode
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 

@@ -27,7 +27,11 @@ class TraceAssertionError(AssertionError):
 
 def hex_ids(span: Any) -> tuple[str, str]:
     """(trace_id, span_id) as lowercase hex for a live span, a SpanContext or a Handoff."""
-    sc = span.get_span_context() if hasattr(span, "get_span_context") else getattr(span, "span_context", span)
+    sc = (
+        span.get_span_context()
+        if hasattr(span, "get_span_context")
+        else getattr(span, "span_context", span)
+    )
     return format(sc.trace_id, "032x"), format(sc.span_id, "016x")
 
 
@@ -85,7 +89,11 @@ class CapturedSpan:
             resource=dict(s.resource.attributes),
             events=[(e.name, dict(e.attributes or {})) for e in s.events],
             links=[
-                (format(lk.context.trace_id, "032x"), format(lk.context.span_id, "016x"), dict(lk.attributes or {}))
+                (
+                    format(lk.context.trace_id, "032x"),
+                    format(lk.context.span_id, "016x"),
+                    dict(lk.attributes or {}),
+                )
                 for lk in s.links
             ],
             scope=s.instrumentation_scope.name if s.instrumentation_scope else "",
@@ -174,9 +182,15 @@ class Trace:
         lines = [f"trace {self.trace_id}"]
 
         def walk(s: CapturedSpan, depth: int) -> None:
-            missing = "" if s.parent_id is None or s.parent_id in ids else f" (missing parent {s.parent_id})"
+            missing = (
+                ""
+                if s.parent_id is None or s.parent_id in ids
+                else f" (missing parent {s.parent_id})"
+            )
             status = f" ERROR {s.status_message}" if s.status == "ERROR" else ""
-            lines.append(f"{'  ' * (depth + 1)}{s.name} [{s.kind.lower()}] {s.service}{status}{missing}")
+            lines.append(
+                f"{'  ' * (depth + 1)}{s.name} [{s.kind.lower()}] {s.service}{status}{missing}"
+            )
             for k in kids.get(s.span_id, []):
                 walk(k, depth + 1)
 
@@ -254,7 +268,9 @@ class Capture(SpanProcessor):
         """The single captured trace; fails listing what was captured otherwise."""
         found = self.traces()
         if len(found) != 1:
-            raise TraceAssertionError(f"expected exactly one trace, captured {len(found)}\n{self.describe()}")
+            raise TraceAssertionError(
+                f"expected exactly one trace, captured {len(found)}\n{self.describe()}"
+            )
         return found[0]
 
     def find_all(self, name: str) -> list[CapturedSpan]:

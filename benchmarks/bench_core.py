@@ -1,0 +1,93 @@
+"""CPU per exported span: threadline's span() through its configured export path, against the
+reference OpenTelemetry set-up (start_as_current_span + BatchSpanProcessor + OTLP protobuf
+encoding) and against no tracing, all in this run. CPU is process time, so the export thread's
+work counts. Both exporters encode to OTLP protobuf and discard the bytes: no network in it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import threadline as tl
+
+N = 50_000
+ROUNDS = 3
+ATTRS = {"order.id": 1234, "customer.tier": "gold"}
+
+
+class EncodingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.spans = 0
+        self.bytes = 0
+
+    def export(self, spans):
+        self.bytes += len(encode_spans(spans).SerializeToString())
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def cpu_per_op(loop, flush) -> float:
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.process_time()
+        loop()
+        flush()
+        best = min(best, (time.process_time() - start) / N * 1e6)
+    return best
+
+
+def run() -> list[dict]:
+    # Queues large enough for a whole round: measure the full cost of every span, drop none.
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(N + 1)
+
+    def untraced():
+        for _ in range(N):
+            with contextlib.nullcontext():
+                pass
+
+    ref_exporter = EncodingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(ref_exporter))
+    tracer = provider.get_tracer("reference")
+
+    def reference():
+        for _ in range(N):
+            with tracer.start_as_current_span("op", attributes=ATTRS):
+                pass
+
+    tl_exporter = EncodingExporter()
+    tl.configure("bench", exporter=tl_exporter, boundaries=False)
+
+    def threadline_spans():
+        for _ in range(N):
+            with tl.span("op", attributes=ATTRS):
+                pass
+
+    base = cpu_per_op(untraced, lambda: None)
+    ref = cpu_per_op(reference, provider.force_flush)
+    ours = cpu_per_op(threadline_spans, tl.flush)
+    assert ref_exporter.spans == tl_exporter.spans == N * ROUNDS, "spans were lost"
+    tl.shutdown()
+    provider.shutdown()
+    return [
+        {"name": "untraced block", "value": base, "unit": "us CPU/op"},
+        {"name": "reference OTel SDK span, exported", "value": ref, "unit": "us CPU/span"},
+        {
+            "name": "threadline span, exported",
+            "value": ours,
+            "unit": "us CPU/span",
+            "baseline": ref,
+            "ratio_to": "reference",
+            "note": "goal <= 0.2x",
+        },
+        {
+            "name": "threadline span, added over untraced",
+            "value": ours - base,
+            "unit": "us CPU/span",
+        },
+    ]

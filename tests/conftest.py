@@ -1,0 +1,1 @@
+"""Shared test set-up. The `traces` fixture comes from the threadline pytest plugin."""

@@ -1,0 +1,263 @@
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import threadline as tl
+from threadline import _config
+from threadline._collector import Collector
+
+
+@pytest.fixture(autouse=True)
+def restore():
+    yield
+    tl.configure("tests", exporter="none")
+
+
+def test_resource_attributes(finished):
+    exporter = InMemorySpanExporter()
+    s = tl.configure(
+        "checkout",
+        service_version="1.2.3",
+        namespace="shop",
+        environment="staging",
+        exporter=exporter,
+        resource_attributes={"team": "payments"},
+    )
+    assert s.service_name == "checkout" and s.exporter == "custom"
+    with tl.span("work"):
+        pass
+    (span,) = finished(exporter)
+    res = span.resource.attributes
+    assert res["service.name"] == "checkout"
+    assert res["service.version"] == "1.2.3"
+    assert res["service.namespace"] == "shop"
+    assert res["deployment.environment.name"] == "staging"
+    assert res["host.name"] == socket.gethostname()
+    assert res["process.pid"] == os.getpid()
+    assert res["telemetry.sdk.name"] == "opentelemetry"
+    assert res["telemetry.sdk.language"] == "python"
+    assert res["telemetry.distro.name"] == "threadline"
+    assert res["team"] == "payments"
+
+
+def test_precedence_argument_over_environment_over_default(monkeypatch):
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9999/")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    s = tl.configure()
+    assert (s.service_name, s.endpoint, s.sample_ratio, s.exporter) == (
+        "from-env",
+        "http://127.0.0.1:9999",
+        0.25,
+        "none",
+    )
+    s = tl.configure(
+        "explicit", endpoint="http://127.0.0.1:1234", sample_ratio=1.0, exporter="none"
+    )
+    assert (s.service_name, s.endpoint, s.sample_ratio) == (
+        "explicit",
+        "http://127.0.0.1:1234",
+        1.0,
+    )
+    for name in ("OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER_ARG"):
+        monkeypatch.delenv(name)
+    s = tl.configure(exporter="none")
+    assert s.endpoint == "http://127.0.0.1:4318"
+    assert s.sample_ratio == 1.0
+    assert s.service_name.startswith("unknown_service:")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"exporter": "zipkin"}, ValueError, "exporter must be one of"),
+        ({"exporter": 3}, TypeError, "exporter must be a string or a SpanExporter"),
+        ({"sample_ratio": 1.5}, ValueError, "sample_ratio must be in [0, 1]"),
+        ({"sample_ratio": "half"}, TypeError, "sample_ratio must be a number"),
+        ({"endpoint": "127.0.0.1:4318"}, ValueError, "endpoint must be an http(s) URL"),
+        ({"service_name": ""}, ValueError, "service_name must be a non-empty string"),
+    ],
+)
+def test_bad_arguments_raise_clearly(kwargs, error, message):
+    before = tl.settings()
+    with pytest.raises(
+        error,
+        match=message.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("[", r"\[")
+        .replace("]", r"\]"),
+    ):
+        tl.configure(**kwargs)
+    assert tl.settings() == before  # a refused configure changes nothing
+
+
+def test_reconfigure_never_stacks_exporters():
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    tl.configure("a", exporter=first)
+    with tl.span("one"):
+        pass
+    tl.configure("b", exporter=second)
+    tl.configure("b", exporter=second)
+    with tl.span("two"):
+        pass
+    tl.flush()
+    assert [s.name for s in first.get_finished_spans()] == ["one"]  # flushed at reconfigure
+    assert [s.name for s in second.get_finished_spans()] == ["two"]  # exactly once
+    assert second.get_finished_spans()[0].resource.attributes["service.name"] == "b"
+
+
+def test_tracers_handed_out_earlier_follow_reconfigure(finished):
+    early = trace.get_tracer("some.contrib.instrumentation")
+    exporter = InMemorySpanExporter()
+    tl.configure("late", exporter=exporter)
+    with early.start_as_current_span("from-contrib"):
+        pass
+    (span,) = finished(exporter)
+    assert span.name == "from-contrib"
+    assert span.instrumentation_scope.name == "some.contrib.instrumentation"
+
+
+def test_shutdown_is_idempotent_and_stops_recording():
+    exporter = InMemorySpanExporter()
+    tl.configure("x", exporter=exporter)
+    with tl.span("before"):
+        pass
+    tl.shutdown()
+    tl.shutdown()
+    assert tl.settings() is None
+    with tl.span("after") as s:
+        assert not s.is_recording()
+    assert [s.name for s in exporter.get_finished_spans()] == ["before"]
+
+
+def test_sampling_ratio_zero_records_nothing(finished):
+    exporter = InMemorySpanExporter()
+    tl.configure("s", exporter=exporter, sample_ratio=0.0)
+    with tl.span("dropped") as s:
+        assert not s.is_recording()
+        assert not s.get_span_context().trace_flags.sampled
+        h = tl.capture()
+    assert h and not h.sampled
+    with tl.resume(h, "child of unsampled") as child:
+        assert not child.is_recording()
+    assert finished(exporter) == ()
+
+
+def test_unreachable_endpoint_is_logged_once_and_counted(caplog):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tl.configure("offline", endpoint=f"http://127.0.0.1:{port}")
+    from threadline import _export
+
+    _export.stats.reset()
+    caplog.set_level(logging.WARNING, logger="threadline")
+    for _ in range(2):
+        with tl.span("lost"):
+            pass
+        tl.flush()
+    stats = tl.export_stats()
+    assert stats["failed"] == 2 and stats["exported"] == 0
+    warnings = [r for r in caplog.records if "could not export" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "1 span(s)" in warnings[0].getMessage()
+
+
+def test_otlp_export_reaches_a_real_receiver():
+    received = []
+    collector = Collector(received.extend)
+    collector.start()
+    try:
+        tl.configure("otlp-svc", endpoint=collector.endpoint)
+        with tl.span("parent", attributes={"k": "v", "n": 3}) as p, tl.span("child"):
+            pass
+        tl.flush()
+    finally:
+        collector.stop()
+    by_name = {s.name: s for s in received}
+    assert set(by_name) == {"parent", "child"}
+    assert by_name["child"].parent_id == format(p.get_span_context().span_id, "016x")
+    assert by_name["parent"].trace_id == format(p.get_span_context().trace_id, "032x")
+    assert by_name["parent"].attributes == {"k": "v", "n": 3}
+    assert by_name["parent"].service == "otlp-svc"
+
+
+def test_console_exporter_prints_a_tree():
+    code = """
+import threadline as tl
+tl.configure("console-svc", exporter="console")
+
+@tl.traced
+def checkout():
+    with tl.span("load cart"):
+        pass
+    try:
+        with tl.span("charge"):
+            raise ValueError("card declined")
+    except ValueError:
+        pass
+
+checkout()
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("trace ") and "service=console-svc" in lines[0]
+    assert lines[1].strip().startswith("checkout")
+    assert "├─ load cart" in lines[2]
+    assert "└─ charge" in lines[3] and "ERROR ValueError: card declined" in lines[3]
+
+
+def test_import_is_light():
+    code = "import sys, threadline; print(','.join(sorted(m.split('.')[0] for m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.strip().split(","))
+    heavy = {"duckdb", "starlette", "uvicorn", "grpc", "rich", "httpx", "requests", "asyncio"}
+    assert loaded & heavy == set()
+
+
+def test_settings_round_trip_for_children():
+    s = tl.configure("parent-svc", exporter="none", sample_ratio=0.5)
+    again = _config.Settings(**s.to_dict())
+    assert again == s
+
+
+def test_queue_overflow_is_counted_and_logged_once(monkeypatch, caplog):
+    import threading
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from threadline import _export
+
+    gate = threading.Event()
+
+    class Stuck(SpanExporter):
+        def export(self, spans):
+            gate.wait(10)
+            return SpanExportResult.SUCCESS
+
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
+    tl.configure("overflow", exporter=Stuck())
+    _export.stats.reset()
+    caplog.set_level(logging.WARNING)
+    for _ in range(50):
+        with tl.span("burst"):
+            pass
+    gate.set()
+    tl.flush()
+    stats = tl.export_stats()
+    assert stats["dropped"] >= 40  # at most queue + in-flight batches got through
+    assert stats["dropped"] + stats["exported"] == 50  # every span is accounted for
+    assert stats["errors"]["queue_full"] == stats["dropped"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("dropping spans before export (queue_full)" in m for m in messages) == 1
+    assert not any("Queue full" in m for m in messages)

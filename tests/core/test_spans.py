@@ -1,0 +1,235 @@
+import asyncio
+import logging
+import traceback
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+import threadline as tl
+
+
+def ids(span):
+    return span.context.trace_id, span.context.span_id
+
+
+def test_nested_spans_form_a_tree(memory, finished):
+    with tl.span("outer", attributes={"a": 1}) as outer:
+        with tl.span("inner", kind="client") as inner:
+            assert trace.get_current_span() is inner
+        assert trace.get_current_span() is outer
+    spans = {s.name: s for s in finished(memory)}
+    assert spans["inner"].parent.span_id == spans["outer"].context.span_id
+    assert spans["inner"].context.trace_id == spans["outer"].context.trace_id
+    assert spans["outer"].parent is None
+    assert spans["inner"].kind is SpanKind.CLIENT
+    assert spans["outer"].attributes["a"] == 1
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_exception_is_recorded_and_reraised_unchanged(memory, finished):
+    err = KeyError("missing")
+    with pytest.raises(KeyError) as caught:
+        with tl.span("fails"):
+            raise err
+    assert caught.value is err
+    (span,) = finished(memory)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "KeyError: 'missing'"
+    (event,) = span.events
+    assert event.name == "exception"
+    assert event.attributes["exception.type"] == "KeyError"
+    assert event.attributes["exception.message"] == "'missing'"
+    assert "raise err" in event.attributes["exception.stacktrace"]
+
+
+def test_invalid_attribute_is_kept_as_repr_with_a_warning_naming_the_key(memory, finished, caplog):
+    caplog.set_level(logging.WARNING, logger="threadline")
+    with tl.span("attrs", attributes={"ok": [1, 2], "obj": {"x": 1}, "mixed": [1, "a"]}):
+        pass
+    (span,) = finished(memory)
+    assert span.attributes["ok"] == (1, 2)
+    assert span.attributes["obj"] == "{'x': 1}"
+    assert span.attributes["mixed"] == "[1, 'a']"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'obj' has a dict value" in m for m in messages)
+    assert any("'mixed' has a list value" in m for m in messages)
+
+
+def test_span_arguments_are_checked(memory):
+    with pytest.raises(ValueError, match="span name must be a non-empty string"):
+        tl.span("")
+    with pytest.raises(ValueError, match="kind must be a SpanKind or one of"):
+        tl.span("x", kind="sideways")
+    with pytest.raises(TypeError, match="links takes Link, SpanContext, Span or Handoff"):
+        with tl.span("x", links=[42]):
+            pass
+
+
+def test_links_accept_handoffs_and_spans(memory, finished):
+    with tl.span("a") as a:
+        h = tl.capture()
+    with tl.span("b", links=[h, a]):
+        pass
+    spans = {s.name: s for s in finished(memory)}
+    linked = [link.context.span_id for link in spans["b"].links]
+    assert linked == [spans["a"].context.span_id] * 2
+
+
+class Shop:
+    @tl.traced
+    def checkout(self, n):
+        with tl.span("inside"):
+            return n * 2
+
+
+def test_traced_sync_uses_qualname_and_returns(memory, finished):
+    assert Shop().checkout(21) == 42
+    spans = {s.name: s for s in finished(memory)}
+    assert set(spans) == {"Shop.checkout", "inside"}
+    assert spans["inside"].parent.span_id == spans["Shop.checkout"].context.span_id
+
+
+def test_traced_with_name_attributes_and_kind(memory, finished):
+    @tl.traced(name="charge card", attributes={"payment.provider": "acme"}, kind="client")
+    def charge():
+        raise RuntimeError("declined")
+
+    with pytest.raises(RuntimeError, match="declined"):
+        charge()
+    (span,) = finished(memory)
+    assert span.name == "charge card"
+    assert span.attributes["payment.provider"] == "acme"
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.events[0].attributes["exception.type"] == "RuntimeError"
+
+
+def test_traced_coroutine(memory, finished):
+    @tl.traced
+    async def fetch(x):
+        await asyncio.sleep(0)
+        with tl.span("io"):
+            await asyncio.sleep(0)
+        return x
+
+    @tl.traced
+    async def handler():
+        return await asyncio.gather(fetch(1), fetch(2))
+
+    assert asyncio.run(handler()) == [1, 2]
+    spans = finished(memory)
+    root = next(s for s in spans if s.name.endswith("handler"))
+    fetches = [s for s in spans if s.name.endswith("fetch")]
+    ios = [s for s in spans if s.name == "io"]
+    assert len(fetches) == 2 and len(ios) == 2
+    assert {f.parent.span_id for f in fetches} == {root.context.span_id}
+    assert {io.parent.span_id for io in ios} == {f.context.span_id for f in fetches}
+    assert len({s.context.trace_id for s in spans}) == 1
+
+
+def test_traced_generator_covers_the_whole_iteration(memory, finished):
+    @tl.traced
+    def numbers():
+        for i in range(3):
+            with tl.span(f"make {i}"):
+                pass
+            yield i
+
+    seen_between = []
+    with tl.span("consumer") as consumer:
+        for n in numbers():
+            # between items the consumer's own span is current, not the generator's
+            seen_between.append(trace.get_current_span() is consumer)
+            assert n in (0, 1, 2)
+    assert seen_between == [True, True, True]
+    spans = {s.name: s for s in finished(memory)}
+    gen = spans["test_traced_generator_covers_the_whole_iteration.<locals>.numbers"]
+    for i in range(3):
+        assert spans[f"make {i}"].parent.span_id == gen.context.span_id
+    assert gen.parent.span_id == spans["consumer"].context.span_id
+    assert gen.end_time >= spans["make 2"].end_time
+
+
+def test_traced_generator_send_throw_and_return(memory, finished):
+    @tl.traced(name="echo")
+    def echo():
+        received = []
+        try:
+            while True:
+                received.append((yield len(received)))
+        except GeneratorExit:
+            raise
+        except ValueError:
+            return received
+
+    g = echo()
+    assert next(g) == 0
+    assert g.send("a") == 1
+    with pytest.raises(StopIteration) as stop:
+        g.throw(ValueError("done"))
+    assert stop.value.value == ["a"]
+    (span,) = finished(memory)
+    assert span.name == "echo"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_traced_generator_error_and_early_close(memory, finished):
+    @tl.traced(name="boom")
+    def boom():
+        yield 1
+        raise OSError("disk")
+
+    @tl.traced(name="endless")
+    def endless():
+        while True:
+            yield 1
+
+    with pytest.raises(OSError, match="disk"):
+        list(boom())
+    g = endless()
+    next(g)
+    g.close()
+    spans = {s.name: s for s in finished(memory)}
+    assert spans["boom"].status.status_code is StatusCode.ERROR
+    assert spans["endless"].status.status_code is StatusCode.UNSET
+    assert spans["endless"].end_time is not None
+
+
+def test_traced_async_generator(memory, finished):
+    @tl.traced(name="ticks")
+    async def ticks():
+        for i in range(2):
+            with tl.span(f"tick {i}"):
+                await asyncio.sleep(0)
+            yield i
+
+    async def main():
+        with tl.span("loop") as loop_span:
+            out = []
+            async for t in ticks():
+                assert trace.get_current_span() is loop_span
+                out.append(t)
+            return out
+
+    assert asyncio.run(main()) == [0, 1]
+    spans = {s.name: s for s in finished(memory)}
+    assert spans["tick 0"].parent.span_id == spans["ticks"].context.span_id
+    assert spans["tick 1"].parent.span_id == spans["ticks"].context.span_id
+    assert spans["ticks"].parent.span_id == spans["loop"].context.span_id
+
+
+def test_traced_rejects_non_callables():
+    with pytest.raises(TypeError, match="@traced decorates a callable"):
+        tl.traced(42)
+
+
+def test_stack_is_preserved_for_errors(memory):
+    @tl.traced
+    def inner():
+        raise ZeroDivisionError("x")
+
+    with pytest.raises(ZeroDivisionError) as caught:
+        inner()
+    frames = [f.name for f in traceback.extract_tb(caught.value.__traceback__)]
+    assert frames[-1] == "inner"
