@@ -21,6 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _KINDS = {k.name.lower(): k for k in SpanKind}
 _SCALARS = (str, bool, int, float)
+_FAST = frozenset(_SCALARS)
 
 
 def coerce_kind(kind: SpanKind | str | None) -> SpanKind:
@@ -49,6 +50,11 @@ def clean_attributes(
     warning naming the key, rather than vanishing."""
     if not attributes:
         return None
+    for key, value in attributes.items():  # fast path: plain scalars pass as they are
+        if type(key) is not str or type(value) not in _FAST:
+            break
+    else:
+        return attributes  # type: ignore[return-value]
     out: dict[str, Any] = {}
     for key, value in attributes.items():
         if not isinstance(key, str) or not key:
