@@ -1,0 +1,1 @@
+"""Third-party transports: each module is import-guarded and needs its extra."""
