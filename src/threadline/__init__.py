@@ -16,6 +16,15 @@ from threadline._handoff import Handoff, capture, extract, inject, resume, wrap
 from threadline._spans import span, traced
 
 
+def __getattr__(name: str):
+    # Lazy: `import threadline` must not pull in the contrib instrumentations or web frameworks.
+    if name == "instrument":
+        from threadline.integrations.http import instrument
+
+        return instrument
+    raise AttributeError(f"module 'threadline' has no attribute {name!r}")
+
+
 def export_stats() -> dict:
     """Spans exported, failed and dropped by this process so far, with error counts by kind."""
     return _stats.snapshot()
@@ -30,6 +39,7 @@ __all__ = [
     "extract",
     "flush",
     "inject",
+    "instrument",
     "resume",
     "settings",
     "shutdown",

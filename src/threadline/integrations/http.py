@@ -1,0 +1,335 @@
+"""HTTP in one line: ``tl.instrument()`` wires the OpenTelemetry contrib instrumentations.
+
+Servers: ASGI (Starlette, FastAPI, any ASGI callable) and WSGI (Flask, any WSGI callable).
+Clients: httpx, requests, aiohttp. What threadline adds around them:
+
+* W3C Trace Context Level 2 and Baggage done right (`threadline.integrations.w3c`);
+* the trace returned to callers in ``Server-Timing: traceparent;desc="00-…"`` (the form browser
+  instrumentations read), exposed to scripts with ``Access-Control-Expose-Headers``;
+* a trust policy for public edges: ``trust="honour"`` continues the caller's trace, ``"link"``
+  starts a new trace whose server span links to the caller's, ``"ignore"`` starts clean. Under
+  "link" and "ignore" the caller's traceparent, tracestate and baggage are removed before the
+  instrumentation (and the application) see them: nothing from an untrusted caller flows on.
+
+The contrib packages are imported only when instrument() is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+from opentelemetry import trace
+
+from threadline._handoff import CARRIER_KEYS
+
+log = logging.getLogger("threadline")
+
+Trust = Literal["honour", "link", "ignore"]
+TRUSTS = ("honour", "link", "ignore")
+
+SERVER_TIMING = "Server-Timing"
+REMOTE_KEY = (
+    "threadline.remote_context"  # where an untrusted caller's context waits in scope/environ
+)
+LINK_ATTRIBUTES = {"threadline.trust": "link"}
+
+# library -> (contrib module, instrumentor class)
+CLIENTS = {
+    "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+    "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor"),
+    "aiohttp": ("opentelemetry.instrumentation.aiohttp_client", "AioHttpClientInstrumentor"),
+}
+# Order matters: FastAPI subclasses Starlette, so it is instrumented (and imported) first; the
+# Starlette patch then cannot leak into FastAPI's base class and double the middleware.
+FRAMEWORKS = {
+    "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
+    "starlette": ("opentelemetry.instrumentation.starlette", "StarletteInstrumentor"),
+    "flask": ("opentelemetry.instrumentation.flask", "FlaskInstrumentor"),
+}
+
+_missing_reported: set[str] = set()
+
+
+# -- Server-Timing -----------------------------------------------------------------------------
+
+
+def server_timing_value(span_context: trace.SpanContext) -> str:
+    return (
+        f'traceparent;desc="00-{span_context.trace_id:032x}-{span_context.span_id:016x}-'
+        f'{int(span_context.trace_flags):02x}"'
+    )
+
+
+def _server_timing_propagator():
+    from opentelemetry.instrumentation.propagators import ResponsePropagator, default_setter
+
+    class ServerTimingPropagator(ResponsePropagator):
+        """Tells the caller which trace (and server span) answered it."""
+
+        def inject(self, carrier, context=None, setter=default_setter) -> None:
+            sc = trace.get_current_span(context).get_span_context()
+            if not sc.is_valid:
+                return
+            setter.set(carrier, SERVER_TIMING, server_timing_value(sc))
+            setter.set(carrier, "Access-Control-Expose-Headers", SERVER_TIMING)
+
+    return ServerTimingPropagator()
+
+
+def parse_server_timing(header: str | None) -> str | None:
+    """The traceparent in a Server-Timing header value, or None."""
+    for metric in (header or "").split(","):
+        name, _, params = metric.strip().partition(";")
+        if name.strip() != "traceparent":
+            continue
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip() == "desc":
+                return value.strip().strip('"') or None
+    return None
+
+
+# -- trust at the edge -------------------------------------------------------------------------
+
+
+def _remote_context(carried: dict[str, list[str]]) -> trace.SpanContext:
+    from threadline.integrations.w3c import TraceContextPropagator
+
+    ctx = TraceContextPropagator().extract(carried, getter=_ListGetter())
+    return trace.get_current_span(ctx).get_span_context()
+
+
+class _ListGetter:
+    def get(self, carrier: dict[str, list[str]], key: str) -> list[str] | None:
+        return carrier.get(key)
+
+    def keys(self, carrier: dict[str, list[str]]) -> list[str]:
+        return list(carrier)
+
+
+class AsgiEdge:
+    """Outermost ASGI layer of an untrusted edge: takes the caller's trace headers away from the
+    instrumentation and the app, keeping the caller's span context (for "link") in the scope."""
+
+    def __init__(self, app: Any, trust: Trust) -> None:
+        self.app = app
+        self.trust = trust
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") in ("http", "websocket"):
+            kept, carried = [], {}
+            for key, value in scope.get("headers") or ():
+                name = key.decode("latin-1").lower()
+                if name in CARRIER_KEYS:
+                    carried.setdefault(name, []).append(value.decode("latin-1"))
+                else:
+                    kept.append((key, value))
+            if carried:
+                scope = dict(scope, headers=kept)
+                if self.trust == "link":
+                    scope[REMOTE_KEY] = _remote_context(carried)
+        return await self.app(scope, receive, send)
+
+
+class WsgiEdge:
+    """The WSGI counterpart of AsgiEdge."""
+
+    _ENVIRON_KEYS = {f"HTTP_{k.upper()}": k for k in CARRIER_KEYS}
+
+    def __init__(self, app: Any, trust: Trust) -> None:
+        self.app = app
+        self.trust = trust
+
+    def __call__(self, environ, start_response):
+        carried = {
+            name: [environ[key]] for key, name in self._ENVIRON_KEYS.items() if key in environ
+        }
+        if carried:
+            environ = {k: v for k, v in environ.items() if k not in self._ENVIRON_KEYS}
+            if self.trust == "link":
+                environ[REMOTE_KEY] = _remote_context(carried)
+        return self.app(environ, start_response)
+
+
+def _request_hook(user_hook: Callable | None) -> Callable:
+    """The server request hook: links an untrusted caller's span, then runs the user's hook."""
+
+    def hook(span: trace.Span, scope_or_environ: Any, *rest: Any) -> None:
+        remote = scope_or_environ.get(REMOTE_KEY) if hasattr(scope_or_environ, "get") else None
+        if remote is not None and remote.is_valid and span.is_recording():
+            span.add_link(remote, LINK_ATTRIBUTES)
+        if user_hook is not None:
+            user_hook(span, scope_or_environ, *rest)
+
+    return hook
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+def _instrumentor(module: str, cls: str):
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _contrib(library: str, table: dict[str, tuple[str, str]]):
+    """The contrib instrumentor for an installed library, or None (told once) when missing."""
+    module, cls = table[library]
+    if not _installed(library):
+        return None
+    if not _installed(module):
+        if library not in _missing_reported:
+            _missing_reported.add(library)
+            log.info(
+                "threadline: %s is installed but %s is not; pip install 'threadline[http]'",
+                library,
+                module.replace(".", "-").replace("_", "-"),
+            )
+        return None
+    return _instrumentor(module, cls)
+
+
+def _global_setup(server_timing: bool, clients: bool) -> None:
+    from opentelemetry.instrumentation import propagators as response
+
+    from threadline.integrations import w3c
+
+    w3c.install()
+    if server_timing and response.get_global_response_propagator() is None:
+        response.set_global_response_propagator(_server_timing_propagator())
+    if clients:
+        for library in CLIENTS:
+            inst = _contrib(library, CLIENTS)
+            if inst is not None and not inst.is_instrumented_by_opentelemetry:
+                inst.instrument()
+
+
+def _is_asgi(app: Any) -> bool:
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+    return inspect.iscoroutinefunction(call)
+
+
+def _wrap_stack(app: Any, trust: Trust) -> None:
+    """Put the trust edge outside everything a Starlette/FastAPI app builds, the instrumentation
+    middleware included."""
+    build = app.build_middleware_stack
+
+    def build_middleware_stack():
+        return AsgiEdge(build(), trust)
+
+    app.build_middleware_stack = build_middleware_stack
+    app.middleware_stack = None  # rebuilt on the next request
+
+
+def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Callable | None):
+    hook = _request_hook(request_hook)
+    exclude = None if asgi_spans else ["receive", "send"]
+    mro = {f"{c.__module__}.{c.__qualname__}" for c in type(app).__mro__}
+    if "fastapi.applications.FastAPI" in mro:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, server_request_hook=hook, exclude_spans=exclude)
+        if trust != "honour":
+            _wrap_stack(app, trust)
+        return app
+    if "starlette.applications.Starlette" in mro:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+
+        StarletteInstrumentor.instrument_app(app, server_request_hook=hook)
+        for middleware in app.user_middleware:  # instrument_app has no exclude_spans argument
+            if middleware.cls is OpenTelemetryMiddleware:
+                middleware.kwargs["exclude_spans"] = exclude
+        if trust != "honour":
+            _wrap_stack(app, trust)
+        return app
+    if "flask.app.Flask" in mro:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor.instrument_app(app, request_hook=hook)
+        if trust != "honour":
+            app.wsgi_app = WsgiEdge(app.wsgi_app, trust)
+        return app
+    if not callable(app):
+        raise TypeError(f"instrument() takes an ASGI or WSGI application, not {type(app).__name__}")
+    if _is_asgi(app):
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        wrapped = OpenTelemetryMiddleware(app, server_request_hook=hook, exclude_spans=exclude)
+        return AsgiEdge(wrapped, trust) if trust != "honour" else wrapped
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as WsgiMiddleware
+
+    wrapped = WsgiMiddleware(app, request_hook=hook, response_hook=_wsgi_server_timing)
+    return WsgiEdge(wrapped, trust) if trust != "honour" else wrapped
+
+
+def _wsgi_server_timing(span: trace.Span, environ: Any, status: str, headers: list) -> None:
+    # The plain WSGI middleware (unlike the Flask one) does not run the response propagator.
+    from opentelemetry.instrumentation.propagators import get_global_response_propagator
+
+    propagator = get_global_response_propagator()
+    if propagator is not None:
+        propagator.inject(headers, context=trace.set_span_in_context(span), setter=_ListSetter())
+
+
+class _ListSetter:
+    def set(self, carrier: list, key: str, value: str) -> None:
+        carrier.append((key, value))
+
+
+def instrument(
+    app: Any = None,
+    *,
+    trust: Trust = "honour",
+    clients: bool = True,
+    server_timing: bool = True,
+    asgi_spans: bool = False,
+    request_hook: Callable | None = None,
+) -> Any:
+    """Trace HTTP in and out with the OpenTelemetry contrib instrumentations.
+
+    With no app: every installed client (httpx, requests, aiohttp) and every installed framework
+    (FastAPI, Starlette, Flask: applications created from now on) is instrumented.
+    With an app (Starlette, FastAPI, Flask, or any ASGI/WSGI callable): that app is instrumented,
+    with the given trust policy for its callers' trace context, and clients as above. Returns the
+    app to serve: the same object for framework apps, a wrapping middleware for bare callables.
+
+    trust: "honour" (continue the caller's trace), "link" (new trace, linked to the caller's),
+    "ignore" (new trace). asgi_spans=True keeps the ASGI instrumentation's per-message
+    send/receive spans. request_hook(span, scope_or_environ) runs for every server span.
+    Idempotent per app and per library.
+    """
+    if trust not in TRUSTS:
+        raise ValueError(f"trust must be one of {TRUSTS}, not {trust!r}")
+    _global_setup(server_timing, clients)
+    if app is None:
+        if trust != "honour":
+            raise ValueError(
+                f"trust={trust!r} applies to one edge: pass the application that faces the "
+                "untrusted callers, e.g. tl.instrument(app, trust='link')"
+            )
+        for library in FRAMEWORKS:
+            inst = _contrib(library, FRAMEWORKS)
+            if inst is not None and not inst.is_instrumented_by_opentelemetry:
+                inst.instrument()
+        return None
+    done = getattr(app, "_threadline_instrumented", None)
+    if done is not None:
+        return done
+    out = _instrument_app(app, trust, asgi_spans, request_hook)
+    try:
+        app._threadline_instrumented = out
+    except (AttributeError, TypeError):  # a slotted object: instrumenting it again would nest
+        pass
+    return out
