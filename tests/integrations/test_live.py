@@ -7,7 +7,7 @@ import html
 import json
 import threading
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -23,7 +23,7 @@ from starlette.routing import Route, WebSocketRoute  # noqa: E402
 
 import threadline as tl  # noqa: E402
 from threadline.integrations import live  # noqa: E402
-from threadline.testing import CapturedSpan  # noqa: E402
+from threadline.testing import CapturedSpan, hex_ids  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -157,11 +157,14 @@ def browser_spans(traces):
     return [s for s in traces.spans if s.service == "shop-browser"]
 
 
-def checkout(browser, url: str, clicks: int = 1) -> dict:
-    """Load the page, click checkout `clicks` times (each waits for its reply), export the
-    browser's spans; return what the page shows."""
+def checkout(browser, url: str, clicks: int = 1, behind_s: float = 0) -> dict:
+    """Load the page (in a browser whose clock is `behind_s` seconds behind), click checkout
+    `clicks` times (each waits for its reply), export the browser's spans; return what the page
+    shows."""
     page = browser.new_page()
     try:
+        if behind_s:
+            page.clock.install(time=time.time() - behind_s)
         page.goto(url)
         page.evaluate("window.opened")
         for n in range(1, clicks + 1):
@@ -236,3 +239,85 @@ def test_hostile_values_are_shown_not_run(traces, shop, browser):
     assert shown == {"status": f"paid for {HOSTILE}", "pwned": None, "images": 0}
     traces.wait_for(lambda spans: any(s.name == "reserve stock" for s in spans))
     assert traces.find_all("reserve stock")[0].attributes["order.item"] == HOSTILE
+
+
+def test_client_spans_are_placed_on_the_server_clock(traces, shop, browser):
+    checkout(browser, f"http://{shop}/", behind_s=3600)
+    traces.wait_for(lambda spans: sum(s.name == "process /live" for s in spans) >= 2)
+    click = next(s for s in traces.spans if s.name == "click checkout")
+    t = traces.trace(click.trace_id)
+    b_send, b_reply = (
+        next(s for s in t.find_all(n) if s.service == "shop-browser")
+        for n in ("send /live", "process /live")
+    )
+    s_proc, s_send = (
+        next(s for s in t.find_all(n) if s.service == "tests")
+        for n in ("process /live", "send /live")
+    )
+    correction = b_send.attributes["threadline.clock.correction_ns"]
+    # Within the estimate's uncertainty (+ the browser's timer resolution), causality holds on
+    # the server's clock: the message was sent before it was processed, the reply received
+    # after it was sent. Undoing the correction gives the browser's own clock, an hour behind.
+    slack = b_send.attributes["threadline.clock.uncertainty_ns"] + 2_000_000
+    assert b_send.start_ns <= s_proc.start_ns + slack
+    assert b_reply.start_ns + slack >= s_send.start_ns
+    assert 3590e9 < correction < 3610e9
+    assert b_send.start_ns - correction < s_proc.start_ns - 3590e9
+    load = next(s for s in traces.spans if s.name == "page load")
+    assert load.attributes["threadline.clock.correction_ns"] == correction
+
+
+def echo_app(session: str):
+    async def on_message(sock: live.LiveSocket, data: str | bytes) -> None:
+        with tl.span("echo"):
+            await (sock.send_text(data) if isinstance(data, str) else sock.send_bytes(data))
+
+    return Starlette(routes=[WebSocketRoute("/echo", live.endpoint(on_message, session=session))])
+
+
+def test_plain_client_messages_are_traces_linked_to_the_session(traces):
+    from websockets.sync.client import connect
+
+    with ServerThread(echo_app("link")) as host, connect(f"ws://{host}/echo") as ws:
+        for text in ("one", "two"):
+            ws.send(text)
+            assert ws.recv(timeout=5) == text  # plain frames both ways
+    traces.wait_for(lambda spans: sum(s.name == "process /echo" for s in spans) >= 2)
+    session = traces.find_all("connect /echo")[0]
+    assert (session.kind, session.parent_id) == ("SERVER", None)
+    processed = traces.find_all("process /echo")
+    assert len({s.trace_id for s in processed} | {session.trace_id}) == 3
+    for span in processed:
+        assert span.parent_id is None
+        assert [(lt, ls) for lt, ls, _ in span.links] == [(session.trace_id, session.span_id)]
+        assert span.attributes["threadline.session.id"] == session.span_id
+        traces.trace(span.trace_id).assert_connected()
+
+
+def test_enveloped_binary_messages_and_the_child_session_model(traces):
+    from websockets.sync.client import connect
+
+    with tl.span("browser stand-in") as client:
+        url = f"ws://HOST/echo?{urlencode(tl.inject())}"
+        with tl.span("send /echo", kind="producer") as sending:
+            head = {**tl.inject(), "sent": time.time() * 1000}
+    with ServerThread(echo_app("child")) as host, connect(url.replace("HOST", host)) as ws:
+        ws.send(json.dumps(head).encode() + b"\n" + b"\x00\x01\n raw")
+        reply_head, _, payload = ws.recv(timeout=5).partition(b"\n")
+        ws.send("not an envelope")  # delivered as it came, in the session's trace
+        assert json.loads(ws.recv(timeout=5))["data"] == "not an envelope"
+    assert payload == b"\x00\x01\n raw"
+    reply_head = json.loads(reply_head)
+    assert reply_head["clock"][0] == head["sent"] and len(reply_head["clock"]) == 3
+
+    traces.wait_for(lambda spans: sum(s.name == "process /echo" for s in spans) >= 2)
+    t = traces.trace(hex_ids(client)[0])
+    t.assert_connected()
+    session, sent = t.find("connect /echo"), t.find_all("send /echo")
+    first, second = t.find_all("process /echo")
+    assert session.parent_id == hex_ids(client)[1]
+    assert first.parent_id == hex_ids(sending)[1]
+    assert [(lt, ls) for lt, ls, _ in first.links] == [(session.trace_id, session.span_id)]
+    assert second.parent_id == session.span_id  # no context: a child of the session
+    reply = next(s for s in sent if s.parent_id == t.find_all("echo")[0].span_id)
+    assert reply_head["traceparent"].split("-")[2] == reply.span_id

@@ -39,7 +39,9 @@
     return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  const now = () => global.performance.timeOrigin + global.performance.now(); // epoch ms, µs precision
+  const perf = global.performance;
+  const origin = () => perf.timeOrigin || Date.now() - perf.now(); // some fake clocks report 0
+  const now = () => origin() + perf.now(); // epoch ms, sub-ms precision
 
   function nanos(ms) { // exact integer nanoseconds as a decimal string, as OTLP/JSON wants
     const whole = Math.floor(ms);
@@ -124,10 +126,9 @@
 
   function sampleNavigation() { // the page request itself: its timing against the server's stamps
     const stamps = String(meta("threadline-clock") || "").split(/\s+/).map(Number);
-    const nav = global.performance.getEntriesByType && global.performance.getEntriesByType("navigation")[0];
+    const nav = perf.getEntriesByType && perf.getEntriesByType("navigation")[0];
     if (stamps.length !== 2 || !nav || !nav.requestStart || !nav.responseStart) return;
-    const origin = global.performance.timeOrigin;
-    clock.sample(origin + nav.requestStart, stamps[0], stamps[1], origin + nav.responseStart);
+    clock.sample(origin() + nav.requestStart, stamps[0], stamps[1], origin() + nav.responseStart);
   }
 
   // -- export: OTLP/HTTP JSON, batched, flushed on page hide ---------------------------------
@@ -211,9 +212,8 @@
 
   function recordPageLoad() {
     sampleNavigation();
-    const nav = global.performance.getEntriesByType("navigation")[0];
-    const origin = global.performance.timeOrigin;
-    const at = (ms) => origin + ms;
+    const nav = perf.getEntriesByType("navigation")[0];
+    const at = (ms) => origin() + ms;
     pageLoad = new Span("page load", { parent: rendered, start: at(nav ? nav.startTime : 0),
       attributes: { "url.full": global.location.href, "threadline.render.traced": !!rendered } });
     if (nav) {
