@@ -1,0 +1,94 @@
+"""asyncio: hand-offs out of and into a running loop keep the trace.
+
+- ``loop.run_in_executor`` (default and custom executors) and so ``asyncio.to_thread``: the
+  function is captured when it is handed over and runs in that context in the executor, then the
+  worker is back to none (a ``ProcessPoolExecutor`` gets the context as W3C headers).
+- ``call_soon`` / ``call_soon_threadsafe`` / ``call_later`` / ``call_at``, and so
+  ``run_coroutine_threadsafe`` (another thread handing work into a running loop), and every Task:
+  asyncio already copies the contextvars of the scheduling moment into each Handle and Task, which
+  is exactly capture-at-schedule-time. They are patched only when the policy asks for more than
+  that (a span per callback, or relation "link" / "none"); a callback given an explicit
+  ``context=`` (as asyncio's own tasks and futures do) is always left alone.
+
+Patches ``asyncio.BaseEventLoop`` (every stdlib loop); uvloop's loop is not a BaseEventLoop, but
+its default executor is a ThreadPoolExecutor, which the threads boundary covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from threadline._handoff import Relation
+from threadline.boundaries._patches import Patches
+from threadline.boundaries._task import Policy, Task
+
+__all__ = ["install", "installed", "policy", "uninstall"]
+
+_Loop = asyncio.BaseEventLoop
+_run_in_executor = _Loop.run_in_executor
+_call_soon = _Loop.call_soon
+_call_soon_threadsafe = _Loop.call_soon_threadsafe
+_call_at = _Loop.call_at
+
+_executor_patches = Patches()
+_callback_patches = Patches()
+_policy = Policy()
+
+
+def _wrap(loop: asyncio.BaseEventLoop, fn: Any, method: str) -> Any:
+    if loop._debug:  # the loop's own debug check, made before the callable is wrapped
+        loop._check_callback(fn, method)
+    return fn if type(fn) is Task else Task(fn, _policy)
+
+
+def _loop_run_in_executor(self, executor, func, /, *args):
+    return _run_in_executor(self, executor, _wrap(self, func, "run_in_executor"), *args)
+
+
+def _loop_call_soon(self, callback, *args, context=None):
+    if context is None:
+        callback = _wrap(self, callback, "call_soon")
+    return _call_soon(self, callback, *args, context=context)
+
+
+def _loop_call_soon_threadsafe(self, callback, *args, context=None):
+    if context is None:
+        callback = _wrap(self, callback, "call_soon_threadsafe")
+    return _call_soon_threadsafe(self, callback, *args, context=context)
+
+
+def _loop_call_at(self, when, callback, *args, context=None):  # call_later calls call_at
+    if context is None:
+        callback = _wrap(self, callback, "call_at")
+    return _call_at(self, when, callback, *args, context=context)
+
+
+def install(*, relation: Relation = "child", span: bool | str | None = None) -> None:
+    """Patch the loop's executor hand-off (once) and set the policy (every call); the callback
+    methods are patched while the policy is other than plain "child". Idempotent."""
+    global _policy
+    _policy = Policy(relation, span)
+    if not _executor_patches:
+        _executor_patches.set(_Loop, "run_in_executor", _loop_run_in_executor)
+    if _policy.plain:
+        _callback_patches.restore()
+    elif not _callback_patches:
+        _callback_patches.set(_Loop, "call_soon", _loop_call_soon)
+        _callback_patches.set(_Loop, "call_soon_threadsafe", _loop_call_soon_threadsafe)
+        _callback_patches.set(_Loop, "call_at", _loop_call_at)
+
+
+def uninstall() -> None:
+    global _policy
+    _callback_patches.restore()
+    _executor_patches.restore()
+    _policy = Policy()
+
+
+def installed() -> bool:
+    return bool(_executor_patches)
+
+
+def policy() -> Policy:
+    return _policy

@@ -1,0 +1,14 @@
+import pytest
+
+from threadline.boundaries import asyncio as asyncio_boundary
+from threadline.boundaries import threads
+
+
+@pytest.fixture(autouse=True)
+def default_boundaries():
+    """Every test starts and ends with threads + asyncio installed under the default policy."""
+    threads.install()
+    asyncio_boundary.install()
+    yield
+    threads.install()
+    asyncio_boundary.install()
