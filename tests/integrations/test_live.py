@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.middleware.cors import CORSMiddleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
@@ -123,17 +122,14 @@ def shop_app(otlp_endpoint: str, session: str = "link"):
             pass
         await sock.send_json({"status": f"paid for {order['item']}"})
 
-    app = Starlette(routes=[
-        Route("/", page),
-        live.script_route(),
-        WebSocketRoute("/live", live.endpoint(on_message, session=session)),
-    ])  # fmt: skip
-    http_only = OpenTelemetryMiddleware(app)  # the render's SERVER span; sockets trace themselves
-
-    async def asgi(scope, receive, send):
-        await (http_only if scope["type"] == "http" else app)(scope, receive, send)
-
-    return asgi
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            live.script_route(),
+            WebSocketRoute("/live", live.endpoint(on_message, session=session)),
+        ]
+    )
+    return tl.instrument(app)  # the render's SERVER span
 
 
 @pytest.fixture(scope="module")
@@ -267,11 +263,17 @@ def test_client_spans_are_placed_on_the_server_clock(traces, shop, browser):
     assert load.attributes["threadline.clock.correction_ns"] == correction
 
 
-def echo_app(session: str):
+def echo_app(session: str, framework: str = "starlette"):
     async def on_message(sock: live.LiveSocket, data: str | bytes) -> None:
         with tl.span("echo"):
             await (sock.send_text(data) if isinstance(data, str) else sock.send_bytes(data))
 
+    if framework == "fastapi":
+        from fastapi import FastAPI
+
+        app = FastAPI()
+        app.add_api_websocket_route("/echo", live.endpoint(on_message, session=session))
+        return tl.instrument(app)  # its connection span stays apart from the session's traces
     return Starlette(routes=[WebSocketRoute("/echo", live.endpoint(on_message, session=session))])
 
 
@@ -294,14 +296,18 @@ def test_plain_client_messages_are_traces_linked_to_the_session(traces):
         traces.trace(span.trace_id).assert_connected()
 
 
-def test_enveloped_binary_messages_and_the_child_session_model(traces):
+@pytest.mark.parametrize("framework", ["starlette", "fastapi"])
+def test_enveloped_binary_messages_and_the_child_session_model(traces, framework):
     from websockets.sync.client import connect
 
     with tl.span("browser stand-in") as client:
         url = f"ws://HOST/echo?{urlencode(tl.inject())}"
         with tl.span("send /echo", kind="producer") as sending:
             head = {**tl.inject(), "sent": time.time() * 1000}
-    with ServerThread(echo_app("child")) as host, connect(url.replace("HOST", host)) as ws:
+    with (
+        ServerThread(echo_app("child", framework)) as host,
+        connect(url.replace("HOST", host)) as ws,
+    ):
         ws.send(json.dumps(head).encode() + b"\n" + b"\x00\x01\n raw")
         reply_head, _, payload = ws.recv(timeout=5).partition(b"\n")
         ws.send("not an envelope")  # delivered as it came, in the session's trace
