@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from crafted import BROKEN, CHECKOUT, CRASHED, MAILER, XSS, showcase
+from crafted import BROKEN, CHECKOUT, CRASHED, MAILER, XSS, checkout, showcase
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from threadline.server import analysis_api
-from threadline.server.analysis import group_by_trace
+from threadline.server.store import open_store
 
 BASE = time.time_ns() - 60 * 10**9
 SPANS = showcase(BASE)
@@ -18,21 +18,12 @@ SPANS = showcase(BASE)
 
 @pytest.fixture(scope="module")
 def client():
-    traces = group_by_trace(SPANS)
-
-    def window(start_ns, end_ns):
-        return [
-            s
-            for spans in traces.values()
-            if start_ns <= min(x.start_ns for x in spans) < end_ns
-            for s in spans
-        ]
-
-    app = Starlette(
-        routes=analysis_api.routes(trace=lambda tid: traces.get(tid, []), window=window)
-    )
+    store = open_store(":memory:")
+    store.write(SPANS)
+    app = Starlette(routes=analysis_api.routes(store))
     with TestClient(app) as c:
         yield c
+    store.close()
 
 
 def test_trace_rows_in_tree_order_with_critical_path(client):
@@ -151,3 +142,14 @@ def test_window_parameters_are_checked(client):
         10**12 - 900 * 10**9,
         10**12,
     )
+
+
+def test_window_takes_whole_traces_that_start_in_it():
+    store = open_store(":memory:")
+    store.write(checkout(BASE))  # root at BASE, children up to BASE + 120 ms
+    ms = 1_000_000
+    # the children alone in a window would look orphaned: a trace that started before is left out
+    assert analysis_api.traces_started_in(store, BASE + 5 * ms, BASE + 10**9) == []
+    whole = analysis_api.traces_started_in(store, BASE, BASE + ms)
+    assert len(whole) == 7 and max(s.start_ns for s in whole) == BASE + 98 * ms
+    store.close()

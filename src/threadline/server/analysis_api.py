@@ -11,18 +11,17 @@ Windows: `start` / `end` in microseconds since the epoch (as Jaeger's API), or `
 "1h", "2d"; default 1h) ending at `end` or now. Times inside a trace payload are nanoseconds
 relative to `t0_ns` (a string: epoch nanoseconds do not fit a JavaScript number).
 
-`routes(trace=..., window=...)` takes two reads from the store: one trace's spans by id, and
-every span of the traces that started in [start_ns, end_ns). Sync or async callables both work.
+`routes(store)` reads through the store interface (`threadline.server.store.Store`):
+`get_trace`, and `spans_between` + `get_traces` for a window, so a trace that started in the
+window is analysed whole even where some of its spans fall outside it.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -45,26 +44,32 @@ _UNITS = {
 }
 _LOOKBACK = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h|d)$")
 
-TraceRead = Callable[[str], "list[Span] | Awaitable[list[Span]]"]
-WindowRead = Callable[[int, int], "Iterable[Span] | Awaitable[Iterable[Span]]"]
-
 
 class BadRequest(ValueError):
     pass
 
 
-def routes(*, trace: TraceRead, window: WindowRead) -> list[Route]:
-    async def read(fn: Callable, *args: Any) -> Any:
-        if inspect.iscoroutinefunction(fn):
-            return await fn(*args)
-        return await run_in_threadpool(lambda: list(fn(*args)))
+def traces_started_in(store: Any, start_ns: int, end_ns: int) -> list[Span]:
+    """Every span of the traces whose first span starts in [start_ns, end_ns)."""
+    ids = sorted({s.trace_id for s in store.spans_between(start_ns, end_ns)})
+    traces = store.get_traces(ids) if ids else {}
+    return [
+        s
+        for spans in traces.values()
+        if spans and start_ns <= min(x.start_ns for x in spans) < end_ns
+        for s in spans
+    ]
+
+
+def routes(store: Any) -> list[Route]:
+    """The analysis routes over a store (reads run in the thread pool: the store is sync)."""
 
     async def trace_view(request: Request) -> JSONResponse:
         trace_id = request.path_params["trace_id"].lower()
         if not _TRACE_ID.match(trace_id):
             return _error(400, f"trace id must be up to 32 hex digits, got {trace_id[:64]!r}")
         trace_id = trace_id.rjust(32, "0")
-        spans = await read(trace, trace_id)
+        spans = await run_in_threadpool(store.get_trace, trace_id)
         if not spans:
             return _error(404, f"trace {trace_id} not found")
         skew = request.query_params.get("skew", "") in ("1", "true", "yes", "on")
@@ -76,7 +81,7 @@ def routes(*, trace: TraceRead, window: WindowRead) -> list[Route]:
             start_ns, end_ns = window_of(request.query_params)
         except BadRequest as e:
             return _error(400, str(e))
-        spans = await read(window, start_ns, end_ns)
+        spans = await run_in_threadpool(traces_started_in, store, start_ns, end_ns)
         graph = await run_in_threadpool(an.dependencies, spans, examples=20)
         return _JSON(
             {
@@ -112,7 +117,7 @@ def routes(*, trace: TraceRead, window: WindowRead) -> list[Route]:
             return _error(400, str(e))
         except ValueError:
             return _error(400, "buckets must be an integer from 1 to 500")
-        spans = await read(window, start_ns, end_ns)
+        spans = await run_in_threadpool(traces_started_in, store, start_ns, end_ns)
         groups = an.group_by_trace(spans).values()
         c = await run_in_threadpool(
             an.completeness, groups, start_ns=start_ns, end_ns=end_ns, buckets=buckets

@@ -1,0 +1,544 @@
+// Trace view: virtualised waterfall (only the rows in view exist in the DOM), collapsible tree,
+// minimap (overview, click to jump, drag to zoom time), span details, links, critical path.
+import { clear, fmtDuration, fmtTime, getJSON, h, message, serviceColour, valueText } from "./dom.js";
+
+const ROW_H = 24;
+const OVERSCAN = 12;
+const MAX_INDENT = 24;
+const KIND_LABEL = { server: "server", client: "client", producer: "producer", consumer: "consumer", internal: "internal", unspecified: "" };
+
+let view = null; // the trace on screen
+
+export function isShowing(traceId) {
+  return view !== null && view.data.trace_id === traceId;
+}
+
+export function focus(spanId) {
+  if (view && spanId) view.focusSpan(spanId);
+}
+
+export async function render(container, params) {
+  const id = params.get("id");
+  const skew = params.get("skew") === "1";
+  container.appendChild(message(`Loading trace ${id}…`));
+  performance.mark("trace-fetch-start");
+  const data = await getJSON(`/api/threadline/analysis/trace/${encodeURIComponent(id)}${skew ? "?skew=1" : ""}`);
+  clear(container);
+  view = new TraceView(container, data, skew);
+  view.focusSpan(params.get("span"));
+  performance.mark("trace-interactive");
+  document.body.dataset.ready = "trace";
+  return () => {
+    view.destroy();
+    view = null;
+    delete document.body.dataset.ready;
+  };
+}
+
+class TraceView {
+  constructor(container, data, skew) {
+    this.data = data;
+    this.rows = data.rows;
+    const n = this.rows.length;
+    this.n = n;
+    this.duration = Math.max(1, data.duration_ns);
+    this.range = [0, this.duration];
+    this.collapsed = new Uint8Array(n);
+    this.selected = -1;
+    this.showCritical = true;
+    this.byId = new Map();
+    this.subtreeEnd = new Int32Array(n);
+    const stack = [];
+    for (let i = 0; i < n; i++) {
+      const row = this.rows[i];
+      if (!row.placeholder || !this.byId.has(row.id)) this.byId.set(row.id, i);
+      while (stack.length && this.rows[stack[stack.length - 1]].depth >= row.depth) this.subtreeEnd[stack.pop()] = i;
+      stack.push(i);
+    }
+    while (stack.length) this.subtreeEnd[stack.pop()] = n;
+    this.critical = new Map();
+    for (const seg of data.critical_path) {
+      const i = this.byId.get(seg.span_id);
+      if (i === undefined) continue;
+      if (!this.critical.has(i)) this.critical.set(i, []);
+      this.critical.get(i).push([seg.start, seg.end]);
+    }
+    this.build(container, skew);
+    this.computeVisible();
+    this.onResize = () => {
+      this.drawMinimap();
+      this.renderRows();
+    };
+    window.addEventListener("resize", this.onResize);
+    this.drawMinimap();
+    this.renderRows();
+    this.renderDetail();
+  }
+
+  destroy() {
+    window.removeEventListener("resize", this.onResize);
+  }
+
+  // ------------------------------------------------------------------------------- layout
+
+  build(container, skew) {
+    const d = this.data;
+    const s = d.summary;
+    const rawHref = `/api/v3/traces/${d.trace_id}`;
+    const title = h(
+      "section",
+      { class: "trace-head" },
+      h(
+        "div",
+        { class: "trace-title" },
+        h("span", { class: "svc-dot", style: { background: serviceColour(s.root_service) } }),
+        h("h1", {}, h("span", { class: "svc" }, s.root_service || "(no root)"), " ", h("span", { class: "op" }, s.root_name)),
+      ),
+      h(
+        "div",
+        { class: "trace-stats" },
+        stat("Trace", d.trace_id, "mono"),
+        stat("Started", fmtTime(d.t0_ns)),
+        stat("Duration", fmtDuration(d.duration_ns)),
+        stat("Spans", s.span_count),
+        stat("Services", s.services.length),
+        s.errors ? stat("Errors", s.errors, "bad") : null,
+        s.incomplete ? stat("Incomplete", s.incomplete, "warn") : null,
+        s.placeholders ? stat("Missing parents", s.placeholders, "warn") : null,
+      ),
+      h(
+        "div",
+        { class: "trace-actions" },
+        h("label", { class: "check" }, (this.criticalBox = h("input", { type: "checkbox", checked: true, onchange: () => this.toggleCritical() })), "Critical path"),
+        h(
+          "label",
+          { class: "check", title: "Move spans whose host clock disagrees with their parent's; the shifts are listed above" },
+          h("input", {
+            type: "checkbox",
+            checked: skew,
+            onchange: (e) => {
+              location.hash = `#/trace/${d.trace_id}${e.target.checked ? "?skew=1" : ""}`;
+            },
+          }),
+          "Adjust clock skew",
+        ),
+        h("button", { type: "button", onclick: () => this.setAll(0) }, "Expand all"),
+        h("button", { type: "button", onclick: () => this.setAll(1) }, "Collapse all"),
+        (this.resetZoom = h("button", { type: "button", hidden: true, onclick: () => this.zoom(0, this.duration) }, "Reset zoom")),
+        h("a", { class: "button", href: rawHref, download: `trace-${d.trace_id}.json` }, "Download JSON"),
+      ),
+    );
+    container.appendChild(title);
+    const problems = this.problems();
+    if (problems) container.appendChild(problems);
+
+    this.minimap = h("canvas", { class: "minimap-canvas", height: 60 });
+    this.minimapView = h("div", { class: "minimap-view" });
+    this.minimapZoom = h("div", { class: "minimap-zoom", hidden: true });
+    const minimap = h("div", { class: "minimap", title: "Click to jump, drag across to zoom in time" }, this.minimap, this.minimapView, this.minimapZoom);
+    this.wireMinimap(minimap);
+
+    this.ruler = h("div", { class: "ruler" });
+    this.sizer = h("div", { class: "sizer" });
+    this.layer = h("div", { class: "rows" });
+    this.viewport = h("div", { class: "viewport", tabindex: 0 }, this.sizer, this.layer);
+    this.viewport.addEventListener("scroll", () => this.schedule());
+    this.viewport.addEventListener("click", (e) => this.onRowClick(e));
+    this.viewport.addEventListener("keydown", (e) => this.onKey(e));
+    this.status = h("div", { class: "waterfall-status" });
+    this.detail = h("aside", { class: "detail" });
+    const waterfall = h(
+      "section",
+      { class: "waterfall" },
+      h("div", { class: "waterfall-head" }, h("div", { class: "col-name" }, "Service · operation"), this.ruler),
+      this.viewport,
+      this.status,
+    );
+    container.appendChild(h("div", { class: "trace-body" }, h("div", { class: "trace-main" }, minimap, waterfall), this.detail));
+  }
+
+  problems() {
+    const d = this.data;
+    const items = [];
+    for (const b of d.breaks) {
+      items.push(
+        h(
+          "li",
+          { class: "problem break" },
+          h("span", { class: "tag warn" }, b.kind.replace("_", " ")),
+          side(d.trace_id, b.before),
+          h("span", { class: "arrow" }, " ⇢ "),
+          side(d.trace_id, b.after),
+          h("div", { class: "problem-msg" }, b.message),
+        ),
+      );
+    }
+    for (const inc of d.incomplete) {
+      items.push(h("li", { class: "problem" }, h("span", { class: "tag warn" }, "incomplete"), spanLink(d.trace_id, inc.span_id, `${inc.service}: ${inc.name}`), h("div", { class: "problem-msg" }, inc.reason)));
+    }
+    for (const sh of d.skew.shifts) {
+      items.push(h("li", { class: "problem" }, h("span", { class: "tag info" }, "clock skew"), spanLink(d.trace_id, sh.span_id, `${sh.service}: ${sh.name}`), h("div", { class: "problem-msg" }, `${sh.reason} (${sh.spans_moved} spans)`)));
+    }
+    if (d.skew.adjusted && !d.skew.shifts.length) items.push(h("li", { class: "problem" }, h("span", { class: "tag info" }, "clock skew"), "No span needed moving."));
+    if (!items.length) return null;
+    return h("details", { class: "problems", open: true }, h("summary", {}, `${items.length} finding${items.length > 1 ? "s" : ""} in this trace`), h("ul", {}, items));
+  }
+
+  // --------------------------------------------------------------------------- tree state
+
+  computeVisible() {
+    const out = new Int32Array(this.n);
+    let k = 0;
+    for (let i = 0; i < this.n; ) {
+      out[k++] = i;
+      i = this.collapsed[i] ? this.subtreeEnd[i] : i + 1;
+    }
+    this.visible = out.subarray(0, k);
+    this.position = null;
+    this.sizer.style.height = `${k * ROW_H}px`;
+    this.status.textContent = `${this.n} rows · ${k} shown`;
+    this.status.dataset.rows = String(this.n);
+    this.status.dataset.shown = String(k);
+  }
+
+  positionOf(i) {
+    if (!this.position) {
+      this.position = new Int32Array(this.n).fill(-1);
+      this.visible.forEach((row, pos) => {
+        this.position[row] = pos;
+      });
+    }
+    return this.position[i];
+  }
+
+  toggle(i) {
+    this.collapsed[i] = this.collapsed[i] ? 0 : 1;
+    this.computeVisible();
+    this.drawMinimap();
+    this.renderRows();
+  }
+
+  setAll(value) {
+    for (let i = 0; i < this.n; i++) this.collapsed[i] = value && this.rows[i].children ? 1 : 0;
+    this.computeVisible();
+    this.drawMinimap();
+    this.renderRows();
+  }
+
+  focusSpan(spanId) {
+    if (!spanId) return;
+    const i = this.byId.get(spanId);
+    if (i === undefined) {
+      this.flash(`Span ${spanId} is not in this trace.`);
+      return;
+    }
+    let changed = false;
+    for (let p = this.rows[i].parent; p >= 0; p = this.rows[p].parent) {
+      if (this.collapsed[p]) {
+        this.collapsed[p] = 0;
+        changed = true;
+      }
+    }
+    if (changed) {
+      this.computeVisible();
+      this.drawMinimap();
+    }
+    this.select(i);
+    const pos = this.positionOf(i);
+    const top = pos * ROW_H;
+    const vh = this.viewport.clientHeight || 400;
+    if (top < this.viewport.scrollTop || top + ROW_H > this.viewport.scrollTop + vh) this.viewport.scrollTop = Math.max(0, top - vh / 2);
+    this.renderRows();
+  }
+
+  select(i) {
+    this.selected = i;
+    this.renderDetail();
+    this.renderRows();
+  }
+
+  flash(text) {
+    this.status.textContent = text;
+  }
+
+  toggleCritical() {
+    this.showCritical = this.criticalBox.checked;
+    this.renderRows();
+  }
+
+  zoom(a, b) {
+    this.range = [Math.max(0, a), Math.min(this.duration, Math.max(b, a + 1))];
+    const full = this.range[0] === 0 && this.range[1] === this.duration;
+    this.resetZoom.hidden = full;
+    this.minimapZoom.hidden = full;
+    if (!full) {
+      const w = this.minimap.clientWidth;
+      this.minimapZoom.style.left = `${(this.range[0] / this.duration) * w}px`;
+      this.minimapZoom.style.width = `${((this.range[1] - this.range[0]) / this.duration) * w}px`;
+    }
+    this.renderRows();
+  }
+
+  // ------------------------------------------------------------------------------ drawing
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.renderRows();
+    });
+  }
+
+  renderRows() {
+    const vp = this.viewport;
+    const height = vp.clientHeight || 600;
+    const first = Math.max(0, Math.floor(vp.scrollTop / ROW_H) - OVERSCAN);
+    const last = Math.min(this.visible.length, Math.ceil((vp.scrollTop + height) / ROW_H) + OVERSCAN);
+    const [r0, r1] = this.range;
+    const span = r1 - r0;
+    const frag = document.createDocumentFragment();
+    for (let pos = first; pos < last; pos++) frag.appendChild(this.rowElement(this.visible[pos], r0, span));
+    this.layer.style.transform = `translateY(${first * ROW_H}px)`;
+    clear(this.layer).appendChild(frag);
+    this.drawRuler(r0, span);
+    this.moveMinimapView(first + OVERSCAN, height);
+  }
+
+  rowElement(i, r0, span) {
+    const row = this.rows[i];
+    const classes = ["row"];
+    if (row.status === 2) classes.push("error");
+    if (row.pending) classes.push("pending");
+    if (row.placeholder) classes.push("placeholder");
+    if (i === this.selected) classes.push("selected");
+    const onPath = this.showCritical && this.critical.has(i);
+    if (onPath) classes.push("critical");
+    const indent = Math.min(row.depth, MAX_INDENT) * 14;
+    const colour = row.placeholder ? "#9ca3af" : serviceColour(row.service);
+    const toggle = row.children
+      ? h("button", { type: "button", class: "toggle", "aria-label": this.collapsed[i] ? "expand" : "collapse", "aria-expanded": this.collapsed[i] ? "false" : "true" }, this.collapsed[i] ? "▸" : "▾")
+      : h("span", { class: "toggle-space" });
+    const badges = [];
+    if (row.status === 2) badges.push(h("span", { class: "badge bad" }, "error"));
+    if (row.pending) badges.push(h("span", { class: "badge warn", title: row.note || "" }, "incomplete"));
+    if (row.placeholder) badges.push(h("span", { class: "badge warn", title: row.note }, "never arrived"));
+    if (this.collapsed[i]) badges.push(h("span", { class: "badge", title: "hidden spans" }, `+${this.subtreeEnd[i] - i - 1}`));
+    const name = h(
+      "div",
+      { class: "col-name", style: { paddingLeft: `${indent + 4}px` }, title: row.depth > MAX_INDENT ? `depth ${row.depth}` : undefined },
+      row.depth > MAX_INDENT ? h("span", { class: "deep" }, `↳${row.depth}`) : null,
+      toggle,
+      h("span", { class: "svc-dot", style: { background: colour } }),
+      row.placeholder ? null : h("span", { class: "svc" }, row.service),
+      h("span", { class: "op" }, row.placeholder ? `parent ${row.id}` : row.name),
+      badges,
+    );
+    const left = ((row.start - r0) / span) * 100;
+    const width = Math.max(((row.end - row.start) / span) * 100, 0.15);
+    const bar = h("div", { class: "bar", style: { left: `${left}%`, width: `${width}%`, background: colour } });
+    if (onPath) {
+      for (const [a, b] of this.critical.get(i)) {
+        const segLeft = ((a - row.start) / Math.max(1, row.end - row.start)) * 100;
+        const segWidth = ((b - a) / Math.max(1, row.end - row.start)) * 100;
+        bar.appendChild(h("div", { class: "cp", style: { left: `${segLeft}%`, width: `${segWidth}%` } }));
+      }
+    }
+    const labelLeft = Math.min(left + width, 100);
+    const label = h("span", { class: "bar-label", style: labelLeft > 80 ? { right: `${100 - left + 0.5}%` } : { left: `calc(${labelLeft}% + 4px)` } }, row.pending ? "never ended" : fmtDuration(row.end - row.start));
+    const timeline = h("div", { class: "col-bar" }, bar, label);
+    return h("div", { class: classes.join(" "), dataset: { index: i, depth: row.depth, spanId: row.id } }, name, timeline);
+  }
+
+  drawRuler(r0, span) {
+    clear(this.ruler);
+    for (let k = 0; k <= 4; k++) {
+      const t = h("span", { class: "tick", style: { left: `${k * 25}%` } }, fmtDuration(r0 + (span * k) / 4));
+      this.ruler.appendChild(t);
+    }
+  }
+
+  drawMinimap() {
+    const canvas = this.minimap;
+    const w = canvas.clientWidth || 800;
+    const ratio = window.devicePixelRatio || 1;
+    canvas.width = Math.floor(w * ratio);
+    canvas.height = Math.floor(60 * ratio);
+    const ctx = canvas.getContext("2d");
+    ctx.scale(ratio, ratio);
+    ctx.clearRect(0, 0, w, 60);
+    const k = this.visible.length;
+    const rowH = Math.max(60 / Math.max(k, 1), 0.25);
+    for (let pos = 0; pos < k; pos++) {
+      const row = this.rows[this.visible[pos]];
+      ctx.fillStyle = row.status === 2 ? "#dc2626" : row.placeholder || row.pending ? "#d97706" : serviceColour(row.service);
+      const x = (row.start / this.duration) * w;
+      ctx.fillRect(x, (pos / k) * 60, Math.max(1, ((row.end - row.start) / this.duration) * w), Math.max(rowH, 1));
+    }
+  }
+
+  moveMinimapView(firstPos, height) {
+    const k = Math.max(1, this.visible.length);
+    const top = Math.min(60, (Math.max(0, firstPos - OVERSCAN) / k) * 60);
+    const size = Math.max(3, Math.min(60, (height / ROW_H / k) * 60));
+    this.minimapView.style.top = `${top}px`;
+    this.minimapView.style.height = `${Math.min(size, 60 - top)}px`;
+  }
+
+  wireMinimap(el) {
+    let downX = null;
+    el.addEventListener("pointerdown", (e) => {
+      downX = e.offsetX;
+      el.setPointerCapture(e.pointerId);
+    });
+    el.addEventListener("pointerup", (e) => {
+      if (downX === null) return;
+      const w = this.minimap.clientWidth || 1;
+      const x0 = Math.min(downX, e.offsetX);
+      const x1 = Math.max(downX, e.offsetX);
+      downX = null;
+      if (x1 - x0 > 4) {
+        this.zoom((x0 / w) * this.duration, (x1 / w) * this.duration);
+      } else {
+        const pos = Math.floor((e.offsetY / 60) * this.visible.length);
+        this.viewport.scrollTop = Math.max(0, pos * ROW_H - (this.viewport.clientHeight || 400) / 2);
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------------------ events
+
+  onRowClick(e) {
+    const rowEl = e.target.closest(".row");
+    if (!rowEl) return;
+    const i = Number(rowEl.dataset.index);
+    if (e.target.closest(".toggle")) this.toggle(i);
+    else this.select(i);
+  }
+
+  onKey(e) {
+    if (this.selected < 0) return;
+    const pos = this.positionOf(this.selected);
+    if (e.key === "ArrowDown" && pos + 1 < this.visible.length) this.focusSpanAt(pos + 1);
+    else if (e.key === "ArrowUp" && pos > 0) this.focusSpanAt(pos - 1);
+    else if ((e.key === "ArrowLeft" && !this.collapsed[this.selected]) || (e.key === "ArrowRight" && this.collapsed[this.selected])) {
+      if (this.rows[this.selected].children) this.toggle(this.selected);
+    } else return;
+    e.preventDefault();
+  }
+
+  focusSpanAt(pos) {
+    const i = this.visible[pos];
+    this.select(i);
+    const top = pos * ROW_H;
+    const vh = this.viewport.clientHeight;
+    if (top < this.viewport.scrollTop) this.viewport.scrollTop = top;
+    else if (top + ROW_H > this.viewport.scrollTop + vh) this.viewport.scrollTop = top + ROW_H - vh;
+  }
+
+  // ------------------------------------------------------------------------------ details
+
+  renderDetail() {
+    const el = clear(this.detail);
+    if (this.selected < 0) {
+      el.appendChild(h("p", { class: "hint" }, "Select a span to see its attributes, resource, events and links."));
+      return;
+    }
+    const row = this.rows[this.selected];
+    if (row.placeholder) {
+      el.append(
+        h("h2", {}, "Missing parent"),
+        h("p", { class: "notice warn" }, row.note),
+        h("p", { class: "hint" }, "The span below it references this parent, but no span with this id reached the server. The findings above name the likely sender."),
+        kv("Span id", row.id),
+      );
+      return;
+    }
+    const d = this.data;
+    el.append(
+      h("h2", {}, h("span", { class: "svc-dot", style: { background: serviceColour(row.service) } }), row.name),
+      row.pending ? h("p", { class: "notice warn" }, "Incomplete: this span was announced when it started and never ended. ", row.note || "") : null,
+      row.status === 2 ? h("p", { class: "notice bad" }, "Error", row.status_message ? `: ${row.status_message}` : "") : null,
+      h(
+        "dl",
+        { class: "facts" },
+        fact("Service", row.service),
+        fact("Kind", KIND_LABEL[row.kind] ?? row.kind),
+        fact("Status", ["unset", "ok", "error"][row.status] ?? row.status),
+        fact("Duration", row.pending ? "never ended" : fmtDuration(row.end - row.start)),
+        fact("Starts at", `+${fmtDuration(row.start)}`),
+        fact("Span id", row.id),
+        fact("Parent id", row.parent >= 0 ? this.rows[row.parent].id : "—"),
+        row.scope ? fact("Scope", row.scope) : null,
+      ),
+      section("Attributes", table(row.attributes)),
+      section(
+        `Events (${row.events.length})`,
+        row.events.length
+          ? h(
+              "ol",
+              { class: "events" },
+              row.events.map((ev) => h("li", {}, h("div", { class: "event-head" }, h("span", { class: "mono" }, `+${fmtDuration(ev.t)}`), " ", h("strong", {}, ev.name)), table(ev.attributes))),
+            )
+          : null,
+      ),
+      section(
+        `Links (${row.links.length})`,
+        row.links.length
+          ? h(
+              "ul",
+              { class: "links" },
+              row.links.map((lk) => {
+                const here = lk.trace_id === d.trace_id;
+                return h(
+                  "li",
+                  {},
+                  h("a", { class: "span-link", href: `#/trace/${lk.trace_id}?span=${lk.span_id}`, dataset: { traceId: lk.trace_id, spanId: lk.span_id } }, here ? "span in this trace" : "linked trace", " ", h("span", { class: "mono" }, `${lk.trace_id.slice(0, 8)}…/${lk.span_id}`)),
+                  table(lk.attributes),
+                );
+              }),
+            )
+          : null,
+      ),
+      section("Resource", table(d.resources[row.resource] || {})),
+    );
+  }
+}
+
+function stat(label, value, cls = "") {
+  return h("div", { class: `stat ${cls}` }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value" }, value));
+}
+
+function side(traceId, s) {
+  if (!s) return h("span", { class: "side unknown" }, "no sender in this trace");
+  return spanLink(traceId, s.span_id, `${s.service}: ${s.name}`);
+}
+
+function spanLink(traceId, spanId, text) {
+  return h("a", { class: "side", href: `#/trace/${traceId}?span=${spanId}` }, text);
+}
+
+function fact(label, value) {
+  return [h("dt", {}, label), h("dd", {}, value)];
+}
+
+function kv(label, value) {
+  return h("dl", { class: "facts" }, fact(label, value));
+}
+
+function section(title, body) {
+  return h("section", { class: "detail-section" }, h("h3", {}, title), body || h("p", { class: "hint" }, "none"));
+}
+
+function table(obj) {
+  const keys = Object.keys(obj || {}).sort();
+  if (!keys.length) return null;
+  return h(
+    "table",
+    { class: "attrs" },
+    h(
+      "tbody",
+      {},
+      keys.map((k) => h("tr", {}, h("th", {}, k), h("td", {}, valueText(obj[k])))),
+    ),
+  );
+}
