@@ -6,6 +6,7 @@
     GET dependencies                 service graph; edges carry calls, errors, kind
                                      ("call" | "messaging" | "link") and example trace ids
     GET completeness[?buckets=12]    completeness metrics over time, worst broken hops first
+    GET summaries?id=..&id=..        trace summaries for the example trace ids above (max 100)
 
 Windows: `start` / `end` in microseconds since the epoch (as Jaeger's API), or `lookback` ("15m",
 "1h", "2d"; default 1h) ending at `end` or now. Times inside a trace payload are nanoseconds
@@ -124,7 +125,16 @@ def routes(store: Any) -> list[Route]:
         )
         return _JSON(completeness_payload(c, start_ns, end_ns))
 
+    async def summaries_view(request: Request) -> JSONResponse:
+        ids = [i.lower().rjust(32, "0") for i in request.query_params.getlist("id")]
+        bad = [i for i in ids if not _TRACE_ID.match(i)]
+        if bad or len(ids) > 100:
+            return _error(400, f"id must be up to 100 trace ids of 32 hex digits; bad: {bad[:3]}")
+        found = await run_in_threadpool(store.summaries, ids)
+        return _JSON({"traces": [t.to_dict() for t in found]})
+
     return [
+        Route(PREFIX + "/summaries", summaries_view, methods=["GET"]),
         Route(PREFIX + "/trace/{trace_id}", trace_view, methods=["GET"]),
         Route(PREFIX + "/dependencies", dependencies_view, methods=["GET"]),
         Route(PREFIX + "/completeness", completeness_view, methods=["GET"]),

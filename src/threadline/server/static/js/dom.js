@@ -36,6 +36,11 @@ export function safeHref(value) {
   return s.startsWith("#/") || s.startsWith("/api/") ? s : "#/";
 }
 
+// Append children (nodes, text, nested arrays; null/false skipped) to an existing element.
+export function append(el, ...children) {
+  return build(el, null, children);
+}
+
 export function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
   return el;

@@ -1,6 +1,6 @@
 // Service map: services as nodes laid out in layers (callers left of callees), edges with call
 // and error counts; messaging (producer -> consumer) edges dashed. Click an edge for its traces.
-import { clear, getJSON, h, message, serviceColour, svg } from "./dom.js";
+import { append, clear, getJSON, h, message, serviceColour, svg } from "./dom.js";
 import { lookbackSelect, traceList } from "./search.js";
 
 const NODE_W = 168;
@@ -15,7 +15,7 @@ export async function render(container, params) {
   });
   const panel = h("aside", { class: "edge-panel" }, h("p", { class: "hint" }, "Click an edge to list the traces that made those calls."));
   const canvas = h("div", { class: "map-canvas" }, message("Loading the service graph…"));
-  container.append(
+  append(container, 
     h(
       "section",
       { class: "page-head" },
@@ -101,7 +101,7 @@ function drawGraph(data, onEdge) {
       "defs",
       {},
       ["call", "messaging", "error"].map((kind) =>
-        svg("marker", { id: `arrow-${kind}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: `arrowhead ${kind}` })),
+        svg("marker", { id: `arrow-${kind}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 11, markerHeight: 11, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" }, svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: `arrowhead ${kind}` })),
       ),
     ),
   );
@@ -144,9 +144,9 @@ function drawGraph(data, onEdge) {
     );
     const label = svg(
       "g",
-      { class: `edge-label${e.errors ? " has-errors" : ""}` },
+      { class: `edge-label${e.errors ? " has-errors" : ""}`, dataset: { parent: e.parent, child: e.child, kind: e.kind } },
       svg("rect", { x: mid.x - 52, y: mid.y - 11, width: 104, height: 22, rx: 11 }),
-      svg("text", { x: mid.x, y: mid.y + 4, "text-anchor": "middle" }, `${e.calls} call${e.calls === 1 ? "" : "s"}${e.errors ? ` · ${e.errors} err` : ""}`),
+      svg("text", { x: mid.x, y: mid.y + 4, "text-anchor": "middle" }, `${e.calls} ${e.kind === "call" ? "call" : "msg"}${e.calls === 1 ? "" : "s"}${e.errors ? ` · ${e.errors} err` : ""}`),
     );
     const activate = () => onEdge(e, group);
     group.addEventListener("click", activate);
@@ -184,7 +184,7 @@ function truncate(text, n) {
 function showEdge(panel, edge, el) {
   for (const g of document.querySelectorAll(".edge.selected")) g.classList.remove("selected");
   el.classList.add("selected");
-  clear(panel).append(
+  append(clear(panel), 
     h("h2", {}, edge.parent, " → ", edge.child),
     h("p", { class: "edge-facts" }, `${edge.kind === "call" ? "Calls" : edge.kind === "messaging" ? "Messages" : "Links"}: ${edge.calls}`, edge.errors ? h("span", { class: "bad" }, ` · errors: ${edge.errors}`) : null),
     h("h3", {}, `Traces (${edge.trace_ids.length}${edge.trace_ids.length < edge.calls ? ` of ${edge.calls} calls` : ""})`),

@@ -1,6 +1,6 @@
 // Trace view: virtualised waterfall (only the rows in view exist in the DOM), collapsible tree,
 // minimap (overview, click to jump, drag to zoom time), span details, links, critical path.
-import { clear, fmtDuration, fmtTime, getJSON, h, message, serviceColour, valueText } from "./dom.js";
+import { append, clear, fmtDuration, fmtTime, getJSON, h, message, serviceColour, valueText } from "./dom.js";
 
 const ROW_H = 24;
 const OVERSCAN = 12;
@@ -84,7 +84,7 @@ class TraceView {
   build(container, skew) {
     const d = this.data;
     const s = d.summary;
-    const rawHref = `/api/v3/traces/${d.trace_id}`;
+    const rawHref = `/api/threadline/traces/${d.trace_id}`;
     const title = h(
       "section",
       { class: "trace-head" },
@@ -445,7 +445,7 @@ class TraceView {
     }
     const row = this.rows[this.selected];
     if (row.placeholder) {
-      el.append(
+      append(el, 
         h("h2", {}, "Missing parent"),
         h("p", { class: "notice warn" }, row.note),
         h("p", { class: "hint" }, "The span below it references this parent, but no span with this id reached the server. The findings above name the likely sender."),
@@ -454,7 +454,7 @@ class TraceView {
       return;
     }
     const d = this.data;
-    el.append(
+    append(el, 
       h("h2", {}, h("span", { class: "svc-dot", style: { background: serviceColour(row.service) } }), row.name),
       row.pending ? h("p", { class: "notice warn" }, "Incomplete: this span was announced when it started and never ended. ", row.note || "") : null,
       row.status === 2 ? h("p", { class: "notice bad" }, "Error", row.status_message ? `: ${row.status_message}` : "") : null,
