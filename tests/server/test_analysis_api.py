@@ -156,6 +156,11 @@ def test_window_takes_whole_traces_that_start_in_it():
 
 
 def test_summaries_for_example_trace_ids(client):
-    body = client.get(f"/api/threadline/analysis/summaries?id={MAILER}&id={CHECKOUT}&id={'f' * 32}").json()
-    assert [(t["trace_id"], t["root_service"], t["span_count"]) for t in body["traces"]] == [(MAILER, "mailer", 2), (CHECKOUT, "web", 7)]
+    body = client.get(
+        f"/api/threadline/analysis/summaries?id={MAILER}&id={CHECKOUT}&id={'f' * 32}"
+    ).json()
+    assert [(t["trace_id"], t["root_service"], t["span_count"]) for t in body["traces"]] == [
+        (MAILER, "mailer", 2),
+        (CHECKOUT, "web", 7),
+    ]
     assert client.get("/api/threadline/analysis/summaries?id=xyz").status_code == 400
