@@ -10,6 +10,7 @@ import sys
 # name -> (module exposing add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("threadline.demo.command", "run the multi-service demo and show its traces"),
+    "serve": ("threadline.server.command", "receive OTLP, store traces, serve the Jaeger API and web UI"),
 }
 
 

@@ -1,0 +1,108 @@
+"""`threadline serve`: receive OTLP, store it, answer Jaeger-compatible queries, serve the UI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from threadline.server.jaeger import BadRequest, parse_duration
+
+
+def _duration(text: str) -> int:
+    try:  # Go durations have no days; accept them anyway ("7d")
+        if text.endswith("d") and text[:-1].replace(".", "", 1).isdigit():
+            return int(float(text[:-1]) * 24 * 3600 * 10**9)
+        ns = parse_duration(text)
+    except BadRequest as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if ns <= 0:
+        raise argparse.ArgumentTypeError("retention must be positive")
+    return ns
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: loopback only)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=16686, help="query API and web UI (default 16686, as Jaeger)"
+    )
+    parser.add_argument(
+        "--otlp-http-port", type=int, default=4318, help="OTLP/HTTP receiver (default 4318)"
+    )
+    parser.add_argument(
+        "--otlp-grpc-port", type=int, default=4317, help="OTLP/gRPC receiver (default 4317)"
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="DuckDB file, or :memory: (default: in the user's data directory)",
+    )
+    parser.add_argument(
+        "--retention",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="delete spans older than this (e.g. 72h, 7d); default: keep all",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="allow browser exporters from this origin (repeatable; '*' for any; default: loopback origins)",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="largest OTLP request accepted (default 16 MiB)",
+    )
+    parser.add_argument("--ready-line", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from threadline.server.serving import PortInUse, Server
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        server = Server(
+            host=args.host,
+            port=args.port,
+            otlp_http_port=args.otlp_http_port,
+            otlp_grpc_port=args.otlp_grpc_port,
+            db=args.db,
+            retention_ns=args.retention,
+            cors_origins=args.cors_origin,
+            max_request_bytes=args.max_request_bytes,
+        )
+    except PortInUse as exc:
+        print(f"threadline serve: {exc}", file=sys.stderr)
+        return 1
+    urls = server.urls
+    _banner(server)
+    if args.ready_line:
+        print(
+            f"threadline serve ready api={urls.api} otlp_http={urls.otlp_http} otlp_grpc={urls.otlp_grpc} db={server.db}",
+            flush=True,
+        )
+    server.run()
+    return 0
+
+
+def _banner(server) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    urls = server.urls
+    table = Table.grid(padding=(0, 2))
+    table.add_row("[bold]web UI + Jaeger API[/]", urls.api)
+    table.add_row("[bold]OTLP/HTTP[/]", f"{urls.otlp_http}/v1/traces")
+    if urls.otlp_grpc:
+        table.add_row("[bold]OTLP/gRPC[/]", urls.otlp_grpc)
+    table.add_row("[bold]database[/]", server.db)
+    console = Console(highlight=False)
+    console.print("[bold green]threadline serve[/] listening")
+    console.print(table)
+    console.print(f"export OTEL_EXPORTER_OTLP_ENDPOINT={urls.otlp_http}", soft_wrap=True)

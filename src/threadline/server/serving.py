@@ -1,0 +1,305 @@
+"""A running threadline server: store, ingest, OTLP/HTTP, OTLP/gRPC and the query app.
+
+`Server(...)` binds every port up front (a taken port fails at once with `PortInUse`, naming
+the option); `run()` serves in the calling thread until SIGINT/SIGTERM, `start()` serves in a
+background thread. `start(...)` / `spawn(...)` at module level give a started server on
+ephemeral ports (in this process / in a child process running `threadline serve`), as context
+managers, with their URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("threadline.server")
+
+
+class PortInUse(OSError):
+    pass
+
+
+def default_db_path() -> str:
+    """One DuckDB file in the user's data directory ($XDG_DATA_HOME or ~/.local/share)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "threadline", "traces.duckdb")
+
+
+def _bind(host: str, port: int, option: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+    )  # not REUSEPORT: two servers must clash
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(
+            f"cannot listen on {host}:{port} ({option}): {exc.strerror or exc}"
+        ) from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class URLs:
+    api: str  # query API + UI (Jaeger data source URL)
+    otlp_http: str  # OTLP/HTTP base (exporters append /v1/traces)
+    otlp_grpc: str  # host:port for OTLP/gRPC exporters
+
+
+class Server:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 16686,
+        otlp_http_port: int = 4318,
+        otlp_grpc_port: int | None = 4317,
+        db: str | None = None,
+        retention_ns: int | None = None,
+        cors_origins: Iterable[str] | None = None,
+        max_request_bytes: int | None = None,
+        max_queued_spans: int = 200_000,
+    ) -> None:
+        import grpc
+
+        from threadline.server import api
+        from threadline.server.receiver import MAX_REQUEST_BYTES, Ingest, grpc_servicer
+        from threadline.server.store import open_store
+
+        self.max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
+        self.db = db or default_db_path()
+        self._sockets = [
+            _bind(host, port, "--port"),
+            _bind(host, otlp_http_port, "--otlp-http-port"),
+        ]
+        self._grpc = None
+        grpc_port = 0
+        if otlp_grpc_port is not None:
+            self._grpc = grpc.server(
+                ThreadPoolExecutor(max_workers=8, thread_name_prefix="threadline-grpc"),
+                options=[
+                    ("grpc.so_reuseport", 0),
+                    ("grpc.max_receive_message_length", self.max_request_bytes),
+                ],
+            )
+            try:
+                grpc_port = self._grpc.add_insecure_port(f"{host}:{otlp_grpc_port}")
+            except RuntimeError:
+                grpc_port = 0
+            if not grpc_port:
+                self._close_sockets()
+                raise PortInUse(
+                    f"cannot listen on {host}:{otlp_grpc_port} (--otlp-grpc-port): address in use"
+                )
+        try:
+            self.store = open_store(self.db)
+        except Exception:
+            self._close_sockets()
+            raise
+        self.ingest = Ingest(
+            self.store, max_queued_spans=max_queued_spans, retention_ns=retention_ns
+        )
+        if self._grpc is not None:
+            from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+            trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+                grpc_servicer(self.ingest), self._grpc
+            )
+        self.app = api.build_app(
+            self.store,
+            self.ingest,
+            cors_origins=cors_origins,
+            max_request_bytes=self.max_request_bytes,
+        )
+        self.otlp_app = api.otlp_app(self.ingest, cors_origins, self.max_request_bytes)
+        ports = [s.getsockname()[1] for s in self._sockets]
+        self.urls = URLs(
+            _url(host, ports[0]), _url(host, ports[1]), f"{host}:{grpc_port}" if grpc_port else ""
+        )
+        self._servers: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stopped = False
+
+    def _close_sockets(self) -> None:
+        for s in self._sockets:
+            s.close()
+
+    async def serve(self) -> None:
+        import uvicorn
+
+        class _Uvicorn(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):  # the owner of the loop handles signals for all servers
+                yield
+
+        def server(app: Any) -> _Uvicorn:
+            config = uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+            return _Uvicorn(config)
+
+        self._loop = asyncio.get_running_loop()
+        self._servers = [server(self.app), server(self.otlp_app)]
+        if self._grpc is not None:
+            self._grpc.start()
+        tasks = [
+            asyncio.create_task(s.serve(sockets=[sock]))
+            for s, sock in zip(self._servers, self._sockets, strict=True)
+        ]
+        while not all(s.started for s in self._servers) and not any(t.done() for t in tasks):
+            await asyncio.sleep(0.01)
+        self._started.set()
+        await asyncio.gather(*tasks)
+
+    def _ask_exit(self) -> None:
+        for s in self._servers:
+            s.should_exit = True
+
+    def run(self) -> None:
+        """Serve in this (main) thread until SIGINT or SIGTERM, then shut down cleanly."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._ask_exit)
+            await self.serve()
+
+        try:
+            asyncio.run(main())
+        finally:
+            self._shutdown()
+
+    def start(self, timeout: float = 30) -> Server:
+        """Serve in a background thread; returns once every port answers."""
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.serve()), name="threadline-serve", daemon=True
+        )
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("threadline server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._ask_exit)
+            self._thread.join(30)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._grpc is not None:
+            self._grpc.stop(grace=5).wait(10)
+        self.ingest.close()
+        self.store.close()
+        self._close_sockets()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start(db: str = ":memory:", host: str = "127.0.0.1", **kwargs: Any) -> Server:
+    """A server on ephemeral ports in a background thread of this process (use as a context
+    manager, or call .stop()). `server.urls` has its addresses."""
+    kwargs.setdefault("port", 0)
+    kwargs.setdefault("otlp_http_port", 0)
+    kwargs.setdefault("otlp_grpc_port", 0)
+    return Server(host=host, db=db, **kwargs).start()
+
+
+class Spawned:
+    """`threadline serve` in a child process (its own interpreter: kill -9 really kills it)."""
+
+    def __init__(self, proc: subprocess.Popen, urls: URLs, db: str) -> None:
+        self.proc, self.urls, self.db = proc, urls, db
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush."""
+        self.proc.kill()
+        self.proc.wait(30)
+
+    def __enter__(self) -> Spawned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_READY = re.compile(r"^threadline serve ready api=(\S+) otlp_http=(\S+) otlp_grpc=(\S*) db=(.*)$")
+
+
+def spawn(db: str, *args: str, timeout: float = 60) -> Spawned:
+    """Start `threadline serve --db DB` on ephemeral ports in a child process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "threadline.cli",
+        "serve",
+        "--db",
+        db,
+        "--port",
+        "0",
+        "--otlp-http-port",
+        "0",
+        "--otlp-grpc-port",
+        "0",
+        "--ready-line",
+        *args,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = _READY.match(line.strip())
+        if m:
+            # keep draining output so the child never blocks on a full pipe
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+            return Spawned(proc, URLs(m[1], m[2], m[3]), m[4])
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
+    raise RuntimeError(f"threadline serve did not start: {err.strip()[-2000:]}")

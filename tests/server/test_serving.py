@@ -1,0 +1,210 @@
+"""Real OpenTelemetry SDK exporters (OTLP/HTTP and OTLP/gRPC) against a running server; the
+trace comes back intact through api_v3 (the Python client) and Jaeger v1."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from threadline import server
+from threadline.server.client import Client
+from threadline.server.serving import PortInUse
+from threadline.testing import hex_ids
+
+ATTRS = {
+    "s": "text",
+    "b": True,
+    "i": -7,
+    "d": 2.5,
+    "ss": ["a", "b"],
+    "bs": [True, False],
+    "is": [1, 2],
+    "ds": [0.5],
+}
+
+
+def export_trace(exporter, service: str) -> tuple[str, dict[str, str]]:
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "deployment.environment": "test"})
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("checkout-lib", "1.2.3")
+    with tracer.start_as_current_span("linked-from") as other:
+        pass
+    with tracer.start_as_current_span(
+        "GET /checkout", kind=SpanKind.SERVER, attributes=ATTRS
+    ) as root:
+        root.add_event("cart loaded", {"items": 3})
+        with tracer.start_as_current_span(
+            "charge", kind=SpanKind.CLIENT, links=[Link(other.get_span_context(), {"why": "batch"})]
+        ) as child:
+            child.set_status(Status(StatusCode.ERROR, "card declined"))
+    provider.shutdown()
+    trace_id, root_id = hex_ids(root)
+    return trace_id, {
+        "root": root_id,
+        "child": hex_ids(child)[1],
+        "other": hex_ids(other)[1],
+        "other_trace": hex_ids(other)[0],
+    }
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_real_exporter_trace_comes_back_intact(srv, transport):
+    if transport == "http":
+        exporter = HttpExporter(endpoint=f"{srv.urls.otlp_http}/v1/traces")
+    else:
+        exporter = GrpcExporter(endpoint=srv.urls.otlp_grpc, insecure=True)
+    service = f"shop-{transport}"
+    trace_id, ids = export_trace(exporter, service)
+
+    # the exporter got its 200 only after commit, so the trace is there without waiting
+    spans = Client(srv.urls.api).trace(trace_id)
+    assert [s.name for s in spans] == ["GET /checkout", "charge"]
+    root, child = spans
+    assert (root.span_id, root.parent_span_id, root.kind, root.service) == (
+        ids["root"],
+        "",
+        2,
+        service,
+    )
+    assert (child.parent_span_id, child.kind, child.status_code, child.status_message) == (
+        ids["root"],
+        3,
+        2,
+        "card declined",
+    )
+    assert root.attributes == ATTRS
+    assert type(root.attributes["d"]) is float and type(root.attributes["i"]) is int
+    assert (
+        root.resource["service.name"] == service
+        and root.resource["deployment.environment"] == "test"
+    )
+    assert root.resource["telemetry.sdk.language"] == "python"
+    assert (root.scope_name, root.scope_version) == ("checkout-lib", "1.2.3")
+    assert [(e.name, e.attributes) for e in root.events] == [("cart loaded", {"items": 3})]
+    [link] = child.links
+    assert (link.trace_id, link.span_id, link.attributes) == (
+        ids["other_trace"],
+        ids["other"],
+        {"why": "batch"},
+    )
+    assert root.flags == 0x100  # the SDK sets "is_remote known", parent not remote
+
+    # the same trace through Jaeger v1
+    body = httpx.get(f"{srv.urls.api}/api/traces/{trace_id.upper()}").json()
+    [jt] = body["data"]
+    assert jt["traceID"] == trace_id and body["errors"] is None
+    by_name = {s["operationName"]: s for s in jt["spans"]}
+    jchild = by_name["charge"]
+    assert jchild["references"] == [
+        {"refType": "CHILD_OF", "traceID": trace_id, "spanID": ids["root"]},
+        {"refType": "FOLLOWS_FROM", "traceID": ids["other_trace"], "spanID": ids["other"]},
+    ]
+    tags = {t["key"]: (t["type"], t["value"]) for t in jchild["tags"]}
+    assert tags["error"] == ("bool", True) and tags["span.kind"] == ("string", "client")
+    assert tags["otel.status_description"] == ("string", "card declined")
+    rtags = {t["key"]: (t["type"], t["value"]) for t in by_name["GET /checkout"]["tags"]}
+    assert (
+        rtags["i"] == ("int64", -7)
+        and rtags["d"] == ("float64", 2.5)
+        and rtags["b"] == ("bool", True)
+    )
+    assert rtags["ss"] == ("string", '["a", "b"]')
+    assert by_name["GET /checkout"]["logs"][0]["fields"] == [
+        {"key": "event", "type": "string", "value": "cart loaded"},
+        {"key": "items", "type": "int64", "value": 3},
+    ]
+    process = jt["processes"][jchild["processID"]]
+    assert process["serviceName"] == service
+    assert {"key": "deployment.environment", "type": "string", "value": "test"} in process["tags"]
+    assert (
+        jchild["startTime"] == child.start_ns // 1000
+        and jchild["duration"] == (child.end_ns - child.start_ns) // 1000
+    )
+
+    assert service in Client(srv.urls.api).services()
+    summaries = Client(srv.urls.api).search(service=service, filters=["s=text", "i<0"])
+    assert [
+        (t["trace_id"], t["root_name"], t["span_count"], t["error_count"]) for t in summaries
+    ] == [(trace_id, "GET /checkout", 2, 1)]
+
+
+def test_port_in_use_is_a_clear_error(srv):
+    port = int(srv.urls.api.rsplit(":", 1)[1])
+    with pytest.raises(PortInUse, match=rf"cannot listen on 127.0.0.1:{port} \(--port\)"):
+        server.Server(port=port, otlp_http_port=0, otlp_grpc_port=0, db=":memory:")
+    grpc_port = int(srv.urls.otlp_grpc.rsplit(":", 1)[1])
+    with pytest.raises(PortInUse, match=rf"127.0.0.1:{grpc_port} \(--otlp-grpc-port\)"):
+        server.Server(port=0, otlp_http_port=0, otlp_grpc_port=grpc_port, db=":memory:")
+
+
+def test_cli_reports_taken_port(srv):
+    port = int(srv.urls.otlp_http.rsplit(":", 1)[1])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "threadline.cli",
+            "serve",
+            "--db",
+            ":memory:",
+            "--port",
+            "0",
+            "--otlp-grpc-port",
+            "0",
+            "--otlp-http-port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert f"threadline serve: cannot listen on 127.0.0.1:{port} (--otlp-http-port)" in proc.stderr
+
+
+def test_kill_9_after_200_loses_nothing(tmp_path):
+    """Every span acknowledged with 200 is in the file after SIGKILL, nothing flushed on exit."""
+    db = str(tmp_path / "traces.duckdb")
+    spawned = server.spawn(db)
+    acked, results = [], []
+
+    class Recording(HttpExporter):
+        def export(self, spans):
+            results.append(super().export(spans))
+            return results[-1]
+
+    try:
+        for i in range(5):
+            trace_id, _ = export_trace(
+                Recording(endpoint=f"{spawned.urls.otlp_http}/v1/traces"), f"durable-{i}"
+            )
+            acked.append(trace_id)
+    finally:
+        spawned.kill()  # at once after the last 200
+    assert results == [SpanExportResult.SUCCESS] * 15
+    assert spawned.proc.returncode == -signal.SIGKILL
+    assert os.path.exists(db)
+    with server.spawn(db) as again:
+        client = Client(again.urls.api)
+        for trace_id in acked:
+            assert [s.name for s in client.trace(trace_id)] == ["GET /checkout", "charge"]
+        assert client.get("/api/threadline/stats")["spans"] == 15  # 3 spans x 5 exports
+
+
+def test_binds_loopback_by_default(srv):
+    host = srv.urls.api.split("//")[1].rsplit(":", 1)[0]
+    assert host == "127.0.0.1"
+    with socket.create_connection((host, int(srv.urls.api.rsplit(":", 1)[1])), timeout=5):
+        pass
