@@ -276,9 +276,7 @@ class LiveSocket:
         stack = ExitStack()
         attributes = {
             **self._attributes,
-            "messaging.system": "websocket",
             "messaging.operation.type": "process",
-            "messaging.destination.name": self.path,
             "messaging.message.body.size": len(message.data),
         }
         name = f"process {self.path}"
@@ -330,9 +328,7 @@ class LiveSocket:
     async def _send(self, payload: str | bytes) -> None:
         attributes = {
             **self._attributes,
-            "messaging.system": "websocket",
             "messaging.operation.type": "send",
-            "messaging.destination.name": self.path,
             "messaging.message.body.size": len(payload),
         }
         name = f"send {self.path}"

@@ -296,9 +296,8 @@
       this.path = u.pathname;
       this.binaryType = "blob";
       this.onopen = this.onmessage = this.onclose = this.onerror = null;
-      const base = { "network.protocol.name": "websocket", "url.path": this.path };
-      this.base = base;
-      this.session = new Span("connect " + this.path, { kind: "client", parent: pageLoad || rendered, attributes: base });
+      this.session = new Span("connect " + this.path, { kind: "client", parent: pageLoad || rendered,
+        attributes: { "network.protocol.name": "websocket", "url.path": this.path } });
       this.session.setAttribute("threadline.session.id", this.session.spanId);
       session = this.session;
       for (const [k, v] of Object.entries(this.session.carrier())) u.searchParams.set(k, v);
@@ -323,6 +322,12 @@
     get extensions() { return this.ws.extensions; }
     get bufferedAmount() { return this.ws.bufferedAmount; }
 
+    _attributes(operation, payload) {
+      return { "messaging.system": "websocket", "messaging.destination.name": this.path,
+        "messaging.operation.type": operation, "messaging.message.body.size": size(payload),
+        "threadline.session.id": this.session.spanId };
+    }
+
     _sessionRelation() { // where a message with no interaction around it belongs
       const sid = this.session.spanId;
       if (config.interactions === "child") return { parent: this.session, links: [] };
@@ -331,9 +336,8 @@
 
     send(payload) {
       const relation = current ? { parent: current, links: [] } : this._sessionRelation();
-      const span = new Span("send " + this.path, Object.assign(relation, { kind: "producer", attributes: Object.assign({
-        "messaging.system": "websocket", "messaging.operation.type": "send", "messaging.destination.name": this.path,
-        "messaging.message.body.size": size(payload), "threadline.session.id": this.session.spanId }, this.base) }));
+      const span = new Span("send " + this.path, Object.assign(relation, { kind: "producer",
+        attributes: this._attributes("send", payload) }));
       try {
         this.ws.send(envelope(payload, span));
       } catch (err) {
@@ -354,9 +358,7 @@
       const relation = parent ? { parent, links: [] } : this._sessionRelation();
       const data = typeof payload === "string" || this.binaryType !== "blob" ? payload : new Blob([payload]);
       const span = new Span("process " + this.path, Object.assign(relation, { kind: "consumer", start: received,
-        attributes: Object.assign({ "messaging.system": "websocket", "messaging.operation.type": "process",
-          "messaging.destination.name": this.path, "messaging.message.body.size": size(payload),
-          "threadline.session.id": this.session.spanId }, this.base) }));
+        attributes: this._attributes("process", payload) }));
       try {
         withCurrent(span, () => this._dispatch(new MessageEvent("message", { data, origin: new URL(this.url).origin })));
       } finally {
