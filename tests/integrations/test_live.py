@@ -15,14 +15,15 @@ pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
 from starlette.applications import Starlette  # noqa: E402
-from starlette.middleware.cors import CORSMiddleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
-from starlette.responses import HTMLResponse, Response  # noqa: E402
+from starlette.responses import HTMLResponse  # noqa: E402
 from starlette.routing import Route, WebSocketRoute  # noqa: E402
 
 import threadline as tl  # noqa: E402
 from threadline.integrations import live  # noqa: E402
-from threadline.testing import CapturedSpan, hex_ids  # noqa: E402
+from threadline.server.client import Client  # noqa: E402
+from threadline.server.model import KIND_NAMES  # noqa: E402
+from threadline.testing import CapturedSpan, Trace, hex_ids  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -52,42 +53,15 @@ class ServerThread:
         self.thread.join(10)
 
 
-def _value(v: dict):
-    ((kind, raw),) = v.items()
-    return int(raw) if kind == "intValue" else raw
-
-
-def _attrs(kvs: list) -> dict:
-    return {kv["key"]: _value(kv["value"]) for kv in kvs or []}
-
-
-def otlp_json_receiver(sink):
-    """An OTLP/HTTP JSON endpoint with CORS, feeding CapturedSpans to `sink`."""
-    kinds = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
-
-    async def receive(request: Request) -> Response:
-        body = await request.json()
-        spans = []
-        for rs in body["resourceSpans"]:
-            resource = _attrs(rs["resource"]["attributes"])
-            for ss in rs["scopeSpans"]:
-                for s in ss["spans"]:
-                    spans.append(CapturedSpan(
-                        name=s["name"], trace_id=s["traceId"], span_id=s["spanId"],
-                        parent_id=s.get("parentSpanId") or None, kind=kinds[s["kind"]],
-                        status={0: "UNSET", 1: "OK", 2: "ERROR"}[s["status"].get("code", 0)],
-                        status_message=s["status"].get("message", ""),
-                        start_ns=int(s["startTimeUnixNano"]), end_ns=int(s["endTimeUnixNano"]),
-                        attributes=_attrs(s["attributes"]), resource=resource,
-                        events=[(e["name"], _attrs(e["attributes"])) for e in s["events"]],
-                        links=[(lk["traceId"], lk["spanId"], _attrs(lk["attributes"])) for lk in s["links"]],
-                        scope=ss["scope"]["name"],
-                    ))  # fmt: skip
-        sink(spans)
-        return Response(b"{}", media_type="application/json")
-
-    app = Starlette(routes=[Route("/v1/traces", receive, methods=["POST"])])
-    return CORSMiddleware(app, allow_origins=["*"], allow_methods=["POST"], allow_headers=["*"])
+def captured(s) -> CapturedSpan:
+    """A span read back from `threadline serve`, in the shape the trace assertions take."""
+    return CapturedSpan(
+        name=s.name, trace_id=s.trace_id, span_id=s.span_id, parent_id=s.parent_span_id or None,
+        kind=KIND_NAMES[s.kind].upper(), status=str(s.status_code), status_message=s.status_message,
+        start_ns=s.start_ns, end_ns=s.end_ns, attributes=s.attributes, resource=s.resource,
+        events=[(e.name, e.attributes) for e in s.events],
+        links=[(lk.trace_id, lk.span_id, lk.attributes) for lk in s.links], scope=s.scope_name,
+    )  # fmt: skip
 
 
 PAGE = """<!doctype html>
@@ -98,10 +72,13 @@ PAGE = """<!doctype html>
   <script>
     const ws = new Threadline.WebSocket("/live");
     window.replies = 0;
+    window.clicks = [];  // the trace of each click, to look up in the backend
     window.opened = new Promise((resolve) => ws.addEventListener("open", resolve));
     const button = document.getElementById("checkout");
-    button.addEventListener("click", () =>
-      ws.send(JSON.stringify({{type: "checkout", item: button.dataset.item}})));
+    button.addEventListener("click", () => {{
+      window.clicks.push(Threadline.current.traceId);
+      ws.send(JSON.stringify({{type: "checkout", item: button.dataset.item}}));
+    }});
     ws.onmessage = (event) => {{
       document.getElementById("status").textContent = JSON.parse(event.data).status;
       window.replies += 1;
@@ -142,21 +119,29 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="module")
+def backend():
+    from threadline.server import serving
+
+    with serving.start() as server:
+        yield server
+
+
 @pytest.fixture
-def shop(traces):
-    with ServerThread(otlp_json_receiver(traces.add)) as collector:
-        with ServerThread(shop_app(f"http://{collector}")) as host:
+def shop(backend):
+    """The shop on an ephemeral port; it and the browser export to `threadline serve`."""
+    tl.configure("shop", endpoint=backend.urls.otlp_http)
+    try:
+        with ServerThread(shop_app(backend.urls.otlp_http)) as host:
             yield host
+    finally:
+        tl.shutdown()
 
 
-def browser_spans(traces):
-    return [s for s in traces.spans if s.service == "shop-browser"]
-
-
-def checkout(browser, url: str, clicks: int = 1, behind_s: float = 0) -> dict:
+def checkout(browser, backend, url: str, clicks: int = 1, behind_s: float = 0):
     """Load the page (in a browser whose clock is `behind_s` seconds behind), click checkout
-    `clicks` times (each waits for its reply), export the browser's spans; return what the page
-    shows."""
+    `clicks` times (each waits for its reply), export both sides' spans. Returns what the page
+    shows, the render's trace and each click's trace, as stored by the backend."""
     page = browser.new_page()
     try:
         if behind_s:
@@ -170,86 +155,82 @@ def checkout(browser, url: str, clicks: int = 1, behind_s: float = 0) -> dict:
             "({status: document.getElementById('status').textContent,"
             " pwned: window.__pwned ?? null, images: document.images.length})"
         )
+        render_id, click_ids = page.evaluate("[Threadline.pageLoad.traceId, window.clicks]")
         page.evaluate("Threadline.flush()")
-        return shown
     finally:
         page.close()
+    tl.flush()
+    backend_client = Client(backend.urls.api)
+    fetch = lambda tid, n: Trace(tid, [captured(s) for s in backend_client.wait_for_trace(tid, n)])  # noqa: E731
+    # render: GET /, page load, connect (browser), connect (server); a click: 6 spans
+    return shown, fetch(render_id, 4), [fetch(tid, 6) for tid in click_ids]
 
 
-def test_click_message_server_and_reply_are_one_trace(traces, shop, browser):
-    assert checkout(browser, f"http://{shop}/")["status"] == "paid for book"
+def one(t: Trace, name: str, service: str) -> CapturedSpan:
+    (span,) = [s for s in t.find_all(name) if s.service == service]
+    return span
 
-    traces.wait_for(lambda spans: sum(s.name == "process /live" for s in spans) >= 2)
-    click = next(s for s in traces.spans if s.name == "click checkout")
-    t = traces.trace(click.trace_id)
+
+def test_click_message_server_and_reply_are_one_trace(shop, browser, backend):
+    shown, render, (t,) = checkout(browser, backend, f"http://{shop}/")
+    assert shown["status"] == "paid for book"
     t.assert_connected()
-    assert t.root is click and click.service == "shop-browser"
-    b_send, s_proc = t.find_all("send /live"), t.find_all("process /live")
-    b_send = next(s for s in b_send if s.service == "shop-browser")
+    click = t.root
+    assert (click.name, click.service) == ("click checkout", "shop-browser")
+    b_send = one(t, "send /live", "shop-browser")
     assert (b_send.kind, b_send.parent_id) == ("PRODUCER", click.span_id)
-    server = next(s for s in s_proc if s.service == "tests")
+    server = one(t, "process /live", "shop")
     assert (server.kind, server.parent_id) == ("CONSUMER", b_send.span_id)
     assert t.find("reserve stock").parent_id == server.span_id
-    s_send = next(s for s in t.find_all("send /live") if s.service == "tests")
+    s_send = one(t, "send /live", "shop")
     assert (s_send.kind, s_send.parent_id) == ("PRODUCER", server.span_id)
-    reply = next(s for s in s_proc if s.service == "shop-browser")
+    reply = one(t, "process /live", "shop-browser")
     assert (reply.kind, reply.parent_id) == ("CONSUMER", s_send.span_id)
 
     # The page load and the socket's connect belong to the initial render's trace.
-    load = next(s for s in traces.spans if s.name == "page load")
-    render = next(s for s in traces.spans if s.kind == "SERVER" and s.name.startswith("GET"))
-    assert (load.trace_id, load.parent_id) == (render.trace_id, render.span_id)
-    b_connect = next(s for s in browser_spans(traces) if s.name == "connect /live")
-    s_connect = next(s for s in traces.spans if s.name == "connect /live" and s.service == "tests")
-    assert (b_connect.trace_id, b_connect.parent_id) == (render.trace_id, render.span_id)
+    render.assert_connected()
+    get = render.root
+    assert (get.name, get.kind, get.service) == ("GET /", "SERVER", "shop")
+    assert render.find("page load").parent_id == get.span_id
+    b_connect = one(render, "connect /live", "shop-browser")
+    s_connect = one(render, "connect /live", "shop")
+    assert (b_connect.kind, b_connect.parent_id) == ("CLIENT", get.span_id)
     assert (s_connect.kind, s_connect.parent_id) == ("SERVER", b_connect.span_id)
     # ... and the interaction is linked to that session on both sides.
-    assert click.links == [(b_connect.trace_id, b_connect.span_id, {"threadline.link": "session"})]
-    assert [(lt, ls) for lt, ls, _ in server.links] == [(s_connect.trace_id, s_connect.span_id)]
-    assert server.attributes["threadline.session.id"] == b_connect.span_id
-    assert click.attributes["threadline.session.id"] == b_connect.span_id
+    assert click.links == [(render.trace_id, b_connect.span_id, {"threadline.link": "session"})]
+    assert [(lt, ls) for lt, ls, _ in server.links] == [(render.trace_id, s_connect.span_id)]
+    for span in (click, b_send, server, s_send, reply, s_connect):
+        assert span.attributes["threadline.session.id"] == b_connect.span_id
 
     # Client spans were placed on the server's clock, reversibly.
     assert isinstance(click.attributes["threadline.clock.correction_ns"], int)
     assert click.attributes["threadline.clock.uncertainty_ns"] >= 0
 
 
-def test_two_interactions_are_two_traces_in_one_session(traces, shop, browser):
-    checkout(browser, f"http://{shop}/", clicks=2)
-
-    traces.wait_for(lambda spans: sum(s.name == "process /live" for s in spans) >= 4)
-    clicks = [s for s in traces.spans if s.name == "click checkout"]
+def test_two_interactions_are_two_traces_in_one_session(shop, browser, backend):
+    _, render, clicks = checkout(browser, backend, f"http://{shop}/", clicks=2)
     assert len(clicks) == 2 and clicks[0].trace_id != clicks[1].trace_id
-    session = next(s for s in browser_spans(traces) if s.name == "connect /live")
-    for click in clicks:
-        assert click.parent_id is None
-        assert [(lt, ls) for lt, ls, _ in click.links] == [(session.trace_id, session.span_id)]
-        t = traces.trace(click.trace_id)
+    b_connect = one(render, "connect /live", "shop-browser")
+    s_connect = one(render, "connect /live", "shop")
+    for t in clicks:
         t.assert_connected()
-        assert {s.service for s in t} == {"shop-browser", "tests"}
-        assert len(t.find_all("process /live")) == 2
+        assert t.root.name == "click checkout"
+        assert [(lt, ls) for lt, ls, _ in t.root.links] == [(render.trace_id, b_connect.span_id)]
+        server = one(t, "process /live", "shop")
+        assert [(lt, ls) for lt, ls, _ in server.links] == [(render.trace_id, s_connect.span_id)]
+        assert {s.service for s in t} == {"shop-browser", "shop"}
 
 
-def test_hostile_values_are_shown_not_run(traces, shop, browser):
-    shown = checkout(browser, f"http://{shop}/?item={quote(HOSTILE)}")
+def test_hostile_values_are_shown_not_run(shop, browser, backend):
+    shown, _, (t,) = checkout(browser, backend, f"http://{shop}/?item={quote(HOSTILE)}")
     assert shown == {"status": f"paid for {HOSTILE}", "pwned": None, "images": 0}
-    traces.wait_for(lambda spans: any(s.name == "reserve stock" for s in spans))
-    assert traces.find_all("reserve stock")[0].attributes["order.item"] == HOSTILE
+    assert t.find("reserve stock").attributes["order.item"] == HOSTILE
 
 
-def test_client_spans_are_placed_on_the_server_clock(traces, shop, browser):
-    checkout(browser, f"http://{shop}/", behind_s=3600)
-    traces.wait_for(lambda spans: sum(s.name == "process /live" for s in spans) >= 2)
-    click = next(s for s in traces.spans if s.name == "click checkout")
-    t = traces.trace(click.trace_id)
-    b_send, b_reply = (
-        next(s for s in t.find_all(n) if s.service == "shop-browser")
-        for n in ("send /live", "process /live")
-    )
-    s_proc, s_send = (
-        next(s for s in t.find_all(n) if s.service == "tests")
-        for n in ("process /live", "send /live")
-    )
+def test_client_spans_are_placed_on_the_server_clock(shop, browser, backend):
+    _, render, (t,) = checkout(browser, backend, f"http://{shop}/", behind_s=3600)
+    b_send, b_reply = one(t, "send /live", "shop-browser"), one(t, "process /live", "shop-browser")
+    s_proc, s_send = one(t, "process /live", "shop"), one(t, "send /live", "shop")
     correction = b_send.attributes["threadline.clock.correction_ns"]
     # Within the estimate's uncertainty (+ the browser's timer resolution), causality holds on
     # the server's clock: the message was sent before it was processed, the reply received
@@ -259,8 +240,7 @@ def test_client_spans_are_placed_on_the_server_clock(traces, shop, browser):
     assert b_reply.start_ns + slack >= s_send.start_ns
     assert 3590e9 < correction < 3610e9
     assert b_send.start_ns - correction < s_proc.start_ns - 3590e9
-    load = next(s for s in traces.spans if s.name == "page load")
-    assert load.attributes["threadline.clock.correction_ns"] == correction
+    assert render.find("page load").attributes["threadline.clock.correction_ns"] == correction
 
 
 def echo_app(session: str, framework: str = "starlette"):
