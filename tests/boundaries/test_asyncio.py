@@ -1,6 +1,7 @@
 import asyncio
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from multiprocessing.pool import ThreadPool
 
 import pytest
@@ -171,6 +172,7 @@ def test_nesting_thread_executor_loop_to_thread_thread_pool(traces):
 
 def test_policy_none_patches_callbacks_and_restores_them_when_plain(traces):
     plain_call_soon = asyncio.BaseEventLoop.call_soon
+    threads.uninstall()  # else the default executor's own boundary carries it, by its policy
     asyncio_boundary.install(relation="none")
     assert asyncio.BaseEventLoop.call_soon is not plain_call_soon
 
@@ -227,3 +229,60 @@ def test_install_uninstall_idempotent():
     assert asyncio.BaseEventLoop.run_in_executor.__module__ == "asyncio.base_events"
     asyncio_boundary.install()
     assert asyncio.BaseEventLoop.run_in_executor is original
+
+
+class OneWorker(Executor):
+    """A user's own executor: one long-lived thread, started before any trace, fed by a queue."""
+
+    def __init__(self):
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            future.set_result(fn(*args))
+
+    def submit(self, fn, /, *args):
+        future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def shutdown(self, wait=True, **_):
+        self._jobs.put(None)
+        self._thread.join(10)
+
+
+def test_run_in_executor_with_a_users_own_executor(traces):
+    ex = OneWorker()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with tl.span("handler") as root:
+            inner = await loop.run_in_executor(ex, work)
+        after = await loop.run_in_executor(ex, lambda: current_ids())
+        return root, inner, after
+
+    try:
+        root, inner, after = asyncio.run(main())
+    finally:
+        ex.shutdown()
+    assert after == NO_SPAN
+    assert_children(traces, root)
+    assert inner[0] == hex_ids(root)[0]
+
+
+def test_an_executor_with_its_own_boundary_is_wrapped_once(traces):
+    threads.install(span="job")
+    asyncio_boundary.install(relation="none")  # would cut the trace if it wrapped as well
+
+    async def main():
+        with tl.span("handler") as root:
+            await asyncio.get_running_loop().run_in_executor(None, work)
+        return root
+
+    root = asyncio.run(main())
+    t = traces.trace(hex_ids(root)[0])  # (asyncio.run's executor shutdown thread has its own)
+    job = t.find("job")  # the threads boundary's span, once; asyncio's policy is not applied
+    assert (job.parent_id, t.find("work").parent_id) == (hex_ids(root)[1], job.span_id)

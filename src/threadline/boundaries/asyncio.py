@@ -2,7 +2,10 @@
 
 - ``loop.run_in_executor`` (default and custom executors) and so ``asyncio.to_thread``: the
   function is captured when it is handed over and runs in that context in the executor, then the
-  worker is back to none (a ``ProcessPoolExecutor`` gets the context as W3C headers).
+  worker is back to none. When the executor has its own boundary installed (threads for a
+  ThreadPoolExecutor, processes for a ProcessPoolExecutor) that boundary captures, at the same
+  moment and by its own policy; this one covers every other executor, and those two when their
+  boundary is not installed.
 - ``call_soon`` / ``call_soon_threadsafe`` / ``call_later`` / ``call_at``, and so
   ``run_coroutine_threadsafe`` (another thread handing work into a running loop), and every Task:
   asyncio already copies the contextvars of the scheduling moment into each Handle and Task, which
@@ -17,10 +20,13 @@ its default executor is a ThreadPoolExecutor, which the threads boundary covers.
 from __future__ import annotations
 
 import asyncio
+import sys
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from threadline._handoff import Relation
 from threadline.boundaries._patches import Patches
+from threadline.boundaries import threads
 from threadline.boundaries._task import Policy, Task
 
 __all__ = ["install", "installed", "policy", "uninstall"]
@@ -42,8 +48,22 @@ def _wrap(loop: asyncio.BaseEventLoop, fn: Any, method: str) -> Any:
     return fn if type(fn) is Task else Task(fn, _policy)
 
 
+def _executor_boundary(loop: asyncio.BaseEventLoop, executor: Any) -> bool:
+    """Whether the executor's own boundary (threads, processes) is installed to carry the context:
+    then it captures, at the same moment and by its own policy, and asyncio stays out of the way."""
+    ex = executor if executor is not None else loop._default_executor
+    if ex is None or isinstance(ex, ThreadPoolExecutor):  # None: asyncio makes a ThreadPoolExecutor
+        return threads.installed()
+    if isinstance(ex, ProcessPoolExecutor):
+        processes = sys.modules.get("threadline.boundaries.processes")
+        return processes is not None and processes.installed()
+    return False
+
+
 def _loop_run_in_executor(self, executor, func, /, *args):
-    return _run_in_executor(self, executor, _wrap(self, func, "run_in_executor"), *args)
+    if not _executor_boundary(self, executor):
+        func = _wrap(self, func, "run_in_executor")
+    return _run_in_executor(self, executor, func, *args)
 
 
 def _loop_call_soon(self, callback, *args, context=None):
