@@ -25,8 +25,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from threadline._handoff import Relation
-from threadline.boundaries._patches import Patches
 from threadline.boundaries import threads
+from threadline.boundaries._patches import Patches
 from threadline.boundaries._task import Policy, Task
 
 __all__ = ["install", "installed", "policy", "uninstall"]
