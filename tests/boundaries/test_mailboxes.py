@@ -260,3 +260,48 @@ def test_a_failed_put_is_recorded_and_raised(traces):
     failed = traces.find_all("send full")[1]
     assert failed.status == "ERROR"
     assert isinstance(Envelope(1, tl.capture()) < 2, bool)
+
+
+def test_a_batch_is_one_process_span_linked_to_every_sender(traces):
+    q = queue.Queue()
+    box = Mailbox(q, "batch")
+    for n in range(3):
+        with tl.span(f"request {n}"):
+            box.send(n)
+    q.put("plain")
+    with tl.span("consumer") as consumer:
+        with box.receive_batch(10, timeout=5) as items:
+            assert items == [0, 1, 2, "plain"]
+    (process,) = traces.find_all("process batch")
+    sends = traces.find_all("send batch")
+    assert (process.kind, process.parent_id) == ("CONSUMER", hex_ids(consumer)[1])
+    assert process.links == [(s.trace_id, s.span_id, {}) for s in sends]
+    assert process.attributes["messaging.batch.message_count"] == 4
+    assert "threadline.links.dropped" not in process.attributes
+
+
+def test_batch_links_are_deduplicated_and_capped(traces):
+    with tl.span("one sender"):
+        same = [mailboxes.seal(i) for i in range(3)]
+    many = []
+    for i in range(mailboxes.MAX_LINKS + 5):
+        with tl.span("sender"):
+            many.append(mailboxes.seal(i))
+    with mailboxes.open_batch(same, "dedupe") as items:
+        assert items == [0, 1, 2]
+    with mailboxes.open_batch(many, "capped") as items:
+        assert len(items) == mailboxes.MAX_LINKS + 5
+    dedupe = traces.find_all("process dedupe")[0]
+    capped = traces.find_all("process capped")[0]
+    assert len(dedupe.links) == 1
+    assert len(capped.links) == mailboxes.MAX_LINKS
+    assert capped.attributes["threadline.links.dropped"] == 5
+
+
+def test_an_empty_batch_makes_no_span(traces):
+    box = Mailbox(queue.Queue(), "idle")
+    with box.receive_batch(5, timeout=0.01) as items:
+        assert items == []
+    assert traces.find_all("process idle") == []
+    with pytest.raises(ValueError, match="max_items"):
+        box.receive_batch(0)

@@ -83,7 +83,9 @@ class Task:
     def __reduce__(self):
         return (_rebuild, (self.fn, self.handoff, self.relation, self.name))
 
-    def __getattr__(self, attr: str) -> Any:  # __name__, __qualname__, __module__... of fn
+    def __getattr__(self, attr: str) -> Any:  # __name__, __qualname__, __wrapped__... of fn
+        if attr in Task.__slots__:  # a slot not yet set (mid-unpickling): no recursion into fn
+            raise AttributeError(attr)
         return getattr(self.fn, attr)
 
     def __repr__(self) -> str:

@@ -9,6 +9,8 @@ The receiving side must take items through ``receive()`` / ``areceive()`` (or ha
 ``open()``): a plain ``get()`` returns the ``Envelope`` itself, whose ``.item`` is the payload.
 Items put by untraced code come out of ``receive()`` unchanged and are processed under the
 receiver's own context. An Envelope orders by its item, so ``PriorityQueue`` order is unchanged.
+``receive_batch()`` / ``open_batch()`` process many messages in one CONSUMER span that links to
+each sender (the messaging conventions' batch receive), capped and deduplicated.
 
 A Mailbox is generic over a put function and a get function (``Mailbox(put=conn.send,
 get=conn.recv, name="results")``), so the same envelope crosses processes: pickled, it carries
@@ -20,8 +22,10 @@ off (on by default); when off, ``send`` puts the bare item and ``receive`` still
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Mapping
+import queue as stdlib_queue
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -30,12 +34,14 @@ from threadline._handoff import RELATIONS, Handoff, Relation, capture, resume
 from threadline._spans import start_span
 
 __all__ = [
+    "Batch",
     "Delivery",
     "Envelope",
     "Mailbox",
     "install",
     "installed",
     "open",
+    "open_batch",
     "seal",
     "uninstall",
 ]
@@ -147,6 +153,71 @@ def open(  # noqa: A001 - the messaging verb; shadows the builtin only inside th
     return Delivery(message, destination, relation=relation, attributes=attributes)
 
 
+MAX_LINKS = 128  # the SDK's default span link limit: a batch links at most this many senders
+
+
+class Batch:
+    """Messages received together. ``with batch as items:`` runs the block in one CONSUMER
+    "process <destination>" span under the receiver's context, linked to every distinct sender
+    (at most MAX_LINKS; the rest are counted in ``threadline.links.dropped``)."""
+
+    __slots__ = ("items", "handoffs", "destination", "_attributes", "_cm")
+
+    def __init__(
+        self,
+        messages: Iterable[Any],
+        destination: str,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.items: list[Any] = []
+        self.handoffs: list[Handoff] = []
+        for message in messages:
+            if type(message) is Envelope:
+                self.items.append(message.item)
+                self.handoffs.append(message.handoff)
+            else:
+                self.items.append(message)
+        self.destination = destination
+        self._attributes = attributes
+        self._cm = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __enter__(self) -> list[Any]:
+        if _installed and self.items:
+            senders = {}
+            for h in self.handoffs:
+                sc = h.span_context
+                if sc.is_valid:
+                    senders.setdefault((sc.trace_id, sc.span_id), sc)
+            attrs = _attrs(self._attributes, "process")
+            attrs["messaging.batch.message_count"] = len(self.items)
+            if len(senders) > MAX_LINKS:
+                attrs["threadline.links.dropped"] = len(senders) - MAX_LINKS
+            links = list(senders.values())[:MAX_LINKS]
+            self._cm = start_span(
+                f"process {self.destination}", attributes=attrs, kind=SpanKind.CONSUMER, links=links
+            )
+            self._cm.__enter__()
+        return self.items
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        cm, self._cm = self._cm, None
+        return cm.__exit__(exc_type, exc, tb) if cm is not None else None
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self.items)} from {self.destination!r})"
+
+
+def open_batch(
+    messages: Iterable[Any], destination: str, *, attributes: Mapping[str, Any] | None = None
+) -> Batch:
+    """A Batch for messages obtained any way at all (envelopes or bare items, mixed)."""
+    return Batch(messages, destination, attributes=attributes)
+
+
 def _attrs(extra: Mapping[str, Any] | None, operation: str) -> dict[str, Any]:
     attrs = {"messaging.operation.type": operation, "messaging.operation.name": operation}
     if extra:
@@ -229,6 +300,23 @@ class Mailbox:
         if self._awaitable:
             raise TypeError(f"{self!r} has coroutine put/get: use `async with mailbox.areceive()`")
         return self.open(self._get(*args, **kwargs))
+
+    def receive_batch(self, max_items: int, timeout: float | None = None) -> Batch:
+        """Wait up to ``timeout`` for one message, then take what else is already there, up to
+        ``max_items``: ``with mailbox.receive_batch(100, 1.0) as items:``. Needs a queue-style
+        ``get(block, timeout)``; an empty batch (nothing arrived in time) makes no span."""
+        if not isinstance(max_items, int) or max_items < 1:
+            raise ValueError(f"max_items must be a positive int, not {max_items!r}")
+        if self._awaitable:
+            raise TypeError(f"{self!r} has coroutine put/get: receive_batch needs a blocking get")
+        messages = []
+        try:
+            messages.append(self._get(True, timeout))
+            while len(messages) < max_items:
+                messages.append(self._get(False))
+        except (stdlib_queue.Empty, asyncio.QueueEmpty):
+            pass
+        return Batch(messages, self.name, attributes=self._attributes)
 
     def areceive(self, *args: Any, **kwargs: Any) -> _Receiving:
         """``async with mailbox.areceive() as item:`` or ``delivery = await mailbox.areceive()``."""
