@@ -3,7 +3,9 @@ benchmark. Times are relative to `base_ns`; every trace is deterministic for a g
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.request
 
 from threadline.server.model import (
     KIND_CLIENT,
@@ -17,6 +19,7 @@ from threadline.server.model import (
     Link,
     Span,
 )
+from threadline.server.otlp import encode_json
 
 MS = 1_000_000
 XSS = '<img src=x onerror="window.__xss=1">'
@@ -26,6 +29,7 @@ CHECKOUT = "c0ffee00000000000000000000000001"
 BROKEN = "c0ffee00000000000000000000000002"
 CRASHED = "c0ffee00000000000000000000000003"
 MAILER = "c0ffee00000000000000000000000004"
+EVIL = "c0ffee00000000000000000000000005"
 
 
 def _res(service: str, pid: int, host: str = "app-1") -> dict:
@@ -53,111 +57,18 @@ def span(trace, sid, parent, name, service, kind, start, end, base_ns, *, pid=10
     )
 
 
+# fmt: off
 def checkout(base_ns: int) -> list[Span]:
     """web -> payments (error) -> db; web publishes to the mailer queue; XSS-laden attributes."""
     t = CHECKOUT
     return [
-        span(
-            t,
-            "a000000000000001",
-            "",
-            "GET /checkout",
-            "web",
-            KIND_SERVER,
-            0,
-            120,
-            base_ns,
-            attributes={
-                "http.method": "GET",
-                "http.route": "/checkout",
-                "user.note": XSS,
-                "http.url": XSS_URL,
-            },
-        ),
-        span(
-            t,
-            "a000000000000002",
-            "a000000000000001",
-            "load cart",
-            "web",
-            KIND_INTERNAL,
-            2,
-            20,
-            base_ns,
-        ),
-        span(
-            t,
-            "a000000000000003",
-            "a000000000000001",
-            "POST /charge",
-            "web",
-            KIND_CLIENT,
-            22,
-            90,
-            base_ns,
-            status_code=STATUS_ERROR,
-            status_message="502 from payments",
-        ),
-        span(
-            t,
-            "b000000000000001",
-            "a000000000000003",
-            "charge card",
-            "payments",
-            KIND_SERVER,
-            25,
-            88,
-            base_ns,
-            pid=200,
-            status_code=STATUS_ERROR,
-            status_message="card declined",
-            events=[
-                Event(
-                    base_ns + 80 * MS,
-                    "exception",
-                    {"exception.type": "CardDeclined", "exception.message": XSS},
-                )
-            ],
-        ),
-        span(
-            t,
-            "b000000000000002",
-            "b000000000000001",
-            "SELECT account",
-            "payments",
-            KIND_CLIENT,
-            30,
-            60,
-            base_ns,
-            pid=200,
-            attributes={
-                "db.system": "postgresql",
-                "db.statement": "SELECT * FROM account WHERE id = $1",
-            },
-        ),
-        span(
-            t,
-            "a000000000000004",
-            "a000000000000001",
-            "orders publish",
-            "web",
-            KIND_PRODUCER,
-            95,
-            97,
-            base_ns,
-            attributes={"messaging.system": "rabbitmq", "messaging.destination.name": "orders"},
-        ),
-        span(
-            t,
-            "a000000000000005",
-            "a000000000000001",
-            "render",
-            "web",
-            KIND_INTERNAL,
-            98,
-            118,
-            base_ns,
-        ),
+        span(t, "a000000000000001", "", "GET /checkout", "web", KIND_SERVER, 0, 120, base_ns, attributes={"http.method": "GET", "http.route": "/checkout", "user.note": XSS, "http.url": XSS_URL}),
+        span(t, "a000000000000002", "a000000000000001", "load cart", "web", KIND_INTERNAL, 2, 20, base_ns),
+        span(t, "a000000000000003", "a000000000000001", "POST /charge", "web", KIND_CLIENT, 22, 90, base_ns, status_code=STATUS_ERROR, status_message="502 from payments"),
+        span(t, "b000000000000001", "a000000000000003", "charge card", "payments", KIND_SERVER, 25, 88, base_ns, pid=200, status_code=STATUS_ERROR, status_message="card declined", events=[Event(base_ns + 80 * MS, "exception", {"exception.type": "CardDeclined", "exception.message": XSS})]),
+        span(t, "b000000000000002", "b000000000000001", "SELECT account", "payments", KIND_CLIENT, 30, 60, base_ns, pid=200, attributes={"db.system": "postgresql", "db.statement": "SELECT * FROM account WHERE id = $1"}),
+        span(t, "a000000000000004", "a000000000000001", "orders publish", "web", KIND_PRODUCER, 95, 97, base_ns, attributes={"messaging.system": "rabbitmq", "messaging.destination.name": "orders"}),
+        span(t, "a000000000000005", "a000000000000001", "render", "web", KIND_INTERNAL, 98, 118, base_ns, links=[Link(t, "a000000000000002", attributes={"reason": "uses the cart"})]),
     ]
 
 
@@ -165,32 +76,8 @@ def mailer(base_ns: int) -> list[Span]:
     """A consumer in its own trace, linked to the checkout's producer span."""
     t = MAILER
     return [
-        span(
-            t,
-            "d000000000000001",
-            "",
-            "orders process",
-            "mailer",
-            KIND_CONSUMER,
-            130,
-            170,
-            base_ns,
-            pid=400,
-            links=[Link(CHECKOUT, "a000000000000004", attributes={"messaging.message.id": "m-1"})],
-        ),
-        span(
-            t,
-            "d000000000000002",
-            "d000000000000001",
-            "send email",
-            "mailer",
-            KIND_CLIENT,
-            135,
-            165,
-            base_ns,
-            pid=400,
-            attributes={"peer.service": "smtp"},
-        ),
+        span(t, "d000000000000001", "", "orders process", "mailer", KIND_CONSUMER, 130, 170, base_ns, pid=400, links=[Link(CHECKOUT, "a000000000000004", attributes={"messaging.message.id": "m-1"})]),
+        span(t, "d000000000000002", "d000000000000001", "send email", "mailer", KIND_CLIENT, 135, 165, base_ns, pid=400, attributes={"peer.service": "smtp"}),
     ]
 
 
@@ -200,21 +87,8 @@ def broken(base_ns: int) -> list[Span]:
     b = base_ns + 1000 * MS
     return [
         span(t, "e000000000000001", "", "GET /refund", "web", KIND_SERVER, 0, 80, b),
-        span(
-            t, "e000000000000002", "e000000000000001", "POST /refund", "web", KIND_CLIENT, 5, 70, b
-        ),
-        span(
-            t,
-            "f000000000000002",
-            "f000000000000001",
-            "UPDATE ledger",
-            "payments",
-            KIND_CLIENT,
-            20,
-            50,
-            b,
-            pid=200,
-        ),
+        span(t, "e000000000000002", "e000000000000001", "POST /refund", "web", KIND_CLIENT, 5, 70, b),
+        span(t, "f000000000000002", "f000000000000001", "UPDATE ledger", "payments", KIND_CLIENT, 20, 50, b, pid=200),
     ]
 
 
@@ -224,82 +98,52 @@ def crashed(base_ns: int) -> list[Span]:
     b = base_ns + 2000 * MS
     died = Event(b + 40 * MS, "threadline.worker.died", {"process.pid": 301, "process.signal": 9})
     return [
-        span(
-            t,
-            "9000000000000001",
-            "",
-            "nightly report",
-            "jobs",
-            KIND_INTERNAL,
-            0,
-            60,
-            b,
-            pid=300,
-            events=[died],
-        ),
-        span(
-            t,
-            "9000000000000002",
-            "9000000000000001",
-            "crunch part 1",
-            "jobs",
-            KIND_INTERNAL,
-            2,
-            30,
-            b,
-            pid=302,
-        ),
-        span(
-            t,
-            "9000000000000003",
-            "9000000000000001",
-            "crunch part 2",
-            "jobs",
-            KIND_INTERNAL,
-            3,
-            3,
-            b,
-            pid=301,
-            attributes={PENDING_ATTRIBUTE: True},
-        ),
+        span(t, "9000000000000001", "", "nightly report", "jobs", KIND_INTERNAL, 0, 60, b, pid=300, events=[died]),
+        span(t, "9000000000000002", "9000000000000001", "crunch part 1", "jobs", KIND_INTERNAL, 2, 30, b, pid=302),
+        span(t, "9000000000000003", "9000000000000001", "crunch part 2", "jobs", KIND_INTERNAL, 3, 3, b, pid=301, attributes={PENDING_ATTRIBUTE: True}),
     ]
 
 
-def showcase(base_ns: int) -> list[Span]:
-    return checkout(base_ns) + mailer(base_ns) + broken(base_ns) + crashed(base_ns)
+def evil(base_ns: int) -> list[Span]:
+    """Markup and script URLs in every place a value from spans is shown."""
+    t = EVIL
+    b = base_ns + 3000 * MS
+    res = {"service.name": XSS, "evil.url": XSS_URL}
+    return [
+        span(t, "5000000000000001", "", XSS, XSS, KIND_SERVER, 0, 10, b, resource=res, status_code=STATUS_ERROR, status_message=XSS, attributes={XSS: XSS, "url": XSS_URL}, events=[Event(b + MS, XSS, {"x": XSS})]),
+        span(t, "5000000000000002", "5000000000000001", "<script>window.__xss=1</script>", "web", KIND_CLIENT, 1, 9, b, attributes={"http.url": XSS_URL}),
+    ]
 
 
-def big(
-    base_ns: int, n: int = 50_000, seed: int = 7, trace_id: str = "b16b16b16b16b16b16b16b16b16b16b1"
-) -> list[Span]:
+def big(base_ns: int, n: int = 50_000, seed: int = 7, trace_id: str = "b16b16b16b16b16b16b16b16b16b16b1") -> list[Span]:
     """A wide and deep trace of n spans over four services."""
     rng = random.Random(seed)
     services = ["gateway", "orders", "inventory", "pricing"]
-    spans = [
-        span(trace_id, f"{1:016x}", "", "batch import", "gateway", KIND_SERVER, 0, 60_000, base_ns)
-    ]
+    spans = [span(trace_id, f"{1:016x}", "", "batch import", "gateway", KIND_SERVER, 0, 60_000, base_ns)]
     bounds = [(0.0, 60_000.0)]
     for i in range(2, n + 1):
         p = rng.randrange(max(0, len(spans) - 200), len(spans))  # recent parents: deep and wide
         lo, hi = bounds[p]
         start = lo + rng.random() * (hi - lo) * 0.5
         end = start + rng.random() * (hi - start)
-        svc = rng.choice(services)
         status = STATUS_ERROR if rng.random() < 0.01 else 0
-        spans.append(
-            span(
-                trace_id,
-                f"{i:016x}",
-                spans[p].span_id,
-                f"step {i}",
-                svc,
-                KIND_INTERNAL,
-                start,
-                end,
-                base_ns,
-                status_code=status,
-                attributes={"item": i},
-            )
-        )
+        spans.append(span(trace_id, f"{i:016x}", spans[p].span_id, f"step {i}", rng.choice(services), KIND_INTERNAL, start, end, base_ns, status_code=status, attributes={"item": i}))
         bounds.append((start, end))
     return spans
+# fmt: on
+
+
+def showcase(base_ns: int) -> list[Span]:
+    return checkout(base_ns) + mailer(base_ns) + broken(base_ns) + crashed(base_ns) + evil(base_ns)
+
+
+def load(otlp_http: str, spans: list[Span], batch: int = 2000) -> None:
+    """POST spans to a running server's OTLP/HTTP receiver as OTLP/JSON, as an exporter would;
+    the receiver answers only once they are stored."""
+    for i in range(0, len(spans), batch):
+        body = json.dumps(encode_json(spans[i : i + batch])).encode()
+        req = urllib.request.Request(
+            f"{otlp_http}/v1/traces", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            resp.read()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from crafted import BROKEN, CHECKOUT, CRASHED, MAILER, XSS, checkout, showcase
+from crafted import BROKEN, CHECKOUT, CRASHED, EVIL, MAILER, XSS, checkout, showcase
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -110,20 +110,21 @@ def test_dependencies_include_messaging_edge_with_its_traces(client):
     assert edges == {
         ("web", "payments", "call"): (1, 1, [CHECKOUT]),
         ("web", "mailer", "messaging"): (1, 0, [MAILER]),
+        (XSS, "web", "call"): (1, 0, [EVIL]),
     }
-    assert {s["service"] for s in body["services"]} == {"web", "payments", "mailer", "jobs"}
+    assert {s["service"] for s in body["services"]} == {"web", "payments", "mailer", "jobs", XSS}
 
 
 def test_completeness_over_window(client):
     body = client.get("/api/threadline/analysis/completeness?lookback=2h&buckets=4").json()
     assert (body["traces"], body["one_root"], body["with_orphans"], body["with_incomplete"]) == (
-        4,
-        4,
+        5,
+        5,
         1,
         1,
     )
-    assert body["orphan_share"] == 0.25 and len(body["buckets"]) == 4
-    assert sum(b["traces"] for b in body["buckets"]) == 4
+    assert body["orphan_share"] == 0.2 and len(body["buckets"]) == 4
+    assert sum(b["traces"] for b in body["buckets"]) == 5
     (hop,) = body["broken_hops"]
     assert (hop["before"], hop["after"], hop["count"], hop["trace_ids"]) == (
         "web",
