@@ -221,10 +221,26 @@ def test_two_interactions_are_two_traces_in_one_session(shop, browser, backend):
         assert {s.service for s in t} == {"shop-browser", "shop"}
 
 
+def open_ui(browser, backend, trace_id: str, query: str = ""):
+    page = browser.new_page()
+    page.goto(f"{backend.urls.api}/#/trace/{trace_id}{query}")
+    page.wait_for_selector("body[data-ready=trace]", timeout=10_000)
+    return page
+
+
 def test_hostile_values_are_shown_not_run(shop, browser, backend):
     shown, _, (t,) = checkout(browser, backend, f"http://{shop}/?item={quote(HOSTILE)}")
     assert shown == {"status": f"paid for {HOSTILE}", "pwned": None, "images": 0}
-    assert t.find("reserve stock").attributes["order.item"] == HOSTILE
+    reserve = t.find("reserve stock")
+    assert reserve.attributes["order.item"] == HOSTILE
+    # The trace view shows the value as text, and nothing in it runs.
+    page = open_ui(browser, backend, t.trace_id, f"?span={reserve.span_id}")
+    try:
+        page.wait_for_function("document.body.innerText.includes('onerror=')", timeout=10_000)
+        assert page.evaluate("(v) => document.body.innerText.includes(v)", HOSTILE) is True
+        assert page.evaluate("window.__pwned ?? null") is None
+    finally:
+        page.close()
 
 
 def test_client_spans_are_placed_on_the_server_clock(shop, browser, backend):
@@ -241,6 +257,21 @@ def test_client_spans_are_placed_on_the_server_clock(shop, browser, backend):
     assert 3590e9 < correction < 3610e9
     assert b_send.start_ns - correction < s_proc.start_ns - 3590e9
     assert render.find("page load").attributes["threadline.clock.correction_ns"] == correction
+
+    # The UI can undo the correction: the browser's spans at its own clock's times.
+    api = Client(backend.urls.api)
+    view = api.get(f"/api/threadline/analysis/trace/{t.trace_id}", client_clock="raw")
+    assert view["skew"]["client_clock"] == "raw" and view["skew"]["client_corrected"] == 3
+    starts = {r["id"]: int(view["t0_ns"]) + r["start"] for r in view["rows"]}
+    assert starts[b_send.span_id] == b_send.start_ns - correction
+    assert starts[s_proc.span_id] == s_proc.start_ns
+    page = open_ui(browser, backend, t.trace_id)
+    try:
+        page.get_by_label("Browser clock as recorded").check()
+        page.wait_for_function("location.hash.includes('client_clock=raw')")
+        page.wait_for_selector("text=correction made at source undone", timeout=10_000)
+    finally:
+        page.close()
 
 
 def echo_app(session: str, framework: str = "starlette"):

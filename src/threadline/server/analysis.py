@@ -593,6 +593,31 @@ def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
     return moved, shifts
 
 
+CLOCK_CORRECTION = "threadline.clock.correction_ns"
+
+
+def clock_correction(span: Span) -> int:
+    """Nanoseconds the span's producer added to its times to place them on another clock (the
+    browser module does, against the server's clock); 0 when none."""
+    d = span.attributes.get(CLOCK_CORRECTION)
+    return d if isinstance(d, int) and not isinstance(d, bool) else 0
+
+
+def undo_clock_corrections(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
+    """Spans corrected at source, put back at the times their own clock recorded (start, end and
+    events), each reported as a Shift. Returns new spans."""
+    out: list[Span] = []
+    shifts: list[Shift] = []
+    for s in spans:
+        if d := clock_correction(s):
+            events = [dataclasses.replace(e, time_ns=e.time_ns - d) for e in s.events]
+            s = dataclasses.replace(s, start_ns=s.start_ns - d, end_ns=s.end_ns - d, events=events)
+            reason = f"shown as its own clock recorded it: the {d / 1e6:.3f} ms correction made at source undone"
+            shifts.append(Shift(s.span_id, s.service, s.name, -d, 1, reason))
+        out.append(s)
+    return out, shifts
+
+
 def _clock(span: Span) -> str:
     host = span.resource.get("host.name")
     return f"host:{host}" if host else f"service:{span.service}"
@@ -609,6 +634,8 @@ class TraceAnalysis:
     critical_path: list[Segment]
     shifts: list[Shift]
     skew_adjusted: bool
+    client_corrected: int = 0  # spans whose producer corrected their clock (see clock_correction)
+    client_clock_raw: bool = False  # those corrections undone
 
     @property
     def error_count(self) -> int:
@@ -619,17 +646,25 @@ class TraceAnalysis:
         return sorted(Counter(s.service for s in self.tree.spans))
 
 
-def analyse(spans: Iterable[Span], *, adjust_skew: bool = False) -> TraceAnalysis:
+def analyse(
+    spans: Iterable[Span], *, adjust_skew: bool = False, raw_client_clock: bool = False
+) -> TraceAnalysis:
     """Everything the trace view shows about one trace. Clock-skew adjustment is off unless
-    asked for, and then says what it moved."""
+    asked for, and then says what it moved. raw_client_clock undoes the corrections clients
+    made at source (reported as shifts too)."""
     spans = dedupe(spans)
     shifts: list[Shift] = []
+    corrected = sum(1 for s in spans if clock_correction(s))
+    if raw_client_clock:
+        spans, shifts = undo_clock_corrections(spans)
     if adjust_skew:
-        spans, shifts = adjust_clock_skew(spans)
+        spans, moved = adjust_clock_skew(spans)
+        shifts += moved
     tree = assemble(spans)
     return TraceAnalysis(
-        tree, breaks(tree), incomplete(tree), critical_path(tree), shifts, adjust_skew
-    )
+        tree, breaks(tree), incomplete(tree), critical_path(tree), shifts, adjust_skew,
+        corrected, raw_client_clock,
+    )  # fmt: skip
 
 
 def group_by_trace(spans: Iterable[Span]) -> dict[str, list[Span]]:

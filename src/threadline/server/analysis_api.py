@@ -2,7 +2,8 @@
 
     GET trace/{trace_id}[?skew=1]    the trace as waterfall rows (tree order, placeholders for
                                      parents that never arrived), breaks, incomplete spans,
-                                     critical path, and the clock-skew shifts when asked for
+                                     critical path, and the clock-skew shifts when asked for;
+                                     &client_clock=raw undoes corrections made at source
     GET dependencies                 service graph; edges carry calls, errors, kind
                                      ("call" | "messaging" | "link") and example trace ids
     GET completeness[?buckets=12]    completeness metrics over time, worst broken hops first
@@ -74,7 +75,8 @@ def routes(store: Any) -> list[Route]:
         if not spans:
             return _error(404, f"trace {trace_id} not found")
         skew = request.query_params.get("skew", "") in ("1", "true", "yes", "on")
-        result = await run_in_threadpool(an.analyse, spans, adjust_skew=skew)
+        raw = request.query_params.get("client_clock", "") == "raw"
+        result = await run_in_threadpool(an.analyse, spans, adjust_skew=skew, raw_client_clock=raw)
         return _JSON(trace_payload(result))
 
     async def dependencies_view(request: Request) -> JSONResponse:
@@ -263,6 +265,8 @@ def trace_payload(result: an.TraceAnalysis) -> dict[str, Any]:
         ],
         "skew": {
             "adjusted": result.skew_adjusted,
+            "client_corrected": result.client_corrected,
+            "client_clock": "raw" if result.client_clock_raw else "corrected",
             "shifts": [
                 {
                     "span_id": s.span_id,

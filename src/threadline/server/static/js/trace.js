@@ -10,21 +10,32 @@ const KIND_LABEL = { server: "server", client: "client", producer: "producer", c
 let view = null; // the trace on screen
 
 export function isShowing(traceId) {
-  return view !== null && view.data.trace_id === traceId;
+  // Same trace with the same clock options: only the focus moves. Another option re-renders.
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const query = viewQuery(params.get("skew") === "1", params.get("client_clock") === "raw");
+  return view !== null && view.data.trace_id === traceId && view.query === query;
 }
 
 export function focus(spanId) {
   if (view && spanId) view.focusSpan(spanId);
 }
 
+// The view's options as a query string: ?skew=1 and/or client_clock=raw.
+function viewQuery(skew, rawClock) {
+  const q = [skew ? "skew=1" : "", rawClock ? "client_clock=raw" : ""].filter(Boolean).join("&");
+  return q ? `?${q}` : "";
+}
+
 export async function render(container, params) {
   const id = params.get("id");
   const skew = params.get("skew") === "1";
+  const rawClock = params.get("client_clock") === "raw";
   container.appendChild(message(`Loading trace ${id}…`));
   performance.mark("trace-fetch-start");
-  const data = await getJSON(`/api/threadline/analysis/trace/${encodeURIComponent(id)}${skew ? "?skew=1" : ""}`);
+  const data = await getJSON(`/api/threadline/analysis/trace/${encodeURIComponent(id)}${viewQuery(skew, rawClock)}`);
   clear(container);
   view = new TraceView(container, data, skew);
+  view.query = viewQuery(skew, rawClock);
   view.focusSpan(params.get("span"));
   performance.mark("trace-interactive");
   document.body.dataset.ready = "trace";
@@ -117,11 +128,25 @@ class TraceView {
             type: "checkbox",
             checked: skew,
             onchange: (e) => {
-              location.hash = `#/trace/${d.trace_id}${e.target.checked ? "?skew=1" : ""}`;
+              location.hash = `#/trace/${d.trace_id}${viewQuery(e.target.checked, d.skew.client_clock === "raw")}`;
             },
           }),
           "Adjust clock skew",
         ),
+        d.skew.client_corrected
+          ? h(
+              "label",
+              { class: "check", title: "Browser spans were placed on the server's clock when recorded; show them at their own clock's times instead" },
+              h("input", {
+                type: "checkbox",
+                checked: d.skew.client_clock === "raw",
+                onchange: (e) => {
+                  location.hash = `#/trace/${d.trace_id}${viewQuery(skew, e.target.checked)}`;
+                },
+              }),
+              "Browser clock as recorded",
+            )
+          : null,
         h("button", { type: "button", onclick: () => this.setAll(0) }, "Expand all"),
         h("button", { type: "button", onclick: () => this.setAll(1) }, "Collapse all"),
         (this.resetZoom = h("button", { type: "button", hidden: true, onclick: () => this.zoom(0, this.duration) }, "Reset zoom")),
