@@ -237,3 +237,22 @@ def test_install_is_idempotent_and_uninstall_restores_everything(traces):
             assert ex.submit(tl.wrap(current_ids)).result(10) == hex_ids(root)  # by hand
     threads.install()
     assert (threading.Thread.start, ThreadPoolExecutor.submit) == originals
+
+
+def test_explicit_capture_and_resume_without_any_patching(traces):
+    threads.uninstall()
+    handed = []
+
+    def worker():
+        with tl.resume(handed[0], "consume", relation="link", kind="consumer"):
+            work()
+
+    with tl.span("request") as root:
+        handed.append(tl.capture())
+        t = threading.Thread(target=worker)
+        t.start()
+    t.join()
+    consume = traces.find_all("consume")[0]
+    assert (consume.kind, consume.parent_id) == ("CONSUMER", None)
+    assert consume.links == [hex_ids(root) + ({},)]
+    assert traces.find_all("work")[0].parent_id == consume.span_id
