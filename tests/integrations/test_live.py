@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import threading
 import time
 from urllib.parse import quote, urlencode
@@ -338,3 +339,25 @@ def test_enveloped_binary_messages_and_the_child_session_model(traces, framework
     assert second.parent_id == session.span_id  # no context: a child of the session
     reply = next(s for s in sent if s.parent_id == t.find_all("echo")[0].span_id)
     assert reply_head["traceparent"].split("-")[2] == reply.span_id
+
+
+def test_meta_tags_carry_the_render_context_and_clock(traces):
+    with tl.span("GET /", kind="server") as render:
+        tags = live.meta_tags()
+        traceparent = tl.inject()["traceparent"]
+    assert traceparent.split("-")[1:3] == list(hex_ids(render))
+    assert f'<meta name="traceparent" content="{traceparent}">' in tags
+    received, rendered = re.search(
+        r'name="threadline-clock" content="([\d.]+) ([\d.]+)"', tags
+    ).groups()
+    assert float(received) == round(traces.find_all("GET /")[0].start_ns / 1e6, 3)
+    assert float(received) <= float(rendered)
+    tag = live.script_tag("http://127.0.0.1:4318", service='x"><script>')
+    assert 'data-service="x&quot;&gt;&lt;script&gt;"' in tag and "<script>" not in tag[7:]
+
+
+def test_bad_options_fail_at_the_call():
+    with pytest.raises(ValueError, match="session must be one of"):
+        live.endpoint(lambda sock, data: None, session="children")
+    with pytest.raises(ValueError, match="interactions must be one of"):
+        live.script_tag(interactions="links")

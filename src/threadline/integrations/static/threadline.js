@@ -55,7 +55,8 @@
   function parseTraceparent(value, tracestate) {
     const m = TRACEPARENT.exec(String(value || "").trim());
     if (!m || /^0+$/.test(m[1]) || /^0+$/.test(m[2])) return null;
-    return { traceId: m[1], spanId: m[2], sampled: (parseInt(m[3], 16) & 1) === 1, tracestate: tracestate || "" };
+    const flags = parseInt(m[3], 16) & 0x03; // sampled, random (W3C Trace Context level 2)
+    return { traceId: m[1], spanId: m[2], flags, sampled: (flags & 1) === 1, tracestate: tracestate || "" };
   }
 
   function meta(name) {
@@ -81,7 +82,8 @@
       this.traceId = parent ? parent.traceId : randomHex(16);
       this.spanId = randomHex(8);
       this.parentSpanId = parent ? parent.spanId : "";
-      this.sampled = parent ? parent.sampled : true;
+      this.flags = parent ? parent.flags : 0x03; // our trace ids are random: say so
+      this.sampled = (this.flags & 1) === 1;
       this.tracestate = parent ? parent.tracestate || "" : "";
       this.links = links.filter(Boolean).map((l) => ({ traceId: l.traceId, spanId: l.spanId, attributes: l.attributes || {} }));
       this.attributes = Object.assign({}, attributes);
@@ -90,7 +92,7 @@
       this.start = start === undefined ? now() : start;
       this.endTime = null;
     }
-    get traceparent() { return "00-" + this.traceId + "-" + this.spanId + (this.sampled ? "-01" : "-00"); }
+    get traceparent() { return "00-" + this.traceId + "-" + this.spanId + "-0" + this.flags; }
     carrier() {
       const c = { traceparent: this.traceparent };
       if (this.tracestate) c.tracestate = this.tracestate;
