@@ -305,3 +305,12 @@ def test_an_empty_batch_makes_no_span(traces):
     assert traces.find_all("process idle") == []
     with pytest.raises(ValueError, match="max_items"):
         box.receive_batch(0)
+
+
+def test_sealed_outside_any_trace_is_processed_in_the_receivers_context(traces):
+    box = Mailbox(queue.Queue(), "orphan")
+    box._put(mailboxes.seal("x"))  # sealed with no current span: nothing to continue
+    with tl.span("consumer") as consumer:
+        with box.receive() as item:
+            assert item == "x"
+    assert traces.one().find("process orphan").parent_id == hex_ids(consumer)[1]

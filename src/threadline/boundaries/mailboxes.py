@@ -115,7 +115,7 @@ class Delivery:
         if _installed:
             name = f"process {self.destination}"
             attrs = _attrs(self._attributes, "process")
-            if self.handoff is None:  # sent untraced: processed under the receiver's own context
+            if not self.handoff:  # sent from no trace: processed under the receiver's own context
                 self._cm = start_span(name, attributes=attrs, kind=SpanKind.CONSUMER)
             else:
                 self._cm = resume(
