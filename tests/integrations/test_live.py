@@ -139,10 +139,11 @@ def shop(backend):
         tl.shutdown()
 
 
-def checkout(browser, backend, url: str, clicks: int = 1, behind_s: float = 0):
+def checkout(browser, backend, url: str, clicks: int = 1, behind_s: float = 0, leave=False):
     """Load the page (in a browser whose clock is `behind_s` seconds behind), click checkout
-    `clicks` times (each waits for its reply), export both sides' spans. Returns what the page
-    shows, the render's trace and each click's trace, as stored by the backend."""
+    `clicks` times (each waits for its reply), export both sides' spans (the browser's by
+    leaving the page when `leave`, else by flushing). Returns what the page showed, the render's
+    trace and each click's trace, as stored by the backend."""
     page = browser.new_page()
     try:
         if behind_s:
@@ -157,7 +158,10 @@ def checkout(browser, backend, url: str, clicks: int = 1, behind_s: float = 0):
             " pwned: window.__pwned ?? null, images: document.images.length})"
         )
         render_id, click_ids = page.evaluate("[Threadline.pageLoad.traceId, window.clicks]")
-        page.evaluate("Threadline.flush()")
+        if leave:
+            page.goto("about:blank")  # pagehide: the module flushes with keepalive requests
+        else:
+            page.evaluate("Threadline.flush()")
     finally:
         page.close()
     tl.flush()
@@ -209,7 +213,7 @@ def test_click_message_server_and_reply_are_one_trace(shop, browser, backend):
 
 
 def test_two_interactions_are_two_traces_in_one_session(shop, browser, backend):
-    _, render, clicks = checkout(browser, backend, f"http://{shop}/", clicks=2)
+    _, render, clicks = checkout(browser, backend, f"http://{shop}/", clicks=2, leave=True)
     assert len(clicks) == 2 and clicks[0].trace_id != clicks[1].trace_id
     b_connect = one(render, "connect /live", "shop-browser")
     s_connect = one(render, "connect /live", "shop")
