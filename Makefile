@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint format system clean
+.PHONY: test demo bench lint format system clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+screenshots: $(STAMP) system
+	$(PY) scripts/screenshots.py docs/screenshots
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

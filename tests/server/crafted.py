@@ -1,5 +1,5 @@
-"""Crafted traces with known shapes, shared by the analysis API, UI tests, screenshots and the UI
-benchmark. Times are relative to `base_ns`; every trace is deterministic for a given seed."""
+"""Crafted traces with known shapes, and how to load them and launch Chromium, shared by the
+analysis API and UI tests, the screenshots and the UI benchmark. Times are relative to `base_ns`; every trace is deterministic for a given seed."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ from threadline.server.model import (
 from threadline.server.otlp import encode_json
 
 MS = 1_000_000
+# Debian's chromium as the UI tests, screenshots and benchmark launch it (never a downloaded one)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 XSS = '<img src=x onerror="window.__xss=1">'
 XSS_URL = "javascript:window.__xss=1"
 
@@ -147,3 +158,36 @@ def load(otlp_http: str, spans: list[Span], batch: int = 2000) -> None:
         )
         with urllib.request.urlopen(req, timeout=60) as resp:
             resp.read()
+
+
+def history(base_ns: int, n: int = 60, every_s: float = 50, seed: int = 3) -> list[Span]:
+    """n earlier traces shaped like the showcase, with varied timings and an occasional break or
+    crash, ending at base_ns: volume for the search scatter, service map and completeness."""
+    rng = random.Random(seed)
+    out: list[Span] = []
+    for k in range(n):
+        b = base_ns - int((k + 1) * every_s * 10**9)
+        shapes = [checkout(b), mailer(b)] if k % 2 else [checkout(b)]
+        if k % 7 == 3:
+            shapes.append(broken(b))
+        if k % 11 == 5:
+            shapes.append(crashed(b))
+        stretch = rng.uniform(0.4, 3.0)
+        failed = rng.random() < 0.3
+        for spans in shapes:
+            for s in spans:
+                s.trace_id = f"{s.trace_id[:18]}{k + 16:012x}{s.trace_id[-2:]}"
+                if not failed and s.trace_id.endswith("01"):
+                    s.status_code, s.status_message, s.events = 0, "", []
+                s.start_ns = b + int((s.start_ns - b) * stretch)
+                s.end_ns = b + int((s.end_ns - b) * stretch)
+                for e in s.events:
+                    e.time_ns = b + int((e.time_ns - b) * stretch)
+                for lk in s.links:
+                    lk.trace_id = f"{lk.trace_id[:18]}{k + 16:012x}{lk.trace_id[-2:]}"
+            out.extend(spans)
+    return out
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

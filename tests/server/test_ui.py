@@ -14,6 +14,7 @@ import pytest
 from crafted import (
     BROKEN,
     CHECKOUT,
+    CHROMIUM,
     CRASHED,
     EVIL,
     MAILER,
@@ -21,22 +22,13 @@ from crafted import (
     XSS_URL,
     big,
     checkout,
+    launch_chromium,
     load,
     showcase,
 )
 
 pytestmark = pytest.mark.timeout(240)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 BASE_NS = time.time_ns() - 5 * 60 * 10**9
 
 
@@ -64,7 +56,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -280,7 +272,7 @@ def test_values_from_spans_never_execute(page, ui):
     open_trace(page, ui, CHECKOUT)
     page.locator(".row[data-span-id=a000000000000001]").click()
     page.locator(".row[data-span-id=b000000000000001]").click()
-    assert page.evaluate("window.__xss") is None
+    assert page.evaluate("() => window.__xss") is None
     assert page.locator("img, script:not([src]), a[href^='javascript']").count() == 0
 
 

@@ -184,10 +184,10 @@ def trace_payload(result: an.TraceAnalysis) -> dict[str, Any]:
     by_value: dict[str, int] = {}
 
     def resource_of(span: Span) -> int:
-        # each export batch has its own resource dict; equal ones collapse to one entry
+        # each export batch (or store row) has its own resource dict; equal ones share an entry
         key = id(span.resource)
         if key not in by_object:
-            value = repr(sorted(span.resource.items()))
+            value = repr(span.resource)
             if value not in by_value:
                 by_value[value] = len(resources)
                 resources.append(span.resource)

@@ -160,7 +160,14 @@ class TraceView {
     this.minimap = h("canvas", { class: "minimap-canvas", height: 60 });
     this.minimapView = h("div", { class: "minimap-view" });
     this.minimapZoom = h("div", { class: "minimap-zoom", hidden: true });
-    const minimap = h("div", { class: "minimap", title: "Click to jump, drag across to zoom in time" }, this.minimap, this.minimapView, this.minimapZoom);
+    const minimap = h(
+      "div",
+      { class: "minimap", title: "Click to jump, drag across to zoom in time" },
+      h("div", { class: "minimap-label" }, h("strong", {}, "Overview"), h("br"), "click to jump · drag to zoom"),
+      this.minimap,
+      this.minimapView,
+      this.minimapZoom,
+    );
     this.wireMinimap(minimap);
 
     this.ruler = h("div", { class: "ruler" });

@@ -1,0 +1,111 @@
+"""The trace view with a 50k-span trace in headless Chromium: time to interactive (navigation to
+the waterfall answering input) and the cost of one scrolled frame, against a 7-span trace in the
+same run; plus the server-side share (analysis, and the analysis endpoint end to end).
+Skipped with a note when Debian's chromium is not installed."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "server"))
+
+import crafted  # noqa: E402
+
+from threadline.server import analysis  # noqa: E402
+
+N = 50_000
+ROUNDS = 3
+
+SCROLL = """async () => {
+  const vp = document.querySelector('.viewport');
+  const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const t0 = performance.now();
+  for (let i = 1; i <= 60; i++) { vp.scrollTop = (vp.scrollHeight * i) / 61; await frame(); }
+  return (performance.now() - t0) / 60;
+}"""
+
+
+def tti(page, url: str) -> float:
+    page.goto("about:blank")
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=trace]", timeout=120_000)
+    return page.evaluate("() => performance.getEntriesByName('trace-interactive')[0].startTime")
+
+
+def run() -> list[dict]:
+    from threadline import server
+
+    base = time.time_ns() - 60 * 10**9
+    spans = crafted.big(base, n=N)
+    rows = []
+    t = [0.0] * ROUNDS
+    for i in range(ROUNDS):
+        start = time.perf_counter()
+        analysis.analyse(spans)
+        t[i] = (time.perf_counter() - start) * 1e3
+    rows.append({"name": f"analyse() {N // 1000}k-span trace", "value": min(t), "unit": "ms"})
+    if not os.path.exists(crafted.CHROMIUM):
+        rows.append(
+            {
+                "name": "trace view time to interactive",
+                "value": 0.0,
+                "unit": "ms",
+                "note": "skipped: Debian chromium is not installed (make system)",
+            }
+        )
+        return rows
+    from playwright.sync_api import sync_playwright
+
+    with server.start(db=":memory:") as srv, sync_playwright() as p:
+        crafted.load(srv.urls.otlp_http, spans, batch=5000)
+        crafted.load(srv.urls.otlp_http, crafted.checkout(base))
+        big_id, small_id = spans[0].trace_id, crafted.CHECKOUT
+        api = f"{srv.urls.api}/api/threadline/analysis/trace/{big_id}"
+        fetch = []
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            with urllib.request.urlopen(api, timeout=120) as resp:
+                size = len(resp.read())
+            fetch.append((time.perf_counter() - start) * 1e3)
+        rows.append(
+            {
+                "name": f"analysis endpoint, {N // 1000}k spans ({size / 1e6:.1f} MB JSON)",
+                "value": min(fetch),
+                "unit": "ms",
+            }
+        )
+        browser = crafted.launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        small = min(tti(page, f"{srv.urls.api}/#/trace/{small_id}") for _ in range(ROUNDS))
+        big = min(tti(page, f"{srv.urls.api}/#/trace/{big_id}") for _ in range(ROUNDS))
+        rows.append(
+            {
+                "name": f"trace view time to interactive, {N // 1000}k spans",
+                "value": big,
+                "unit": "ms",
+                "baseline": small,
+                "ratio_to": "7-span trace",
+            }
+        )
+        page.goto(f"{srv.urls.api}/#/trace/{small_id}")
+        page.wait_for_selector("body[data-ready=trace]")
+        small_frames = [page.evaluate(SCROLL) for _ in range(ROUNDS)]
+        page.goto(f"{srv.urls.api}/#/trace/{big_id}")
+        page.wait_for_selector("body[data-ready=trace]", timeout=120_000)
+        frames = [page.evaluate(SCROLL) for _ in range(ROUNDS)]
+        rows.append(
+            {
+                "name": f"scrolled frame, {N // 1000}k spans (60 jumps)",
+                "value": statistics.median(frames),
+                "unit": "ms",
+                "baseline": statistics.median(small_frames),
+                "ratio_to": "7-span trace",
+            }
+        )
+        browser.close()
+    return rows
