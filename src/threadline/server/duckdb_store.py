@@ -17,6 +17,7 @@ import json
 import math
 import os
 import threading
+import zlib
 from typing import Any
 
 import duckdb
@@ -51,8 +52,12 @@ _COLUMNS = {
     "flags": "UINTEGER",
     "dropped": "VARCHAR",  # "attrs,events,links" counts; NULL when all zero
     "schema_urls": "VARCHAR",  # "resource\nscope"; NULL when both empty
+    # search index over span attributes (fixed-width scans instead of parsing JSON text):
+    "attr_keys": "VARCHAR[]",  # attribute keys, in order
+    "attr_nums": "DOUBLE[]",  # numeric value of the key at the same position, else NULL
+    "attr_kv": "BIGINT[]",  # value_hash(key, text form) of every scalar attribute
 }
-_SELECT = ", ".join(_COLUMNS)
+_SELECT = ", ".join(list(_COLUMNS)[:-3])  # what a Span is read from
 
 
 # ------------------------------------------------------------------------------ typed JSON
@@ -111,6 +116,30 @@ def decode_attrs(text: str | None) -> dict[str, Any]:
     return attrs
 
 
+def text_form(v: Any) -> str | None:
+    """A scalar's text as json_extract_string renders it (what `key=value` compares)."""
+    t = type(v)
+    if t is str:
+        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return str(v)
+    if t is float:
+        return json.dumps(v)
+    return None
+
+
+def value_hash(key: str, value: Any, text: str | None = None) -> int | None:
+    """A stable 64-bit hash of key and value text (crc32 and adler32 side by side)."""
+    text = text_form(value) if text is None else text
+    if text is None:
+        return None
+    b = f"{key}\x00{text}".encode()
+    h = zlib.crc32(b) << 32 | zlib.adler32(b)
+    return h - (1 << 64) if h & _SIGN else h
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
@@ -142,6 +171,10 @@ def _split_trace(trace_id: str) -> tuple[int, int]:
     return _enc_id(trace_id[:16]), _enc_id(trace_id[16:])
 
 
+def _json_path(key: str) -> str:
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -154,6 +187,11 @@ class DuckDBStore(Store):
         self._con = duckdb.connect(path)
         cols = ", ".join(f"{k} {v}" for k, v in _COLUMNS.items())
         self._con.execute(f"CREATE TABLE IF NOT EXISTS spans ({cols})")
+        # where each trace's spans lie in time, one row per trace per commit: a lookup reads
+        # this small table, then the spans scan is pruned to the row groups of that time range
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS traces (tid_hi BIGINT, tid_lo BIGINT, first_ns BIGINT, last_ns BIGINT)"
+        )
         self._write_lock = threading.Lock()
         self._local = threading.local()
 
@@ -178,7 +216,8 @@ class DuckDBStore(Store):
         cols: dict[str, list] = {k: [] for k in _COLUMNS}
         (tid_hi, tid_lo, span_id, parent_id, service, name, kind, start_ns, duration_ns, status_code,
          status_message, pending, attributes, resource, scope_name, scope_version, scope_attributes,
-         events, links, trace_state, flags, dropped, schema_urls) = cols.values()  # fmt: skip
+         events, links, trace_state, flags, dropped, schema_urls, attr_keys, attr_nums,
+         attr_kv) = cols.values()  # fmt: skip
         resource_json: dict[int, str] = {}  # spans of one export share their resource dict
         scope_json: dict[int, str] = {}
         for s in spans:
@@ -196,6 +235,19 @@ class DuckDBStore(Store):
             a = s.attributes
             pending.append(bool(a.get(PENDING_ATTRIBUTE)) if PENDING_ATTRIBUTE in a else False)
             attributes.append(encode_attrs(a) if a else None)
+            if a:
+                attr_keys.append(list(a))
+                attr_nums.append(
+                    [
+                        v if type(v) is float else float(v) if type(v) is int else None
+                        for v in a.values()
+                    ]
+                )
+                attr_kv.append([value_hash(k, v) for k, v in a.items()])
+            else:
+                attr_keys.append(None)
+                attr_nums.append(None)
+                attr_kv.append(None)
             r = resource_json.get(id(s.resource))
             if r is None:
                 r = resource_json[id(s.resource)] = encode_attrs(s.resource)
@@ -223,12 +275,35 @@ class DuckDBStore(Store):
             )
         batch = pa.table(cols)  # noqa: F841 - read by DuckDB's replacement scan below
         with self._write_lock:
-            self._con.execute("INSERT INTO spans SELECT * FROM batch")  # one commit, WAL synced
+            con = self._con
+            con.execute("BEGIN")
+            try:
+                con.execute("INSERT INTO spans SELECT * FROM batch")
+                con.execute(
+                    "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
+                    "FROM batch GROUP BY tid_hi, tid_lo"
+                )
+                con.execute("COMMIT")  # durable: DuckDB syncs its WAL on commit
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     # -- read
 
     @staticmethod
-    def _span(row: tuple) -> Span:
+    def _spans(rows: list[tuple]) -> list[Span]:
+        shared: dict[str | None, dict] = {}  # spans of one resource share one decoded dict
+
+        def decode_shared(text: str | None) -> dict:
+            d = shared.get(text)
+            if d is None:
+                d = shared[text] = decode_attrs(text)
+            return d
+
+        return supersede(DuckDBStore._span(r, decode_shared) for r in rows)
+
+    @staticmethod
+    def _span(row: tuple, decode_shared: Any = decode_attrs) -> Span:
         (tid_hi, tid_lo, span_id, parent_id, service, name, kind, start_ns, duration_ns, status_code,
          status_message, _pending, attributes, resource, scope_name, scope_version, scope_attributes,
          events, links, trace_state, flags, dropped, schema_urls) = row  # fmt: skip
@@ -246,10 +321,10 @@ class DuckDBStore(Store):
             status_code=status_code,
             status_message=status_message or "",
             attributes=decode_attrs(attributes),
-            resource=decode_attrs(resource),
+            resource=decode_shared(resource),
             scope_name=scope_name,
             scope_version=scope_version or "",
-            scope_attributes=decode_attrs(scope_attributes),
+            scope_attributes=decode_shared(scope_attributes),
             events=[
                 Event(t, n, _untag(a) if a else {}, da)
                 for t, n, a, da in (json.loads(events) if events else [])
@@ -268,31 +343,50 @@ class DuckDBStore(Store):
         )
 
     @staticmethod
-    def _ids_sql(trace_ids: list[str]) -> str | None:
-        """A condition selecting these traces (the tid_hi test lets DuckDB scan one column)."""
+    def _keys(trace_ids: list[str]) -> list[tuple[int, int]]:
         keys = []
-        for t in trace_ids:
-            try:
-                keys.append(_split_trace(t) if len(t) == 32 else None)
-            except ValueError:
-                continue
-        keys = [k for k in keys if k]
+        for t in dict.fromkeys(t.lower() for t in trace_ids):
+            if len(t) == 32:
+                try:
+                    keys.append(_split_trace(t))
+                except ValueError:
+                    continue
+        return keys
+
+    def _located(self, trace_ids: list[str]) -> list[tuple[int, int, str]]:
+        """(tid_hi, tid_lo, SQL condition selecting the trace's spans) for each known id.
+
+        One query per trace: DuckDB applies `col = constant` and a start_ns range inside the
+        scan (zone maps skip row groups; other columns are read only where rows match), while
+        an IN list or OR is applied only after every column has been read."""
+        keys = self._keys(trace_ids)
         if not keys:
-            return None
-        his = ", ".join(str(h) for h, _ in keys)
-        pairs = ", ".join(f"({h}, {lo})" for h, lo in keys)
-        return f"tid_hi IN ({his}) AND (tid_hi, tid_lo) IN ({pairs})"
+            return []
+        his = ", ".join(str(hi) for hi, _ in keys)
+        where = dict(
+            ((hi, lo), (a, b))
+            for hi, lo, a, b in self._rows(
+                f"SELECT tid_hi, tid_lo, min(first_ns), max(last_ns) FROM traces "
+                f"WHERE tid_hi IN ({his}) GROUP BY tid_hi, tid_lo"
+            )
+        )
+        return [
+            (
+                hi,
+                lo,
+                f"tid_hi = {hi} AND tid_lo = {lo} AND start_ns BETWEEN {where[hi, lo][0]} AND {where[hi, lo][1]}",
+            )
+            for hi, lo in keys
+            if (hi, lo) in where
+        ]
 
     def get_traces(self, trace_ids: list[str]) -> dict[str, list[Span]]:
-        ids = self._ids_sql(trace_ids)
-        if ids is None:
-            return {}
-        rows = self._rows(f"SELECT {_SELECT} FROM spans WHERE {ids}")
-        by_trace: dict[str, list[Span]] = {}
-        for row in rows:
-            s = self._span(row)
-            by_trace.setdefault(s.trace_id, []).append(s)
-        return {t: supersede(spans) for t, spans in by_trace.items()}
+        out: dict[str, list[Span]] = {}
+        for hi, lo, cond in self._located(trace_ids):
+            rows = self._rows(f"SELECT {_SELECT} FROM spans WHERE {cond}")
+            if rows:
+                out[_dec_id(hi) + _dec_id(lo)] = self._spans(rows)
+        return out
 
     # Query field -> SQL condition on one bound value
     _CONDITIONS = (
@@ -319,17 +413,29 @@ class DuckDBStore(Store):
 
     @staticmethod
     def _filter_sql(f: Filter) -> str:
-        columns = {
-            "span": ["attributes"],
-            "resource": ["resource"],
-            "any": ["attributes", "resource"],
-        }[f.scope]
-        needle = _sql_str(json.dumps(f.key, ensure_ascii=False) + ":")
-        path = _sql_str('$."' + f.key.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        """Span attributes through the list index; resource attributes through their JSON
+        (one text per resource, dictionary-compressed, so cheap to scan)."""
         parts = []
-        for col in columns:
-            present = f"contains({col}, {needle})"
-            value = f"json_extract_string({col}, {path})"
+        key = _sql_str(f.key)
+        if f.scope in ("span", "any"):
+            if f.op == "=":
+                parts.append(f"list_contains(attr_kv, {value_hash(f.key, None, str(f.value))})")
+            elif f.op == "!=":
+                kv = value_hash(f.key, None, str(f.value))
+                parts.append(
+                    f"(list_contains(attr_keys, {key}) AND NOT list_contains(attr_kv, {kv}))"
+                )
+            elif f.op == "exists":
+                parts.append(f"list_contains(attr_keys, {key})")
+            elif f.op == "!exists":
+                parts.append(f"NOT coalesce(list_contains(attr_keys, {key}), false)")
+            else:
+                parts.append(
+                    f"attr_nums[list_position(attr_keys, {key})] {f.op} {float(f.value)!r}"
+                )
+        if f.scope in ("resource", "any"):
+            present = f"contains(resource, {_sql_str(json.dumps(f.key, ensure_ascii=False) + ':')})"
+            value = f"json_extract_string(resource, {_sql_str(_json_path(f.key))})"
             if f.op == "exists":
                 parts.append(f"({present} AND {value} IS NOT NULL)")
             elif f.op == "!exists":
@@ -344,40 +450,51 @@ class DuckDBStore(Store):
         return "(" + joiner.join(parts) + ")"
 
     def find_trace_ids(self, query: Query) -> list[str]:
+        # the latest matching spans (a top-N, cheap) rather than grouping every match by trace;
+        # widen the window until it holds `limit` distinct traces or every match
         where, params = self._where(query)
-        rows = self._rows(
-            f"SELECT tid_hi, tid_lo FROM spans WHERE {where} "
-            f"GROUP BY tid_hi, tid_lo ORDER BY max(start_ns) DESC LIMIT {int(query.limit)}",
-            params,
-        )
-        return [_dec_id(h) + _dec_id(lo) for h, lo in rows]
+        limit = int(query.limit)
+        window = limit * 4
+        while True:
+            rows = self._rows(
+                f"SELECT tid_hi, tid_lo FROM spans WHERE {where} ORDER BY start_ns DESC LIMIT {window}",
+                params,
+            )
+            ids = list(dict.fromkeys(rows))
+            if len(ids) >= limit or len(rows) < window:
+                return [_dec_id(h) + _dec_id(lo) for h, lo in ids[:limit]]
+            window *= 8
 
     def summaries(self, trace_ids: list[str]) -> list[TraceSummary]:
-        ids = self._ids_sql(trace_ids)
-        if ids is None:
-            return []
-        # completed spans supersede their pending copies: count each span id once
-        rows = self._rows(
-            f"""
-            WITH s AS (
-                SELECT * FROM spans WHERE {ids}
-                QUALIFY row_number() OVER (PARTITION BY tid_hi, tid_lo, span_id ORDER BY pending) = 1
+        out = []
+        for hi, lo, cond in self._located(trace_ids):
+            rows = self._rows(
+                "SELECT span_id, parent_id IS NULL, service, name, start_ns, duration_ns, "
+                f"status_code, pending FROM spans WHERE {cond}"
             )
-            SELECT tid_hi, tid_lo,
-                coalesce(min_by(service, start_ns) FILTER (WHERE parent_id IS NULL), min_by(service, start_ns)),
-                coalesce(min_by(name, start_ns) FILTER (WHERE parent_id IS NULL), min_by(name, start_ns)),
-                min(start_ns), max(start_ns + duration_ns) - min(start_ns), count(*),
-                list_sort(list_distinct(list(service))),
-                count(*) FILTER (WHERE status_code = {STATUS_ERROR}),
-                count(*) FILTER (WHERE pending)
-            FROM s GROUP BY tid_hi, tid_lo
-            """
-        )
-        found = {
-            _dec_id(r[0]) + _dec_id(r[1]): TraceSummary(_dec_id(r[0]) + _dec_id(r[1]), *r[2:])
-            for r in rows
-        }
-        return [found[t.lower()] for t in trace_ids if t.lower() in found]
+            best: dict[int, tuple] = {}  # completed spans supersede their pending copies
+            for r in rows:
+                if r[0] not in best or best[r[0]][7]:
+                    best[r[0]] = r
+            if not best:
+                continue
+            spans = sorted(best.values(), key=lambda r: r[4])
+            root = next((r for r in spans if r[1]), spans[0])
+            start = spans[0][4]
+            out.append(
+                TraceSummary(
+                    trace_id=_dec_id(hi) + _dec_id(lo),
+                    root_service=root[2],
+                    root_name=root[3],
+                    start_ns=start,
+                    duration_ns=max(r[4] + r[5] for r in spans) - start,
+                    span_count=len(spans),
+                    services=sorted({r[2] for r in spans}),
+                    error_count=sum(1 for r in spans if r[6] == STATUS_ERROR),
+                    incomplete_count=sum(1 for r in spans if r[7]),
+                )
+            )
+        return out
 
     def spans_between(
         self, start_ns: int, end_ns: int, service: str | None = None, limit: int | None = None
@@ -390,7 +507,7 @@ class DuckDBStore(Store):
         sql += " ORDER BY start_ns"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return supersede(self._span(r) for r in self._rows(sql, params))
+        return self._spans(self._rows(sql, params))
 
     def services(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT service FROM spans ORDER BY 1")]
@@ -446,7 +563,12 @@ class DuckDBStore(Store):
 
     def delete_before(self, ns: int) -> int:
         with self._write_lock:
-            return self._con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]).fetchone()[0]
+            con = self._con
+            con.execute("BEGIN")
+            deleted = con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]).fetchone()[0]
+            con.execute("DELETE FROM traces WHERE last_ns < ?", [ns])
+            con.execute("COMMIT")
+            return deleted
 
     def stats(self) -> dict[str, Any]:
         n = self._rows("SELECT count(*) FROM spans")[0][0]

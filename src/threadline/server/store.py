@@ -23,8 +23,9 @@ SCOPES = ("any", "span", "resource")
 class Filter:
     """One attribute condition. `scope` says where the key is looked up: span attributes,
     resource attributes, or either ("any"). `=`/`!=` compare the value's text form (so `200`
-    matches the int 200 and the string "200"); `<`/`>`/`<=`/`>=` compare numbers. `!=` needs
-    the attribute to exist (like TraceQL)."""
+    matches the int 200 and the string "200"); `<`/`>`/`<=`/`>=` compare numeric (int, double)
+    span attributes, and resource attributes whose text is a number. `!=` needs the attribute to
+    exist (like TraceQL)."""
 
     key: str
     op: str = "exists"
