@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from threadline._export import GuardedExporter, count_drops, stats
+from threadline._export import GuardedExporter, PendingAnnouncer, count_drops, stats
 
 log = logging.getLogger("threadline")
 
@@ -45,6 +45,7 @@ class Settings:
     sample_ratio: float = 1.0
     boundaries: bool = True
     resource_attributes: dict[str, Any] = field(default_factory=dict)
+    announce: bool = False  # export a pending copy of each span as it starts (docs/internals.md)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +69,11 @@ _taps: list[SpanProcessor] = []  # processors that survive reconfiguration (the 
 _installed_global = False
 _atexit_registered = False
 _on_configure: list[Callable[[Settings | None], None]] = []
+# What child processes are configured with instead of this process's own values.
+_child_overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
+
+# Taps watch the process that added them; a forked child must not feed its copy of them.
+os.register_at_fork(after_in_child=_taps.clear)
 
 
 # -- the switchboard ---------------------------------------------------------------------------
@@ -168,6 +174,7 @@ def _resolve(
     sample_ratio: float | None,
     boundaries: bool,
     resource_attributes: Mapping[str, Any] | None,
+    announce: bool = False,
 ) -> Settings:
     env_res = _env_resource()
     if exporter is None:
@@ -220,6 +227,7 @@ def _resolve(
         sample_ratio=float(sample_ratio),
         boundaries=bool(boundaries),
         resource_attributes=dict(resource_attributes or {}),
+        announce=bool(announce),
     )
 
 
@@ -253,26 +261,25 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
 
 
-def _processor(s: Settings, exporter: str | SpanExporter) -> SpanProcessor | None:
+def _processors(s: Settings, exporter: str | SpanExporter) -> list[SpanProcessor]:
     if s.exporter == "none":
-        return None
+        return []
     if s.exporter == "console":
         from threadline._console import ConsoleTreeExporter
 
-        return SimpleSpanProcessor(ConsoleTreeExporter())
+        return [SimpleSpanProcessor(ConsoleTreeExporter())]
     if s.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         real: SpanExporter = OTLPSpanExporter(endpoint=traces_url(s.endpoint), timeout=5)
     else:
         real = exporter  # type: ignore[assignment]
+    guarded = GuardedExporter(real, s.endpoint if s.exporter == "otlp" else None)
     # A roomier queue than the SDK's 2048 absorbs bursts; $OTEL_BSP_MAX_QUEUE_SIZE still rules.
     queue = None if _env("OTEL_BSP_MAX_QUEUE_SIZE") else 8192
-    bsp = BatchSpanProcessor(
-        GuardedExporter(real, s.endpoint if s.exporter == "otlp" else None), max_queue_size=queue
-    )
+    bsp = BatchSpanProcessor(guarded, max_queue_size=queue)
     count_drops(bsp)
-    return bsp
+    return [PendingAnnouncer(guarded), bsp] if s.announce else [bsp]
 
 
 def configure(
@@ -286,23 +293,25 @@ def configure(
     sample_ratio: float | None = None,
     boundaries: bool = True,
     resource_attributes: Mapping[str, Any] | None = None,
+    announce: bool = False,
 ) -> Settings:
     """Set up tracing for this process and return the resolved settings.
 
     Every argument left out falls back to its OTEL_* environment variable, then to a default:
     exporter "otlp" to http://127.0.0.1:4318, sample_ratio 1.0. Calling it again replaces the
-    previous configuration (its spans are flushed first).
+    previous configuration (its spans are flushed first). announce=True exports a pending copy of
+    every span as it starts, so work killed mid-span still shows (on by default in child
+    processes).
     """
     global _runtime, _generation, _installed_global, _atexit_registered
     s = _resolve(
         service_name, service_version, namespace, environment, endpoint, exporter,
-        sample_ratio, boundaries, resource_attributes,
+        sample_ratio, boundaries, resource_attributes, announce,
     )  # fmt: skip
     provider = TracerProvider(
         resource=_resource(s), sampler=ParentBased(TraceIdRatioBased(s.sample_ratio))
     )
-    proc = _processor(s, exporter if exporter is not None else s.exporter)
-    if proc is not None:
+    for proc in _processors(s, exporter if exporter is not None else s.exporter):
         provider.add_span_processor(proc)
     for tap in _taps:
         provider.add_span_processor(tap)
@@ -390,6 +399,38 @@ def remove_tap(processor: SpanProcessor) -> None:
         if _runtime is not None:
             proc = _runtime.provider._active_span_processor  # noqa: SLF001
             proc._span_processors = tuple(p for p in proc._span_processors if p is not processor)
+
+
+def children(overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None) -> None:
+    """Configure child processes with these configure() arguments instead of this process's own
+    (a mapping, or a callable returning one when a child starts); None restores the default."""
+    global _child_overrides
+    if overrides is not None and not callable(overrides):
+        bad = set(overrides) - set(Settings.__dataclass_fields__)
+        if bad:
+            raise ValueError(f"unknown configure() argument(s) for children: {', '.join(sorted(bad))}")
+        overrides = dict(overrides)
+    _child_overrides = overrides
+
+
+def child_settings() -> dict[str, Any] | None:
+    """configure() arguments for a child process started now, or None when not configured.
+
+    Same exporter, endpoint and service; the resource names this process as the parent; pending
+    announcements on (a child is where work gets killed). A custom SpanExporter instance cannot
+    travel, so such children export OTLP to the configured endpoint.
+    """
+    rt = _runtime
+    if rt is None:
+        return None
+    out = rt.settings.to_dict()
+    if out["exporter"] == "custom":
+        out["exporter"] = "otlp"
+    out["announce"] = True
+    overrides = _child_overrides() if callable(_child_overrides) else _child_overrides
+    out.update(overrides or {})
+    out["resource_attributes"] = {**out["resource_attributes"], "process.parent_pid": os.getpid()}
+    return out
 
 
 def on_configure(hook: Callable[[Settings | None], None]) -> None:

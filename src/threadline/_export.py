@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 log = logging.getLogger("threadline")
@@ -20,15 +21,19 @@ class ExportStats:
         self.exported = 0
         self.failed = 0  # spans in batches the exporter could not deliver
         self.dropped = 0  # spans discarded before reaching the exporter (full queue, shutdown)
+        self.announced = 0  # pending copies exported when spans started
         self.errors: dict[str, int] = {}
         self._reported_failure = False
         self._reported_drop = False
 
-    def add(self, *, exported: int = 0, failed: int = 0, dropped: int = 0) -> None:
+    def add(
+        self, *, exported: int = 0, failed: int = 0, dropped: int = 0, announced: int = 0
+    ) -> None:
         with self._lock:
             self.exported += exported
             self.failed += failed
             self.dropped += dropped
+            self.announced += announced
 
     def failure(self, kind: str, spans: int, message: str) -> None:
         with self._lock:
@@ -61,6 +66,7 @@ class ExportStats:
                 "exported": self.exported,
                 "failed": self.failed,
                 "dropped": self.dropped,
+                "announced": self.announced,
                 "errors": dict(self.errors),
             }
 
@@ -77,12 +83,14 @@ class ExportStats:
 
     def reset(self) -> None:
         with self._lock:
-            self.exported = self.failed = self.dropped = 0
+            self.exported = self.failed = self.dropped = self.announced = 0
             self.errors.clear()
             self._reported_failure = self._reported_drop = False
 
 
 stats = ExportStats()
+# A forked child starts its own count: the parent's spans are the parent's to report.
+os.register_at_fork(after_in_child=stats.reset)
 
 
 class _DropCounter:
@@ -128,10 +136,13 @@ _quiet = _Quiet()
 
 
 class GuardedExporter(SpanExporter):
-    def __init__(self, exporter: SpanExporter, endpoint: str | None = None) -> None:
+    def __init__(
+        self, exporter: SpanExporter, endpoint: str | None = None, counter: str = "exported"
+    ) -> None:
         self.exporter = exporter
         self.endpoint = endpoint
         self.keep_open = False  # set when a reconfiguration reuses this exporter instance
+        self.counter = counter
         if endpoint is not None:
             for name in (
                 "opentelemetry.exporter.otlp.proto.http.trace_exporter",
@@ -147,7 +158,7 @@ class GuardedExporter(SpanExporter):
             stats.failure(type(exc).__name__, n, f"{type(exc).__name__}: {exc}")
             return SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
-            stats.add(exported=n)
+            stats.add(**{self.counter: n})
         else:
             where = f" to {self.endpoint}" if self.endpoint else ""
             stats.failure("export_failed", n, f"the exporter reported failure{where}")
@@ -164,3 +175,44 @@ class GuardedExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         flush = getattr(self.exporter, "force_flush", None)
         return flush(timeout_millis) if flush else True
+
+
+PENDING = "threadline.pending"
+
+
+def pending_copy(span: ReadableSpan) -> ReadableSpan:
+    """The announcement of a span that has just started: same ids, parent, name, kind and start,
+    zero length, marked `threadline.pending = true` (docs/internals.md)."""
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={**(span.attributes or {}), PENDING: True},
+        links=span.links,
+        kind=span.kind,
+        start_time=span.start_time,
+        end_time=span.start_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class PendingAnnouncer(SpanProcessor):
+    """Exports a pending copy of every sampled span as it starts, before the work goes on, so
+    work that is killed mid-span (SIGKILL) still shows as an incomplete span."""
+
+    def __init__(self, guarded: GuardedExporter) -> None:
+        self.exporter = GuardedExporter(guarded.exporter, guarded.endpoint, counter="announced")
+
+    def on_start(self, span: Span, parent_context=None) -> None:
+        if span.context.trace_flags.sampled:
+            self.exporter.export([pending_copy(span)])
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass  # the exporter belongs to the batch processor, which shuts it down
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -63,6 +63,12 @@ class CapturedSpan:
         return self.resource.get("process.pid")
 
     @property
+    def pending(self) -> bool:
+        """True for a span announced at start whose completed version never arrived: the work
+        stopped mid-span (a killed process)."""
+        return self.attributes.get("threadline.pending") is True
+
+    @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
 
@@ -71,7 +77,8 @@ class CapturedSpan:
         return next((attrs for n, attrs in self.events if n == name), None)
 
     def __repr__(self) -> str:
-        return f"<{self.name!r} {self.kind} service={self.service} span={self.span_id} parent={self.parent_id}>"
+        pending = " PENDING" if self.pending else ""
+        return f"<{self.name!r} {self.kind}{pending} service={self.service} span={self.span_id} parent={self.parent_id}>"
 
     @classmethod
     def from_readable(cls, s: ReadableSpan) -> CapturedSpan:
@@ -188,6 +195,7 @@ class Trace:
                 else f" (missing parent {s.parent_id})"
             )
             status = f" ERROR {s.status_message}" if s.status == "ERROR" else ""
+            status += " (incomplete)" if s.pending else ""
             lines.append(
                 f"{'  ' * (depth + 1)}{s.name} [{s.kind.lower()}] {s.service}{status}{missing}"
             )
@@ -206,6 +214,7 @@ class Capture(SpanProcessor):
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._spans: list[CapturedSpan] = []
+        self._index: dict[tuple[str, str], int] = {}  # (trace id, span id) -> position in _spans
         self._collector: Collector | None = None
 
     # SpanProcessor
@@ -224,8 +233,17 @@ class Capture(SpanProcessor):
 
     # collecting
     def add(self, spans: Iterable[CapturedSpan]) -> None:
+        """Keep each span once: a completed span replaces its pending announcement (same ids),
+        and an announcement arriving after its completed twin is ignored."""
         with self._lock:
-            self._spans.extend(spans)
+            for s in spans:
+                key = (s.trace_id, s.span_id)
+                at = self._index.get(key)
+                if at is not None and self._spans[at].pending and not s.pending:
+                    self._spans[at] = s
+                elif at is None or not s.pending:
+                    self._index[key] = len(self._spans)
+                    self._spans.append(s)
             self._lock.notify_all()
 
     @property
@@ -244,6 +262,7 @@ class Capture(SpanProcessor):
     def clear(self) -> None:
         with self._lock:
             self._spans.clear()
+            self._index.clear()
 
     # reading
     @property
@@ -275,6 +294,11 @@ class Capture(SpanProcessor):
 
     def find_all(self, name: str) -> list[CapturedSpan]:
         return [s for s in self.spans if s.name == name]
+
+    @property
+    def incomplete(self) -> list[CapturedSpan]:
+        """Spans announced when they started that never ended (their process was killed)."""
+        return [s for s in self.spans if s.pending]
 
     def describe(self) -> str:
         found = self.traces()

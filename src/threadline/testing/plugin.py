@@ -13,15 +13,18 @@ def traces():
     """Every span ended during the test, in this process and (via ``traces.endpoint``) others.
 
     Configures threadline with exporter="none" and service "tests" if the test has not
-    configured it; a test may call ``tl.configure(...)`` itself, and capture carries on.
+    configured it; a test may call ``tl.configure(...)`` itself, and capture carries on. Child
+    processes started during the test export to ``traces.endpoint``.
     """
     capture = Capture()
     if _config.settings() is None:
         _config.configure("tests", exporter="none")
     _config.add_tap(capture)
+    _config.children(lambda: {"exporter": "otlp", "endpoint": capture.endpoint})
     try:
         yield capture
     finally:
+        _config.children(None)
         _config.flush(5)
         _config.remove_tap(capture)
         capture.close()

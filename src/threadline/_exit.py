@@ -1,0 +1,69 @@
+"""Flush before the process goes away, whichever way it goes.
+
+atexit covers a normal interpreter exit. A multiprocessing child leaves through `os._exit`
+(fork and forkserver start methods), which skips atexit, and a pool's idle workers are ended
+with SIGTERM. guard() covers both, in the process that calls it; spans still open at that
+moment can be ended first by the callbacks registered with before_exit().
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+from threadline import _config
+
+log = logging.getLogger("threadline")
+
+FLUSH_TIMEOUT = 10.0
+
+_real_exit = os._exit
+_guarded_pid = 0
+_callbacks: list[Callable[[int | None, int | None], None]] = []
+
+
+def before_exit(callback: Callable[[int | None, int | None], None]) -> None:
+    """callback(exit_code, signal_number) runs just before the final flush."""
+    if callback not in _callbacks:
+        _callbacks.append(callback)
+
+
+def final_flush(code: int | None = None, signum: int | None = None) -> None:
+    for callback in list(_callbacks):
+        try:
+            callback(code, signum)
+        except Exception:  # noqa: BLE001 - never stand between the program and its exit
+            log.debug("threadline: exit callback failed", exc_info=True)
+    try:
+        _config.shutdown()
+    except Exception:  # noqa: BLE001
+        log.debug("threadline: flush at exit failed", exc_info=True)
+
+
+def _exit(code: int = 0) -> None:
+    if os.getpid() == _guarded_pid:
+        final_flush(code, None)
+    _real_exit(code)
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    final_flush(None, signum)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def guard() -> None:
+    """Flush this process's spans before it exits through os._exit or SIGTERM (idempotent)."""
+    global _guarded_pid
+    _guarded_pid = os.getpid()
+    os._exit = _exit
+    # Only a default SIGTERM is ours to extend; a program's own handler stays in charge.
+    if threading.current_thread() is threading.main_thread():
+        try:
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):
+            pass

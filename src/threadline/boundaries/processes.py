@@ -1,0 +1,368 @@
+"""Child processes: multiprocessing.Process, multiprocessing.Pool and ProcessPoolExecutor, for
+the fork, spawn and forkserver start methods.
+
+- A child is configured like its parent (threadline._config.child_settings()): the settings
+  travel with the Process object (pickled for spawn/forkserver, in memory for fork), and the
+  child reconfigures before running its target, with its own pid and its parent's in the resource.
+- Work is captured when it is handed off (Process.start, Pool.apply_async/map/imap/...,
+  executor.submit/map) and runs in the child under a "run <function>" span parented to the
+  sender's span. A pool worker carries no context of its own: a reused worker never leaks the
+  previous task's trace.
+- A child exports every ended span before it exits (threadline._exit) and announces spans as they
+  start, so a worker killed mid-task still shows an incomplete span. When the parent sees a
+  worker die, it records `threadline.worker.died` on the sender's span.
+
+multiprocessing.pool.ThreadPool is left to the threads boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import threading
+import weakref
+from concurrent.futures import process as futures_process
+from multiprocessing import managers, pool, process
+from typing import Any
+
+from opentelemetry import trace
+
+from threadline import _config, _exit
+from threadline._handoff import Handoff, capture, resume
+
+log = logging.getLogger("threadline")
+
+BOUNDARY = "processes"
+DIED = "threadline.worker.died"
+
+_originals: dict[str, Any] = {}
+_lock = threading.Lock()
+_open: list[trace.Span] = []  # unit-of-work spans running in this process (ended at os._exit)
+
+
+def _long_lived(target: Any) -> bool:
+    """Processes that serve many units of work must not run under their starter's context."""
+    target = getattr(target, "__func__", target)
+    return target in (
+        pool.worker,
+        futures_process._process_worker,
+        managers.BaseManager._run_server.__func__,
+    )
+
+
+# -- the child's side --------------------------------------------------------------------------
+
+
+class _Seed:
+    """What a child needs from its parent: configure() arguments and, for a plain Process, the
+    context of start(). Pickles to plain values; unpickling it (spawn, forkserver) installs this
+    boundary so the child's _bootstrap is ours."""
+
+    __slots__ = ("settings", "handoff")
+
+    def __init__(self, settings: dict[str, Any], handoff: Handoff | None) -> None:
+        self.settings = settings
+        self.handoff = handoff
+
+    def __reduce__(self):
+        return (_arrive, (self.settings, self.handoff))
+
+    def plant(self) -> None:
+        _plant(self.settings)
+
+
+_planted_pid = 0
+
+
+def _plant(settings: dict[str, Any] | None) -> None:
+    """Configure this child like its parent (once per process), and flush before it exits,
+    however it exits."""
+    global _planted_pid
+    pid = os.getpid()
+    if (
+        settings is None
+        or _planted_pid == pid
+        or settings["resource_attributes"].get("process.parent_pid") == pid
+    ):
+        return
+    _planted_pid = os.getpid()
+    try:
+        _config.configure(**settings)
+        install()
+        _exit.guard()
+    except Exception:  # noqa: BLE001 - tracing never keeps a child from running
+        log.warning("threadline: could not configure child process", exc_info=True)
+
+
+def _arrive(settings: dict[str, Any], handoff: Handoff | None) -> _Seed:
+    install()
+    return _Seed(settings, handoff)
+
+
+def _end_open_units(code: int | None, signum: int | None) -> None:
+    """At os._exit or SIGTERM mid-task: the task ends with the process; say so on its span."""
+    for s in reversed(list(_open)):
+        if code is not None:
+            s.set_attribute("process.exit_code", code)
+            if code != 0:
+                s.set_status(
+                    trace.Status(trace.StatusCode.ERROR, f"process exited with code {code}")
+                )
+        if signum is not None:
+            s.set_attribute("process.signal", signal.Signals(signum).name)
+            s.set_status(
+                trace.Status(
+                    trace.StatusCode.ERROR, f"process ended by {signal.Signals(signum).name}"
+                )
+            )
+        s.end()
+    _open.clear()
+
+
+_exit.before_exit(_end_open_units)
+
+
+class _Unit:
+    """A span around one unit of work in a child, tracked so os._exit can end it."""
+
+    __slots__ = ("_cm", "_span")
+
+    def __init__(self, handoff: Handoff | None, name: str) -> None:
+        self._cm = resume(
+            handoff, name, attributes={"process.pid": os.getpid(), "threadline.boundary": BOUNDARY}
+        )
+        self._span: trace.Span | None = None
+
+    def __enter__(self) -> trace.Span:
+        self._span = self._cm.__enter__()
+        _open.append(self._span)
+        return self._span
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._span in _open:
+            _open.remove(self._span)
+        if exc_type is SystemExit:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            self._span.set_attribute("process.exit_code", code)
+            if code == 0:  # sys.exit(0) is a normal end, not an error
+                self._cm.__exit__(None, None, None)
+                return None
+        return self._cm.__exit__(exc_type, exc, tb)
+
+
+def _name(fn: Any) -> str:
+    return "run " + (
+        getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__qualname__
+    )
+
+
+def _bootstrap(self, parent_sentinel=None):
+    seed = self.__dict__.pop("_threadline_seed", None)
+    if seed is None:
+        return _originals["_bootstrap"](self, parent_sentinel)
+    seed.plant()
+    if seed.handoff is not None:
+        run = self.run
+        name = (
+            _name(self._target)
+            if self._target is not None
+            else f"run {type(self).__qualname__}.run"
+        )
+
+        def traced_run() -> None:
+            with _Unit(seed.handoff, name):
+                run()
+
+        self.run = traced_run
+    try:
+        return _originals["_bootstrap"](self, parent_sentinel)
+    finally:
+        _exit.final_flush()
+
+
+class _Task:
+    """A function handed to a pool, with the context of the hand-off and the settings to
+    configure the worker with if nothing has yet. Picklable when the function is; the handoff
+    travels as W3C headers."""
+
+    __slots__ = ("fn", "handoff", "settings")
+
+    def __init__(self, fn: Any, handoff: Handoff, settings: dict[str, Any] | None = None) -> None:
+        self.fn = fn
+        self.handoff = handoff
+        self.settings = settings
+
+    def __reduce__(self):
+        return (_Task, (self.fn, self.handoff, self.settings))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _plant(self.settings)
+        with _Unit(self.handoff, _name(self.fn)):
+            return self.fn(*args, **kwargs)
+
+
+# -- the parent's side -------------------------------------------------------------------------
+
+
+def _start(self) -> None:
+    settings = _config.child_settings()
+    if settings is not None:
+        handoff = None if _long_lived(getattr(self, "_target", None)) else capture()
+        self._threadline_seed = _Seed(settings, handoff)
+        self._threadline_sender = handoff
+    return _originals["start"](self)
+
+
+def _died(sender: Handoff | None, pid: int | None, exitcode: int) -> None:
+    """Record a worker's death on the sender's span, or on the current one if that has ended."""
+    attrs: dict[str, Any] = {"process.pid": pid or 0}
+    if exitcode < 0:
+        try:
+            attrs["process.signal"] = signal.Signals(-exitcode).name
+        except ValueError:
+            attrs["process.signal"] = str(-exitcode)
+    else:
+        attrs["process.exit_code"] = exitcode
+    for candidate in (
+        trace.get_current_span(sender.context) if sender else None,
+        trace.get_current_span(),
+    ):
+        if candidate is not None and candidate.is_recording():
+            candidate.add_event(DIED, attrs)
+            return
+
+
+def _join(self, timeout=None) -> None:
+    _originals["join"](self, timeout)
+    code = self.exitcode
+    if code is not None and code < 0 and not self.__dict__.get("_threadline_reported"):
+        self._threadline_reported = True
+        _died(self.__dict__.get("_threadline_sender"), self.pid, code)
+
+
+# Pool: tasks are wrapped when handed off; the pool keeps the senders of its jobs in flight so a
+# dead worker can be reported on them.
+_pools_by_workers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _is_thread_pool(p: Any) -> bool:
+    return isinstance(p, pool.ThreadPool)
+
+
+def _remember(p: Any, result: Any, handoff: Handoff) -> None:
+    senders = p.__dict__.setdefault("_threadline_senders", {})
+    cache = p._cache  # noqa: SLF001
+    for job in [j for j in senders if j not in cache]:
+        del senders[job]
+    senders[result._job] = handoff  # noqa: SLF001
+    _pools_by_workers[id(p._pool)] = p  # noqa: SLF001
+
+
+def _pool_method(name: str):
+    original = getattr(pool.Pool, name)
+
+    @functools.wraps(original)
+    def patched(self, func, *args, **kwargs):
+        if _is_thread_pool(self) or _config.settings() is None:
+            return original(self, func, *args, **kwargs)
+        handoff = capture()
+        result = original(self, _Task(func, handoff, _config.child_settings()), *args, **kwargs)
+        if hasattr(result, "_job"):
+            _remember(self, result, handoff)
+        return result
+
+    return patched
+
+
+def _join_exited_workers(workers):
+    owner = _pools_by_workers.get(id(workers))
+    if owner is not None:
+        cache = owner._cache  # noqa: SLF001
+        senders = [
+            h for job, h in owner.__dict__.get("_threadline_senders", {}).items() if job in cache
+        ]
+        for w in workers:
+            code = w.exitcode
+            if code not in (None, 0):
+                for h in senders or [None]:
+                    _died(h, w.pid, code)
+    return _originals["_join_exited_workers"](workers)
+
+
+def _submit(self, fn, /, *args, **kwargs):
+    already = (
+        isinstance(fn, functools.partial)
+        and fn.func is futures_process._process_chunk
+        and isinstance(fn.args[0], _Task)
+    )
+    if already or _config.settings() is None:
+        return _originals["submit"](self, fn, *args, **kwargs)
+    return _originals["submit"](
+        self, _Task(fn, capture(), _config.child_settings()), *args, **kwargs
+    )
+
+
+def _map(self, fn, *iterables, timeout=None, chunksize=1):
+    if _config.settings() is not None:
+        fn = _Task(fn, capture(), _config.child_settings())
+    return _originals["map"](self, fn, *iterables, timeout=timeout, chunksize=chunksize)
+
+
+def _terminate_broken(self, cause):
+    for p in list(self.processes.values()):
+        code = p.exitcode
+        if code not in (None, 0):
+            items = list(self.pending_work_items.values())
+            for item in items or [None]:
+                fn = item.fn if item is not None else None
+                if isinstance(fn, functools.partial):
+                    fn = fn.args[0]
+                _died(fn.handoff if isinstance(fn, _Task) else None, p.pid, code)
+    return _originals["terminate_broken"](self, cause)
+
+
+# -- install -----------------------------------------------------------------------------------
+
+_PATCHES = [
+    (process.BaseProcess, "start", lambda: _start),
+    (process.BaseProcess, "_bootstrap", lambda: _bootstrap),
+    (process.BaseProcess, "join", lambda: _join),
+    (pool.Pool, "apply_async", lambda: _pool_method("apply_async")),
+    (pool.Pool, "_map_async", lambda: _pool_method("_map_async")),
+    (pool.Pool, "imap", lambda: _pool_method("imap")),
+    (pool.Pool, "imap_unordered", lambda: _pool_method("imap_unordered")),
+    (pool.Pool, "_join_exited_workers", lambda: staticmethod(_join_exited_workers)),
+    (futures_process.ProcessPoolExecutor, "submit", lambda: _submit),
+    (futures_process.ProcessPoolExecutor, "map", lambda: _map),
+    (futures_process._ExecutorManagerThread, "terminate_broken", lambda: _terminate_broken),
+]
+
+
+def install() -> None:
+    with _lock:
+        if _originals:
+            return
+        for owner, attr, make in _PATCHES:
+            _originals[attr] = owner.__dict__[attr]
+            if isinstance(_originals[attr], staticmethod):
+                _originals[attr] = _originals[attr].__func__
+            setattr(owner, attr, make())
+
+
+def uninstall() -> None:
+    with _lock:
+        for owner, attr, _ in _PATCHES:
+            if attr in _originals:
+                original = _originals[attr]
+                setattr(
+                    owner,
+                    attr,
+                    staticmethod(original) if attr == "_join_exited_workers" else original,
+                )
+        _originals.clear()
+
+
+def installed() -> bool:
+    return bool(_originals)
