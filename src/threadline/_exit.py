@@ -23,6 +23,8 @@ FLUSH_TIMEOUT = 10.0
 _real_exit = os._exit
 _guarded_pid = 0
 _callbacks: list[Callable[[int | None, int | None], None]] = []
+_flushing = False
+_deferred: int | None = None  # a signal that arrived during the final flush, re-raised after it
 
 
 def before_exit(callback: Callable[[int | None, int | None], None]) -> None:
@@ -32,6 +34,17 @@ def before_exit(callback: Callable[[int | None, int | None], None]) -> None:
 
 
 def final_flush(code: int | None = None, signum: int | None = None) -> None:
+    global _flushing
+    _flushing = True
+    try:
+        _final_flush(code, signum)
+    finally:
+        _flushing = False
+    if _deferred is not None:
+        _die(_deferred)
+
+
+def _final_flush(code: int | None, signum: int | None) -> None:
     for callback in list(_callbacks):
         try:
             callback(code, signum)
@@ -50,7 +63,15 @@ def _exit(code: int = 0) -> None:
 
 
 def _on_sigterm(signum: int, frame) -> None:
+    global _deferred
+    if _flushing:  # the flush we interrupted finishes first (a pool terminates its exiting workers)
+        _deferred = signum
+        return
     final_flush(None, signum)
+    _die(signum)
+
+
+def _die(signum: int) -> None:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 

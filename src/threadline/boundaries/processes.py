@@ -24,7 +24,7 @@ import signal
 import threading
 import weakref
 from concurrent.futures import process as futures_process
-from multiprocessing import managers, pool, process
+from multiprocessing import connection, managers, pool, process
 from typing import Any
 
 from opentelemetry import trace
@@ -149,6 +149,9 @@ class _Unit:
             if code == 0:  # sys.exit(0) is a normal end, not an error
                 self._cm.__exit__(None, None, None)
                 return None
+            self._span.set_status(
+                trace.Status(trace.StatusCode.ERROR, f"process exited with code {code}")
+            )
         return self._cm.__exit__(exc_type, exc, tb)
 
 
@@ -277,18 +280,19 @@ def _pool_method(name: str):
 
 
 def _join_exited_workers(workers):
+    before = list(workers)
+    cleaned = _originals["_join_exited_workers"](workers)
     owner = _pools_by_workers.get(id(workers))
-    if owner is not None:
+    if cleaned and owner is not None:
         cache = owner._cache  # noqa: SLF001
         senders = [
             h for job, h in owner.__dict__.get("_threadline_senders", {}).items() if job in cache
         ]
-        for w in workers:
-            code = w.exitcode
-            if code not in (None, 0):
+        for w in before:
+            if w not in workers and w.exitcode != 0:
                 for h in senders or [None]:
-                    _died(h, w.pid, code)
-    return _originals["_join_exited_workers"](workers)
+                    _died(h, w.pid, w.exitcode)
+    return cleaned
 
 
 def _submit(self, fn, /, *args, **kwargs):
@@ -311,11 +315,14 @@ def _map(self, fn, *iterables, timeout=None, chunksize=1):
 
 
 def _terminate_broken(self, cause):
-    for p in list(self.processes.values()):
+    procs = list(self.processes.values())
+    ended = connection.wait([p.sentinel for p in procs], timeout=0)
+    for p in procs:
+        if p.sentinel in ended:
+            p.join(1)  # its exit code: the sentinel closes a moment before the child is reapable
         code = p.exitcode
         if code not in (None, 0):
-            items = list(self.pending_work_items.values())
-            for item in items or [None]:
+            for item in list(self.pending_work_items.values()) or [None]:
                 fn = item.fn if item is not None else None
                 if isinstance(fn, functools.partial):
                     fn = fn.args[0]

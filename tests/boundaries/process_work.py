@@ -1,0 +1,57 @@
+"""Work run in child processes by the process and node tests (importable by spawn children)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from opentelemetry import trace
+
+import threadline as tl
+
+_ready = None
+
+
+def task(mode: str, x: int = 1) -> int:
+    with tl.span("inner", attributes={"x": x}):
+        pass
+    if mode == "exit":
+        os._exit(0)
+    if mode == "raise":
+        raise ValueError(f"boom {x}")
+    return x * 2
+
+
+def pair(a: int, b: int) -> int:
+    return task("return", a + b)
+
+
+def recording() -> bool:
+    with tl.span("inner") as s:
+        return s.is_recording()
+
+
+def remember(ready) -> None:
+    """Pool/executor initializer: the event hang() sets (synchronisation objects travel only
+    when a process is created)."""
+    global _ready
+    _ready = ready
+
+
+def hang(ready=None) -> None:
+    """Start a span, say so, then wait to be killed."""
+    with tl.span("inner"):
+        (ready or _ready).set()
+        threading.Event().wait(60)
+
+
+def current_trace_id() -> str | None:
+    sc = trace.get_current_span().get_span_context()
+    return format(sc.trace_id, "032x") if sc.is_valid else None
+
+
+def leave(code: int) -> None:
+    with tl.span("inner"):
+        pass
+    sys.exit(code)

@@ -1,0 +1,308 @@
+"""Child processes across start methods: every span a child ends is delivered, in the parent's
+trace, under the right parent; killed work stays visible as incomplete spans."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from process_work import current_trace_id, hang, leave, pair, recording, remember, task
+
+import threadline as tl
+from threadline import _config
+from threadline._collector import Collector
+from threadline.testing import hex_ids
+
+METHODS = ["fork", "spawn", "forkserver"]
+WAIT = 60  # seconds; spawn children start slowly on a busy machine
+
+
+def delivered(traces, parent, runs: int, name: str = "run task", errors: int = 0):
+    """Wait for the children's spans of `parent`'s trace and check them: exactly `runs` task
+    spans (each with one "inner" child), all children of `parent`, errors as expected."""
+    trace_id, parent_id = hex_ids(parent)
+    me = os.getpid()
+
+    def ours(spans):
+        return [s for s in spans if s.trace_id == trace_id and s.pid != me and not s.pending]
+
+    traces.wait_for(lambda spans: len(ours(spans)) >= 2 * runs, timeout=WAIT)
+    trace = traces.trace(trace_id)
+    trace.assert_connected()
+    children = ours(trace.spans)
+    assert len(children) == 2 * runs, trace.tree()
+    assert not [s for s in trace.spans if s.pending], trace.tree()
+    tasks = [s for s in children if s.name.startswith("run ")]
+    assert [s.name for s in tasks] == [name] * runs
+    for s in tasks:
+        assert s.parent_id == parent_id
+        assert s.service == "tests"
+        assert s.resource["process.parent_pid"] == me
+        inner = trace.children(s)
+        assert [(c.name, c.pid) for c in inner] == [("inner", s.pid)]
+    assert sum(s.status == "ERROR" for s in tasks) == errors
+    return tasks
+
+
+# -- the matrix: {fork, spawn, forkserver} x {Process, Pool, ProcessPoolExecutor} x
+#    {return, os._exit, one task per child, exception} -----------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_process(traces, method):
+    ctx = multiprocessing.get_context(method)
+    outcomes = {}
+    for mode in ("return", "exit", "raise"):
+        with tl.span(f"start {mode}") as parent:
+            p = ctx.Process(target=task, args=(mode,))
+            p.start()
+            p.join(WAIT)
+        outcomes[mode] = (parent, p.exitcode)
+    assert {m: code for m, (_, code) in outcomes.items()} == {"return": 0, "exit": 0, "raise": 1}
+    delivered(traces, outcomes["return"][0], 1)
+    (exited,) = delivered(traces, outcomes["exit"][0], 1)
+    assert exited.attributes["process.exit_code"] == 0
+    (failed,) = delivered(traces, outcomes["raise"][0], 1, errors=1)
+    assert failed.event("exception")["exception.type"] == "ValueError"
+    # A process is one task per child: two of them, each delivering its own spans.
+    with tl.span("two processes") as parent:
+        procs = [ctx.Process(target=task, args=("return", i)) for i in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(WAIT)
+    assert len({s.pid for s in delivered(traces, parent, 2)}) == 2
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool(traces, method):
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(2) as pool:
+        with tl.span("every pool method") as returns:
+            assert pool.apply(task, ("return", 1)) == 2
+            assert pool.apply_async(task, ("return", 2)).get(WAIT) == 4
+            assert pool.map(task, ["return"]) == [2]
+            assert pool.map_async(task, ["return"]).get(WAIT) == [2]
+            assert list(pool.imap(task, ["return"])) == [2]
+            assert list(pool.imap_unordered(task, ["return"])) == [2]
+        with tl.span("starmap") as starmap:
+            assert pool.starmap(pair, [(1, 2)]) == [6]
+        with tl.span("raise") as raises:
+            with pytest.raises(ValueError, match="boom 1"):
+                pool.apply(task, ("raise",))
+        with tl.span("exit") as exits:
+            pool.apply_async(task, ("exit",))  # the worker dies; the pool replaces it
+        delivered(traces, exits, 1)
+    # Leaving the block terminates the pool (SIGTERM): its workers flush before they go.
+    delivered(traces, returns, 6)
+    delivered(traces, starmap, 1, name="run pair")
+    (failed,) = delivered(traces, raises, 1, errors=1)
+    assert failed.status_message == "ValueError: boom 1"
+    with tl.span("one task per child") as parent:
+        with ctx.Pool(1, maxtasksperchild=1) as pool:
+            assert pool.map(task, ["return"] * 3, chunksize=1) == [2, 2, 2]
+            pool.close()
+            pool.join()
+    assert len({s.pid for s in delivered(traces, parent, 3)}) == 3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_process_pool_executor(traces, method):
+    ctx = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        with tl.span("submit and map") as returns:
+            assert ex.submit(task, "return", 1).result(WAIT) == 2
+            assert list(ex.map(task, ["return", "return"], [1, 2])) == [2, 4]
+        with tl.span("raise") as raises:
+            with pytest.raises(ValueError, match="boom 1"):
+                ex.submit(task, "raise").result(WAIT)
+    delivered(traces, returns, 3)
+    delivered(traces, raises, 1, errors=1)
+    with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        with tl.span("exit") as exits:
+            with pytest.raises(BrokenProcessPool):
+                ex.submit(task, "exit").result(WAIT)
+    delivered(traces, exits, 1)
+    if method == "fork":
+        with pytest.raises(ValueError, match="incompatible"):  # the standard library's rule
+            ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1)
+        return
+    with tl.span("one task per child") as parent:
+        with ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1) as ex:
+            assert list(ex.map(task, ["return"] * 3)) == [2, 2, 2]
+    assert len({s.pid for s in delivered(traces, parent, 3)}) == 3
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_sys_exit_in_a_child(traces, code):
+    with tl.span("parent") as parent:
+        p = multiprocessing.get_context("fork").Process(target=leave, args=(code,))
+        p.start()
+        p.join(WAIT)
+    assert p.exitcode == code
+    (run,) = delivered(traces, parent, 1, name="run leave", errors=int(code != 0))
+    assert run.attributes["process.exit_code"] == code
+
+
+def test_a_reused_worker_keeps_no_context(traces):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+        with tl.span("traced") as parent:
+            first = ex.submit(current_trace_id).result(WAIT)
+        second = ex.submit(current_trace_id).result(WAIT)  # sent from no trace: starts its own
+    assert first == hex_ids(parent)[0]
+    assert second != first
+    runs = {s.trace_id: s for s in traces.find_all("run current_trace_id")}
+    assert runs[first].parent_id == hex_ids(parent)[1]
+    assert runs[second].parent_id is None
+
+
+# -- killed work stays visible ------------------------------------------------------------------
+
+
+def killed(traces, parent, pid: int) -> None:
+    """The killed task's spans are in the trace as incomplete, and the parent says who died."""
+    trace_id, parent_id = hex_ids(parent)
+    trace = traces.trace(trace_id)
+    trace.assert_connected()
+    run = trace.find("run hang")
+    inner = trace.find("inner")
+    assert (run.pending, run.parent_id, run.pid) == (True, parent_id, pid)
+    assert (inner.pending, inner.parent_id) == (True, run.span_id)
+    assert inner.end_ns == inner.start_ns
+    assert {s.span_id for s in traces.incomplete} >= {run.span_id, inner.span_id}
+    died = trace.find(parent.name).event("threadline.worker.died")
+    assert died == {"process.pid": pid, "process.signal": "SIGKILL"}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigkilled_process(traces, method):
+    ctx = multiprocessing.get_context(method)
+    ready = ctx.Event()
+    with tl.span("parent") as parent:
+        p = ctx.Process(target=hang, args=(ready,))
+        p.start()
+        assert ready.wait(WAIT)
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(WAIT)
+    assert p.exitcode == -signal.SIGKILL
+    killed(traces, parent, p.pid)
+
+
+def test_sigkilled_pool_worker(traces):
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    with ctx.Pool(1, initializer=remember, initargs=(ready,)) as pool:
+        with tl.span("parent") as parent:
+            pool.apply_async(hang)
+            assert ready.wait(WAIT)
+            (announced,) = traces.find_all("run hang")  # the pending copy names the worker
+            os.kill(announced.pid, signal.SIGKILL)
+            # The single worker's replacement runs this, so the pool has seen the death.
+            assert pool.apply(os.getpid) != announced.pid
+    killed(traces, parent, announced.pid)
+
+
+def test_sigkilled_executor_worker(traces):
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=remember, initargs=(ready,)) as ex:
+        with tl.span("parent") as parent:
+            future = ex.submit(hang)
+            assert ready.wait(WAIT)
+            (announced,) = traces.find_all("run hang")
+            os.kill(announced.pid, signal.SIGKILL)
+            with pytest.raises(BrokenProcessPool):
+                future.result(WAIT)
+    killed(traces, parent, announced.pid)
+
+
+# -- the export path across fork, sampling, drops --------------------------------------------
+
+
+def test_fork_neither_duplicates_nor_loses_queued_spans(traces):
+    received = []
+    collector = Collector(received.extend)
+    collector.start()
+    try:
+        tl.configure("tests", endpoint=collector.endpoint)  # batched: spans wait in the queue
+        for i in range(5):
+            with tl.span("queued", attributes={"i": i}):
+                pass
+        p = multiprocessing.get_context("fork").Process(target=task, args=("return",))
+        p.start()
+        p.join(WAIT)
+        tl.flush()
+        assert sorted(s.attributes["i"] for s in received) == [0, 1, 2, 3, 4]
+        assert {s.pid for s in received} == {os.getpid()}
+        from_child = [s for s in traces.spans if s.pid == p.pid]
+        assert sorted(s.name for s in from_child) == ["inner", "run task"]
+    finally:
+        tl.configure("tests", exporter="none")
+        collector.stop()
+
+
+def test_the_parents_sampling_decision_holds_in_children(traces):
+    me = os.getpid()
+    try:
+        for parent_ratio, child_ratio in ((0.0, 1.0), (1.0, 0.0)):
+            tl.configure("tests", exporter="none", sample_ratio=parent_ratio)
+            _config.children(
+                {"exporter": "otlp", "endpoint": traces.endpoint, "sample_ratio": child_ratio}
+            )
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+                with tl.span("decided") as parent:
+                    assert ex.submit(recording).result(WAIT) is parent.is_recording()
+        from_children = [s for s in traces.spans if s.pid != me]
+        assert sorted(s.name for s in from_children) == ["inner", "run recording"]
+        (sampled,) = traces.find_all("decided")
+        assert {s.trace_id for s in from_children} == {sampled.trace_id}
+    finally:
+        tl.configure("tests", exporter="none")
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """An OTLP endpoint that holds each request until released, then refuses it."""
+
+    release = threading.Event()
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.release.wait(WAIT)
+        self.send_response(400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_overflow_and_refused_exports_are_counted(monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tl.configure("tests", endpoint=f"http://127.0.0.1:{server.server_address[1]}")
+        before = tl.export_stats()
+        for _ in range(10):
+            with tl.span("lost"):
+                pass
+        # At most one batch (4) is held by the endpoint and 4 wait in the queue: 2+ overflow.
+        _Refusing.release.set()
+        tl.flush()
+        after = tl.export_stats()
+        counts = {k: after[k] - before[k] for k in ("exported", "failed", "dropped")}
+        assert counts["exported"] == 0
+        assert counts["failed"] + counts["dropped"] == 10
+        assert counts["dropped"] >= 2
+    finally:
+        tl.shutdown()
+        server.shutdown()
+        server.server_close()
