@@ -343,6 +343,16 @@ def test_enveloped_binary_messages_and_the_child_session_model(traces, framework
     assert second.parent_id == session.span_id  # no context: a child of the session
     reply = next(s for s in sent if s.parent_id == t.find_all("echo")[0].span_id)
     assert reply_head["traceparent"].split("-")[2] == reply.span_id
+    if framework == "fastapi":  # the instrumentation's span for the whole connection
+        (connection,) = [
+            s for s in traces.spans if s.kind == "SERVER" and s.name != "connect /echo"
+        ]
+        assert connection.trace_id != t.trace_id
+        assert connection.links == [(t.trace_id, session.span_id, {"threadline.link": "session"})]
+        assert (
+            connection.attributes["threadline.session.id"]
+            == session.attributes["threadline.session.id"]
+        )
 
 
 def test_meta_tags_carry_the_render_context_and_clock(traces):

@@ -230,6 +230,11 @@ class LiveSocket:
             span.set_attribute("threadline.session.relation", self.relation)
             await self.websocket.accept(subprotocol=subprotocol, headers=headers)
         self._attributes["threadline.session.id"] = self.session_id
+        outer = self._outer
+        if outer.is_recording() and hasattr(outer, "add_link"):
+            # An ASGI instrumentation's span for the whole connection: tie it to the session.
+            outer.set_attribute("threadline.session.id", self.session_id)
+            outer.add_link(self.session.span_context, {"threadline.link": "session"})
 
     async def __aenter__(self) -> LiveSocket:
         await self.accept()
