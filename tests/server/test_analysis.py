@@ -464,3 +464,24 @@ def test_skew_leaves_same_clock_and_async_children_that_start_later():
         sp("c", "p", service="worker", kind=KIND_CONSUMER, start=50, end=60),  # after: fine
     ]
     assert an.adjust_clock_skew(spans)[1] == []
+
+
+def test_orphans_of_one_missing_parent_share_its_sender():
+    spans = [
+        sp("r", service="web", end=100),
+        sp("cl", "r", service="web", kind=KIND_CLIENT, start=5, end=90),
+        sp("x", "lost", service="pay", start=10, end=20),
+        sp("y", "lost", service="pay", start=30, end=40),  # started after nothing else but cl
+    ]
+    found = [(b.before.span_id, b.after.span_id) for b in an.breaks(an.assemble(spans))]
+    assert found == [("cl", "x"), ("cl", "y")]
+
+
+def test_sender_search_is_bounded_and_says_so():
+    orphans = [sp(f"x{i}", f"lost{i}", service="pay", start=10 + i, end=20 + i) for i in range(3)]
+    tree = an.assemble([sp("root", service="web", end=100), *orphans])
+    assert [b.before.span_id for b in an.breaks(tree)] == ["root", "root", "root"]
+    limited = an.breaks(tree, search_budget=2)
+    assert limited[0].before.span_id == "root"
+    assert limited[1].before is None and limited[2].before is None
+    assert limited[1].message.startswith("(sender not searched: too many breaks in this trace) -> service 'pay'")

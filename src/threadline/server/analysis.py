@@ -12,7 +12,9 @@ answers. Every walk is iterative: a 50k-span chain must not hit Python's recursi
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import signal
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -226,51 +228,92 @@ class Break:
         return (self.before.service if self.before else "?", self.after.service)
 
 
-def breaks(tree: Tree) -> list[Break]:
+def breaks(tree: Tree, *, search_budget: int = 2_000_000) -> list[Break]:
+    """Every broken boundary. The likely sender is searched once per missing parent (all its
+    orphans share it), scanning spans backwards in time from the break; `search_budget` bounds
+    the spans looked at per trace, so a huge trace with thousands of breaks stays fast (past
+    it, breaks say the sender was not searched)."""
+    finder = _SenderFinder(tree, search_budget)
     out = []
     for ph in (n for n in tree.roots if n.span is None):
+        sender = finder.find(ph, ph.children[0].service)
+        what = f"parent {ph.span_id} never arrived"
         for orphan in ph.children:
-            sender = _likely_sender(tree, orphan)
-            what = f"parent {ph.span_id} never arrived"
-            out.append(_break("missing_parent", tree, ph.span_id, sender, orphan, what))
+            out.append(_break("missing_parent", tree, ph.span_id, sender, orphan, what, finder))
     for extra in tree.real_roots[1:]:
-        sender = _likely_sender(tree, extra)
+        sender = finder.find(extra, extra.service)
         what = f"a second root: the trace id crossed but the parent span id did not (first root {tree.real_roots[0].span_id})"
-        out.append(_break("extra_root", tree, "", sender, extra, what))
+        out.append(_break("extra_root", tree, "", sender, extra, what, finder))
     for node in tree.cycles:
         what = f"parent ids loop back to span {node.span_id}; the loop was cut there"
-        out.append(_break("parent_cycle", tree, node.span.parent_span_id, None, node, what))
+        out.append(_break("parent_cycle", tree, node.span.parent_span_id, None, node, what, None))
     return out
 
 
 def _break(
-    kind: str, tree: Tree, missing: str, sender: Span | None, node: Node, what: str
+    kind: str,
+    tree: Tree,
+    missing: str,
+    sender: Span | None,
+    node: Node,
+    what: str,
+    finder: _SenderFinder | None,
 ) -> Break:
     before = Side.of(sender) if sender else None
     after = Side.of(node.span)
-    where = (
-        f"{before} -> {after}"
-        if before
-        else f"(no span in this trace could have sent it) -> {after}"
-    )
+    if before:
+        where = f"{before} -> {after}"
+    elif finder is not None and finder.exhausted:
+        where = f"(sender not searched: too many breaks in this trace) -> {after}"
+    else:
+        where = f"(no span in this trace could have sent it) -> {after}"
     return Break(kind, tree.trace_id, missing, before, after, f"{where}: {what}")
 
 
-def _likely_sender(tree: Tree, node: Node) -> Span | None:
-    """The span that was running when `node` started and is not below it: a client or producer
-    if there is one, otherwise the innermost such span. Pending spans count as still running."""
-    excluded = _subtree_ids(node)
-    t = node.start_ns
-    best, best_key = None, None
-    for s in tree.spans:
-        if s.span_id in excluded or s.start_ns > t:
-            continue
-        if not (s.end_ns >= t or s.pending or s.kind == KIND_PRODUCER):
-            continue
-        key = (s.kind in _SENDER_KINDS, s.service != node.service, s.start_ns)
-        if best_key is None or key > best_key:
-            best, best_key = s, key
-    return best
+class _SenderFinder:
+    """The span that was running when a disconnected subtree started and is not part of it: a
+    client or producer in another service if there is one, else the best of the rest, latest
+    start first. Pending spans count as still running; producers may have ended already."""
+
+    def __init__(self, tree: Tree, budget: int) -> None:
+        self.spans = sorted(tree.spans, key=lambda s: s.start_ns)
+        self.starts = [s.start_ns for s in self.spans]
+        # to stop early: how many senders, and spans of each service, come before an index
+        self.senders = list(
+            itertools.accumulate((s.kind in _SENDER_KINDS for s in self.spans), initial=0)
+        )
+        self.by_service: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(self.spans):
+            self.by_service[s.service].append(i)
+        self.budget = budget
+        self.exhausted = False
+
+    def find(self, node: Node, service: str) -> Span | None:
+        if self.exhausted:
+            return None
+        excluded = _subtree_ids(node)
+        t = node.start_ns
+        same = self.by_service.get(service, [])
+        best, best_key = None, None
+        for i in range(bisect.bisect_right(self.starts, t) - 1, -1, -1):
+            self.budget -= 1
+            if self.budget < 0:
+                self.exhausted = True
+                return None
+            s = self.spans[i]
+            if s.span_id not in excluded and (
+                s.end_ns >= t or s.pending or s.kind == KIND_PRODUCER
+            ):
+                key = (s.kind in _SENDER_KINDS, s.service != service)
+                if best_key is None or key > best_key:
+                    best, best_key = s, key
+            # the best any span before i could still be; scanning goes latest start first
+            if best_key is not None and best_key >= (
+                self.senders[i] > 0,
+                i - bisect.bisect_left(same, i) > 0,
+            ):
+                return best
+        return best
 
 
 # ---------------------------------------------------------------------------------- incomplete
