@@ -41,6 +41,7 @@ BROKEN = "c0ffee00000000000000000000000002"
 CRASHED = "c0ffee00000000000000000000000003"
 MAILER = "c0ffee00000000000000000000000004"
 EVIL = "c0ffee00000000000000000000000005"
+SKEWED = "c0ffee00000000000000000000000006"
 
 
 def _res(service: str, pid: int, host: str = "app-1") -> dict:
@@ -123,6 +124,19 @@ def evil(base_ns: int) -> list[Span]:
     return [
         span(t, "5000000000000001", "", XSS, XSS, KIND_SERVER, 0, 10, b, resource=res, status_code=STATUS_ERROR, status_message=XSS, attributes={XSS: XSS, "url": XSS_URL}, events=[Event(b + MS, XSS, {"x": XSS})]),
         span(t, "5000000000000002", "5000000000000001", "<script>window.__xss=1</script>", "web", KIND_CLIENT, 1, 9, b, attributes={"http.url": XSS_URL}),
+    ]
+
+
+def skewed(base_ns: int) -> list[Span]:
+    """The payments host's clock runs 40 ms behind: its server span starts before the call."""
+    t = SKEWED
+    b = base_ns + 4000 * MS
+    web, pay = _res("web", 100, "web-1"), _res("payments", 200, "pay-7")
+    return [
+        span(t, "7000000000000001", "", "GET /order", "web", KIND_SERVER, 0, 100, b, resource=web),
+        span(t, "7000000000000002", "7000000000000001", "GET /balance", "web", KIND_CLIENT, 10, 60, b, resource=web),
+        span(t, "7100000000000001", "7000000000000002", "balance", "payments", KIND_SERVER, -25, 5, b, resource=pay),
+        span(t, "7100000000000002", "7100000000000001", "SELECT balance", "payments", KIND_CLIENT, -20, 0, b, resource=pay),
     ]
 
 

@@ -484,4 +484,6 @@ def test_sender_search_is_bounded_and_says_so():
     limited = an.breaks(tree, search_budget=2)
     assert limited[0].before.span_id == "root"
     assert limited[1].before is None and limited[2].before is None
-    assert limited[1].message.startswith("(sender not searched: too many breaks in this trace) -> service 'pay'")
+    assert limited[1].message.startswith(
+        "(sender not searched: too many breaks in this trace) -> service 'pay'"
+    )

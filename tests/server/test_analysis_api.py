@@ -1,13 +1,15 @@
-"""The analysis endpoints over HTTP, on crafted traces served from plain lists."""
+"""The analysis endpoints over HTTP, as `threadline serve` mounts them, on crafted traces sent
+to its OTLP/HTTP receiver."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
-from crafted import BROKEN, CHECKOUT, CRASHED, EVIL, MAILER, XSS, checkout, showcase
-from starlette.applications import Starlette
-from starlette.testclient import TestClient
+from crafted import BROKEN, CHECKOUT, CRASHED, EVIL, MAILER, XSS, checkout, load, showcase
 
 from threadline.server import analysis_api
 from threadline.server.store import open_store
@@ -16,14 +18,30 @@ BASE = time.time_ns() - 60 * 10**9
 SPANS = showcase(BASE)
 
 
+class Response:
+    def __init__(self, status_code: int, body: bytes) -> None:
+        self.status_code, self.body = status_code, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class HTTP:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def get(self, path: str) -> Response:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=30) as resp:
+                return Response(resp.status, resp.read())
+        except urllib.error.HTTPError as exc:
+            return Response(exc.code, exc.read())
+
+
 @pytest.fixture(scope="module")
-def client():
-    store = open_store(":memory:")
-    store.write(SPANS)
-    app = Starlette(routes=analysis_api.routes(store))
-    with TestClient(app) as c:
-        yield c
-    store.close()
+def client(srv):
+    load(srv.urls.otlp_http, SPANS)
+    return HTTP(srv.urls.api)
 
 
 def test_trace_rows_in_tree_order_with_critical_path(client):

@@ -18,6 +18,7 @@ from crafted import (
     CRASHED,
     EVIL,
     MAILER,
+    SKEWED,
     XSS,
     XSS_URL,
     big,
@@ -25,6 +26,7 @@ from crafted import (
     launch_chromium,
     load,
     showcase,
+    skewed,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -225,6 +227,37 @@ def test_missing_parent_and_crashed_worker_are_marked(page, ui):
     )
     pending.click()
     assert "worker pid 301 was killed by signal 9 (SIGKILL)" in page.locator(".detail").inner_text()
+
+
+def test_clock_skew_adjustment_is_opt_in_and_reports_its_shifts(page, srv, ui):
+    load(srv.urls.otlp_http, skewed(BASE_NS))
+    open_trace(page, ui, SKEWED)
+    assert page.locator(".problems").count() == 0
+    bar_left = "el => el.querySelector('.bar').getBoundingClientRect().left"
+    client_left = page.locator(".row[data-span-id='7000000000000002']").evaluate(bar_left)
+    assert page.locator(".row[data-span-id='7100000000000001']").evaluate(bar_left) < client_left
+    page.check("text=Adjust clock skew")
+    page.wait_for_selector(".problems")
+    finding = page.locator(".problems").inner_text()
+    assert "balance" in finding and "moved later by 45.000 ms (2 spans)" in finding
+    assert page.locator(".row[data-span-id='7100000000000001']").evaluate(bar_left) > client_left
+    page.uncheck("text=Adjust clock skew")
+    page.wait_for_function("() => !document.querySelector('.problems')")
+
+
+def test_minimap_drag_zooms_in_time(page, ui):
+    open_trace(page, ui, CHECKOUT)
+    assert page.locator("text=Reset zoom").is_hidden()
+    box = page.locator(".minimap").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.5, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.75, y, steps=4)
+    page.mouse.up()
+    assert page.locator("text=Reset zoom").is_visible()
+    assert page.locator(".ruler .tick").first.inner_text() != "0 ns"
+    page.click("text=Reset zoom")
+    assert page.locator(".ruler .tick").first.inner_text() == "0 ns"
 
 
 def test_service_map_nodes_edges_and_edge_traces(page, ui):

@@ -49,6 +49,7 @@ export async function render(container, params) {
 class TraceView {
   constructor(container, data, skew) {
     this.data = data;
+    this.skew = skew;
     this.rows = data.rows;
     const n = this.rows.length;
     this.n = n;
@@ -198,18 +199,18 @@ class TraceView {
           "li",
           { class: "problem break" },
           h("span", { class: "tag warn" }, b.kind.replace("_", " ")),
-          side(d.trace_id, b.before),
+          side(this, b.before),
           h("span", { class: "arrow" }, " ⇢ "),
-          side(d.trace_id, b.after),
+          side(this, b.after),
           h("div", { class: "problem-msg" }, b.message),
         ),
       );
     }
     for (const inc of d.incomplete) {
-      items.push(h("li", { class: "problem" }, h("span", { class: "tag warn" }, "incomplete"), spanLink(d.trace_id, inc.span_id, `${inc.service}: ${inc.name}`), h("div", { class: "problem-msg" }, inc.reason)));
+      items.push(h("li", { class: "problem" }, h("span", { class: "tag warn" }, "incomplete"), spanLink(this, inc.span_id, `${inc.service}: ${inc.name}`), h("div", { class: "problem-msg" }, inc.reason)));
     }
     for (const sh of d.skew.shifts) {
-      items.push(h("li", { class: "problem" }, h("span", { class: "tag info" }, "clock skew"), spanLink(d.trace_id, sh.span_id, `${sh.service}: ${sh.name}`), h("div", { class: "problem-msg" }, `${sh.reason} (${sh.spans_moved} spans)`)));
+      items.push(h("li", { class: "problem" }, h("span", { class: "tag info" }, "clock skew"), spanLink(this, sh.span_id, `${sh.service}: ${sh.name}`), h("div", { class: "problem-msg" }, `${sh.reason} (${sh.spans_moved} spans)`)));
     }
     if (d.skew.adjusted && !d.skew.shifts.length) items.push(h("li", { class: "problem" }, h("span", { class: "tag info" }, "clock skew"), "No span needed moving."));
     if (!items.length) return null;
@@ -540,13 +541,14 @@ function stat(label, value, cls = "") {
   return h("div", { class: `stat ${cls}` }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value" }, value));
 }
 
-function side(traceId, s) {
+function side(here, s) {
   if (!s) return h("span", { class: "side unknown" }, "no sender in this trace");
-  return spanLink(traceId, s.span_id, `${s.service}: ${s.name}`);
+  return spanLink(here, s.span_id, `${s.service}: ${s.name}`);
 }
 
-function spanLink(traceId, spanId, text) {
-  return h("a", { class: "side", href: `#/trace/${traceId}?span=${spanId}` }, text);
+// A link to a span of the trace on screen, keeping its clock-skew setting.
+function spanLink(here, spanId, text) {
+  return h("a", { class: "side", href: `#/trace/${here.data.trace_id}?span=${spanId}${here.skew ? "&skew=1" : ""}` }, text);
 }
 
 function fact(label, value) {
