@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from multiprocessing.managers import BaseManager
 
 from opentelemetry import trace
 
@@ -55,3 +56,44 @@ def leave(code: int) -> None:
     with tl.span("inner"):
         pass
     sys.exit(code)
+
+
+# -- nodes: managers served by their own OS processes -------------------------------------------
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        with tl.span("count"):
+            if k < 0:
+                raise ValueError("only up")
+            self.n += k
+            return self.n
+
+
+class NodeB(BaseManager):
+    pass
+
+
+NodeB.register("Counter", Counter)
+
+
+class Relay:
+    """Lives on node A; forwards to a Counter on node B, as a client of B."""
+
+    def __init__(self, address, authkey: bytes) -> None:
+        self.node = NodeB(address=address, authkey=authkey)
+        self.node.connect()
+        self.counter = self.node.Counter()
+
+    def add(self, k: int) -> int:
+        return self.counter.add(k)
+
+
+class NodeA(BaseManager):
+    pass
+
+
+NodeA.register("Relay", Relay)

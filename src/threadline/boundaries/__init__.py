@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-DEFAULT = ("threads", "asyncio", "processes")  # what configure(boundaries=True) installs
+DEFAULT = ("threads", "asyncio", "processes", "nodes")  # what configure(boundaries=True) installs
 
 
 def _module(name: str):

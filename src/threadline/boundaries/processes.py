@@ -206,6 +206,21 @@ class _Task:
             return self.fn(*args, **kwargs)
 
 
+def rename(service_name: str) -> None:
+    """Reconfigure this process as it is, under another service name: for a child or a node
+    that should show as its own service (``Process(target=...)`` code, a Pool ``initializer``,
+    ``manager.start(initializer=rename, initargs=("inventory",))``)."""
+    s = _config.settings()
+    if s is None:
+        raise RuntimeError(
+            "threadline is not configured in this process: call threadline.configure()"
+        )
+    args = {**s.to_dict(), "service_name": service_name}
+    if s.exporter == "custom":  # the same exporter instance serves on
+        args["exporter"] = _config._runtime.exporter  # noqa: SLF001
+    _config.configure(**args)
+
+
 # -- the parent's side -------------------------------------------------------------------------
 
 

@@ -1,0 +1,115 @@
+"""Nodes: managers served by their own OS processes. A call is a CLIENT span in the caller and a
+SERVER span in the node, in one trace, through as many nodes as the call goes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from process_work import NodeA, NodeB
+
+import threadline as tl
+from threadline.boundaries.processes import rename
+from threadline.testing import hex_ids
+
+WAIT = 60
+LOCAL = ("127.0.0.1", 0)
+
+
+@pytest.fixture
+def node_b(traces):
+    node = NodeB(address=LOCAL, authkey=b"b-key")
+    node.start(rename, ("node-b",))
+    yield node
+    node.shutdown()
+
+
+def node_spans(traces, trace_id: str, count: int):
+    me = os.getpid()
+
+    def done(spans):
+        return [s for s in spans if s.trace_id == trace_id and s.pid != me and not s.pending]
+
+    traces.wait_for(lambda spans: len(done(spans)) >= count, timeout=WAIT)
+    return done(traces.spans)
+
+
+def test_a_call_through_two_nodes_is_one_connected_trace(traces, node_b):
+    a = NodeA(address=LOCAL, authkey=b"a-key")
+    a.start(rename, ("node-a",))
+    try:
+        with tl.span("client") as root:
+            relay = a.Relay(node_b.address, b"b-key")
+            assert relay.add(2) == 2
+            assert relay.add(3) == 5
+            with pytest.raises(ValueError, match="only up"):
+                relay.add(-1)
+    finally:
+        a.shutdown()
+        node_b.shutdown()
+    trace_id, root_id = hex_ids(root)
+    node_spans(traces, trace_id, 2 + 3 * 3 + 3)  # creates and adds served, counted, relayed
+    trace = traces.trace(trace_id)
+    trace.assert_connected()
+    assert not [s for s in trace.spans if s.pending]
+    shape = sorted((s.name, s.kind, s.service) for s in trace.spans)
+    assert shape == sorted(
+        [("client", "INTERNAL", "tests")]
+        + [("Relay/create", "CLIENT", "tests"), ("Relay/create", "SERVER", "node-a")]
+        + [("Counter/create", "CLIENT", "node-a"), ("Counter/create", "SERVER", "node-b")]
+        + [("Relay/add", "CLIENT", "tests"), ("Relay/add", "SERVER", "node-a")] * 3
+        + [("Counter/add", "CLIENT", "node-a"), ("Counter/add", "SERVER", "node-b")] * 3
+        + [("count", "INTERNAL", "node-b")] * 3
+    )
+    assert len({s.pid for s in trace.spans}) == 3
+    by_id = {s.span_id: s for s in trace.spans}
+    for server in (s for s in trace.spans if s.kind == "SERVER"):
+        client = by_id[server.parent_id]
+        assert (client.kind, client.name) == ("CLIENT", server.name)
+        assert client.pid != server.pid
+        assert server.attributes["rpc.system"] == "multiprocessing"
+    for client in (s for s in trace.spans if s.name.startswith("Relay/")):
+        if client.kind == "CLIENT":
+            assert client.parent_id == root_id
+            assert client.attributes["server.port"] == a.address[1]
+    failed = [
+        s
+        for s in trace.spans
+        if s.name in ("Relay/add", "Counter/add", "count") and s.status == "ERROR"
+    ]
+    assert len(failed) == 5  # the error travels back through every hop
+    (count,) = [s for s in trace.find_all("count") if s.status == "ERROR"]
+    assert count.event("exception")["exception.message"] == "only up"
+
+
+def test_an_untraced_client_is_served_in_a_trace_of_its_own(traces, node_b):
+    host, port = node_b.address
+    client = textwrap.dedent(f"""
+        from multiprocessing.managers import BaseManager
+        class NodeB(BaseManager):
+            pass
+        NodeB.register("Counter")
+        node = NodeB(address=({host!r}, {port}), authkey=b"b-key")
+        node.connect()
+        print(node.Counter().add(4))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", client], capture_output=True, text=True, timeout=WAIT
+    )
+    assert (out.returncode, out.stdout.strip()) == (0, "4"), out.stderr
+    node_b.shutdown()
+    served = {s.name: s for s in traces.wait_for(3, timeout=WAIT) if s.kind == "SERVER"}
+    assert set(served) == {"Counter/create", "Counter/add"}
+    assert all(s.parent_id is None and s.service == "node-b" for s in served.values())
+    count = traces.trace(served["Counter/add"].trace_id).find("count")
+    assert count.parent_id == served["Counter/add"].span_id
+
+
+def test_the_authkey_is_respected(traces, node_b):
+    intruder = NodeB(address=node_b.address, authkey=b"wrong")
+    with pytest.raises(multiprocessing.AuthenticationError):
+        intruder.connect()
