@@ -10,6 +10,7 @@ from multiprocessing.managers import BaseManager
 from opentelemetry import trace
 
 import threadline as tl
+from threadline.boundaries.mailboxes import Mailbox
 
 _ready = None
 
@@ -97,3 +98,24 @@ class NodeA(BaseManager):
 
 
 NodeA.register("Relay", Relay)
+
+
+# -- mailboxes across processes -----------------------------------------------------------------
+
+
+def consume(queue, name: str, count: int, relation: str | None = None) -> None:
+    """Receive `count` items from a traced mailbox and handle each in its own span."""
+    box = Mailbox(queue, name, relation=relation)
+    for _ in range(count):
+        with box.receive() as item:
+            with tl.span("handle", attributes={"item": item}):
+                pass
+        if hasattr(queue, "task_done"):
+            queue.task_done()
+
+
+def produce(queue, name: str, items: list) -> None:
+    box = Mailbox(queue, name)
+    with tl.span("produce"):
+        for item in items:
+            box.send(item)

@@ -13,6 +13,7 @@ import pytest
 from process_work import NodeA, NodeB
 
 import threadline as tl
+from threadline import _config
 from threadline.boundaries.processes import rename
 from threadline.testing import hex_ids
 
@@ -113,3 +114,22 @@ def test_the_authkey_is_respected(traces, node_b):
     intruder = NodeB(address=node_b.address, authkey=b"wrong")
     with pytest.raises(multiprocessing.AuthenticationError):
         intruder.connect()
+
+
+def test_a_sampled_out_call_records_nothing_on_the_node(traces):
+    try:
+        tl.configure("tests", exporter="none", sample_ratio=0.0)
+        # The node would sample everything on its own: the caller's decision must win.
+        _config.children({"exporter": "otlp", "endpoint": traces.endpoint, "sample_ratio": 1.0})
+        node = NodeB(address=LOCAL, authkey=b"b-key")
+        node.start()
+        try:
+            with tl.span("unsampled") as root:
+                assert not root.is_recording()
+                assert node.Counter().add(1) == 1
+        finally:
+            node.shutdown()
+        assert node._process.exitcode == 0  # noqa: SLF001 - flushed and gone
+        assert traces.spans == []
+    finally:
+        tl.configure("tests", exporter="none")

@@ -26,6 +26,7 @@ import asyncio
 import inspect
 import queue as stdlib_queue
 from collections.abc import Callable, Iterable, Mapping
+from multiprocessing.connection import Connection as _Connection
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -233,7 +234,8 @@ def _check(relation: str) -> Relation:
 
 class Mailbox:
     """A traced view of a queue (``queue.Queue``, ``LifoQueue``, ``PriorityQueue``,
-    ``SimpleQueue``, ``asyncio.Queue``, ``multiprocessing`` queues) or of any put / get pair.
+    ``SimpleQueue``, ``asyncio.Queue``, ``multiprocessing`` queues and managers' queue proxies),
+    of a ``multiprocessing`` Pipe connection (``send`` / ``recv``), or of any put / get pair.
 
     ``send`` / ``receive`` take the same extra arguments as the queue's own ``put`` / ``get``
     (``block``, ``timeout``); ``asend`` / ``areceive`` await them (``asyncio.Queue``).
@@ -252,7 +254,10 @@ class Mailbox:
         relation: Relation | None = None,
     ) -> None:
         if queue is not None:
-            put, get = put or queue.put, get or queue.get
+            if isinstance(queue, _Connection):  # one end of a Pipe: both directions
+                put, get = put or queue.send, get or queue.recv
+            else:
+                put, get = put or queue.put, get or queue.get
         if put is None or get is None:
             raise TypeError("Mailbox needs a queue, or both put= and get= functions")
         if name is not None and (not isinstance(name, str) or not name):
