@@ -207,3 +207,41 @@ def test_full_queue_answers_503_with_retry_after():
         assert first[0].status_code == 200
         assert client.post("/v1/traces", content=pb_request(n=5), headers=PB).status_code == 200
         assert busy_srv.store.stats()["spans"] == 13
+
+
+def test_grpc_rejects_bad_ids_precisely(srv):
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+    with grpc.insecure_channel(srv.urls.otlp_grpc) as channel:
+        stub = TraceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Export(
+                ExportTraceServiceRequest.FromString(pb_request(trace_id=b"\x01" * 15)), timeout=30
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            err.value.details()
+            == "resourceSpans[0].scopeSpans[0].spans[0].traceId: 15 bytes, expected 16"
+        )
+        ok = stub.Export(
+            ExportTraceServiceRequest.FromString(pb_request(trace_id=b"\x0d" * 16)), timeout=30
+        )
+        assert ok.partial_success.rejected_spans == 0
+    assert len(Client(srv.urls.api).trace("0d" * 16)) == 1
+
+
+def test_retention_deletes_old_spans():
+    import time
+
+    from threadline.server.model import Span
+
+    now = time.time_ns()
+    old = Span("e1" * 16, "01" * 8, "", "old", 1, now - 7200 * 10**9, now - 7199 * 10**9, "svc")
+    new = Span("e2" * 16, "02" * 8, "", "new", 1, now - 60 * 10**9, now - 59 * 10**9, "svc")
+    with server.start(retention_ns=3600 * 10**9) as s:
+        s.ingest.submit([old, new]).result(30)
+        s.ingest.submit([Span("e3" * 16, "03" * 8, "", "later", 1, now, now, "svc")]).result(30)
+        # the writer ran retention after the first commit, before taking the second export
+        assert s.store.get_trace("e1" * 16) == []
+        assert [x.name for x in s.store.get_trace("e2" * 16)] == ["new"]

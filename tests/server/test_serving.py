@@ -208,3 +208,17 @@ def test_binds_loopback_by_default(srv):
     assert host == "127.0.0.1"
     with socket.create_connection((host, int(srv.urls.api.rsplit(":", 1)[1])), timeout=5):
         pass
+
+
+def test_retention_option_parses_durations():
+    import argparse
+
+    from threadline.server import command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert parser.parse_args(["--retention", "7d"]).retention == 7 * 86400 * 10**9
+    assert parser.parse_args(["--retention", "1h30m"]).retention == 5400 * 10**9
+    assert parser.parse_args([]).retention is None and parser.parse_args([]).host == "127.0.0.1"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--retention", "soon"])
