@@ -126,15 +126,16 @@ def text_form(v: Any) -> str | None:
     if t is int:
         return str(v)
     if t is float:
-        return json.dumps(v)
+        return repr(v) if math.isfinite(v) else json.dumps(v)  # repr is what json writes
     return None
 
 
 def value_hash(key: str, value: Any, text: str | None = None) -> int | None:
     """A stable 64-bit hash of key and value text (crc32 and adler32 side by side)."""
-    text = text_form(value) if text is None else text
     if text is None:
-        return None
+        text = value if type(value) is str else text_form(value)
+        if text is None:
+            return None
     b = f"{key}\x00{text}".encode()
     h = zlib.crc32(b) << 32 | zlib.adler32(b)
     return h - (1 << 64) if h & _SIGN else h
