@@ -91,7 +91,7 @@ PAGE = """<!doctype html>
 def shop_app(otlp_endpoint: str, session: str = "link"):
     async def page(request: Request) -> HTMLResponse:
         item = request.query_params.get("item", "book")
-        return HTMLResponse(PAGE.format(head=live.head(otlp_endpoint, service="shop-browser"),
+        return HTMLResponse(PAGE.format(head=live.head(otlp_endpoint, service="shop-browser", interactions=session),
                                         item=html.escape(item, quote=True)))  # fmt: skip
 
     async def on_message(sock: live.LiveSocket, data: str) -> None:
@@ -128,12 +128,13 @@ def backend():
         yield server
 
 
-@pytest.fixture
-def shop(backend):
-    """The shop on an ephemeral port; it and the browser export to `threadline serve`."""
+@pytest.fixture(params=["link"])
+def shop(backend, request):
+    """The shop on an ephemeral port; it and the browser export to `threadline serve`. The
+    session model comes from the test's parametrisation (default "link")."""
     tl.configure("shop", endpoint=backend.urls.otlp_http)
     try:
-        with ServerThread(shop_app(backend.urls.otlp_http)) as host:
+        with ServerThread(shop_app(backend.urls.otlp_http, request.param)) as host:
             yield host
     finally:
         tl.shutdown()
@@ -224,6 +225,18 @@ def test_two_interactions_are_two_traces_in_one_session(shop, browser, backend):
         server = one(t, "process /live", "shop")
         assert [(lt, ls) for lt, ls, _ in server.links] == [(render.trace_id, s_connect.span_id)]
         assert {s.service for s in t} == {"shop-browser", "shop"}
+
+
+@pytest.mark.parametrize("shop", ["child"], indirect=True)
+def test_child_sessions_keep_interactions_in_the_page_trace(shop, browser, backend):
+    _, render, clicks = checkout(browser, backend, f"http://{shop}/", clicks=2)
+    assert [t.trace_id for t in clicks] == [render.trace_id] * 2
+    render.assert_connected()
+    b_connect = one(render, "connect /live", "shop-browser")
+    interactions = render.find_all("click checkout")
+    assert [c.parent_id for c in interactions] == [b_connect.span_id] * 2
+    assert all(c.links == [] for c in interactions)
+    assert len(render.find_all("process /live")) == 4
 
 
 def open_ui(browser, backend, trace_id: str, query: str = ""):
