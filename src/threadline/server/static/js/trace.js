@@ -4,7 +4,7 @@ import { append, clear, fmtDuration, fmtTime, getJSON, h, message, serviceColour
 
 const ROW_H = 24;
 const OVERSCAN = 12;
-const MAX_INDENT = 24;
+const MAX_INDENT = 16;
 const KIND_LABEL = { server: "server", client: "client", producer: "producer", consumer: "consumer", internal: "internal", unspecified: "" };
 
 let view = null; // the trace on screen
@@ -346,7 +346,7 @@ class TraceView {
     if (i === this.selected) classes.push("selected");
     const onPath = this.showCritical && this.critical.has(i);
     if (onPath) classes.push("critical");
-    const indent = Math.min(row.depth, MAX_INDENT) * 14;
+    const indent = Math.min(row.depth, MAX_INDENT) * 12;
     const colour = row.placeholder ? "#9ca3af" : serviceColour(row.service);
     const toggle = row.children
       ? h("button", { type: "button", class: "toggle", "aria-label": this.collapsed[i] ? "expand" : "collapse", "aria-expanded": this.collapsed[i] ? "false" : "true" }, this.collapsed[i] ? "▸" : "▾")
