@@ -60,6 +60,7 @@ class _Runtime:
         self.settings = settings
         self.provider = provider
         self.exporter = exporter  # the user's own exporter instance, if one was given
+        self.announcer: PendingAnnouncer | None = None
 
 
 _lock = threading.RLock()
@@ -261,13 +262,17 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
 
 
-def _processors(s: Settings, exporter: str | SpanExporter) -> list[SpanProcessor]:
+def _processors(
+    s: Settings, exporter: str | SpanExporter
+) -> tuple[list[SpanProcessor], PendingAnnouncer | None]:
+    """The span processors for these settings, and the announcer of pending spans (a processor
+    only when every span is announced; otherwise at hand for announce())."""
     if s.exporter == "none":
-        return []
+        return [], None
     if s.exporter == "console":
         from threadline._console import ConsoleTreeExporter
 
-        return [SimpleSpanProcessor(ConsoleTreeExporter())]
+        return [SimpleSpanProcessor(ConsoleTreeExporter())], None
     if s.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -279,7 +284,8 @@ def _processors(s: Settings, exporter: str | SpanExporter) -> list[SpanProcessor
     queue = None if _env("OTEL_BSP_MAX_QUEUE_SIZE") else 8192
     bsp = BatchSpanProcessor(guarded, max_queue_size=queue)
     count_drops(bsp)
-    return [PendingAnnouncer(guarded), bsp] if s.announce else [bsp]
+    announcer = PendingAnnouncer(guarded)
+    return ([announcer, bsp] if s.announce else [bsp]), announcer
 
 
 def configure(
@@ -300,8 +306,8 @@ def configure(
     Every argument left out falls back to its OTEL_* environment variable, then to a default:
     exporter "otlp" to http://127.0.0.1:4318, sample_ratio 1.0. Calling it again replaces the
     previous configuration (its spans are flushed first). announce=True exports a pending copy of
-    every span as it starts, so work killed mid-span still shows (on by default in child
-    processes).
+    every span as it starts, so work killed mid-span still shows (child processes announce the
+    span of each task they run in any case).
     """
     global _runtime, _generation, _installed_global, _atexit_registered
     s = _resolve(
@@ -311,13 +317,15 @@ def configure(
     provider = TracerProvider(
         resource=_resource(s), sampler=ParentBased(TraceIdRatioBased(s.sample_ratio))
     )
-    for proc in _processors(s, exporter if exporter is not None else s.exporter):
+    procs, announcer = _processors(s, exporter if exporter is not None else s.exporter)
+    for proc in procs:
         provider.add_span_processor(proc)
     for tap in _taps:
         provider.add_span_processor(tap)
     with _lock:
         custom = exporter if isinstance(exporter, SpanExporter) else None
         old, _runtime = _runtime, _Runtime(s, provider, custom)
+        _runtime.announcer = announcer
         if old is not None and custom is not None and old.exporter is custom:
             _keep_open(old)  # the same exporter serves the new configuration: flush, don't close
         _generation += 1
@@ -401,6 +409,15 @@ def remove_tap(processor: SpanProcessor) -> None:
             proc._span_processors = tuple(p for p in proc._span_processors if p is not processor)
 
 
+def announce(span: trace.Span) -> None:
+    """Export a pending copy of a span that has just started, now (docs/internals.md): for the
+    units of work a process may be killed in. A no-op when every span is announced anyway, when
+    nothing is exported, or for a span that is not recorded."""
+    rt = _runtime
+    if rt is not None and rt.announcer is not None and not rt.settings.announce and span.is_recording():
+        rt.announcer.on_start(span)
+
+
 def children(overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None) -> None:
     """Configure child processes with these configure() arguments instead of this process's own
     (a mapping, or a callable returning one when a child starts); None restores the default."""
@@ -416,9 +433,8 @@ def children(overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | No
 def child_settings() -> dict[str, Any] | None:
     """configure() arguments for a child process started now, or None when not configured.
 
-    Same exporter, endpoint and service; the resource names this process as the parent; pending
-    announcements on (a child is where work gets killed). A custom SpanExporter instance cannot
-    travel, so such children export OTLP to the configured endpoint.
+    Same exporter, endpoint and service; the resource names this process as the parent. A custom
+    SpanExporter instance cannot travel, so such children export OTLP to the configured endpoint.
     """
     rt = _runtime
     if rt is None:
@@ -426,7 +442,6 @@ def child_settings() -> dict[str, Any] | None:
     out = rt.settings.to_dict()
     if out["exporter"] == "custom":
         out["exporter"] = "otlp"
-    out["announce"] = True
     overrides = _child_overrides() if callable(_child_overrides) else _child_overrides
     out.update(overrides or {})
     out["resource_attributes"] = {**out["resource_attributes"], "process.parent_pid": os.getpid()}

@@ -8,8 +8,9 @@ the fork, spawn and forkserver start methods.
   executor.submit/map) and runs in the child under a "run <function>" span parented to the
   sender's span. A pool worker carries no context of its own: a reused worker never leaks the
   previous task's trace.
-- A child exports every ended span before it exits (threadline._exit) and announces spans as they
-  start, so a worker killed mid-task still shows an incomplete span. When the parent sees a
+- A child exports every ended span before it exits (threadline._exit) and announces each task's
+  span as it starts (a pending copy, docs/internals.md), so a worker killed mid-task still shows
+  an incomplete span; configure(announce=True) announces every span. When the parent sees a
   worker die, it records `threadline.worker.died` on the sender's span.
 
 multiprocessing.pool.ThreadPool is left to the threads boundary.
@@ -137,6 +138,7 @@ class _Unit:
 
     def __enter__(self) -> trace.Span:
         self._span = self._cm.__enter__()
+        _config.announce(self._span)  # a worker may be killed mid-task: make the task visible now
         _open.append(self._span)
         return self._span
 
