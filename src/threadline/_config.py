@@ -45,7 +45,9 @@ class Settings:
     sample_ratio: float = 1.0
     boundaries: bool = True
     resource_attributes: dict[str, Any] = field(default_factory=dict)
-    announce: bool = False  # export a pending copy of each span as it starts (docs/internals.md)
+    # Pending copies exported as spans start (docs/internals.md): True every span, None (default)
+    # the units of work a process may be killed in (a child's tasks), False none.
+    announce: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +63,7 @@ class _Runtime:
         self.provider = provider
         self.exporter = exporter  # the user's own exporter instance, if one was given
         self.announcer: PendingAnnouncer | None = None
+        self.child_base: dict[str, Any] | None = None  # settings.to_dict(), made once
 
 
 _lock = threading.RLock()
@@ -175,7 +178,7 @@ def _resolve(
     sample_ratio: float | None,
     boundaries: bool,
     resource_attributes: Mapping[str, Any] | None,
-    announce: bool = False,
+    announce: bool | None = None,
 ) -> Settings:
     env_res = _env_resource()
     if exporter is None:
@@ -228,7 +231,7 @@ def _resolve(
         sample_ratio=float(sample_ratio),
         boundaries=bool(boundaries),
         resource_attributes=dict(resource_attributes or {}),
-        announce=bool(announce),
+        announce=None if announce is None else bool(announce),
     )
 
 
@@ -299,15 +302,16 @@ def configure(
     sample_ratio: float | None = None,
     boundaries: bool = True,
     resource_attributes: Mapping[str, Any] | None = None,
-    announce: bool = False,
+    announce: bool | None = None,
 ) -> Settings:
     """Set up tracing for this process and return the resolved settings.
 
     Every argument left out falls back to its OTEL_* environment variable, then to a default:
     exporter "otlp" to http://127.0.0.1:4318, sample_ratio 1.0. Calling it again replaces the
     previous configuration (its spans are flushed first). announce=True exports a pending copy of
-    every span as it starts, so work killed mid-span still shows (child processes announce the
-    span of each task they run in any case).
+    every span as it starts, so work killed mid-span still shows; by default (None) only the units
+    of work a process may be killed in are announced (each task a child process runs); False
+    announces nothing.
     """
     global _runtime, _generation, _installed_global, _atexit_registered
     s = _resolve(
@@ -411,10 +415,11 @@ def remove_tap(processor: SpanProcessor) -> None:
 
 def announce(span: trace.Span) -> None:
     """Export a pending copy of a span that has just started, now (docs/internals.md): for the
-    units of work a process may be killed in. A no-op when every span is announced anyway, when
-    nothing is exported, or for a span that is not recorded."""
+    units of work a process may be killed in. Only with the default announce=None: True has
+    announced every span already, False wants none. A no-op when nothing is exported, or for a
+    span that is not recorded."""
     rt = _runtime
-    if rt is not None and rt.announcer is not None and not rt.settings.announce and span.is_recording():
+    if rt is not None and rt.announcer is not None and rt.settings.announce is None and span.is_recording():
         rt.announcer.on_start(span)
 
 
@@ -439,7 +444,9 @@ def child_settings() -> dict[str, Any] | None:
     rt = _runtime
     if rt is None:
         return None
-    out = rt.settings.to_dict()
+    if rt.child_base is None:
+        rt.child_base = rt.settings.to_dict()
+    out = dict(rt.child_base)
     if out["exporter"] == "custom":
         out["exporter"] = "otlp"
     overrides = _child_overrides() if callable(_child_overrides) else _child_overrides
