@@ -208,6 +208,13 @@ class _Task:
             return self.fn(*args, **kwargs)
 
 
+def configure_children(**overrides: Any) -> None:
+    """configure() arguments children take instead of this process's own, for every child
+    started from now on: ``configure_children(service_name="worker", announce=False)``.
+    Without arguments, children are configured like this process again."""
+    _config.children(overrides or None)
+
+
 def rename(service_name: str) -> None:
     """Reconfigure this process as it is, under another service name: for a child or a node
     that should show as its own service (``Process(target=...)`` code, a Pool ``initializer``,
