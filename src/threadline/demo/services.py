@@ -1,0 +1,336 @@
+"""The demo shop: small Starlette services, each run in its own process by `threadline demo`.
+
+    gateway -> users -> auth
+    gateway -> orders -> inventory
+                      -> payments   (behind a circuit breaker; sometimes declines, fails, hangs)
+                      -> a process pool (pricing, CPU-bound)
+                      -> "order.created" on a multiprocessing queue -> worker process
+
+Every service is instrumented with one line, ``tl.instrument(app)``; everything else here is the
+shop itself. Run one with ``python -m threadline.demo.services NAME --fd FD --peer NAME=URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import math
+import multiprocessing
+import signal
+import socket
+import sys
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import threadline as tl
+from threadline import _config
+from threadline.boundaries.mailboxes import Mailbox
+from threadline.demo.breaker import CircuitBreaker, CircuitOpen
+
+SERVICES = ("auth", "users", "inventory", "payments", "orders", "gateway")
+PEERS = {"gateway": ("users", "orders"), "users": ("auth",), "orders": ("inventory", "payments")}
+TOPIC = "order.created"
+WORKER = "worker"
+
+# What payments does with its n-th charge: a fixed rhythm, so every run (and test) sees approvals,
+# declines, processor failures, a timeout, and a burst of failures that opens the breaker.
+PAYMENT_RHYTHM = (
+    "approve", "approve", "decline", "approve", "fail", "approve", "timeout", "approve",
+    "fail", "fail", "fail", "approve", "approve", "decline", "approve", "approve",
+)  # fmt: skip
+PAYMENT_TIMEOUT = 0.5  # orders gives payments this long
+HANG = 1.5  # how long a "timeout" charge takes
+
+
+class PaymentDeclined(Exception):
+    """The card was declined: a business outcome, not a fault of the payments service."""
+
+
+class PaymentUnavailable(Exception):
+    """Payments failed or did not answer in time."""
+
+
+class CardProcessorError(Exception):
+    pass
+
+
+def _json(request: Request) -> Any:
+    return request.json()
+
+
+def _client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+
+
+# -- the services ------------------------------------------------------------------------------
+
+
+def auth_app(peers: dict[str, str]) -> Starlette:
+    async def verify(request: Request) -> JSONResponse:
+        user = request.query_params.get("user", "")
+        with tl.span("check session", attributes={"enduser.id": user}):
+            await asyncio.sleep(0.002)
+        return JSONResponse({"user": user, "valid": True})
+
+    return Starlette(routes=[Route("/verify", verify)])
+
+
+def users_app(peers: dict[str, str]) -> Starlette:
+    state: dict[str, httpx.AsyncClient] = {}
+
+    async def profile(request: Request) -> JSONResponse:
+        user = request.path_params["user"]
+        r = await state["http"].get(f"{peers['auth']}/verify", params={"user": user})
+        r.raise_for_status()
+        with tl.span("load profile", attributes={"enduser.id": user, "db.system.name": "sqlite"}):
+            await asyncio.sleep(0.003)
+        return JSONResponse({"user": user, "name": user.title(), "tier": "gold"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with _client() as state["http"]:
+            yield
+
+    return Starlette(routes=[Route("/users/{user}", profile)], lifespan=lifespan)
+
+
+def inventory_app(peers: dict[str, str]) -> Starlette:
+    stock: dict[str, int] = {}
+
+    async def reserve(request: Request) -> JSONResponse:
+        body = await _json(request)
+        item, qty = str(body["item"]), int(body["qty"])
+        with tl.span("reserve stock", attributes={"shop.item": item, "shop.quantity": qty}):
+            stock[item] = stock.get(item, 1000) - qty
+            await asyncio.sleep(0.002)
+        return JSONResponse({"item": item, "reserved": qty, "left": stock[item]})
+
+    return Starlette(routes=[Route("/reserve", reserve, methods=["POST"])])
+
+
+def payments_app(peers: dict[str, str]) -> Starlette:
+    charges = 0
+
+    async def charge(request: Request) -> JSONResponse:
+        nonlocal charges
+        body = await _json(request)
+        outcome = PAYMENT_RHYTHM[charges % len(PAYMENT_RHYTHM)]
+        charges += 1
+        attrs = {"shop.order_id": body["order_id"], "shop.amount": body["amount"]}
+        try:
+            with tl.span("authorize payment", attributes=attrs) as span:
+                span.set_attribute("payment.outcome", outcome)
+                if outcome == "decline":
+                    raise PaymentDeclined(f"card declined for order {body['order_id']}")
+                if outcome == "fail":
+                    raise CardProcessorError("card processor unavailable")
+                if outcome == "timeout":
+                    await asyncio.sleep(HANG)  # the caller has given up by now
+        except PaymentDeclined as exc:
+            return JSONResponse({"status": "declined", "reason": str(exc)}, 402)
+        except CardProcessorError as exc:
+            return JSONResponse({"status": "error", "reason": str(exc)}, 500)
+        return JSONResponse({"status": "approved", "charge": uuid.uuid4().hex[:12]})
+
+    return Starlette(routes=[Route("/charge", charge, methods=["POST"])])
+
+
+def price_order(item: str, qty: int) -> float:
+    """The CPU-bound step, run in the orders process pool: a (deliberately slow) price."""
+    digest = item.encode()
+    for _ in range(20_000):
+        digest = hashlib.sha256(digest).digest()
+    return round(qty * (5 + digest[0] / 10), 2)
+
+
+def work(queue: Any, endpoint: str) -> None:
+    """The worker process: takes "order.created" messages until it gets None."""
+    if _config.settings() is None:  # started without the processes boundary configuring it
+        tl.configure(WORKER, endpoint=endpoint, namespace="threadline-demo")
+    box = Mailbox(queue, TOPIC)
+    while True:
+        delivery = box.receive()
+        if delivery.item is None:
+            break
+        with delivery as order:
+            with tl.span("send confirmation", attributes={"shop.order_id": order["order_id"]}):
+                hashlib.sha256(repr(order).encode()).hexdigest()
+    tl.flush()
+
+
+def _start_worker(queue: Any, endpoint: str) -> multiprocessing.process.BaseProcess:
+    proc = multiprocessing.get_context("spawn").Process(
+        target=work, args=(queue, endpoint), name=WORKER, daemon=True
+    )
+    children = getattr(_config, "children", None)  # the processes boundary's override
+    if children is None:
+        proc.start()
+        return proc
+    children({"service_name": WORKER})
+    try:
+        proc.start()
+    finally:
+        children(None)
+    return proc
+
+
+def orders_app(peers: dict[str, str], *, endpoint: str, cooldown: float) -> Starlette:
+    breaker = CircuitBreaker("payments", failures=3, cooldown=cooldown)
+    state: dict[str, Any] = {}
+
+    async def charge(order_id: str, amount: float) -> dict:
+        with tl.span("charge payment", attributes={"shop.order_id": order_id}):
+            breaker.check()
+            try:
+                r = await state["http"].post(
+                    f"{peers['payments']}/charge",
+                    json={"order_id": order_id, "amount": amount},
+                    timeout=PAYMENT_TIMEOUT,
+                )
+            except httpx.TimeoutException as exc:
+                breaker.failure("timed out")
+                raise PaymentUnavailable(f"payments did not answer in {PAYMENT_TIMEOUT}s") from exc
+            if r.status_code >= 500:
+                breaker.failure(f"HTTP {r.status_code}")
+                raise PaymentUnavailable(f"payments answered {r.status_code}")
+            breaker.success()
+            if r.status_code == 402:
+                raise PaymentDeclined(r.json()["reason"])
+            r.raise_for_status()
+            return r.json()
+
+    async def create(request: Request) -> JSONResponse:
+        body = await _json(request)
+        order_id = uuid.uuid4().hex[:12]
+        item, qty = str(body["item"]), int(body["qty"])
+        try:
+            with tl.span("place order", attributes={"shop.order_id": order_id}):
+                r = await state["http"].post(
+                    f"{peers['inventory']}/reserve", json={"item": item, "qty": qty}
+                )
+                r.raise_for_status()
+                loop = asyncio.get_running_loop()
+                amount = await loop.run_in_executor(state["pool"], price_order, item, qty)
+                payment = await charge(order_id, amount)
+                state["box"].send({"order_id": order_id, "user": body["user"], "amount": amount})
+        except PaymentDeclined as exc:
+            return JSONResponse({"order_id": order_id, "status": "declined", "reason": str(exc)}, 402)
+        except PaymentUnavailable as exc:
+            return JSONResponse({"order_id": order_id, "status": "failed", "reason": str(exc)}, 502)
+        except CircuitOpen as exc:
+            return JSONResponse(
+                {"order_id": order_id, "status": "unavailable", "reason": str(exc)},
+                503,
+                headers={"Retry-After": str(math.ceil(exc.retry_after))},
+            )
+        return JSONResponse({"order_id": order_id, "status": "placed", "amount": amount, **payment})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        queue = multiprocessing.get_context("spawn").Queue()
+        worker = _start_worker(queue, endpoint)
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        state.update(pool=pool, box=Mailbox(queue, TOPIC))
+        # Warm the pool up so the first order does not pay for starting a process.
+        await asyncio.get_running_loop().run_in_executor(pool, math.sqrt, 4)
+        try:
+            async with _client() as state["http"]:
+                yield
+        finally:
+            queue.put(None)  # untraced: the worker's signal to stop
+            pool.shutdown(wait=True)
+            worker.join(30)
+
+    return Starlette(routes=[Route("/orders", create, methods=["POST"])], lifespan=lifespan)
+
+
+def gateway_app(peers: dict[str, str]) -> Starlette:
+    state: dict[str, httpx.AsyncClient] = {}
+
+    async def checkout(request: Request) -> JSONResponse:
+        q = request.query_params
+        user, item, qty = q.get("user", "ada"), q.get("item", "tea"), int(q.get("qty", "1"))
+        http = state["http"]
+        r = await http.get(f"{peers['users']}/users/{user}")
+        if r.status_code != 200:
+            return JSONResponse({"status": "unknown user"}, 403)
+        r = await http.post(f"{peers['orders']}/orders", json={"user": user, "item": item, "qty": qty})
+        headers = {"Retry-After": r.headers["retry-after"]} if "retry-after" in r.headers else None
+        return JSONResponse(r.json(), r.status_code, headers=headers)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with _client() as state["http"]:
+            yield
+
+    return Starlette(
+        routes=[Route("/checkout", checkout), Route("/healthz", health)], lifespan=lifespan
+    )
+
+
+def build(name: str, peers: dict[str, str], *, endpoint: str, cooldown: float = 1.0) -> Starlette:
+    if name == "orders":
+        return orders_app(peers, endpoint=endpoint, cooldown=cooldown)
+    factory = {
+        "auth": auth_app,
+        "users": users_app,
+        "inventory": inventory_app,
+        "payments": payments_app,
+        "gateway": gateway_app,
+    }[name]
+    return factory(peers)
+
+
+# -- one service process -----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m threadline.demo.services")
+    parser.add_argument("name", choices=SERVICES)
+    parser.add_argument("--fd", type=int, required=True, help="listening socket to serve on")
+    parser.add_argument("--endpoint", required=True, help="OTLP/HTTP endpoint")
+    parser.add_argument("--peer", action="append", default=[], metavar="NAME=URL")
+    parser.add_argument("--cooldown", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    peers = dict(p.split("=", 1) for p in args.peer)
+    tl.configure(args.name, endpoint=args.endpoint, namespace="threadline-demo")
+    app = tl.instrument(build(args.name, peers, endpoint=args.endpoint, cooldown=args.cooldown))
+    sock = socket.socket(fileno=args.fd)
+
+    class Announced(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            print(f"ready {args.name}", flush=True)  # the demo waits for this line
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn re-raises SIGTERM after a graceful shutdown, which would kill the process
+            # before its spans are exported; stop gracefully and return instead.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    server = Announced(uvicorn.Config(app, log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        tl.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
