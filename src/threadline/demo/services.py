@@ -223,7 +223,9 @@ def orders_app(peers: dict[str, str], *, endpoint: str, cooldown: float) -> Star
                 payment = await charge(order_id, amount)
                 state["box"].send({"order_id": order_id, "user": body["user"], "amount": amount})
         except PaymentDeclined as exc:
-            return JSONResponse({"order_id": order_id, "status": "declined", "reason": str(exc)}, 402)
+            return JSONResponse(
+                {"order_id": order_id, "status": "declined", "reason": str(exc)}, 402
+            )
         except PaymentUnavailable as exc:
             return JSONResponse({"order_id": order_id, "status": "failed", "reason": str(exc)}, 502)
         except CircuitOpen as exc:
@@ -263,7 +265,9 @@ def gateway_app(peers: dict[str, str]) -> Starlette:
         r = await http.get(f"{peers['users']}/users/{user}")
         if r.status_code != 200:
             return JSONResponse({"status": "unknown user"}, 403)
-        r = await http.post(f"{peers['orders']}/orders", json={"user": user, "item": item, "qty": qty})
+        r = await http.post(
+            f"{peers['orders']}/orders", json={"user": user, "item": item, "qty": qty}
+        )
         headers = {"Retry-After": r.headers["retry-after"]} if "retry-after" in r.headers else None
         return JSONResponse(r.json(), r.status_code, headers=headers)
 

@@ -101,8 +101,14 @@ class Shop:
         for peer in PEERS.get(svc.name, ()):
             args += ["--peer", f"{peer}={self.services[peer].url}"]
         svc.log = open(os.path.join(self._logs.name, f"{svc.name}.log"), "w+b")  # noqa: SIM115
+        # Export every 200 ms (not 5 s) so traces show up in the UI while the demo runs.
+        env = {
+            **os.environ,
+            "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        }
         svc.proc = subprocess.Popen(
             args,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=svc.log,
             pass_fds=[svc.sock.fileno()],
@@ -181,7 +187,9 @@ class Shop:
 
         if self._client is None:
             self._client = httpx.Client(timeout=30)
-        r = self._client.get(f"{self.gateway}/checkout", params={"user": user, "item": item, "qty": qty})
+        r = self._client.get(
+            f"{self.gateway}/checkout", params={"user": user, "item": item, "qty": qty}
+        )
         traceparent = parse_server_timing(r.headers.get("server-timing"))
         retry = r.headers.get("retry-after")
         return Outcome(

@@ -1,0 +1,51 @@
+"""threadline check: trace quality for a CI gate.
+
+Prints the completeness metrics and broken hops of the traces in a window and exits 1 when the
+share of traces that are one connected tree is under --min-completeness (or there are none),
+0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from threadline.report import add_server_argument, console, fetch
+from threadline.report.render import completeness_report, connected_share
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", default="1h", help="window: 30s, 10m, 1h, 2d (default 1h)")
+    parser.add_argument(
+        "--min-completeness",
+        type=_share,
+        default=0.99,
+        help="least share of connected traces to pass (default 0.99)",
+    )
+    add_server_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    payload = fetch(
+        args.server, "/api/threadline/analysis/completeness", lookback=args.since, buckets=1
+    )
+    out = console()
+    out.print(completeness_report(payload))
+    share = connected_share(payload)
+    if not payload.get("traces"):
+        out.print(f"[red]FAIL[/red] no traces in the last {args.since} at {args.server}")
+        return 1
+    if share < args.min_completeness:
+        out.print(
+            f"[red]FAIL[/red] {share:.2%} of traces are connected; "
+            f"at least {args.min_completeness:.2%} required"
+        )
+        return 1
+    out.print(f"[green]OK[/green] {share:.2%} of traces connected (>= {args.min_completeness:.2%})")
+    return 0
