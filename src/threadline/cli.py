@@ -12,8 +12,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("threadline.demo.command", "run the multi-service demo and show its traces"),
     "show": ("threadline.report.show", "print one trace as a terminal waterfall"),
     "traces": ("threadline.report.traces", "list recent traces"),
-    "check": ("threadline.report.check", "completeness and broken hops; non-zero under a threshold"),
-    "serve": ("threadline.server.command", "receive OTLP, store traces, serve the Jaeger API and web UI"),
+    "check": (
+        "threadline.report.check",
+        "completeness and broken hops; non-zero under a threshold",
+    ),
+    "serve": (
+        "threadline.server.command",
+        "receive OTLP, store traces, serve the Jaeger API and web UI",
+    ),
 }
 
 

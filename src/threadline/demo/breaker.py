@@ -56,12 +56,12 @@ class CircuitBreaker:
         """Before a call: raises CircuitOpen while open; lets one trial call through after the
         cooldown (half open)."""
         with self._lock:
-            if self.state == OPEN:
-                waited = time.monotonic() - self._opened_at
-                if waited < self.cooldown:
-                    raise CircuitOpen(self.name, self.cooldown - waited)
+            waited = time.monotonic() - self._opened_at
+            if self.state == OPEN and waited >= self.cooldown:
                 self._move(HALF_OPEN, f"cooldown of {self.cooldown}s over: trying one call")
             trace.get_current_span().set_attribute("circuit_breaker.state", self.state)
+            if self.state == OPEN:
+                raise CircuitOpen(self.name, self.cooldown - waited)
 
     def success(self) -> None:
         with self._lock:

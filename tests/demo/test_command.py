@@ -1,0 +1,162 @@
+"""`threadline demo --once`: the whole shop in separate processes, its spans in the embedded
+server's DuckDB file, read back and checked span by span."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+
+from threadline.demo.breaker import EVENT
+from threadline.server.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STATUS_UNSET
+from threadline.server.store import open_store
+
+SHOP = {"gateway", "users", "auth", "orders", "inventory", "payments"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    db = tmp_path_factory.mktemp("demo") / "traces.duckdb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "threadline.cli", "demo", "--once", "-n", "20", "--port", "0"]
+        + ["--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    store = open_store(str(db))
+    try:
+        spans = store.spans_between(0, 2**62)
+    finally:
+        store.close()
+    by_trace = defaultdict(list)
+    for s in spans:
+        by_trace[s.trace_id].append(s)
+    return proc.stdout, dict(by_trace)
+
+
+def status_of(spans) -> int:
+    (gateway,) = [s for s in spans if s.service == "gateway" and s.kind == KIND_SERVER]
+    a = gateway.attributes
+    return int(a.get("http.response.status_code", a.get("http.status_code")))
+
+
+def checkouts(traces, status):
+    return [
+        t
+        for t in traces.values()
+        if any(s.service == "gateway" for s in t) and status_of(t) == status
+    ]
+
+
+def one(spans, name, service):
+    found = [s for s in spans if s.name == name and s.service == service]
+    assert len(found) == 1, (name, service, [(s.name, s.service) for s in spans])
+    return found[0]
+
+
+def exception_types(span) -> list[str]:
+    return [e.attributes.get("exception.type", "") for e in span.events if e.name == "exception"]
+
+
+def test_prints_a_checkout_the_service_map_and_completeness(demo):
+    out, _ = demo
+    assert "checkouts" in out and "20/20" in out
+    assert "trace " in out and "GET /checkout" in out and "authorize payment" in out
+    assert "service map" in out and "└── gateway" in out
+    assert re.search(r"connected \(one tree\)\s+100\.0%", out)
+    assert "no broken hops" in out
+
+
+def test_every_trace_is_one_connected_tree(demo):
+    _, traces = demo
+    assert len([t for t in traces.values() if any(s.service == "gateway" for s in t)]) == 20
+    for trace_id, spans in traces.items():
+        ids = {s.span_id for s in spans}
+        roots = [s for s in spans if not s.parent_span_id]
+        orphans = [s for s in spans if s.parent_span_id and s.parent_span_id not in ids]
+        assert len(roots) == 1 and not orphans, (trace_id, [(s.name, s.service) for s in spans])
+
+
+def test_a_placed_checkout_crosses_every_service_the_queue_and_the_worker(demo):
+    _, traces = demo
+    placed = checkouts(traces, 200)
+    assert len(placed) >= 10
+    for spans in placed:
+        assert {s.service for s in spans} >= SHOP | {"worker"}
+        root = [s for s in spans if not s.parent_span_id][0]
+        assert (root.service, root.name, root.kind) == ("gateway", "GET /checkout", KIND_SERVER)
+        send = one(spans, "send order.created", "orders")
+        process = one(spans, "process order.created", "worker")
+        assert process.parent_span_id == send.span_id
+        assert process.resource["process.pid"] != send.resource["process.pid"]
+        charge = one(spans, "POST /charge", "payments")
+        client = next(s for s in spans if s.span_id == charge.parent_span_id)
+        assert (client.service, client.kind) == ("orders", KIND_CLIENT)
+        assert not [s for s in spans if s.status_code == STATUS_ERROR]
+
+
+def test_declined_payment_is_an_error_where_it_happened(demo):
+    _, traces = demo
+    declined = checkouts(traces, 402)
+    assert len(declined) == 3  # 19 charges: the payments rhythm declines the 3rd, 14th, 19th
+    for spans in declined:
+        authorize = one(spans, "authorize payment", "payments")
+        assert authorize.status_code == STATUS_ERROR
+        assert exception_types(authorize)[0].endswith("PaymentDeclined")
+        charge = one(spans, "charge payment", "orders")
+        assert charge.status_code == STATUS_ERROR
+        assert exception_types(charge)[0].endswith("PaymentDeclined")
+        # a 4xx answer is the client's error, not the server's (HTTP semantic conventions)
+        assert one(spans, "POST /charge", "payments").status_code == STATUS_UNSET
+        assert one(spans, "GET /checkout", "gateway").status_code == STATUS_UNSET
+
+
+def test_failed_and_timed_out_payments(demo):
+    _, traces = demo
+    failed = checkouts(traces, 502)
+    assert len(failed) == 5  # four processor failures and one timeout
+    crashed = [
+        t for t in failed if any(s.name == "authorize payment" and exception_types(s) for s in t)
+    ]
+    assert len(crashed) == 4
+    for spans in crashed:
+        authorize = one(spans, "authorize payment", "payments")
+        assert authorize.status_code == STATUS_ERROR
+        assert exception_types(authorize)[0].endswith("CardProcessorError")
+        assert one(spans, "POST /charge", "payments").status_code == STATUS_ERROR  # a 500
+        charge = one(spans, "charge payment", "orders")
+        assert exception_types(charge)[0].endswith("PaymentUnavailable")
+        assert one(spans, "GET /checkout", "gateway").status_code == STATUS_ERROR  # a 502
+    (timed_out,) = [t for t in failed if t not in crashed]
+    charge = one(timed_out, "charge payment", "orders")
+    assert charge.status_code == STATUS_ERROR
+    (client,) = [s for s in timed_out if s.parent_span_id == charge.span_id]
+    assert client.kind == KIND_CLIENT and client.status_code == STATUS_ERROR
+    assert exception_types(client)[0].endswith("ReadTimeout")
+
+
+def test_circuit_breaker_transitions_are_events(demo):
+    _, traces = demo
+    events = sorted(
+        (e.time_ns, e.attributes["circuit_breaker.from"], e.attributes["circuit_breaker.to"], s)
+        for spans in traces.values()
+        for s in spans
+        for e in s.events
+        if e.name == EVENT
+    )
+    assert [(f, t) for _, f, t, _ in events] == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
+    assert all(s.name == "charge payment" and s.service == "orders" for *_, s in events)
+    (refused,) = checkouts(traces, 503)  # the one call made while open, answered at once
+    charge = one(refused, "charge payment", "orders")
+    assert exception_types(charge)[0].endswith("CircuitOpen")
+    assert charge.attributes["circuit_breaker.state"] == "open"
+    assert "payments" not in {s.service for s in refused}

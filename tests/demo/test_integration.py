@@ -1,0 +1,68 @@
+"""The integration test the README shows: start a trace, call the gateway of the running shop,
+fetch the spans by trace id from the threadline server, check the services and the tree."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+import threadline as tl
+from threadline.demo.shop import Shop
+from threadline.server.analysis import assemble
+from threadline.server.client import Client
+from threadline.server.serving import start
+
+SERVICES = {
+    "checkout-tests",
+    "gateway",
+    "users",
+    "auth",
+    "orders",
+    "inventory",
+    "payments",
+    "worker",
+}
+
+
+@pytest.fixture(scope="module")
+def shop():
+    with start() as server, Shop(server.urls.otlp_http) as running:
+        tl.configure("checkout-tests", endpoint=server.urls.otlp_http)
+        tl.instrument()
+        running.api = server.urls.api
+        try:
+            yield running
+        finally:
+            tl.shutdown()
+
+
+def wait_for_services(client: Client, trace_id: str, services: set[str], timeout: float = 30):
+    """The trace's spans once every service has reported (services export on their own time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = client.trace(trace_id)
+        if {s.service for s in spans} >= services or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.2)  # polling a remote server: there is no event to wait on
+
+
+def test_checkout_is_one_trace_across_the_services(shop):
+    with tl.span("test checkout") as root:
+        r = httpx.get(f"{shop.gateway}/checkout", params={"user": "ada", "item": "tea"})
+    assert r.status_code == 200
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    tl.flush()
+
+    spans = wait_for_services(Client(shop.api), trace_id, SERVICES)
+
+    assert {s.service for s in spans} == SERVICES
+    tree = assemble(spans)  # the server's own analysis: one root, no missing parents
+    assert [r.name for r in tree.real_roots] == ["test checkout"]
+    assert not tree.placeholders
+    gateway = next(s for s in spans if s.name == "GET /checkout")
+    client = next(s for s in spans if s.span_id == gateway.parent_span_id)
+    assert client.service == "checkout-tests" and client.parent_span_id == format(
+        root.get_span_context().span_id, "016x"
+    )

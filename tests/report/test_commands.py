@@ -1,0 +1,97 @@
+"""threadline show / traces / check against a real server holding a whole and a broken trace."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import threadline as tl
+from threadline.cli import main
+from threadline.server.serving import start
+
+MISSING = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"  # a parent span that never arrives
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start() as srv:
+        tl.configure("shop", endpoint=srv.urls.otlp_http)
+        try:
+            with tl.span("checkout") as root:
+                with tl.span("charge"):
+                    try:
+                        with tl.span("authorize"):
+                            raise ValueError("card expired")
+                    except ValueError:
+                        pass
+            with tl.resume({"traceparent": MISSING}, "orphan work"):
+                pass
+            assert tl.flush()  # acknowledged once stored
+            srv.whole = format(root.get_span_context().trace_id, "032x")
+            yield srv
+        finally:
+            tl.shutdown()
+
+
+def cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_show_prints_the_waterfall(server, capsys):
+    code, out = cli(capsys, "show", server.whole, "--server", server.urls.api)
+    assert code == 0
+    assert f"trace {server.whole}" in out and "3 spans, 1 services" in out
+    lines = out.splitlines()
+    names = [line.split()[0] for line in lines[1:4]]
+    assert names == ["checkout", "charge", "authorize"]
+    assert "✖ ValueError: card expired" in out
+
+
+def test_show_unknown_and_bad_ids(server, capsys):
+    code, out = cli(capsys, "show", "f" * 32, "--server", server.urls.api)
+    assert code == 1 and "not found" in out
+    with pytest.raises(SystemExit, match="up to 32 hex digits"):
+        main(["show", "xyz", "--server", server.urls.api])
+
+
+def test_traces_lists_filters_by_errors_and_service(server, capsys):
+    code, out = cli(capsys, "traces", "--server", server.urls.api)
+    assert code == 0 and server.whole in out and "1" * 32 in out
+    code, out = cli(capsys, "traces", "--errors", "--server", server.urls.api)
+    assert server.whole in out and "1" * 32 not in out
+    code, out = cli(
+        capsys, "traces", "--service", "nobody", "--since", "10m", "--server", server.urls.api
+    )
+    assert code == 0 and "no traces in the last 10m for nobody" in out
+
+
+def test_check_gates_on_completeness(server, capsys):
+    code, out = cli(capsys, "check", "--server", server.urls.api)
+    assert code == 1
+    assert re.search(r"connected \(one tree\)\s+50\.0%", out)
+    assert "broken hops" in out and "FAIL" in out
+    code, out = cli(capsys, "check", "--min-completeness", "0.5", "--server", server.urls.api)
+    assert code == 0 and "OK" in out
+
+
+def test_check_with_no_traces_fails(capsys):
+    with start() as empty:
+        code, out = cli(capsys, "check", "--server", empty.urls.api)
+    assert code == 1 and "no traces" in out
+
+
+def test_unreachable_server(capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(SystemExit, match="cannot reach a threadline server"):
+        main(["check", "--server", url])
+
+
+def test_bad_threshold():
+    with pytest.raises(SystemExit):
+        main(["check", "--min-completeness", "2"])
