@@ -293,14 +293,16 @@ def instrument(
     *,
     trust: Trust = "honour",
     clients: bool = True,
+    servers: bool = True,
     server_timing: bool = True,
     asgi_spans: bool = False,
     request_hook: Callable | None = None,
 ) -> Any:
     """Trace HTTP in and out with the OpenTelemetry contrib instrumentations.
 
-    With no app: every installed client (httpx, requests, aiohttp) and every installed framework
-    (FastAPI, Starlette, Flask: applications created from now on) is instrumented.
+    With no app: every installed client (httpx, requests, aiohttp) and, unless servers=False,
+    every installed framework (FastAPI, Starlette, Flask: applications created from now on) is
+    instrumented.
     With an app (Starlette, FastAPI, Flask, or any ASGI/WSGI callable): that app is instrumented,
     with the given trust policy for its callers' trace context, and clients as above. Returns the
     app to serve: the same object for framework apps, a wrapping middleware for bare callables.
@@ -319,7 +321,7 @@ def instrument(
                 f"trust={trust!r} applies to one edge: pass the application that faces the "
                 "untrusted callers, e.g. tl.instrument(app, trust='link')"
             )
-        for library in FRAMEWORKS:
+        for library in FRAMEWORKS if servers else ():
             inst = _contrib(library, FRAMEWORKS)
             if inst is not None and not inst.is_instrumented_by_opentelemetry:
                 inst.instrument()
