@@ -4,6 +4,10 @@ to its OTLP/HTTP receiver."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -11,8 +15,12 @@ import urllib.request
 import pytest
 from crafted import BROKEN, CHECKOUT, CRASHED, EVIL, MAILER, XSS, checkout, load, showcase
 
+import threadline as tl
+from threadline import _config
 from threadline.server import analysis_api
+from threadline.server.client import Client
 from threadline.server.store import open_store
+from threadline.testing import hex_ids
 
 BASE = time.time_ns() - 60 * 10**9
 SPANS = showcase(BASE)
@@ -183,3 +191,46 @@ def test_summaries_for_example_trace_ids(client):
         (CHECKOUT, "web", 7),
     ]
     assert client.get("/api/threadline/analysis/summaries?id=xyz").status_code == 400
+
+
+def _hang(ready) -> None:
+    with tl.span("inner"):
+        ready.set()
+        threading.Event().wait(60)
+
+
+def test_a_killed_worker_is_explained_end_to_end(srv, client):
+    """A real child process, SIGKILLed mid-span, exporting to the real server: the analysis
+    shows its spans as incomplete and says which pid died of which signal."""
+    tl.configure("jobs", endpoint=srv.urls.otlp_http)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        ready = ctx.Event()
+        with tl.span("nightly report") as parent:
+            p = ctx.Process(target=_hang, args=(ready,))
+            p.start()
+            assert ready.wait(60)
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(60)
+        _config.flush()
+    finally:
+        tl.configure("tests", exporter="none")
+    trace_id = hex_ids(parent)[0]
+    Client(srv.urls.api).wait_for_trace(trace_id, min_spans=3, timeout=30)
+    body = client.get(f"/api/threadline/analysis/trace/{trace_id}").json()
+    assert [(r["name"], r["depth"], r.get("pending", False)) for r in body["rows"]] == [
+        ("nightly report", 0, False),
+        ("run _hang", 1, True),
+        ("inner", 2, True),
+    ]
+    why = f"worker pid {p.pid} was killed by signal SIGKILL, seen by service 'jobs' span 'nightly report'"
+    assert [(i["name"], i["pid"], i["reason"]) for i in body["incomplete"]] == [
+        ("run _hang", p.pid, why),
+        ("inner", p.pid, why),
+    ]
+    assert body["breaks"] == [] and body["summary"]["incomplete"] == 2
+
+
+def test_values_json_cannot_hold_are_written_as_the_query_api_writes_them():
+    body = json.loads(analysis_api._JSON({"raw": b"\x00\xff", "nan": float("nan"), "ok": [1]}).body)
+    assert body == {"raw": "AP8=", "nan": "nan", "ok": [1]}

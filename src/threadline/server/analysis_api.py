@@ -21,7 +21,6 @@ window is analysed whole even where some of its spans fall outside it.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from typing import Any
@@ -32,6 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from threadline.server import analysis as an
+from threadline.server.jaeger import json_safe
 from threadline.server.model import KIND_NAMES, Span
 
 PREFIX = "/api/threadline/analysis"
@@ -340,29 +340,18 @@ def completeness_payload(c: an.Completeness, start_ns: int, end_ns: int) -> dict
     }
 
 
-def _plain(v: Any) -> Any:
-    """Attribute values as JSON: bytes as hex, non-finite floats as strings."""
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
-
-
 class _JSON(JSONResponse):
+    """Compact JSON; attribute values JSON cannot hold (bytes, NaN) as the query API writes them."""
+
     def render(self, content: Any) -> bytes:
         try:
-            return json.dumps(
-                content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-            ).encode()
+            return _dumps(content)
         except (TypeError, ValueError):
-            return json.dumps(
-                _plain(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-            ).encode()
+            return _dumps(json_safe(content))
+
+
+def _dumps(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _error(status: int, message: str) -> JSONResponse:
