@@ -202,6 +202,33 @@ def test_kill_9_after_200_loses_nothing(tmp_path):
             assert [s.name for s in client.trace(trace_id)] == ["GET /checkout", "charge"]
         assert client.get("/api/threadline/stats")["spans"] == 15  # 3 spans x 5 exports
 
+        # a second server on the same file is refused clearly, the first one keeps serving
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "threadline.cli",
+                "serve",
+                "--db",
+                db,
+                "--port",
+                "0",
+                "--otlp-http-port",
+                "0",
+                "--otlp-grpc-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1
+        assert (
+            f"threadline serve: cannot open {db}: IO Error: Could not set lock on file"
+            in proc.stderr
+        )
+        assert client.services()
+
 
 def test_binds_loopback_by_default(srv):
     host = srv.urls.api.split("//")[1].rsplit(":", 1)[0]

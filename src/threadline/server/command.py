@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from threadline.server.serving import PortInUse, Server
+    from threadline.server.store import StoreUnavailable
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             cors_origins=args.cors_origin,
             max_request_bytes=args.max_request_bytes,
         )
-    except PortInUse as exc:
+    except (PortInUse, StoreUnavailable) as exc:
         print(f"threadline serve: {exc}", file=sys.stderr)
         return 1
     urls = server.urls

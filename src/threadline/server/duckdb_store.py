@@ -23,7 +23,15 @@ from typing import Any
 import duckdb
 
 from threadline.server.model import PENDING_ATTRIBUTE, STATUS_ERROR, Event, Link, Span
-from threadline.server.store import Dependency, Filter, Query, Store, TraceSummary, supersede
+from threadline.server.store import (
+    Dependency,
+    Filter,
+    Query,
+    Store,
+    StoreUnavailable,
+    TraceSummary,
+    supersede,
+)
 
 _MASK = (1 << 64) - 1
 _SIGN = 1 << 63
@@ -185,7 +193,10 @@ class DuckDBStore(Store):
         self.path = path
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._con = duckdb.connect(path)
+        try:
+            self._con = duckdb.connect(path)
+        except duckdb.IOException as exc:
+            raise StoreUnavailable(f"cannot open {path}: {exc}") from None
         cols = ", ".join(f"{k} {v}" for k, v in _COLUMNS.items())
         self._con.execute(f"CREATE TABLE IF NOT EXISTS spans ({cols})")
         # where each trace's spans lie in time, one row per trace per commit: a lookup reads

@@ -19,6 +19,10 @@ OPS = ("=", "!=", "<", ">", "<=", ">=", "exists", "!exists")
 SCOPES = ("any", "span", "resource")
 
 
+class StoreUnavailable(OSError):
+    """The store cannot be opened (e.g. another process holds the database file)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     """One attribute condition. `scope` says where the key is looked up: span attributes,
