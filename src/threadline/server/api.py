@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -195,8 +194,6 @@ def _optional_routes(module: str, *args: Any) -> list[BaseRoute]:
         if exc.name != f"threadline.server.{module}":
             raise
         return []
-    if args and "store" not in inspect.signature(mod.routes).parameters:
-        return []  # an older analysis API that does not read the store interface yet
     return list(mod.routes(*args))
 
 
