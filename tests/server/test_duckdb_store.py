@@ -156,3 +156,21 @@ def test_unknown_and_malformed_ids_are_empty(store):
     assert store.get_trace("00" * 16) == []
     assert store.get_trace("xyz") == []
     assert store.get_traces(["zz" * 16]) == {}
+
+
+def test_reads_run_while_a_write_is_open(store):
+    """A reader on another thread sees committed spans while the writer's transaction is open,
+    and never its uncommitted ones."""
+    import threading
+
+    store.write([span(T1, "01" * 8)])
+    store._con.execute("BEGIN")
+    store._con.execute("INSERT INTO spans SELECT * FROM spans")  # uncommitted duplicate rows
+    seen = []
+    reader = threading.Thread(
+        target=lambda: seen.append((len(store.get_trace(T1)), store.stats()["spans"]))
+    )
+    reader.start()
+    reader.join(30)
+    store._con.execute("ROLLBACK")
+    assert seen == [(1, 1)]
