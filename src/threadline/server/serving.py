@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -289,17 +288,23 @@ def spawn(db: str, *args: str, timeout: float = 60) -> Spawned:
         *args,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = _READY.match(line.strip())
-        if m:
-            # keep draining output so the child never blocks on a full pipe
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
-            return Spawned(proc, URLs(m[1], m[2], m[3]), m[4])
-        if time.monotonic() > deadline:
-            break
+    ready: list[re.Match] = []
+    seen = threading.Event()
+
+    def read_stdout() -> None:  # also keeps draining, so the child never blocks on a full pipe
+        for line in proc.stdout:  # type: ignore[union-attr]
+            m = _READY.match(line.strip())
+            if m and not ready:
+                ready.append(m)
+                seen.set()
+        seen.set()  # the child closed its output: it exited
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    seen.wait(timeout)
+    if ready:
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+        m = ready[0]
+        return Spawned(proc, URLs(m[1], m[2], m[3]), m[4])
     proc.kill()
     err = proc.stderr.read() if proc.stderr else ""
     raise RuntimeError(f"threadline serve did not start: {err.strip()[-2000:]}")
