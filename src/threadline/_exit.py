@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -54,6 +55,12 @@ def _final_flush(code: int | None, signum: int | None) -> None:
         _config.shutdown()
     except Exception:  # noqa: BLE001
         log.debug("threadline: flush at exit failed", exc_info=True)
+    # What shutdown reported (spans that failed or were dropped) must not die in a buffer.
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
 
 
 def _exit(code: int = 0) -> None:

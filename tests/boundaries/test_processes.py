@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -17,6 +18,7 @@ from process_work import current_trace_id, hang, leave, pair, recording, remembe
 import threadline as tl
 from threadline import _config
 from threadline._collector import Collector
+from threadline.boundaries import processes
 from threadline.testing import hex_ids
 
 METHODS = ["fork", "spawn", "forkserver"]
@@ -313,3 +315,23 @@ def test_overflow_and_refused_exports_are_counted(monkeypatch):
         tl.shutdown()
         server.shutdown()
         server.server_close()
+
+
+def test_a_child_reports_what_it_could_not_export(traces, capfd):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    processes.configure_children(exporter="otlp", endpoint=dead, service_name="lost")
+    try:
+        with tl.span("parent"):
+            # spawn: a fresh interpreter logs as a program would (no pytest log capture in it)
+            p = multiprocessing.get_context("spawn").Process(target=task, args=("return",))
+            p.start()
+            p.join(WAIT)
+    finally:
+        processes.configure_children()
+    assert p.exitcode == 0  # tracing never breaks the child
+    err = capfd.readouterr().err
+    assert "threadline: could not export" in err
+    assert "3 failed to export" in err  # the task span's announcement, the task span, "inner"
+    assert not [s for s in traces.spans if s.pid == p.pid]
