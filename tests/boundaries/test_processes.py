@@ -335,3 +335,43 @@ def test_a_child_reports_what_it_could_not_export(traces, capfd):
     assert "threadline: could not export" in err
     assert "3 failed to export" in err  # the task span's announcement, the task span, "inner"
     assert not [s for s in traces.spans if s.pid == p.pid]
+
+
+def test_children_are_configured_like_the_parent(traces):
+    received = []
+    collector = Collector(received.extend)
+    collector.start()
+    try:
+        tl.configure("shop", endpoint=collector.endpoint, environment="staging")
+        _config.children(None)  # no test overrides: exactly what a program's children get
+        with tl.span("checkout") as parent:
+            p = multiprocessing.get_context("spawn").Process(target=task, args=("return",))
+            p.start()
+            p.join(WAIT)
+        tl.flush()
+    finally:
+        tl.configure("tests", exporter="none")
+        collector.stop()
+    from_child = sorted((s for s in received if s.pid == p.pid), key=lambda s: (s.name, s.pending))
+    assert [(s.name, s.pending) for s in from_child] == [
+        ("inner", False),
+        ("run task", False),
+        ("run task", True),  # the announcement, exported where the parent exports too
+    ]
+    for s in from_child:
+        assert s.trace_id == hex_ids(parent)[0]
+        assert s.service == "shop"
+        assert s.resource["deployment.environment.name"] == "staging"
+        assert s.resource["process.parent_pid"] == os.getpid()
+
+
+def test_the_default_context_and_pool(traces):
+    with tl.span("default") as parent:
+        p = multiprocessing.Process(target=task, args=("return",))
+        p.start()
+        p.join(WAIT)
+        with multiprocessing.Pool(1) as pool:
+            assert pool.map(task, ["return"]) == [2]
+            pool.close()
+            pool.join()
+    delivered(traces, parent, 2)
