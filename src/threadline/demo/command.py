@@ -3,7 +3,9 @@
 Starts an embedded `threadline serve` (in memory, UI on --port) unless --endpoint names another
 OTLP receiver, runs N checkouts through the gateway, stops the services (each exports what it
 has), then prints one checkout trace as a waterfall, the service map and the completeness report.
-Without --once it then keeps the UI up until Ctrl-C. Every process it started is stopped on exit.
+Without --once it then keeps the UI up and starts the shop again, with its live order page (a
+browser's click traced to the inventory service), until Ctrl-C. Every process it started is
+stopped on exit.
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ def run(args: argparse.Namespace) -> int:
         ended_ns = time.time_ns()  # the shop has stopped: every span is exported
         report(console, api, outcomes, started_ns, ended_ns)
         if not args.once:
-            console.print(f"\nUI: [bold]{api}[/bold]   (Ctrl-C to stop)")
-            threading.Event().wait()
+            # The shop again, for people: its live order page traces from the browser's click.
+            with Shop(endpoint, cooldown=args.cooldown) as shop:
+                console.print(f"\nUI: [bold]{api}[/bold]")
+                console.print(f"live order page: [bold]{shop.web}[/bold]   (Ctrl-C to stop)")
+                threading.Event().wait()
     except KeyboardInterrupt:
         console.print("stopping")
     finally:

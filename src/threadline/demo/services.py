@@ -1,5 +1,6 @@
 """The demo shop: small Starlette services, each run in its own process by `threadline demo`.
 
+    browser -> web (the live order page, over a WebSocket) -> gateway
     gateway -> users -> auth
     gateway -> orders -> inventory
                       -> payments   (behind a circuit breaker; sometimes declines, fails, hangs)
@@ -35,9 +36,15 @@ import threadline as tl
 from threadline import _config
 from threadline.boundaries.mailboxes import Mailbox
 from threadline.demo.breaker import CircuitBreaker, CircuitOpen
+from threadline.demo.web import web_app
 
-SERVICES = ("auth", "users", "inventory", "payments", "orders", "gateway")
-PEERS = {"gateway": ("users", "orders"), "users": ("auth",), "orders": ("inventory", "payments")}
+SERVICES = ("auth", "users", "inventory", "payments", "orders", "gateway", "web")
+PEERS = {
+    "gateway": ("users", "orders"),
+    "users": ("auth",),
+    "orders": ("inventory", "payments"),
+    "web": ("gateway",),
+}
 TOPIC = "order.created"
 WORKER = "worker"
 
@@ -293,6 +300,7 @@ def build(name: str, peers: dict[str, str], *, endpoint: str, cooldown: float = 
         "inventory": inventory_app,
         "payments": payments_app,
         "gateway": gateway_app,
+        "web": web_app,
     }[name]
     return factory(peers)
 

@@ -79,6 +79,11 @@ class Shop:
     def gateway(self) -> str:
         return self.services["gateway"].url
 
+    @property
+    def web(self) -> str:
+        """The live order page (click "Checkout" in a browser)."""
+        return self.services["web"].url + "/"
+
     def start(self) -> Shop:
         for name in SERVICES:
             sock = socket.socket()
