@@ -3,7 +3,10 @@ server's DuckDB file, read back and checked span by span."""
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -94,6 +97,10 @@ def test_a_placed_checkout_crosses_every_service_the_queue_and_the_worker(demo):
         process = one(spans, "process order.created", "worker")
         assert process.parent_span_id == send.span_id
         assert process.resource["process.pid"] != send.resource["process.pid"]
+        orders = one(spans, "POST /orders", "orders")
+        pricing = one(spans, "run price_order", "orders")  # the CPU step, in the process pool
+        assert pricing.parent_span_id == one(spans, "place order", "orders").span_id
+        assert pricing.resource["process.pid"] != orders.resource["process.pid"]
         charge = one(spans, "POST /charge", "payments")
         client = next(s for s in spans if s.span_id == charge.parent_span_id)
         assert (client.service, client.kind) == ("orders", KIND_CLIENT)
@@ -160,3 +167,57 @@ def test_circuit_breaker_transitions_are_events(demo):
     assert exception_types(charge)[0].endswith("CircuitOpen")
     assert charge.attributes["circuit_breaker.state"] == "open"
     assert "payments" not in {s.service for s in refused}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _still_running(pid: int, timeout: float) -> bool:
+    """Whether the process is still running after up to `timeout` seconds (waits on a pidfd,
+    which becomes readable when the process exits; exited helpers may need a moment)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        return not select.select([fd], [], [], timeout)[0]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_the_demo_stops_every_process_it_started(sig):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline.cli", "demo", "-n", "100000", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if line.startswith("shop running"):
+                break
+        services = _children(proc.pid)
+        assert len(services) == 6
+        workers = [w for s in services for w in _children(s)]  # orders' worker and pool
+        assert len(workers) >= 2
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    left = [p for p in services + workers if _still_running(p, 10)]
+    assert not left

@@ -11,6 +11,7 @@ stopped on exit.
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 import time
 from typing import Any
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.requests < 1:
         raise SystemExit("threadline demo: --requests must be at least 1")
+    # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console(highlight=False)
     server = None
     if args.endpoint is None:
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         started_ns = time.time_ns()
         console.print(f"[bold]threadline demo[/bold]: starting the shop (spans to {endpoint})")
         with Shop(endpoint, cooldown=args.cooldown) as shop:
+            console.print(f"shop running: gateway at {shop.gateway}/checkout", soft_wrap=True)
             counts: dict[str, int] = {}
             with Progress(
                 TextColumn("checkouts"),
@@ -91,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def report(console: Any, api: str, outcomes: list, started_ns: int, ended_ns: int) -> None:

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import threadline as tl
-from threadline import _config
+from threadline.boundaries import processes
 from threadline.boundaries.mailboxes import Mailbox
 from threadline.demo.breaker import CircuitBreaker, CircuitOpen
 from threadline.demo.web import web_app
@@ -159,10 +159,9 @@ def price_order(item: str, qty: int) -> float:
     return round(qty * (5 + digest[0] / 10), 2)
 
 
-def work(queue: Any, endpoint: str) -> None:
-    """The worker process: takes "order.created" messages until it gets None."""
-    if _config.settings() is None:  # started without the processes boundary configuring it
-        tl.configure(WORKER, endpoint=endpoint, namespace="threadline-demo")
+def work(queue: Any) -> None:
+    """The worker process (configured by the processes boundary, as service "worker"): takes
+    "order.created" messages until it gets None."""
     box = Mailbox(queue, TOPIC)
     while True:
         delivery = box.receive()
@@ -174,23 +173,19 @@ def work(queue: Any, endpoint: str) -> None:
     tl.flush()
 
 
-def _start_worker(queue: Any, endpoint: str) -> multiprocessing.process.BaseProcess:
+def _start_worker(queue: Any) -> multiprocessing.process.BaseProcess:
     proc = multiprocessing.get_context("spawn").Process(
-        target=work, args=(queue, endpoint), name=WORKER, daemon=True
+        target=work, args=(queue,), name=WORKER, daemon=True
     )
-    children = getattr(_config, "children", None)  # the processes boundary's override
-    if children is None:
-        proc.start()
-        return proc
-    children({"service_name": WORKER})
+    processes.configure_children(service_name=WORKER)
     try:
         proc.start()
     finally:
-        children(None)
+        processes.configure_children()  # the pricing pool's workers stay "orders"
     return proc
 
 
-def orders_app(peers: dict[str, str], *, endpoint: str, cooldown: float) -> Starlette:
+def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
     breaker = CircuitBreaker("payments", failures=3, cooldown=cooldown)
     state: dict[str, Any] = {}
 
@@ -246,11 +241,11 @@ def orders_app(peers: dict[str, str], *, endpoint: str, cooldown: float) -> Star
     @contextlib.asynccontextmanager
     async def lifespan(app):
         queue = multiprocessing.get_context("spawn").Queue()
-        worker = _start_worker(queue, endpoint)
+        worker = _start_worker(queue)
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         state.update(pool=pool, box=Mailbox(queue, TOPIC))
-        # Warm the pool up so the first order does not pay for starting a process.
-        await asyncio.get_running_loop().run_in_executor(pool, math.sqrt, 4)
+        with tl.span("warm up pricing pool"):  # the first order should not pay for it
+            await asyncio.get_running_loop().run_in_executor(pool, math.sqrt, 4)
         try:
             async with _client() as state["http"]:
                 yield
@@ -291,9 +286,9 @@ def gateway_app(peers: dict[str, str]) -> Starlette:
     )
 
 
-def build(name: str, peers: dict[str, str], *, endpoint: str, cooldown: float = 1.0) -> Starlette:
+def build(name: str, peers: dict[str, str], *, cooldown: float = 1.0) -> Starlette:
     if name == "orders":
-        return orders_app(peers, endpoint=endpoint, cooldown=cooldown)
+        return orders_app(peers, cooldown=cooldown)
     factory = {
         "auth": auth_app,
         "users": users_app,
@@ -320,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     peers = dict(p.split("=", 1) for p in args.peer)
     tl.configure(args.name, endpoint=args.endpoint, namespace="threadline-demo")
-    app = tl.instrument(build(args.name, peers, endpoint=args.endpoint, cooldown=args.cooldown))
+    app = tl.instrument(build(args.name, peers, cooldown=args.cooldown))
     sock = socket.socket(fileno=args.fd)
 
     class Announced(uvicorn.Server):
