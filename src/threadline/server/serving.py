@@ -57,8 +57,12 @@ def _bind(host: str, port: int, option: str) -> socket.socket:
     return sock
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{_hostport(host, port)}"
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class Server:
                 ],
             )
             try:
-                grpc_port = self._grpc.add_insecure_port(f"{host}:{otlp_grpc_port}")
+                grpc_port = self._grpc.add_insecure_port(_hostport(host, otlp_grpc_port))
             except RuntimeError:
                 grpc_port = 0
             if not grpc_port:
@@ -135,7 +139,7 @@ class Server:
         self.otlp_app = api.otlp_app(self.ingest, cors_origins, self.max_request_bytes)
         ports = [s.getsockname()[1] for s in self._sockets]
         self.urls = URLs(
-            _url(host, ports[0]), _url(host, ports[1]), f"{host}:{grpc_port}" if grpc_port else ""
+            _url(host, ports[0]), _url(host, ports[1]), _hostport(host, grpc_port) if grpc_port else ""
         )
         self._servers: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
