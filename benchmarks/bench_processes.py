@@ -8,7 +8,8 @@ so shipping them is counted on the sending side and receiving them is not.
 - ProcessPoolExecutor submit + result round trip (fork, one reused worker): untraced; traced
   (the task's span and its pending announcement, both exported); traced with announce=False.
 - multiprocessing.Queue put + get between two processes: plain items against Mailbox send /
-  receive (a PRODUCER span in the sender, a CONSUMER span in the receiver).
+  receive (a PRODUCER span in the sender, a CONSUMER span in the receiver), and against the
+  context alone (an Envelope put, resumed without a span).
 - Child start-up with spawn (start + join of an empty target): untraced against auto-configured
   (the child configures itself like the parent and flushes when it exits).
 
@@ -26,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import threadline as tl
 from threadline import boundaries
-from threadline.boundaries.mailboxes import Mailbox
+from threadline.boundaries.mailboxes import Envelope, Mailbox
 
 SHORT, LONG = 50, 1050
 STARTS = 5
@@ -37,8 +38,12 @@ def noop(x: int = 0) -> int:
     return x
 
 
-def consume(q, count: int, traced: bool) -> None:
-    if traced:
+def consume(q, count: int, traced: bool | str) -> None:
+    if traced == "carry":  # the context only: no span, just current while the item is handled
+        for _ in range(count):
+            with tl.resume(q.get().handoff):
+                pass
+    elif traced:
         box = Mailbox(q, "bench")
         for _ in range(count):
             with box.receive():
@@ -93,7 +98,7 @@ def round_trips(n: int) -> None:
                 ex.submit(noop, i).result()
 
 
-def queue_items(traced: bool):
+def queue_items(traced: bool | str):
     def session(n: int) -> None:
         ctx = multiprocessing.get_context("fork")
         q = ctx.Queue()
@@ -102,7 +107,12 @@ def queue_items(traced: bool):
         box = Mailbox(q, "bench")
         with tl.span("bench"):
             for i in range(n):
-                box.send(i) if traced else q.put(i)
+                if traced == "carry":
+                    q.put(Envelope(i, tl.capture()))
+                elif traced:
+                    box.send(i)
+                else:
+                    q.put(i)
         child.join()
 
     return session
@@ -141,6 +151,7 @@ def run() -> list[dict]:
             per_item(queue_items(True)),
             start_up(),
         )
+        carried_q = per_item(queue_items("carry"))
         tl.configure("bench", endpoint=endpoint, announce=False)
         quiet_rt = per_item(round_trips)
         tl.shutdown()
@@ -181,6 +192,14 @@ def run() -> list[dict]:
             base_q,
             "plain",
             f"+{traced_q - base_q:.1f} us per item (2 spans, exported)",
+        ),
+        row(
+            "multiprocessing.Queue, context carried, no spans",
+            carried_q,
+            "us cpu",
+            base_q,
+            "plain",
+            f"+{carried_q - base_q:.1f} us per item (W3C carrier pickled, resumed)",
         ),
         row("spawn child start + join, untraced", base_start, "ms cpu"),
         row(
