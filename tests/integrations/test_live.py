@@ -294,6 +294,8 @@ def test_client_spans_are_placed_on_the_server_clock(shop, browser, backend):
 
 def echo_app(session: str, framework: str = "starlette"):
     async def on_message(sock: live.LiveSocket, data: str | bytes) -> None:
+        if data == "boom":
+            raise RuntimeError("the handler failed")
         with tl.span("echo"):
             await (sock.send_text(data) if isinstance(data, str) else sock.send_bytes(data))
 
@@ -388,3 +390,18 @@ def test_bad_options_fail_at_the_call():
         live.endpoint(lambda sock, data: None, session="children")
     with pytest.raises(ValueError, match="interactions must be one of"):
         live.script_tag(interactions="links")
+
+
+def test_a_failing_handler_is_recorded_and_closes_the_socket(traces):
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+
+    with ServerThread(echo_app("link")) as host, connect(f"ws://{host}/echo") as ws:
+        ws.send("boom")
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 1011
+    traces.wait_for(lambda spans: any(s.name == "process /echo" for s in spans))
+    (failed,) = traces.find_all("process /echo")
+    assert (failed.status, failed.status_message) == ("ERROR", "RuntimeError: the handler failed")
+    assert failed.event("exception")["exception.message"] == "the handler failed"
