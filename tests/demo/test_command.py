@@ -14,6 +14,7 @@ from collections import defaultdict
 import pytest
 
 from threadline.demo.breaker import EVENT
+from threadline.demo.services import SERVICES
 from threadline.server.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STATUS_UNSET
 from threadline.server.store import open_store
 
@@ -209,7 +210,7 @@ def test_interrupting_the_demo_stops_every_process_it_started(sig):
             if line.startswith("shop running"):
                 break
         services = _children(proc.pid)
-        assert len(services) == 6
+        assert len(services) == len(SERVICES)
         workers = [w for s in services for w in _children(s)]  # orders' worker and pool
         assert len(workers) >= 2
         proc.send_signal(sig)
