@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import socket
 import threading
 import time
 from urllib.parse import quote, urlencode
@@ -405,3 +406,24 @@ def test_a_failing_handler_is_recorded_and_closes_the_socket(traces):
     (failed,) = traces.find_all("process /echo")
     assert (failed.status, failed.status_message) == ("ERROR", "RuntimeError: the handler failed")
     assert failed.event("exception")["exception.message"] == "the handler failed"
+
+
+def test_an_unreachable_collector_never_breaks_the_page(traces, browser):
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with ServerThread(shop_app(dead)) as host:
+        page = browser.new_page()
+        try:
+            page.goto(f"http://{host}/")
+            page.evaluate("window.opened")
+            page.click("#checkout")
+            page.wait_for_function("window.replies === 1", timeout=10_000)
+            assert page.text_content("#status") == "paid for book"
+            page.evaluate("Threadline.flush()")  # resolves: failures are counted, not thrown
+            stats = page.evaluate("({...Threadline.stats})")
+        finally:
+            page.close()
+    assert (
+        stats["exported"] == 0 and stats["failed"] >= 5
+    )  # page load, connect, click, send, process
