@@ -208,6 +208,14 @@ def test_click_message_server_and_reply_are_one_trace(shop, browser, backend):
     assert [(lt, ls) for lt, ls, _ in server.links] == [(render.trace_id, s_connect.span_id)]
     for span in (click, b_send, server, s_send, reply, s_connect):
         assert span.attributes["threadline.session.id"] == b_connect.span_id
+    for span in (b_send, server, s_send, reply):
+        assert span.attributes["messaging.system"] == "websocket"
+        assert span.attributes["messaging.destination.name"] == "/live"
+    assert (
+        server.attributes["messaging.operation.type"],
+        s_send.attributes["messaging.operation.type"],
+    ) == ("process", "send")
+    assert s_connect.attributes["url.path"] == "/live"
 
     # Client spans were placed on the server's clock, reversibly.
     assert isinstance(click.attributes["threadline.clock.correction_ns"], int)

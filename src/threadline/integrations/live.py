@@ -207,9 +207,10 @@ class LiveSocket:
         )
         self.session: Handoff = Handoff(carrier={})
         self.session_id = ""
+        # on every message span (the session id joins them once the session has one)
         self._attributes: dict[str, Any] = {
-            "network.protocol.name": "websocket",
-            "url.path": self.path,
+            "messaging.system": "websocket",
+            "messaging.destination.name": self.path,
         }
         self._outer: trace.Span | None = None
         self._open: ExitStack | None = None
@@ -221,8 +222,9 @@ class LiveSocket:
         """Accept the handshake under the session span "connect <path>" (child of the browser's
         connect span when it sent one, else a new trace)."""
         self._outer = trace.get_current_span()
+        attributes = {"network.protocol.name": "websocket", "url.path": self.path}
         with tl.resume(
-            self.client, f"connect {self.path}", kind="server", attributes=self._attributes
+            self.client, f"connect {self.path}", kind="server", attributes=attributes
         ) as span:
             self.session = tl.capture()
             self.session_id = self.client.span_id or format(span.get_span_context().span_id, "016x")
