@@ -3,6 +3,7 @@ trace, under the right parent; killed work stays visible as incomplete spans."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -375,3 +376,14 @@ def test_the_default_context_and_pool(traces):
             pool.close()
             pool.join()
     delivered(traces, parent, 2)
+
+
+def test_run_in_executor_with_a_process_pool(traces):
+    async def main(ex):
+        with tl.span("handler") as parent:
+            assert await asyncio.get_running_loop().run_in_executor(ex, task, "return") == 2
+        return parent
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+        parent = asyncio.run(main(ex))
+    delivered(traces, parent, 1)  # captured once, by the processes boundary
