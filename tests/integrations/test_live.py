@@ -301,6 +301,13 @@ def test_client_spans_are_placed_on_the_server_clock(shop, browser, backend):
         page.close()
 
 
+def dead_endpoint() -> str:
+    """An OTLP URL nobody listens on (the browser's spans are not what these tests read)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{closed.getsockname()[1]}"
+
+
 def echo_app(session: str, framework: str = "starlette"):
     async def on_message(sock: live.LiveSocket, data: str | bytes) -> None:
         if data == "boom":
@@ -314,7 +321,47 @@ def echo_app(session: str, framework: str = "starlette"):
         app = FastAPI()
         app.add_api_websocket_route("/echo", live.endpoint(on_message, session=session))
         return tl.instrument(app)  # its connection span stays apart from the session's traces
-    return Starlette(routes=[WebSocketRoute("/echo", live.endpoint(on_message, session=session))])
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(f"<head>{live.head(dead_endpoint())}</head><body>{BINARY_PAGE}</body>")
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            live.script_route(),
+            WebSocketRoute("/echo", live.endpoint(on_message, session=session)),
+        ]
+    )
+
+
+BINARY_PAGE = """<script>
+  const ws = new Threadline.WebSocket("/echo");
+  ws.binaryType = "arraybuffer";
+  window.echoed = new Promise((resolve) => {
+    ws.onmessage = (event) => resolve(Array.from(new Uint8Array(event.data)));
+  });
+  ws.onopen = () => {
+    const span = Threadline.startSpan("send bytes");  // a send made in a span's name
+    window.sentTrace = span.traceId;
+    Threadline.withSpan(span, () => ws.send(new Uint8Array([0, 1, 10, 123, 255])));
+    span.end();
+  };
+</script>"""
+
+
+def test_binary_messages_from_the_browser(traces, browser):
+    with ServerThread(echo_app("link")) as host:
+        page = browser.new_page()
+        try:
+            page.goto(f"http://{host}/")
+            assert page.evaluate("window.echoed") == [0, 1, 10, 123, 255]
+            sent_trace = page.evaluate("window.sentTrace")
+        finally:
+            page.close()
+    traces.wait_for(lambda spans: any(s.name == "process /echo" for s in spans))
+    (processed,) = traces.find_all("process /echo")
+    assert processed.trace_id == sent_trace and processed.parent_id is not None
+    assert processed.attributes["messaging.message.body.size"] == 5
 
 
 def test_plain_client_messages_are_traces_linked_to_the_session(traces):
@@ -417,10 +464,7 @@ def test_a_failing_handler_is_recorded_and_closes_the_socket(traces):
 
 
 def test_an_unreachable_collector_never_breaks_the_page(traces, browser):
-    with socket.socket() as closed:  # a port nobody listens on
-        closed.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    with ServerThread(shop_app(dead)) as host:
+    with ServerThread(shop_app(dead_endpoint())) as host:
         page = browser.new_page()
         try:
             page.goto(f"http://{host}/")
