@@ -65,6 +65,9 @@ def server_timing_value(span_context: trace.SpanContext) -> str:
     )
 
 
+_HEADERS = ("http.response.start", "websocket.accept")  # ASGI messages that carry headers
+
+
 def _server_timing_propagator():
     from opentelemetry.instrumentation.propagators import ResponsePropagator, default_setter
 
@@ -72,6 +75,9 @@ def _server_timing_propagator():
         """Tells the caller which trace (and server span) answered it."""
 
         def inject(self, carrier, context=None, setter=default_setter) -> None:
+            # ASGI asks for every message it sends; only the response start has headers.
+            if isinstance(carrier, dict) and carrier.get("type", _HEADERS) not in _HEADERS:
+                return
             sc = trace.get_current_span(context).get_span_context()
             if not sc.is_valid:
                 return

@@ -48,9 +48,8 @@ BAGGAGE_MAX_MEMBERS = 180
 _LIST_SPLIT = re.compile(r"[ \t]*,[ \t]*")
 
 
-def _values(getter: textmap.Getter, carrier: Any, key: str) -> list[str]:
-    """Every list member of every header named key, in order, without empty members."""
-    raw = getter.get(carrier, key)
+def _members(raw: Any) -> list[str]:
+    """Every list member of every header value a getter returned, in order, without empties."""
     if not raw:
         return []
     if isinstance(raw, str):  # a getter that returns a bare string
@@ -99,15 +98,13 @@ class _ReadsNormalised:
 
 class _TraceContextGetter(_Normalising):
     def get(self, carrier: Any, key: str) -> list[str] | None:
+        raw = self._getter.get(carrier, key)
         if key == "traceparent":
-            values = _values(self._getter, carrier, key)
+            values = _members(raw)
             return values if len(values) == 1 else None  # several traceparents: invalid
-        if key == "tracestate":
-            raw = self._getter.get(carrier, key)
-            if raw is None:
-                return None
-            return [",".join(truncate_tracestate(_values(self._getter, carrier, key)))]
-        return self._getter.get(carrier, key)
+        if key == "tracestate" and raw is not None:
+            return [",".join(truncate_tracestate(_members(raw)))]
+        return raw
 
 
 class TraceContextPropagator(_ReadsNormalised, TraceContextTextMapPropagator):
@@ -121,7 +118,7 @@ class _BaggageGetter(_Normalising):
         if key != "baggage":
             return self._getter.get(carrier, key)
         members, size = [], 0
-        for member in _values(self._getter, carrier, key):
+        for member in _members(self._getter.get(carrier, key)):
             # The value ends at the first ";" (properties follow); "+" is literal in RFC 3986,
             # so it is escaped before the stock form-decoding would turn it into a space.
             member = member.split(";", 1)[0].strip(" \t").replace("+", "%2B")
