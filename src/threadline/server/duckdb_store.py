@@ -17,8 +17,9 @@ import json
 import math
 import os
 import threading
-import zlib
 from typing import Any
+from zlib import adler32 as _adler32
+from zlib import crc32 as _crc32
 
 import duckdb
 
@@ -138,15 +139,24 @@ def text_form(v: Any) -> str | None:
     return None
 
 
-def value_hash(key: str, value: Any, text: str | None = None) -> int | None:
-    """A stable 64-bit hash of key and value text (crc32 and adler32 side by side)."""
-    if text is None:
-        text = value if type(value) is str else text_form(value)
+def _kv_hashes(attrs: dict[str, Any]) -> list[int | None]:
+    """value_hash of each attribute (None for bytes, arrays and maps)."""
+    out = []
+    for k, v in attrs.items():
+        text = v if type(v) is str else text_form(v)
         if text is None:
-            return None
-    b = f"{key}\x00{text}".encode()
-    h = zlib.crc32(b) << 32 | zlib.adler32(b)
-    return h - (1 << 64) if h & _SIGN else h
+            out.append(None)
+            continue
+        b = f"{k}\x00{text}".encode()
+        h = _crc32(b) << 32 | _adler32(b)
+        out.append(h - (1 << 64) if h & _SIGN else h)
+    return out
+
+
+def value_hash(key: str, value: Any = None, text: str | None = None) -> int | None:
+    """A stable 64-bit hash of key and value text (crc32 and adler32 side by side); what the
+    attr_kv index holds and `key=value` looks for."""
+    return _kv_hashes({key: value if text is None else text})[0]
 
 
 def _dumps(obj: Any) -> str:
@@ -255,7 +265,7 @@ class DuckDBStore(Store):
                         for v in a.values()
                     ]
                 )
-                attr_kv.append([value_hash(k, v) for k, v in a.items()])
+                attr_kv.append(_kv_hashes(a))
             else:
                 attr_keys.append(None)
                 attr_nums.append(None)

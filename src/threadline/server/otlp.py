@@ -36,11 +36,12 @@ class Decoded:
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
 
-    def accept(self, span: Span, where: str) -> None:
+    def accept(self, span: Span, ri: int, si: int, pi: int) -> None:
         if span.trace_id == _ZERO_TRACE or span.span_id == _ZERO_SPAN:
             self.rejected += 1
             if len(self.reasons) < 5:  # enough to explain, bounded
                 which = "trace id" if span.trace_id == _ZERO_TRACE else "span id"
+                where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
                 self.reasons.append(f"{where}: all-zero {which} is invalid")
             return
         self.spans.append(span)
@@ -105,25 +106,30 @@ def decode_request(req: Any) -> Decoded:
                 ss.schema_url,
             )
             for pi, s in enumerate(ss.spans):
-                where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                tid, sid, pid = s.trace_id, s.span_id, s.parent_span_id
+                if len(tid) != 16 or len(sid) != 8 or (pid and len(pid) != 8):
+                    where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                    _pb_id(tid, 16, where + ".traceId")
+                    _pb_id(sid, 8, where + ".spanId")
+                    _pb_id(pid, 8, where + ".parentSpanId", True)
                 status = s.status
                 span = Span(
-                    trace_id=_pb_id(s.trace_id, 16, where + ".traceId"),
-                    span_id=_pb_id(s.span_id, 8, where + ".spanId"),
-                    parent_span_id=_pb_id(s.parent_span_id, 8, where + ".parentSpanId", True),
-                    name=s.name,
-                    kind=s.kind,
-                    start_ns=s.start_time_unix_nano,
-                    end_ns=s.end_time_unix_nano,
-                    service=service,
-                    status_code=status.code,
-                    status_message=status.message,
-                    attributes=_pb_attrs(s.attributes),
-                    resource=resource,
-                    scope_name=sname,
-                    scope_version=sversion,
-                    scope_attributes=sattrs,
-                    events=[
+                    tid.hex(),
+                    sid.hex(),
+                    pid.hex(),
+                    s.name,
+                    s.kind,
+                    s.start_time_unix_nano,
+                    s.end_time_unix_nano,
+                    service,
+                    status.code,
+                    status.message,
+                    _pb_attrs(s.attributes),
+                    resource,
+                    sname,
+                    sversion,
+                    sattrs,
+                    [
                         Event(
                             e.time_unix_nano,
                             e.name,
@@ -132,27 +138,29 @@ def decode_request(req: Any) -> Decoded:
                         )
                         for e in s.events
                     ],
-                    links=[
-                        Link(
-                            _pb_id(lk.trace_id, 16, f"{where}.links[{li}].traceId"),
-                            _pb_id(lk.span_id, 8, f"{where}.links[{li}].spanId"),
-                            lk.trace_state,
-                            _pb_attrs(lk.attributes),
-                            lk.dropped_attributes_count,
-                            lk.flags,
-                        )
-                        for li, lk in enumerate(s.links)
-                    ],
-                    trace_state=s.trace_state,
-                    flags=s.flags,
-                    dropped_attributes_count=s.dropped_attributes_count,
-                    dropped_events_count=s.dropped_events_count,
-                    dropped_links_count=s.dropped_links_count,
-                    resource_schema_url=rschema,
-                    scope_schema_url=sschema,
+                    [_pb_link(lk, ri, si, pi, li) for li, lk in enumerate(s.links)],
+                    s.trace_state,
+                    s.flags,
+                    s.dropped_attributes_count,
+                    s.dropped_events_count,
+                    s.dropped_links_count,
+                    rschema,
+                    sschema,
                 )
-                out.accept(span, where)
+                out.accept(span, ri, si, pi)
     return out
+
+
+def _pb_link(lk: Any, ri: int, si: int, pi: int, li: int) -> Link:
+    where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}].links[{li}]"
+    return Link(
+        _pb_id(lk.trace_id, 16, where + ".traceId"),
+        _pb_id(lk.span_id, 8, where + ".spanId"),
+        lk.trace_state,
+        _pb_attrs(lk.attributes),
+        lk.dropped_attributes_count,
+        lk.flags,
+    )
 
 
 def _service(resource: dict[str, Any]) -> str:
@@ -403,7 +411,7 @@ def decode_json(body: bytes | str | dict) -> Decoded:
                     resource_schema_url=rschema,
                     scope_schema_url=sschema,
                 )
-                out.accept(span, w)
+                out.accept(span, ri, si, pi)
     return out
 
 

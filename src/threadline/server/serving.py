@@ -139,7 +139,9 @@ class Server:
         self.otlp_app = api.otlp_app(self.ingest, cors_origins, self.max_request_bytes)
         ports = [s.getsockname()[1] for s in self._sockets]
         self.urls = URLs(
-            _url(host, ports[0]), _url(host, ports[1]), _hostport(host, grpc_port) if grpc_port else ""
+            _url(host, ports[0]),
+            _url(host, ports[1]),
+            _hostport(host, grpc_port) if grpc_port else "",
         )
         self._servers: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
