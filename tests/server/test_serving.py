@@ -140,6 +140,24 @@ def test_real_exporter_trace_comes_back_intact(srv, transport):
     ] == [(trace_id, "GET /checkout", 2, 1)]
 
 
+def test_traces_fixture_reads_a_trace_from_the_server(srv, traces):
+    trace_id, ids = export_trace(
+        HttpExporter(endpoint=f"{srv.urls.otlp_http}/v1/traces"), "fixture"
+    )
+    traces.add(Client(srv.urls.api).captured(trace_id, min_spans=2))
+    trace = traces.trace(trace_id)
+    trace.assert_connected()
+    assert trace.root.name == "GET /checkout" and trace.root.kind == "SERVER"
+    charge = trace.find("charge")
+    assert (charge.parent_id, charge.kind, charge.status, charge.service) == (
+        ids["root"],
+        "CLIENT",
+        "ERROR",
+        "fixture",
+    )
+    assert charge.links == [(ids["other_trace"], ids["other"], {"why": "batch"})]
+
+
 def test_port_in_use_is_a_clear_error(srv):
     port = int(srv.urls.api.rsplit(":", 1)[1])
     with pytest.raises(PortInUse, match=rf"cannot listen on 127.0.0.1:{port} \(--port\)"):

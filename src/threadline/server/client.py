@@ -4,6 +4,7 @@
     c = Client("http://127.0.0.1:16686")
     spans = c.wait_for_trace(trace_id, min_spans=3)     # list[model.Span], every field
     c.search(service="api", filters=["http.status_code>=500"])   # trace summaries
+    traces.add(c.captured(trace_id, min_spans=3))       # into the pytest `traces` fixture
 
 Traces travel as OTLP/JSON (api_v3), so every attribute type and field arrives intact.
 """
@@ -70,6 +71,41 @@ class Client:
                 )
             time.sleep(delay)  # polling a remote server: there is no event to wait on
             delay = min(delay * 2, 0.5)
+
+    def captured(self, trace_id: str, min_spans: int = 1, timeout: float = 10) -> list:
+        """The trace as `threadline.testing.CapturedSpan`s, for the `traces` fixture:
+        `traces.add(client.captured(trace_id, 3))` then `traces.trace(trace_id)...`."""
+        from threadline.testing import CapturedSpan
+
+        kinds = {
+            0: "INTERNAL",
+            1: "INTERNAL",
+            2: "SERVER",
+            3: "CLIENT",
+            4: "PRODUCER",
+            5: "CONSUMER",
+        }
+        return [
+            CapturedSpan(
+                name=s.name,
+                trace_id=s.trace_id,
+                span_id=s.span_id,
+                parent_id=s.parent_span_id or None,
+                kind=kinds.get(s.kind, "INTERNAL"),
+                status=("UNSET", "OK", "ERROR")[s.status_code]
+                if 0 <= s.status_code <= 2
+                else "UNSET",
+                status_message=s.status_message,
+                start_ns=s.start_ns,
+                end_ns=s.end_ns,
+                attributes=s.attributes,
+                resource=s.resource,
+                events=[(e.name, e.attributes) for e in s.events],
+                links=[(lk.trace_id, lk.span_id, lk.attributes) for lk in s.links],
+                scope=s.scope_name,
+            )
+            for s in self.wait_for_trace(trace_id, min_spans, timeout)
+        ]
 
     def search(
         self,
