@@ -121,6 +121,8 @@ def test_search_finds_a_known_trace_with_its_summary(page, ui):
 def test_search_form_errors_only_and_duration(page, ui):
     page.goto(f"{ui}/#/?service=web")
     page.wait_for_selector("body[data-ready=search]")
+    ops = page.eval_on_selector_all("select[name=operation] option", "els => els.map(e => e.value)")
+    assert {"GET /checkout", "POST /charge", "render"} <= set(ops)
     page.check("input[name=errors]")
     page.fill("input[name=min]", "60ms")
     page.click("#search-form button[type=submit]")
