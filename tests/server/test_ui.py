@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from crafted import (
@@ -333,3 +334,34 @@ def test_a_50k_span_trace_loads_virtualised(page, srv, ui):
     page.wait_for_function(
         "[...document.querySelectorAll('.rows .row')].some(r => r.dataset.index === '49999')"
     )
+
+
+def test_ui_sources_use_no_html_sinks_or_eval():
+    """A guard for the rule the XSS test exercises: no markup parsing, no string evaluation."""
+    from threadline.server.ui import CSP, STATIC
+
+    sinks = (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        'setTimeout("',
+    )
+    for path in STATIC.rglob("*.js"):
+        text = path.read_text()
+        assert not [s for s in sinks if s in text], path
+    assert (
+        "'unsafe-inline'" not in CSP and "'unsafe-eval'" not in CSP and "script-src 'self'" in CSP
+    )
+    assert "<script>" not in (STATIC / "index.html").read_text()  # the only script is a module file
+
+
+def test_pages_are_served_with_the_policy(ui):
+    from threadline.server.ui import CSP
+
+    for path in ("/", "/js/app.js", "/app.css"):
+        with urllib.request.urlopen(ui + path, timeout=30) as resp:
+            assert resp.headers["Content-Security-Policy"] == CSP, path
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
