@@ -233,7 +233,7 @@ def breaks(tree: Tree, *, search_budget: int = 2_000_000) -> list[Break]:
     orphans share it), scanning spans backwards in time from the break; `search_budget` bounds
     the spans looked at per trace, so a huge trace with thousands of breaks stays fast (past
     it, breaks say the sender was not searched)."""
-    finder = _SenderFinder(tree, search_budget)
+    finder = _SenderFinder(tree, search_budget)  # indexes the spans on its first search
     out = []
     for ph in (n for n in tree.roots if n.span is None):
         sender = finder.find(ph, ph.children[0].service)
@@ -276,7 +276,13 @@ class _SenderFinder:
     start first. Pending spans count as still running; producers may have ended already."""
 
     def __init__(self, tree: Tree, budget: int) -> None:
-        self.spans = sorted(tree.spans, key=lambda s: s.start_ns)
+        self.tree = tree
+        self.spans: list[Span] | None = None
+        self.budget = budget
+        self.exhausted = False
+
+    def _index(self) -> None:
+        self.spans = sorted(self.tree.spans, key=lambda s: s.start_ns)
         self.starts = [s.start_ns for s in self.spans]
         # to stop early: how many senders, and spans of each service, come before an index
         self.senders = list(
@@ -285,12 +291,12 @@ class _SenderFinder:
         self.by_service: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(self.spans):
             self.by_service[s.service].append(i)
-        self.budget = budget
-        self.exhausted = False
 
     def find(self, node: Node, service: str) -> Span | None:
         if self.exhausted:
             return None
+        if self.spans is None:
+            self._index()
         excluded = _subtree_ids(node)
         t = node.start_ns
         same = self.by_service.get(service, [])
@@ -332,6 +338,8 @@ class Incomplete:
 
 def incomplete(tree: Tree) -> list[Incomplete]:
     """Pending spans with no completed twin, with the reason their worker gave none, if known."""
+    if not any(s.pending for s in tree.spans):
+        return []
     deaths: dict[int, tuple[Span, dict]] = {}
     for s in tree.spans:
         for e in s.events:
