@@ -14,6 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from opentelemetry import trace
 from process_work import current_trace_id, hang, leave, pair, recording, remember, task
 
 import threadline as tl
@@ -387,3 +388,23 @@ def test_run_in_executor_with_a_process_pool(traces):
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
         parent = asyncio.run(main(ex))
     delivered(traces, parent, 1)  # captured once, by the processes boundary
+
+
+def test_pool_callbacks_run_in_the_submitters_context(traces):
+    seen = []
+
+    def callback(result):
+        seen.append((result, hex_ids(trace.get_current_span())[1]))
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        with tl.span("submitter") as parent:
+            pool.apply_async(task, ("return",), callback=callback).get(WAIT)
+            pool.map_async(task, ["return"], error_callback=callback, callback=callback).get(WAIT)
+            with pytest.raises(ValueError):
+                pool.apply_async(task, ("raise",), {}, None, callback).get(WAIT)
+    me = hex_ids(parent)[1]
+    assert [(repr(r), s) for r, s in seen] == [
+        ("2", me),
+        ("[2]", me),
+        ("ValueError('boom 1')", me),
+    ]

@@ -31,7 +31,7 @@ from typing import Any
 from opentelemetry import trace
 
 from threadline import _config, _exit
-from threadline._handoff import Handoff, capture, resume
+from threadline._handoff import Handoff, call, capture, resume
 
 log = logging.getLogger("threadline")
 
@@ -287,14 +287,34 @@ def _remember(p: Any, result: Any, handoff: Handoff) -> None:
     _pools_by_workers[id(p._pool)] = p  # noqa: SLF001
 
 
+# Where callback and error_callback sit in the positional arguments after func.
+_CALLBACKS_AT = {"apply_async": 2, "_map_async": 3}
+
+
+def _bind_callbacks(handoff: Handoff, at: int | None, args: tuple, kwargs: dict) -> tuple:
+    """Callbacks run in the pool's result thread; run them in the submitter's context."""
+    if at is None:
+        return args
+    out = list(args)
+    for i in (at, at + 1):
+        if i < len(out) and out[i] is not None:
+            out[i] = functools.partial(call, handoff, out[i])
+    for key in ("callback", "error_callback"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = functools.partial(call, handoff, kwargs[key])
+    return tuple(out)
+
+
 def _pool_method(name: str):
     original = getattr(pool.Pool, name)
+    callbacks_at = _CALLBACKS_AT.get(name)
 
     @functools.wraps(original)
     def patched(self, func, *args, **kwargs):
         if _is_thread_pool(self) or _config.settings() is None:
             return original(self, func, *args, **kwargs)
         handoff = capture()
+        args = _bind_callbacks(handoff, callbacks_at, args, kwargs)
         result = original(self, _Task(func, handoff, _config.child_settings()), *args, **kwargs)
         if hasattr(result, "_job"):
             _remember(self, result, handoff)
