@@ -408,3 +408,33 @@ def test_pool_callbacks_run_in_the_submitters_context(traces):
         ("[2]", me),
         ("ValueError('boom 1')", me),
     ]
+
+
+def test_uninstall_puts_the_standard_library_back(traces):
+    from multiprocessing import managers, pool, process
+
+    from threadline.boundaries import nodes
+
+    patched = (process.BaseProcess.start, pool.Pool.apply_async, managers.BaseProxy._callmethod)
+    try:
+        processes.uninstall()
+        nodes.uninstall()
+        processes.uninstall()  # idempotent
+        assert process.BaseProcess.start is not patched[0]
+        assert (
+            pool.Pool.__dict__["_join_exited_workers"].__func__.__module__ == "multiprocessing.pool"
+        )
+        assert "threadline" not in managers.BaseProxy._callmethod.__module__
+        with tl.span("untraced hand-off"):
+            p = multiprocessing.get_context("fork").Process(target=task, args=("return",))
+            p.start()
+            p.join(WAIT)
+        assert p.exitcode == 0
+        assert [s.name for s in traces.spans] == ["untraced hand-off"]  # the child made none
+    finally:
+        processes.install()
+        nodes.install()
+        processes.install()
+    assert (process.BaseProcess.start, managers.BaseProxy._callmethod) == patched[::2]
+    assert pool.Pool.apply_async.__wrapped__ is patched[1].__wrapped__
+    assert processes.installed() and nodes.installed()
