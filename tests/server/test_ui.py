@@ -186,14 +186,17 @@ def test_collapse_and_expand(page, ui):
     assert len(rows(page)) == 7
 
 
-def test_link_to_a_span_in_this_trace_stays_in_the_view(page, ui):
-    open_trace(page, ui, CHECKOUT)
-    page.evaluate("document.querySelector('.trace-head').dataset.mark = 'same-view'")
+@pytest.mark.parametrize("options", ["", "?skew=1"])
+def test_link_to_a_span_in_this_trace_stays_in_the_view(page, ui, options):
+    page.goto(f"{ui}/#/trace/{CHECKOUT}{options}")
+    page.wait_for_selector("body[data-ready=trace]")
+    page.evaluate("() => { document.querySelector('.trace-head').dataset.mark = 'same-view'; }")
     page.locator(".row[data-span-id=a000000000000005]").click()
     page.locator(".detail a.span-link").click()
     page.wait_for_selector(".row.selected[data-span-id=a000000000000002]")
     assert page.locator(".trace-head").get_attribute("data-mark") == "same-view"
     assert page.locator(".detail h2").inner_text() == "load cart"
+    assert ("skew=1" in page.evaluate("() => location.hash")) == bool(options)
 
 
 def test_link_to_another_trace_opens_it_at_the_span(page, ui):

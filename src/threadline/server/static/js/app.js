@@ -28,7 +28,7 @@ export function route() {
   }
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === name);
   // the trace view follows links inside the trace it shows without re-rendering
-  if (name === "trace" && trace.isShowing(params.get("id"), params.get("skew") === "1")) {
+  if (name === "trace" && trace.isShowing(params.get("id"))) {
     trace.focus(params.get("span"));
     return;
   }

@@ -34,8 +34,7 @@ export async function render(container, params) {
   performance.mark("trace-fetch-start");
   const data = await getJSON(`/api/threadline/analysis/trace/${encodeURIComponent(id)}${viewQuery(skew, rawClock)}`);
   clear(container);
-  view = new TraceView(container, data, skew);
-  view.query = viewQuery(skew, rawClock);
+  view = new TraceView(container, data, skew, viewQuery(skew, rawClock));
   view.focusSpan(params.get("span"));
   performance.mark("trace-interactive");
   document.body.dataset.ready = "trace";
@@ -47,9 +46,10 @@ export async function render(container, params) {
 }
 
 class TraceView {
-  constructor(container, data, skew) {
+  constructor(container, data, skew, query) {
     this.data = data;
     this.skew = skew;
+    this.query = query; // the clock options it was rendered with, kept by links inside it
     this.rows = data.rows;
     const n = this.rows.length;
     this.n = n;
@@ -85,6 +85,12 @@ class TraceView {
     this.drawMinimap();
     this.renderRows();
     this.renderDetail();
+  }
+
+  // A span's address: in the trace on screen it keeps the view's options (so only focus moves).
+  spanHref(traceId, spanId) {
+    const query = traceId === this.data.trace_id && this.query ? `${this.query}&` : "?";
+    return `#/trace/${traceId}${query}span=${spanId}`;
   }
 
   destroy() {
@@ -525,7 +531,7 @@ class TraceView {
                 return h(
                   "li",
                   {},
-                  h("a", { class: "span-link", href: `#/trace/${lk.trace_id}?span=${lk.span_id}`, dataset: { traceId: lk.trace_id, spanId: lk.span_id } }, here ? "span in this trace" : "linked trace", " ", h("span", { class: "mono" }, `${lk.trace_id.slice(0, 8)}…/${lk.span_id}`)),
+                  h("a", { class: "span-link", href: this.spanHref(lk.trace_id, lk.span_id), dataset: { traceId: lk.trace_id, spanId: lk.span_id } }, here ? "span in this trace" : "linked trace", " ", h("span", { class: "mono" }, `${lk.trace_id.slice(0, 8)}…/${lk.span_id}`)),
                   table(lk.attributes),
                 );
               }),
@@ -548,7 +554,7 @@ function side(here, s) {
 
 // A link to a span of the trace on screen, keeping its clock-skew setting.
 function spanLink(here, spanId, text) {
-  return h("a", { class: "side", href: `#/trace/${here.data.trace_id}?span=${spanId}${here.skew ? "&skew=1" : ""}` }, text);
+  return h("a", { class: "side", href: here.spanHref(here.data.trace_id, spanId) }, text);
 }
 
 function fact(label, value) {
