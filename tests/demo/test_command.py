@@ -21,12 +21,10 @@ from threadline.server.store import open_store
 SHOP = {"gateway", "users", "auth", "orders", "inventory", "payments"}
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    db = tmp_path_factory.mktemp("demo") / "traces.duckdb"
+def run_demo(db, *extra: str):
     proc = subprocess.run(
         [sys.executable, "-m", "threadline.cli", "demo", "--once", "-n", "20", "--port", "0"]
-        + ["--db", str(db)],
+        + ["--db", str(db), *extra],
         capture_output=True,
         text=True,
         timeout=90,
@@ -41,6 +39,11 @@ def demo(tmp_path_factory):
     for s in spans:
         by_trace[s.trace_id].append(s)
     return proc.stdout, dict(by_trace)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return run_demo(tmp_path_factory.mktemp("demo") / "traces.duckdb")
 
 
 def status_of(spans) -> int:
@@ -168,6 +171,18 @@ def test_circuit_breaker_transitions_are_events(demo):
     assert exception_types(charge)[0].endswith("CircuitOpen")
     assert charge.attributes["circuit_breaker.state"] == "open"
     assert "payments" not in {s.service for s in refused}
+
+
+def test_sampling_is_decided_once_per_trace(tmp_path):
+    out, traces = run_demo(tmp_path / "sampled.duckdb", "--sample", "0.5")
+    kept = [t for t in traces.values() if any(s.name == "GET /checkout" for s in t)]
+    assert 0 < len(kept) < 20  # 2**-19 odds of failing by chance
+    assert f"sampling: {len(kept)} of 20 checkouts traced" in out
+    for spans in kept:  # a kept trace is kept whole, in every service it reached
+        reached = SHOP - {"payments"} if status_of(spans) == 503 else SHOP  # circuit open
+        assert {s.service for s in spans} >= reached
+    # and nothing of a dropped one was recorded anywhere
+    assert len([s for t in traces.values() for s in t if s.name == "POST /orders"]) == len(kept)
 
 
 def _children(pid: int) -> list[int]:

@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cooldown", type=float, default=1.0, help="seconds the payments circuit stays open"
     )
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=None,
+        metavar="RATIO",
+        help="head sampling at the gateway, 0..1 (default: $OTEL_TRACES_SAMPLER_ARG or 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.requests < 1:
         raise SystemExit("threadline demo: --requests must be at least 1")
+    if args.sample is not None and not 0.0 <= args.sample <= 1.0:
+        raise SystemExit("threadline demo: --sample must be between 0 and 1")
     # Ctrl-C and SIGTERM both unwind through the finally blocks that stop every process.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         started_ns = time.time_ns()
         console.print(f"[bold]threadline demo[/bold]: starting the shop (spans to {endpoint})")
-        with Shop(endpoint, cooldown=args.cooldown) as shop:
+        with Shop(endpoint, cooldown=args.cooldown, sample_ratio=args.sample) as shop:
             console.print(f"shop running: gateway at {shop.gateway}/checkout", soft_wrap=True)
             counts: dict[str, int] = {}
             with Progress(
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         report(console, api, outcomes, started_ns, ended_ns)
         if not args.once:
             # The shop again, for people: its live order page traces from the browser's click.
-            with Shop(endpoint, cooldown=args.cooldown) as shop:
+            with Shop(endpoint, cooldown=args.cooldown, sample_ratio=args.sample) as shop:
                 console.print(f"\nUI: [bold]{api}[/bold]")
                 console.print(f"live order page: [bold]{shop.web}[/bold]   (Ctrl-C to stop)")
                 threading.Event().wait()
@@ -106,9 +115,15 @@ def report(console: Any, api: str, outcomes: list, started_ns: int, ended_ns: in
     from threadline.report.render import completeness_report, dependency_map, waterfall
 
     window = {"start": started_ns // 1000, "end": ended_ns // 1000 + 1}
-    placed = [o for o in outcomes if o.status == 200 and o.trace_id]
+    kept = [o for o in outcomes if o.trace_id and o.sampled]
+    placed = [o for o in kept if o.status == 200]
     # the last placed order: a warm path (the first one also pays for connection set-up)
-    example = placed[-1] if placed else next((o for o in outcomes if o.trace_id), None)
+    example = placed[-1] if placed else (kept[0] if kept else None)
+    if len(kept) < len(outcomes):
+        console.print(
+            f"sampling: {len(kept)} of {len(outcomes)} checkouts traced "
+            "(decided once per trace, at the gateway; every service follows)"
+        )
     if example is not None:
         console.rule("one checkout")
         console.print(waterfall(fetch(api, f"/api/threadline/analysis/trace/{example.trace_id}")))

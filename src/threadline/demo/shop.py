@@ -41,6 +41,7 @@ class Outcome:
     body: dict[str, Any]
     trace_id: str | None
     retry_after: float | None = None
+    sampled: bool = True
 
     @property
     def label(self) -> str:
@@ -67,9 +68,19 @@ class _Service:
 class Shop:
     """The services of the demo shop, each in its own OS process, exporting to `endpoint`."""
 
-    def __init__(self, endpoint: str, *, cooldown: float = 1.0, start_timeout: float = 60) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        cooldown: float = 1.0,
+        sample_ratio: float | None = None,
+        start_timeout: float = 60,
+    ) -> None:
+        if sample_ratio is not None and not 0.0 <= sample_ratio <= 1.0:
+            raise ValueError(f"sample_ratio must be in [0, 1], not {sample_ratio!r}")
         self.endpoint = endpoint
         self.cooldown = cooldown
+        self.sample_ratio = sample_ratio
         self.start_timeout = start_timeout
         self.services: dict[str, _Service] = {}
         self._logs = tempfile.TemporaryDirectory(prefix="threadline-demo-")
@@ -111,6 +122,10 @@ class Shop:
             **os.environ,
             "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "200"),
         }
+        if self.sample_ratio is not None:
+            # Every service gets the ratio; only the gateway, where traces start, uses it: the
+            # others follow the sampled flag they receive (one decision per trace).
+            env["OTEL_TRACES_SAMPLER_ARG"] = str(self.sample_ratio)
         svc.proc = subprocess.Popen(
             args,
             env=env,
@@ -196,12 +211,14 @@ class Shop:
             f"{self.gateway}/checkout", params={"user": user, "item": item, "qty": qty}
         )
         traceparent = parse_server_timing(r.headers.get("server-timing"))
+        parts = traceparent.split("-") if traceparent else None
         retry = r.headers.get("retry-after")
         return Outcome(
             status=r.status_code,
             body=r.json(),
-            trace_id=traceparent.split("-")[1] if traceparent else None,
+            trace_id=parts[1] if parts else None,
             retry_after=float(retry) if retry else None,
+            sampled=bool(int(parts[3], 16) & 1) if parts else False,
         )
 
     def run(self, n: int, progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
