@@ -335,7 +335,7 @@ def test_a_50k_span_trace_loads_virtualised(page, srv, ui):
     assert 0 < page.locator(".rows .row").count() < 200  # only the rows in view exist
     page.locator(".viewport").evaluate("el => { el.scrollTop = el.scrollHeight; }")
     page.wait_for_function(
-        "[...document.querySelectorAll('.rows .row')].some(r => r.dataset.index === '49999')"
+        "() => [...document.querySelectorAll('.rows .row')].some(r => r.dataset.index === '49999')"
     )
 
 
