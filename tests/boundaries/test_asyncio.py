@@ -188,7 +188,7 @@ def test_policy_none_patches_callbacks_and_restores_them_when_plain(traces):
     callback_ids, executor_ids, inner = asyncio.run(main())
     assert callback_ids == executor_ids == NO_SPAN
     assert inner != NO_SPAN
-    asyncio_boundary.install()
+    asyncio_boundary.install(relation="child")
     assert asyncio.BaseEventLoop.call_soon is plain_call_soon
 
 

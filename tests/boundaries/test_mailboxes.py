@@ -19,9 +19,9 @@ def current_ids():
 
 @pytest.fixture(autouse=True)
 def mailboxes_on():
-    mailboxes.install()
+    mailboxes.install(relation="child")
     yield
-    mailboxes.install()
+    mailboxes.install(relation="child")
 
 
 @pytest.mark.parametrize(

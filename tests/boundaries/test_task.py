@@ -8,6 +8,7 @@ from opentelemetry import trace
 
 import threadline as tl
 from threadline import boundaries
+from threadline.boundaries import threads
 from threadline.boundaries._task import Policy, Task, task_name
 from threadline.testing import hex_ids
 
@@ -50,8 +51,11 @@ def test_configure_installs_threads_and_asyncio():
     boundaries.uninstall("threads", "asyncio")
     tl.configure("tests", exporter="none", boundaries=False)
     assert "threads" not in boundaries.installed()
+    threads.install(span="job")
     tl.configure("tests", exporter="none")
     assert {"threads", "asyncio"} <= set(boundaries.installed())
+    assert threads.policy() == Policy(span="job")  # a chosen policy survives reconfiguring
+    threads.install(relation="child")
 
     async def hop():
         return await asyncio.to_thread(current_ids)

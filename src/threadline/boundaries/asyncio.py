@@ -84,11 +84,12 @@ def _loop_call_at(self, when, callback, *args, context=None):  # call_later call
     return _call_at(self, when, callback, *args, context=context)
 
 
-def install(*, relation: Relation = "child", span: bool | str | None = None) -> None:
-    """Patch the loop's executor hand-off (once) and set the policy (every call); the callback
-    methods are patched while the policy is other than plain "child". Idempotent."""
+def install(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
+    """Patch the loop's executor hand-off (once); set the policy when given, as threads.install
+    does. The callback methods are patched while the policy is other than plain "child"."""
     global _policy
-    _policy = Policy(relation, span)
+    if relation is not None or span is not None:
+        _policy = Policy(relation or "child", span)
     if not _executor_patches:
         _executor_patches.set(_Loop, "run_in_executor", _loop_run_in_executor)
     if _policy.plain:

@@ -357,18 +357,19 @@ class _Receiving:
 # -- install / uninstall: tracing of the explicit API on or off (nothing is patched) ----------
 
 
-def install(*, relation: Relation = "child") -> None:
-    """Trace send / receive; ``relation`` is the default for every receive ("child" | "link" |
-    "none"), overridable per Mailbox and per open(). Idempotent."""
+def install(*, relation: Relation | None = None) -> None:
+    """Trace send / receive. ``relation``, when given, is the default for every receive ("child"
+    at first | "link" | "none"), overridable per Mailbox and per open(). Idempotent."""
     global _installed, _relation
-    _relation = _check(relation)
+    if relation is not None:
+        _relation = _check(relation)
     _installed = True
 
 
 def uninstall() -> None:
     """send puts bare items and receive makes no span (envelopes already queued still unwrap)."""
-    global _installed
-    _installed = False
+    global _installed, _relation
+    _installed, _relation = False, "child"
 
 
 def installed() -> bool:

@@ -121,12 +121,13 @@ _POOL_METHODS = {
 # -- install -----------------------------------------------------------------------------------
 
 
-def install(*, relation: Relation = "child", span: bool | str | None = None) -> None:
-    """Patch threads, ThreadPoolExecutor and ThreadPool (once); set the policy (every call).
-
-    relation: "child" (default) | "link" | "none"; span: one span per task (see Policy)."""
+def install(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
+    """Patch threads, ThreadPoolExecutor and ThreadPool (once). Given a relation ("child" by
+    default | "link" | "none") or span (see Policy), set the policy; with neither, keep it (so
+    configure() installing the defaults again leaves a chosen policy alone)."""
     global _policy
-    _policy = Policy(relation, span)
+    if relation is not None or span is not None:
+        _policy = Policy(relation or "child", span)
     if _patches:
         return
     _patches.set(_Thread, "start", _thread_start)
