@@ -286,3 +286,21 @@ def test_an_executor_with_its_own_boundary_is_wrapped_once(traces):
     t = traces.trace(hex_ids(root)[0])  # (asyncio.run's executor shutdown thread has its own)
     job = t.find("job")  # the threads boundary's span, once; asyncio's policy is not applied
     assert (job.parent_id, t.find("work").parent_id) == (hex_ids(root)[1], job.span_id)
+
+
+def test_an_executor_subclass_with_its_own_submit_is_still_carried(traces):
+    class QueuedPool(OneWorker, ThreadPoolExecutor):
+        """A ThreadPoolExecutor whose own submit never reaches the pool's (patched) one."""
+
+    ex = QueuedPool()
+
+    async def main():
+        with tl.span("handler") as root:
+            await asyncio.get_running_loop().run_in_executor(ex, work)
+        return root
+
+    try:
+        root = asyncio.run(main())
+    finally:
+        ex.shutdown()
+    assert_children(traces, root)

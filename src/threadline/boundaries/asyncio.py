@@ -52,8 +52,12 @@ def _executor_boundary(loop: asyncio.BaseEventLoop, executor: Any) -> bool:
     """Whether the executor's own boundary (threads, processes) is installed to carry the context:
     then it captures, at the same moment and by its own policy, and asyncio stays out of the way."""
     ex = executor if executor is not None else loop._default_executor
-    if ex is None or isinstance(ex, ThreadPoolExecutor):  # None: asyncio makes a ThreadPoolExecutor
+    if ex is None:  # asyncio will make a plain ThreadPoolExecutor
         return threads.installed()
+    if isinstance(ex, ThreadPoolExecutor):
+        # A subclass with its own submit may never reach the patched one: wrap it here (the
+        # patched submit passes a Task through if it does).
+        return threads.installed() and type(ex).submit is ThreadPoolExecutor.submit
     if isinstance(ex, ProcessPoolExecutor):
         processes = sys.modules.get("threadline.boundaries.processes")
         return processes is not None and processes.installed()
