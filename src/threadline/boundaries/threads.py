@@ -12,8 +12,8 @@ each task the worker is back to no context at all. ``install(relation=..., span=
 the policy (see ``Policy``); without installing anything, ``tl.wrap(fn)`` does the same by hand.
 
 Shared with the process boundaries: ``ThreadPool`` is patched here, on the ``ThreadPool`` class
-only; the process ``Pool`` patches (processes.py) live on ``Pool`` and pass a ``Task`` through
-untouched, so a ThreadPool call is wrapped once, here.
+only; the process ``Pool`` patches (processes.py) live on ``Pool`` and leave ThreadPool instances
+alone, so a ThreadPool call is wrapped once, here.
 """
 
 from __future__ import annotations
@@ -86,14 +86,14 @@ def _thread_bootstrap_inner(self: threading.Thread) -> None:
 
 
 def _executor_submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any):
-    return _submit(self, fn if type(fn) is Task else Task(fn, _policy), *args, **kwargs)
+    return _submit(self, _bind(fn), *args, **kwargs)
 
 
 # -- multiprocessing.pool.ThreadPool -----------------------------------------------------------
 
 
 def _pool_method(name: str, callbacks: bool):
-    # Calls Pool's method as it is at call time: a process-Pool patch sees a Task and passes it on.
+    # Calls Pool's method as it is at call time: the process-Pool patch there lets ThreadPool by.
     def method(self, func, *args, **kwargs):
         if callbacks:  # (args|iterable, kwds|chunksize, callback, error_callback)
             args = args[:2] + tuple(_bind_callback(cb) for cb in args[2:])
