@@ -135,6 +135,24 @@ def test_search_form_errors_only_and_duration(page, ui):
     assert ids == [CHECKOUT]  # one web span both failed and took 60 ms or more (POST /charge)
 
 
+def test_search_custom_time_range(page, ui):
+    def local(ns):
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ns // 10**9))
+
+    around = f"from={local(BASE_NS - 10**9)}&to={local(BASE_NS + 10 * 10**9)}"
+    page.goto(f"{ui}/#/?service=web&lookback=custom&{around}")
+    page.wait_for_selector("body[data-ready=search]")
+    assert page.locator("input[name=from]").is_visible()
+    found = page.eval_on_selector_all(
+        "table.traces tbody tr", "els => els.map(e => e.dataset.traceId)"
+    )
+    assert CHECKOUT in found and BROKEN in found
+    before = f"from={local(BASE_NS - 3600 * 10**9)}&to={local(BASE_NS - 1800 * 10**9)}"
+    page.goto(f"{ui}/#/?service=web&lookback=custom&{before}")
+    page.wait_for_selector(".results .message")
+    assert page.locator("table.traces tbody tr").count() == 0
+
+
 def test_new_traces_appear_live(page, srv, ui):
     page.goto(f"{ui}/#/?service=live-svc")
     page.wait_for_selector("body[data-ready=search]")

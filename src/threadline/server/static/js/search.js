@@ -12,13 +12,20 @@ const LOOKBACKS = [
 ];
 const UNIT_NS = { m: 60e9, h: 3600e9, d: 86400e9 };
 
-export function lookbackSelect(value, onChange) {
-  const select = h(
+export function lookbackSelect(value, onChange, withCustom = false) {
+  const options = withCustom ? [...LOOKBACKS, ["custom", "Custom range…"]] : LOOKBACKS;
+  return h(
     "select",
     { name: "lookback", onchange: (e) => onChange && onChange(e.target.value) },
-    LOOKBACKS.map(([v, label]) => h("option", { value: v, selected: v === value }, label)),
+    options.map(([v, label]) => h("option", { value: v, selected: v === value }, label)),
   );
-  return select;
+}
+
+// [start, end] of the search window in epoch nanoseconds (a datetime-local value is local time).
+function windowOf(state) {
+  if (state.lookback === "custom") return [Date.parse(state.from) * 1e6, Date.parse(state.to) * 1e6];
+  const now = Date.now() * 1e6;
+  return [now - lookbackNs(state.lookback), now];
 }
 
 function lookbackNs(value) {
@@ -37,7 +44,11 @@ export function searchURL(state) {
   if (min) q.set("minDuration", `${min}ns`);
   if (max) q.set("maxDuration", `${max}ns`);
   if (state.errors) q.set("status", "error");
-  q.set("lookback", state.lookback || "1h");
+  if (state.lookback === "custom") {
+    const [start, end] = windowOf(state);
+    q.set("start", String(Math.floor(start / 1e3)));
+    q.set("end", String(Math.ceil(end / 1e3)));
+  } else q.set("lookback", state.lookback || "1h");
   q.set("limit", state.limit || "50");
   return `/api/threadline/search?${q}`;
 }
@@ -51,6 +62,8 @@ function stateFromParams(params) {
     max: params.get("max") || "",
     errors: params.get("errors") === "1",
     lookback: params.get("lookback") || "1h",
+    from: params.get("from") || "",
+    to: params.get("to") || "",
     limit: params.get("limit") || "50",
   };
 }
@@ -58,6 +71,7 @@ function stateFromParams(params) {
 function hashFromState(state) {
   const q = new URLSearchParams();
   for (const key of ["service", "operation", "min", "max", "lookback", "limit"]) if (state[key]) q.set(key, state[key]);
+  if (state.lookback === "custom") for (const key of ["from", "to"]) q.set(key, state[key]);
   for (const f of state.filters) if (f.trim()) q.append("filter", f.trim());
   if (state.errors) q.set("errors", "1");
   return `#/?${q}`;
@@ -84,6 +98,12 @@ export async function render(container, params) {
   };
   for (const f of state.filters.length ? state.filters : [""]) addFilter(f);
 
+  const range = h(
+    "div",
+    { class: "field-pair", hidden: state.lookback !== "custom" },
+    field("From", h("input", { type: "datetime-local", name: "from", value: state.from, step: 1 })),
+    field("To", h("input", { type: "datetime-local", name: "to", value: state.to, step: 1 })),
+  );
   const form = h(
     "form",
     { class: "search-form", id: "search-form" },
@@ -96,7 +116,17 @@ export async function render(container, params) {
       h("p", { class: "hint" }, "key=value, key!=value, key>n, key<=n, key (exists), !key (missing); span: or resource: prefix; alternatives with OR. All rows must match."),
     ),
     h("div", { class: "field-pair" }, field("Min duration", h("input", { name: "min", value: state.min, placeholder: "e.g. 10ms", size: 8 })), field("Max duration", h("input", { name: "max", value: state.max, placeholder: "e.g. 2s", size: 8 }))),
-    field("Time range", lookbackSelect(state.lookback)),
+    field(
+      "Time range",
+      lookbackSelect(
+        state.lookback,
+        (value) => {
+          range.hidden = value !== "custom";
+        },
+        true,
+      ),
+    ),
+    range,
     h("label", { class: "check" }, h("input", { type: "checkbox", name: "errors", checked: state.errors }), "Errors only"),
     field("Limit", h("input", { name: "limit", type: "number", min: 1, max: 1000, value: state.limit })),
     h("button", { type: "submit", class: "primary" }, "Find traces"),
@@ -112,8 +142,19 @@ export async function render(container, params) {
       max: f.max.value.trim(),
       errors: f.errors.checked,
       lookback: f.lookback.value,
+      from: f.from.value,
+      to: f.to.value,
       limit: f.limit.value,
     };
+    if (next.lookback === "custom") {
+      const [start, end] = windowOf(next);
+      if (!(start < end)) {
+        f.to.setCustomValidity("choose a start and an end after it");
+        f.to.reportValidity();
+        f.to.setCustomValidity("");
+        return;
+      }
+    }
     for (const [name, value] of [
       ["min", next.min],
       ["max", next.max],
@@ -150,7 +191,7 @@ export async function render(container, params) {
     for (const t of traces) seen.add(t.trace_id);
     first = false;
     summaryLine.textContent = `${traces.length} trace${traces.length === 1 ? "" : "s"}${traces.length >= Number(state.limit) ? " (limit reached)" : ""} · live`;
-    drawScatter(scatter, traces, lookbackNs(state.lookback));
+    drawScatter(scatter, traces, ...windowOf(state));
     clear(results).appendChild(traces.length ? resultsTable(traces, fresh) : message("No traces match. Widen the time range or remove a filter."));
     document.body.dataset.ready = "search";
   }
@@ -233,13 +274,12 @@ function resultsTable(traces, fresh) {
   );
 }
 
-function drawScatter(el, traces, windowNs) {
+function drawScatter(el, traces, x0, x1) {
   clear(el);
   const W = el.clientWidth || 900;
   const H = 190;
   const pad = { l: 64, r: 16, t: 12, b: 28 };
-  const now = Date.now() * 1e6;
-  const x0 = now - windowNs;
+  const windowNs = Math.max(1, x1 - x0);
   const durs = traces.map((t) => Math.max(1, t.duration_ns));
   const maxD = Math.max(...durs, 1e6);
   const minD = Math.min(...durs, maxD / 10);
