@@ -245,3 +245,15 @@ def test_retention_deletes_old_spans():
         # the writer ran retention after the first commit, before taking the second export
         assert s.store.get_trace("e1" * 16) == []
         assert [x.name for x in s.store.get_trace("e2" * 16)] == ["new"]
+
+
+def test_unknown_enum_values_are_kept(srv, http):
+    """OTLP enums are open: a kind or status code from a newer SDK is stored as sent."""
+    doc = every_value_request()
+    s = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    s.update(traceId="F0" * 16, kind=99, status={"code": 7})
+    assert http.post("/v1/traces", content=json.dumps(doc), headers=JSON).status_code == 200
+    [span] = Client(srv.urls.api).trace("f0" * 16)
+    assert (span.kind, span.status_code) == (99, 7)
+    jaeger = httpx.get(f"{srv.urls.api}/api/traces/{'f0' * 16}").json()["data"][0]["spans"][0]
+    assert {"key": "span.kind", "type": "string", "value": "99"} in jaeger["tags"]

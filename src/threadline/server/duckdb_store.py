@@ -44,10 +44,10 @@ _COLUMNS = {
     "parent_id": "BIGINT",  # NULL when a root
     "service": "VARCHAR",
     "name": "VARCHAR",
-    "kind": "UTINYINT",
+    "kind": "INTEGER",  # OTLP enums are open: keep any int32 as sent
     "start_ns": "BIGINT",
     "duration_ns": "BIGINT",
-    "status_code": "UTINYINT",
+    "status_code": "INTEGER",
     "status_message": "VARCHAR",
     "pending": "BOOLEAN",
     "attributes": "VARCHAR",

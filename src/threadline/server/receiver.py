@@ -101,25 +101,35 @@ class Ingest:
                 return  # closing and drained
             spans = [s for batch, _ in taken for s in batch]
             try:
-                self.store.write(spans)
-            except Exception as exc:  # noqa: BLE001 - the exporter is told and retries
-                self.failed += len(spans)
-                log.error("storing %d spans failed: %s", len(spans), exc)
-                for _, fut in taken:
-                    fut.set_exception(exc)
-            else:
-                self.committed += len(spans)
-                for _, fut in taken:
-                    fut.set_result(len(spans))
-                for listener in list(self._listeners):
-                    try:
-                        listener(spans)
-                    except Exception:  # noqa: BLE001 - a slow/broken live viewer never stops ingest
-                        log.exception("live listener failed")
+                if not self._commit(spans, taken, alone=len(taken) == 1):
+                    for item in taken:  # one bad export must not fail those sharing its commit
+                        self._commit(item[0], [item], alone=True)
             finally:
                 with self._cond:
                     self._queued -= len(spans)
             self._retain()
+
+    def _commit(self, spans: list[Span], taken: list, alone: bool) -> bool:
+        """Store spans in one commit and resolve their exports. A failed commit fails the
+        exports only when `alone` (else the caller retries them one by one); returns success."""
+        try:
+            self.store.write(spans)
+        except Exception as exc:  # noqa: BLE001 - the exporter is told and retries
+            if alone:
+                self.failed += len(spans)
+                log.error("storing %d spans failed: %s", len(spans), exc)
+                for _, fut in taken:
+                    fut.set_exception(exc)
+            return False
+        self.committed += len(spans)
+        for _, fut in taken:
+            fut.set_result(len(spans))
+        for listener in list(self._listeners):
+            try:
+                listener(spans)
+            except Exception:  # noqa: BLE001 - a slow/broken live viewer never stops ingest
+                log.exception("live listener failed")
+        return True
 
     def _retention_wait(self) -> float | None:
         return None if self.retention_ns is None else 60.0
