@@ -196,8 +196,11 @@ def test_full_queue_answers_503_with_retry_after():
                 )
             )
             t.start()
-            while busy_srv.ingest._queued < 8:  # the first export is queued and being written
+            for _ in range(6000):  # until the first export is queued and being written
+                if busy_srv.ingest._queued >= 8 or not t.is_alive():
+                    break
                 threading.Event().wait(0.005)
+            assert busy_srv.ingest._queued == 8, first
             busy = client.post("/v1/traces", content=pb_request(n=5), headers=PB)
         finally:
             busy_srv.store._write_lock.release()
