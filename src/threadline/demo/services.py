@@ -70,10 +70,6 @@ class CardProcessorError(Exception):
     pass
 
 
-def _json(request: Request) -> Any:
-    return request.json()
-
-
 def _client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(10.0))
 
@@ -114,7 +110,7 @@ def inventory_app(peers: dict[str, str]) -> Starlette:
     stock: dict[str, int] = {}
 
     async def reserve(request: Request) -> JSONResponse:
-        body = await _json(request)
+        body = await request.json()
         item, qty = str(body["item"]), int(body["qty"])
         with tl.span("reserve stock", attributes={"shop.item": item, "shop.quantity": qty}):
             stock[item] = stock.get(item, 1000) - qty
@@ -129,7 +125,7 @@ def payments_app(peers: dict[str, str]) -> Starlette:
 
     async def charge(request: Request) -> JSONResponse:
         nonlocal charges
-        body = await _json(request)
+        body = await request.json()
         outcome = PAYMENT_RHYTHM[charges % len(PAYMENT_RHYTHM)]
         charges += 1
         attrs = {"shop.order_id": body["order_id"], "shop.amount": body["amount"]}
@@ -211,7 +207,7 @@ def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
             return r.json()
 
     async def create(request: Request) -> JSONResponse:
-        body = await _json(request)
+        body = await request.json()
         order_id = uuid.uuid4().hex[:12]
         item, qty = str(body["item"]), int(body["qty"])
         try:
