@@ -237,3 +237,21 @@ def test_interrupting_the_demo_stops_every_process_it_started(sig):
     assert proc.returncode == 0
     left = [p for p in services + workers if _still_running(p, 10)]
     assert not left
+
+
+def test_demo_to_another_server(tmp_path):
+    """--endpoint sends the spans elsewhere; --server is where the report reads them."""
+    from threadline.server.serving import start
+
+    with start() as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "threadline.cli", "demo", "--once", "-n", "3"]
+            + ["--endpoint", server.urls.otlp_http, "--server", server.urls.api],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"spans to {server.urls.otlp_http}" in proc.stdout
+        assert "GET /checkout" in proc.stdout and "└── gateway" in proc.stdout
+        assert {"gateway", "worker"} <= set(server.store.services())

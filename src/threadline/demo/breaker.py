@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from opentelemetry import trace
 
@@ -25,7 +26,14 @@ class CircuitOpen(Exception):
 
 
 class CircuitBreaker:
-    def __init__(self, name: str, *, failures: int = 3, cooldown: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failures: int = 3,
+        cooldown: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if failures < 1:
             raise ValueError(f"failures must be at least 1, not {failures!r}")
         if cooldown <= 0:
@@ -33,6 +41,7 @@ class CircuitBreaker:
         self.name = name
         self.failures = failures
         self.cooldown = cooldown
+        self.clock = clock
         self.state = CLOSED
         self._in_a_row = 0
         self._opened_at = 0.0
@@ -56,7 +65,7 @@ class CircuitBreaker:
         """Before a call: raises CircuitOpen while open; lets one trial call through after the
         cooldown (half open)."""
         with self._lock:
-            waited = time.monotonic() - self._opened_at
+            waited = self.clock() - self._opened_at
             if self.state == OPEN and waited >= self.cooldown:
                 self._move(HALF_OPEN, f"cooldown of {self.cooldown}s over: trying one call")
             trace.get_current_span().set_attribute("circuit_breaker.state", self.state)
@@ -75,5 +84,5 @@ class CircuitBreaker:
             if self.state == HALF_OPEN or (
                 self.state == CLOSED and self._in_a_row >= self.failures
             ):
-                self._opened_at = time.monotonic()
+                self._opened_at = self.clock()
                 self._move(OPEN, f"{self._in_a_row} failure(s) in a row, last: {what}")
