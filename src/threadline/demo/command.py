@@ -48,10 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from threadline.demo.shop import Shop
+        from threadline.demo.shop import Shop
+    except ImportError as exc:
+        raise SystemExit(
+            f"threadline demo needs {exc.name}: pip install 'threadline[demo]'"
+        ) from None
 
     if args.requests < 1:
         raise SystemExit("threadline demo: --requests must be at least 1")
