@@ -270,3 +270,44 @@ def test_bad_arguments():
 )
 def test_parse_server_timing(header, expected):
     assert parse_server_timing(header) == expected
+
+
+GLOBAL = """
+import asyncio, httpx, threadline as tl
+from threadline import _config
+from threadline.testing import Capture
+
+tl.configure("t", exporter="none")
+capture = Capture()
+_config.add_tap(capture)
+tl.instrument()  # before the apps exist: every app created from now on is traced
+
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+import flask
+
+api = FastAPI()
+api.get("/api")(lambda: {"ok": True})
+site = Starlette(routes=[Route("/site", lambda request: PlainTextResponse("ok"))])
+web = flask.Flask("web")
+web.route("/web")(lambda: "ok")
+
+async def call():
+    for app, path in ((api, "/api"), (site, "/site")):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.get(path)).status_code == 200
+asyncio.run(call())
+assert web.test_client().get("/web").status_code == 200
+servers = sorted(s.name for s in capture.spans if s.kind == "SERVER")
+doubles = [s.name for s in capture.spans if s.kind == "INTERNAL" and s.name in servers]
+assert servers == ["GET /api", "GET /site", "GET /web"], servers
+assert not doubles, doubles
+"""
+
+
+def test_global_instrumentation_traces_each_framework_app_once():
+    # In a child interpreter: the framework patches must not outlive the test.
+    subprocess.run([sys.executable, "-c", GLOBAL], check=True, timeout=120)

@@ -315,7 +315,7 @@ def instrument(
 
     trust: "honour" (continue the caller's trace), "link" (new trace, linked to the caller's),
     "ignore" (new trace). asgi_spans=True keeps the ASGI instrumentation's per-message
-    send/receive spans. request_hook(span, scope_or_environ) runs for every server span.
+    send/receive spans (apps instrumented with no app given keep the contrib's defaults). request_hook(span, scope_or_environ) runs for every server span.
     Idempotent per app and per library.
     """
     if trust not in TRUSTS:
