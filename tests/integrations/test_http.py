@@ -264,6 +264,7 @@ def test_bad_arguments():
     [
         ('traceparent;desc="00-aa-bb-01"', "00-aa-bb-01"),
         ('cache;dur=2, traceparent;desc="00-aa-bb-01";dur=0', "00-aa-bb-01"),
+        ('trace;desc="00-aa-bb-01"', "00-aa-bb-01"),
         ("cache;dur=2", None),
         (None, None),
     ],

@@ -88,10 +88,11 @@ def _server_timing_propagator():
 
 
 def parse_server_timing(header: str | None) -> str | None:
-    """The traceparent in a Server-Timing header value, or None."""
+    """The traceparent in a Server-Timing header value, or None. Reads the `traceparent` metric
+    (what threadline and the OpenTelemetry browser instrumentations use) and `trace`."""
     for metric in (header or "").split(","):
         name, _, params = metric.strip().partition(";")
-        if name.strip() != "traceparent":
+        if name.strip() not in ("traceparent", "trace"):
             continue
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
