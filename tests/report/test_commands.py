@@ -92,6 +92,11 @@ def test_unreachable_server(capsys):
         main(["check", "--server", url])
 
 
+def test_bad_window_is_the_servers_words(server):
+    with pytest.raises(SystemExit, match="refused the request: invalid duration 'ten minutes'"):
+        main(["traces", "--since", "ten minutes", "--server", server.urls.api])
+
+
 def test_bad_threshold():
     with pytest.raises(SystemExit):
         main(["check", "--min-completeness", "2"])

@@ -7,6 +7,7 @@ share the --server option and the error handling below, and render with threadli
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import urllib.error
@@ -32,7 +33,12 @@ def fetch(server: str, path: str, **params: Any) -> Any:
     except ClientError as exc:
         if exc.status == 404:
             raise LookupError(str(exc)) from None
-        raise SystemExit(f"threadline: {server}{path} answered {exc}") from None
+        detail = str(exc).split(": ", 1)[-1]
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except (ValueError, AttributeError):
+            pass
+        raise SystemExit(f"threadline: {server} refused the request: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SystemExit(
