@@ -33,6 +33,7 @@ export async function render(container, params) {
   container.appendChild(message(`Loading trace ${id}…`));
   performance.mark("trace-fetch-start");
   const data = await getJSON(`/api/threadline/analysis/trace/${encodeURIComponent(id)}${viewQuery(skew, rawClock)}`);
+  performance.mark("trace-fetched");
   clear(container);
   view = new TraceView(container, data, skew, viewQuery(skew, rawClock));
   view.focusSpan(params.get("span"));
