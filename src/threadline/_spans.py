@@ -101,17 +101,39 @@ def start_span(
     attributes: Mapping[str, Any] | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     links: Iterable[Any] | None = None,
-):
+) -> _Scope:
     """The context manager behind span(), resume() and @traced; records exceptions as events,
     sets ERROR status and re-raises unchanged."""
-    return _config.tracer().start_as_current_span(
-        name,
-        kind=kind,
-        attributes=clean_attributes(attributes),
-        links=_links(links),
-        record_exception=True,
-        set_status_on_exception=True,
-    )
+    return _Scope(name, kind, clean_attributes(attributes), _links(links))
+
+
+class _Scope:
+    """A span, current inside the block. The SDK's start_as_current_span does the same through
+    two generator-based context managers; a plain class is cheaper on this, the hottest path."""
+
+    __slots__ = ("_name", "_kind", "_attributes", "_links", "_span", "_token")
+
+    def __init__(self, name: str, kind: SpanKind, attributes: Any, links: Any) -> None:
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._links = links
+
+    def __enter__(self) -> trace.Span:
+        span = self._span = _config.tracer().start_span(
+            self._name, kind=self._kind, attributes=self._attributes, links=self._links
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        span = self._span
+        try:
+            otel_context.detach(self._token)
+            if isinstance(exc, Exception) and span.is_recording():
+                _record(span, exc)
+        finally:
+            span.end()
 
 
 def span(
