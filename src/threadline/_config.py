@@ -216,6 +216,21 @@ def _resolve(
         )
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
         raise ValueError(f"service_name must be a non-empty string, not {service_name!r}")
+    for arg, value in (
+        ("service_version", service_version),
+        ("namespace", namespace),
+        ("environment", environment),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{arg} must be a string, not {value!r}")
+    if not isinstance(boundaries, bool):
+        raise TypeError(f"boundaries must be True or False, not {boundaries!r}")
+    if announce is not None and not isinstance(announce, bool):
+        raise TypeError(f"announce must be True, False or None, not {announce!r}")
+    if resource_attributes is not None and not isinstance(resource_attributes, Mapping):
+        raise TypeError(
+            f"resource_attributes must be a mapping of names to values, not {resource_attributes!r}"
+        )
     return Settings(
         service_name=service_name
         or _env("OTEL_SERVICE_NAME")
@@ -229,9 +244,9 @@ def _resolve(
         endpoint=endpoint.rstrip("/"),
         exporter=exporter_name,
         sample_ratio=float(sample_ratio),
-        boundaries=bool(boundaries),
+        boundaries=boundaries,
         resource_attributes=dict(resource_attributes or {}),
-        announce=None if announce is None else bool(announce),
+        announce=announce,
     )
 
 
@@ -419,7 +434,12 @@ def announce(span: trace.Span) -> None:
     announced every span already, False wants none. A no-op when nothing is exported, or for a
     span that is not recorded."""
     rt = _runtime
-    if rt is not None and rt.announcer is not None and rt.settings.announce is None and span.is_recording():
+    if (
+        rt is not None
+        and rt.announcer is not None
+        and rt.settings.announce is None
+        and span.is_recording()
+    ):
         rt.announcer.on_start(span)
 
 
@@ -430,7 +450,9 @@ def children(overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | No
     if overrides is not None and not callable(overrides):
         bad = set(overrides) - set(Settings.__dataclass_fields__)
         if bad:
-            raise ValueError(f"unknown configure() argument(s) for children: {', '.join(sorted(bad))}")
+            raise ValueError(
+                f"unknown configure() argument(s) for children: {', '.join(sorted(bad))}"
+            )
         overrides = dict(overrides)
     _child_overrides = overrides
 

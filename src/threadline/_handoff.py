@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
-from threadline._spans import coerce_kind, start_span
+from threadline._spans import check_name, clean_attributes, coerce_kind, start_span
 
 log = logging.getLogger("threadline")
 
@@ -181,11 +181,13 @@ class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
             raise ValueError(f"relation must be one of {RELATIONS}, not {relation!r}")
         if name is None and relation == "link":
             raise ValueError("relation='link' needs a span name: the link lives on that span")
+        if name is not None:
+            check_name(name)
         self._handoff = handoff
         self._name = name
         self._relation = relation
         self._kind = coerce_kind(kind) if kind is not None else None
-        self._attributes = attributes
+        self._attributes = clean_attributes(attributes)
         self._token = None
         self._cm = None
 

@@ -34,6 +34,11 @@ def coerce_kind(kind: SpanKind | str | None) -> SpanKind:
     raise ValueError(f"kind must be a SpanKind or one of {sorted(_KINDS)}, not {kind!r}")
 
 
+def check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"span name must be a non-empty string, not {name!r}")
+
+
 def _valid(value: Any) -> bool:
     if isinstance(value, _SCALARS):
         return True
@@ -50,6 +55,10 @@ def clean_attributes(
     warning naming the key, rather than vanishing."""
     if not attributes:
         return None
+    if not isinstance(attributes, Mapping):
+        raise TypeError(
+            f"attributes must be a mapping of names to values, not {type(attributes).__name__}"
+        )
     for key, value in attributes.items():  # fast path: plain scalars pass as they are
         if type(key) is not str or type(value) not in _FAST:
             break
@@ -144,8 +153,7 @@ def span(
     links: Iterable[Any] | None = None,
 ):
     """A span around a block, current inside it: ``with tl.span("charge") as s: ...``"""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"span name must be a non-empty string, not {name!r}")
+    check_name(name)
     return start_span(name, attributes=attributes, kind=coerce_kind(kind), links=links)
 
 

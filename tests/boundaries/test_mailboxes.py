@@ -250,6 +250,14 @@ def test_bad_arguments_fail_at_the_call_site():
         Mailbox(queue.Queue(), relation="sibling")
     with pytest.raises(ValueError, match="name"):
         Mailbox(queue.Queue(), "")
+    with pytest.raises(
+        TypeError, match=r"Mailbox's queue needs put\(\) and get\(\) methods, which list lacks"
+    ):
+        Mailbox([], "orders")
+    with pytest.raises(TypeError, match=r"Mailbox\(queue, name\): the queue comes first"):
+        Mailbox("orders", queue.Queue())
+    with pytest.raises(TypeError, match="a queue or put= and get=, not both"):
+        Mailbox(queue.Queue(), "orders", put=print)
 
 
 def test_a_failed_put_is_recorded_and_raised(traces):

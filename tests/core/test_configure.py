@@ -83,6 +83,11 @@ def test_precedence_argument_over_environment_over_default(monkeypatch):
         ({"sample_ratio": "half"}, TypeError, "sample_ratio must be a number"),
         ({"endpoint": "127.0.0.1:4318"}, ValueError, "endpoint must be an http(s) URL"),
         ({"service_name": ""}, ValueError, "service_name must be a non-empty string"),
+        ({"service_version": 3}, TypeError, "service_version must be a string, not 3"),
+        ({"environment": ["prod"]}, TypeError, "environment must be a string, not ['prod']"),
+        ({"boundaries": "threads"}, TypeError, "boundaries must be True or False, not 'threads'"),
+        ({"announce": "yes"}, TypeError, "announce must be True, False or None, not 'yes'"),
+        ({"resource_attributes": "a=1"}, TypeError, "resource_attributes must be a mapping"),
     ],
 )
 def test_bad_arguments_raise_clearly(kwargs, error, message):

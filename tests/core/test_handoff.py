@@ -180,6 +180,12 @@ def test_resume_argument_errors():
         tl.resume(None, "x", relation="sibling")
     with pytest.raises(ValueError, match="relation='link' needs a span name"):
         tl.resume(None, relation="link")
+    with pytest.raises(ValueError, match="span name must be a non-empty string, not 42"):
+        tl.resume(None, 42)
+    with pytest.raises(ValueError, match="span name must be a non-empty string, not ''"):
+        tl.resume(None, "")
+    with pytest.raises(TypeError, match="attributes must be a mapping of names to values, not int"):
+        tl.resume(None, "x", attributes=5)
 
 
 def test_wrap_runs_later_under_the_captured_context(memory, finished):

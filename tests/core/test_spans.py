@@ -64,6 +64,10 @@ def test_span_arguments_are_checked(memory):
     with pytest.raises(TypeError, match="links takes Link, SpanContext, Span or Handoff"):
         with tl.span("x", links=[42]):
             pass
+    with pytest.raises(TypeError, match="attributes must be a mapping of names to values, not str"):
+        tl.span("x", attributes="a=1")
+    with pytest.raises(TypeError, match="attributes must be a mapping"):
+        tl.traced(attributes=[("a", 1)])(print)
 
 
 def test_links_accept_handoffs_and_spans(memory, finished):

@@ -254,10 +254,21 @@ class Mailbox:
         relation: Relation | None = None,
     ) -> None:
         if queue is not None:
+            if put is not None or get is not None:
+                raise TypeError("Mailbox takes a queue or put= and get=, not both")
             if isinstance(queue, _Connection):  # one end of a Pipe: both directions
-                put, get = put or queue.send, get or queue.recv
+                put, get = queue.send, queue.recv
+            elif isinstance(queue, str):
+                raise TypeError(f"Mailbox(queue, name): the queue comes first, not {queue!r}")
+            elif not (
+                callable(getattr(queue, "put", None)) and callable(getattr(queue, "get", None))
+            ):
+                raise TypeError(
+                    f"Mailbox's queue needs put() and get() methods, which {type(queue).__name__} "
+                    "lacks; pass put= and get= functions for anything else"
+                )
             else:
-                put, get = put or queue.put, get or queue.get
+                put, get = queue.put, queue.get
         if put is None or get is None:
             raise TypeError("Mailbox needs a queue, or both put= and get= functions")
         if name is not None and (not isinstance(name, str) or not name):
