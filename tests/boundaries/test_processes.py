@@ -218,6 +218,18 @@ def test_sigkilled_pool_worker(traces):
     killed(traces, parent, announced.pid)
 
 
+def test_a_pool_stopped_on_purpose_reports_no_death(traces):
+    """Leaving `with Pool(...)` terminates idle workers (SIGTERM): the pool's own doing, not a
+    death to report on the span that handed the work over."""
+    with tl.span("parent") as parent:
+        with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
+            assert pool.map(task, ["return", "return"], chunksize=1) == [2, 2]
+        # The workers that replaced the finished ones were idle when the pool terminated them.
+    delivered(traces, parent, 2)
+    (ended,) = traces.find_all("parent")
+    assert ended.events == []
+
+
 def test_sigkilled_executor_worker(traces):
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Event()

@@ -11,7 +11,8 @@ the fork, spawn and forkserver start methods.
 - A child exports every ended span before it exits (threadline._exit) and announces each task's
   span as it starts (a pending copy, docs/internals.md), so a worker killed mid-task still shows
   an incomplete span; configure(announce=True) announces every span. When the parent sees a
-  worker die, it records `threadline.worker.died` on the sender's span.
+  worker die, it records `threadline.worker.died` on the sender's span (not for a worker it
+  stopped itself with terminate()).
 
 multiprocessing.pool.ThreadPool is left to the threads boundary.
 """
@@ -261,10 +262,22 @@ def _died(sender: Handoff | None, pid: int | None, exitcode: int) -> None:
             return
 
 
+def _terminate(self) -> None:
+    # Stopped on purpose (Pool.terminate, leaving `with Pool(...)`): not a death to report. A
+    # task it interrupts says so itself: the child ends the task's span with process.signal.
+    self._threadline_stopped = True
+    _originals["terminate"](self)
+
+
 def _join(self, timeout=None) -> None:
     _originals["join"](self, timeout)
     code = self.exitcode
-    if code is not None and code < 0 and not self.__dict__.get("_threadline_reported"):
+    if (
+        code is not None
+        and code < 0
+        and not self.__dict__.get("_threadline_reported")
+        and not self.__dict__.get("_threadline_stopped")
+    ):
         self._threadline_reported = True
         _died(self.__dict__.get("_threadline_sender"), self.pid, code)
 
@@ -333,7 +346,7 @@ def _join_exited_workers(workers):
             h for job, h in owner.__dict__.get("_threadline_senders", {}).items() if job in cache
         ]
         for w in before:
-            if w not in workers and w.exitcode != 0:
+            if w not in workers and w.exitcode != 0 and not w.__dict__.get("_threadline_stopped"):
                 for h in senders or [None]:
                     _died(h, w.pid, w.exitcode)
     return cleaned
@@ -380,6 +393,7 @@ _PATCHES = [
     (process.BaseProcess, "start", lambda: _start),
     (process.BaseProcess, "_bootstrap", lambda: _bootstrap),
     (process.BaseProcess, "join", lambda: _join),
+    (process.BaseProcess, "terminate", lambda: _terminate),
     (pool.Pool, "apply_async", lambda: _pool_method("apply_async")),
     (pool.Pool, "_map_async", lambda: _pool_method("_map_async")),
     (pool.Pool, "imap", lambda: _pool_method("imap")),
