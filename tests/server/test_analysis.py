@@ -197,8 +197,9 @@ def test_connected_trace_has_no_breaks():
 # ------------------------------------------------------------------------------- incomplete
 
 
-def test_pending_span_names_the_worker_death_reported_by_its_parent():
-    died = Event(50 * MS, an.WORKER_DIED_EVENT, {"process.pid": 4242, "process.signal": 9})
+@pytest.mark.parametrize("signal", [9, "SIGKILL"])  # the processes boundary writes the name
+def test_pending_span_names_the_worker_death_reported_by_its_parent(signal):
+    died = Event(50 * MS, an.WORKER_DIED_EVENT, {"process.pid": 4242, "process.signal": signal})
     spans = [
         sp(
             "pool",

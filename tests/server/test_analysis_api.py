@@ -223,7 +223,7 @@ def test_a_killed_worker_is_explained_end_to_end(srv, client):
         ("nightly report", 0, False),
         ("run _hang", 1, True),
     ]
-    why = f"worker pid {p.pid} was killed by signal SIGKILL, seen by service 'jobs' span 'nightly report'"
+    why = f"worker pid {p.pid} was killed by signal 9 (SIGKILL), seen by service 'jobs' span 'nightly report'"
     assert [(i["name"], i["pid"], i["reason"]) for i in body["incomplete"]] == [
         ("run _hang", p.pid, why)
     ]

@@ -369,11 +369,11 @@ def incomplete(tree: Tree) -> list[Incomplete]:
 def _how_died(attrs: dict) -> str:
     sig = attrs.get("process.signal")
     if sig is not None:
-        if isinstance(sig, int):
-            try:
-                sig = f"{sig} ({signal.Signals(sig).name})"
-            except ValueError:
-                pass
+        try:  # the number or the name ("SIGKILL", as the processes boundary writes it)
+            known = signal.Signals(sig) if isinstance(sig, int) else signal.Signals[str(sig)]
+            sig = f"{known.value} ({known.name})"
+        except (KeyError, ValueError):
+            pass
         return f"was killed by signal {sig}"
     code = attrs.get("process.exit_code")
     if code is not None:
