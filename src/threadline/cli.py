@@ -25,7 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="threadline", description="One connected trace.")
+    parser = argparse.ArgumentParser(
+        prog="threadline",
+        description="One connected trace across threads, processes, queues and services, on top "
+        "of OpenTelemetry. `serve` receives and stores traces; `traces`, `show` and `check` read "
+        "them from it; `demo` runs a multi-service example.",
+        epilog="`threadline COMMAND --help` lists a command's options.",
+    )
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         subs.add_parser(name, help=help_text, add_help=False)
@@ -35,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
-    sub = argparse.ArgumentParser(prog=f"threadline {name}", description=COMMANDS[name][1])
+    description = getattr(module, "DESCRIPTION", COMMANDS[name][1])  # a module may say more
+    sub = argparse.ArgumentParser(prog=f"threadline {name}", description=description)
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     return int(module.run(args) or 0)

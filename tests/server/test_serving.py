@@ -267,3 +267,42 @@ def test_retention_option_parses_durations():
     assert parser.parse_args([]).retention is None and parser.parse_args([]).host == "127.0.0.1"
     with pytest.raises(SystemExit):
         parser.parse_args(["--retention", "soon"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--port",
+            "notanumber",
+            "'notanumber' is not a port number (0-65535, 0 for any free port)",
+        ),
+        (
+            "--otlp-http-port",
+            "70000",
+            "'70000' is not a port number (0-65535, 0 for any free port)",
+        ),
+        ("--otlp-grpc-port", "-1", "'-1' is not a port number (0-65535, 0 for any free port)"),
+        ("--max-request-bytes", "0", "'0' is not a positive number of bytes"),
+    ],
+)
+def test_cli_refuses_bad_numbers_before_starting(capsys, option, value, message):
+    from threadline import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", option, value])
+    assert exited.value.code == 2
+    assert f"threadline serve: error: argument {option}: {message}" in capsys.readouterr().err
+
+
+def test_cli_help_says_what_serve_does(capsys):
+    from threadline import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Receive OTLP traces (HTTP on :4318, gRPC on :4317)" in out
+    assert "--otlp-http-port PORT" in out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "`serve` receives and stores traces" in " ".join(capsys.readouterr().out.split())

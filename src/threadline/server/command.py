@@ -21,23 +21,66 @@ def _duration(text: str) -> int:
     return ns
 
 
+DESCRIPTION = (
+    "Receive OTLP traces (HTTP on :4318, gRPC on :4317), store every span in one DuckDB file, "
+    "and serve the Jaeger query API and the web UI on :16686. Listens on loopback unless --host "
+    "says otherwise; point exporters at it with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318."
+)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port number (0-65535, 0 for any free port)"
+        )
+    return port
+
+
+def _size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return size
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: loopback only)"
     )
     parser.add_argument(
-        "--port", type=int, default=16686, help="query API and web UI (default 16686, as Jaeger)"
+        "--port",
+        type=_port,
+        default=16686,
+        metavar="PORT",
+        help="query API and web UI (default 16686, as Jaeger)",
     )
     parser.add_argument(
-        "--otlp-http-port", type=int, default=4318, help="OTLP/HTTP receiver (default 4318)"
+        "--otlp-http-port",
+        type=_port,
+        default=4318,
+        metavar="PORT",
+        help="OTLP/HTTP receiver (default 4318)",
     )
     parser.add_argument(
-        "--otlp-grpc-port", type=int, default=4317, help="OTLP/gRPC receiver (default 4317)"
+        "--otlp-grpc-port",
+        type=_port,
+        default=4317,
+        metavar="PORT",
+        help="OTLP/gRPC receiver (default 4317)",
     )
     parser.add_argument(
         "--db",
         default=None,
-        help="DuckDB file, or :memory: (default: in the user's data directory)",
+        metavar="FILE",
+        help="DuckDB file, or :memory: (default: ~/.local/share/threadline/traces.duckdb, "
+        "under $XDG_DATA_HOME when set)",
     )
     parser.add_argument(
         "--retention",
@@ -55,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-request-bytes",
-        type=int,
+        type=_size,
+        metavar="BYTES",
         default=None,
         help="largest OTLP request accepted (default 16 MiB)",
     )
