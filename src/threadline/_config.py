@@ -361,6 +361,10 @@ def configure(
             _atexit_registered = True
     if old is not None:
         _retire(old)
+    # One W3C behaviour for every carrier: headers, handoffs across processes, nodes, brokers.
+    from threadline.integrations import w3c
+
+    w3c.install()
     if s.boundaries:
         from threadline import boundaries
 

@@ -281,3 +281,28 @@ def test_queue_overflow_is_counted_and_logged_once(monkeypatch, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum("dropping spans before export (queue_full)" in m for m in messages) == 1
     assert not any("Queue full" in m for m in messages)
+
+
+def test_configure_installs_the_w3c_propagators_unless_the_user_chose_others(monkeypatch):
+    from opentelemetry import propagate
+
+    tl.configure("w3c", exporter="none")
+    assert getattr(propagate.get_global_textmap(), "_threadline_w3c", False)
+    # repeated traceparent headers make the context invalid: the stock propagator took the first
+    h = tl.Handoff.from_carrier(
+        {
+            "traceparent": [
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ]
+        }
+    )
+    assert not h
+    code = (
+        "import threadline as tl; from opentelemetry import propagate;"
+        "tl.configure('x', exporter='none');"
+        "print(getattr(propagate.get_global_textmap(), '_threadline_w3c', False))"
+    )
+    env = {**os.environ, "OTEL_PROPAGATORS": "tracecontext"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"  # the user's OTEL_PROPAGATORS choice stands
