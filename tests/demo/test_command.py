@@ -255,3 +255,23 @@ def test_demo_to_another_server(tmp_path):
         assert f"spans to {server.urls.otlp_http}" in proc.stdout
         assert "GET /checkout" in proc.stdout and "└── gateway" in proc.stdout
         assert {"gateway", "worker"} <= set(server.store.services())
+
+
+def test_a_taken_ui_port_is_said_and_a_free_one_used(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "threadline.cli", "demo", "--once", "-n", "2"]
+            + ["--port", str(port), "--db", str(tmp_path / "t.duckdb")],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (--port)" in proc.stdout
+    assert "the UI takes a free port instead" in proc.stdout
+    assert "GET /checkout" in proc.stdout

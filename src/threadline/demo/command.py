@@ -68,9 +68,18 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     server = None
     if args.endpoint is None:
-        from threadline.server.serving import Server
+        from threadline.server.serving import PortInUse, Server
 
-        server = Server(port=args.port, otlp_http_port=0, otlp_grpc_port=None, db=args.db).start()
+        try:
+            server = Server(port=args.port, otlp_http_port=0, otlp_grpc_port=None, db=args.db)
+        except PortInUse as exc:
+            if args.port == 0:
+                raise SystemExit(f"threadline demo: {exc}") from None
+            console.print(
+                f"[yellow]{exc}[/yellow]: the UI takes a free port instead", soft_wrap=True
+            )
+            server = Server(port=0, otlp_http_port=0, otlp_grpc_port=None, db=args.db)
+        server.start()
         endpoint, api = server.urls.otlp_http, server.urls.api
     else:
         endpoint, api = args.endpoint, args.server or DEFAULT_SERVER
