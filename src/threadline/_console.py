@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
+PRINTED_KEPT = 10_000
+
 
 def _ms(span: ReadableSpan) -> float:
     return ((span.end_time or span.start_time or 0) - (span.start_time or 0)) / 1e6
 
 
-def render(spans: Sequence[ReadableSpan]) -> str:
-    """A tree of one trace's spans: nesting, duration, kind, status and errors."""
+def render(spans: Sequence[ReadableSpan], printed: Mapping[int, str] | None = None) -> str:
+    """A tree of one trace's spans: nesting, duration, kind, status and errors. `printed` names
+    spans shown in an earlier tree, for spans that continue from one of them."""
+    printed = printed or {}
     by_id = {s.context.span_id: s for s in spans}
     children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
     for s in spans:
@@ -38,8 +42,12 @@ def render(spans: Sequence[ReadableSpan]) -> str:
             extra += f"  [{s.kind.name.lower()}]"
         if s.status.status_code is StatusCode.ERROR:
             extra += f"  ERROR {s.status.description or ''}".rstrip()
-        if s.parent and s.parent.span_id not in by_id and s.parent.is_remote:
-            extra += f"  (remote parent {s.parent.span_id:016x})"
+        if s.parent and s.parent.span_id not in by_id:
+            if s.parent.span_id in printed:
+                name = printed[s.parent.span_id]
+                extra += f"  (child of {name!r} {s.parent.span_id:016x}, printed above)"
+            elif s.parent.is_remote:
+                extra += f"  (remote parent {s.parent.span_id:016x})"
         lines.append(f"{label:<60} {_ms(s):>9.2f} ms{extra}")
         kids = children.get(s.context.span_id, [])
         inner = prefix + ("" if top else ("   " if last else "│  "))
@@ -56,21 +64,31 @@ class ConsoleTreeExporter(SpanExporter):
         self._out = out
         self._lock = threading.Lock()
         self._pending: dict[int, list[ReadableSpan]] = defaultdict(list)
+        # Names of spans printed already (bounded): work that outlives its parent's tree, such as
+        # a queue's consumer, prints as soon as it ends, saying where it continues from.
+        self._printed: OrderedDict[int, str] = OrderedDict()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         ready = []
         with self._lock:
             for s in spans:
                 self._pending[s.context.trace_id].append(s)
-                if s.parent is None or s.parent.is_remote:  # the local root ended: trace is done
-                    ready.append(self._pending.pop(s.context.trace_id))
+                parent = s.parent
+                if parent is None or parent.is_remote or parent.span_id in self._printed:
+                    ready.append(self._pending.pop(s.context.trace_id))  # its local root ended
         for group in ready:
             self._print(group)
         return SpanExportResult.SUCCESS
 
     def _print(self, group: list[ReadableSpan]) -> None:
         out = self._out or sys.stdout
-        print(render(group), file=out, flush=True)
+        with self._lock:
+            text = render(group, self._printed)
+            for s in group:
+                self._printed[s.context.span_id] = s.name
+            while len(self._printed) > PRINTED_KEPT:
+                self._printed.popitem(last=False)
+        print(text, file=out, flush=True)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         with self._lock:
