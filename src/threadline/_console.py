@@ -69,32 +69,30 @@ class ConsoleTreeExporter(SpanExporter):
         self._printed: OrderedDict[int, str] = OrderedDict()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        ready = []
+        # One lock around collecting and printing: a tree "printed above" really is above.
         with self._lock:
             for s in spans:
                 self._pending[s.context.trace_id].append(s)
                 parent = s.parent
                 if parent is None or parent.is_remote or parent.span_id in self._printed:
-                    ready.append(self._pending.pop(s.context.trace_id))  # its local root ended
-        for group in ready:
-            self._print(group)
+                    self._print(self._pending.pop(s.context.trace_id))  # its local root ended
         return SpanExportResult.SUCCESS
 
     def _print(self, group: list[ReadableSpan]) -> None:
-        out = self._out or sys.stdout
-        with self._lock:
-            text = render(group, self._printed)
-            for s in group:
-                self._printed[s.context.span_id] = s.name
-            while len(self._printed) > PRINTED_KEPT:
-                self._printed.popitem(last=False)
-        print(text, file=out, flush=True)
+        try:
+            print(render(group, self._printed), file=self._out or sys.stdout, flush=True)
+        except (BrokenPipeError, ValueError):  # stdout closed (`| head`): tracing must not break
+            pass
+        for s in group:
+            self._printed[s.context.span_id] = s.name
+        while len(self._printed) > PRINTED_KEPT:
+            self._printed.popitem(last=False)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         with self._lock:
             groups, self._pending = list(self._pending.values()), defaultdict(list)
-        for group in groups:  # traces whose root has not ended (yet): print what there is
-            self._print(group)
+            for group in groups:  # traces whose root has not ended (yet): print what there is
+                self._print(group)
         return True
 
     def shutdown(self) -> None:
