@@ -174,3 +174,12 @@ def test_reads_run_while_a_write_is_open(store):
     reader.join(30)
     store._con.execute("ROLLBACK")
     assert seen == [(1, 1)]
+
+
+def test_a_path_that_cannot_be_created_is_store_unavailable(tmp_path):
+    from threadline.server.store import StoreUnavailable
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreUnavailable, match=rf"cannot open {blocker}/traces.duckdb: "):
+        DuckDBStore(str(blocker / "traces.duckdb"))  # its directory would be a regular file

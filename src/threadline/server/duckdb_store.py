@@ -201,10 +201,12 @@ def _sql_str(s: str) -> str:
 class DuckDBStore(Store):
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         try:
+            if path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._con = duckdb.connect(path)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {path}: {exc.strerror or exc}") from None
         except duckdb.IOException as exc:
             raise StoreUnavailable(f"cannot open {path}: {exc}") from None
         cols = ", ".join(f"{k} {v}" for k, v in _COLUMNS.items())
