@@ -67,6 +67,7 @@ def test_assert_connected_names_the_orphan_its_service_and_missing_parent():
     assert "orphan span 'lost' (service billing, span 0000000000000003)" in message
     assert "parent 00000000000000ff is missing" in message
     assert "(missing parent 00000000000000ff)" in message  # the tree in the message marks it
+    assert "exactly one root" not in message  # there is one root: no contradictory complaint
 
 
 def test_assert_connected_rejects_two_roots():
