@@ -396,6 +396,8 @@ def settings() -> Settings | None:
 
 def flush(timeout: float = 30.0) -> bool:
     """Export every ended span now. True when all were handed to the exporter in time."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     rt = _runtime
     if rt is None:
         return True

@@ -12,7 +12,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, TypeVar
 
 from opentelemetry import baggage as otel_baggage
@@ -247,6 +247,8 @@ def call(handoff: Handoff, fn: Callable[..., Any], /, *args: Any, **kwargs: Any)
 def wrap(fn: F) -> F:
     """Return fn bound to the context of now: however much later, wherever it runs, it continues
     this trace. Works for plain functions and coroutine functions."""
+    if not callable(fn):
+        raise TypeError(f"wrap takes a function, not {type(fn).__name__}")
     h = capture()
     if inspect.iscoroutinefunction(fn):
 
@@ -267,6 +269,8 @@ def wrap(fn: F) -> F:
 def inject(carrier: dict[str, str] | None = None, context: Context | None = None) -> dict[str, str]:
     """Write traceparent / tracestate / baggage for the current (or given) context into carrier."""
     carrier = {} if carrier is None else carrier
+    if not isinstance(carrier, MutableMapping):
+        raise TypeError(f"inject writes into a dict of headers, not {type(carrier).__name__}")
     propagate.inject(carrier, context=context)
     return carrier
 

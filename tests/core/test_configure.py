@@ -307,3 +307,8 @@ def test_configure_installs_the_w3c_propagators_unless_the_user_chose_others(mon
     env = {**os.environ, "OTEL_PROPAGATORS": "tracecontext"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "False"  # the user's OTEL_PROPAGATORS choice stands
+
+
+def test_flush_timeout_is_a_number_of_seconds():
+    with pytest.raises(TypeError, match="timeout must be a number of seconds, not 'soon'"):
+        tl.flush("soon")

@@ -186,6 +186,10 @@ def test_resume_argument_errors():
         tl.resume(None, "")
     with pytest.raises(TypeError, match="attributes must be a mapping of names to values, not int"):
         tl.resume(None, "x", attributes=5)
+    with pytest.raises(TypeError, match="wrap takes a function, not int"):
+        tl.wrap(5)
+    with pytest.raises(TypeError, match="inject writes into a dict of headers, not str"):
+        tl.inject("traceparent")
 
 
 def test_wrap_runs_later_under_the_captured_context(memory, finished):
