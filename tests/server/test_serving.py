@@ -306,3 +306,19 @@ def test_cli_help_says_what_serve_does(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "`serve` receives and stores traces" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_reports_a_taken_grpc_port_in_one_line(srv):
+    port = int(srv.urls.otlp_grpc.rsplit(":", 1)[1])
+    args = ["serve", "--db", ":memory:", "--port", "0", "--otlp-http-port", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "threadline.cli", *args, "--otlp-grpc-port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"threadline serve: cannot listen on 127.0.0.1:{port} (--otlp-grpc-port): "
+        "Address already in use\n"
+    )

@@ -100,6 +100,12 @@ class Server:
         self._grpc = None
         grpc_port = 0
         if otlp_grpc_port is not None:
+            if otlp_grpc_port:  # a taken port is said the way the others are, before gRPC logs it
+                try:
+                    _bind(host, otlp_grpc_port, "--otlp-grpc-port").close()
+                except PortInUse:
+                    self._close_sockets()
+                    raise
             self._grpc = grpc.server(
                 ThreadPoolExecutor(max_workers=8, thread_name_prefix="threadline-grpc"),
                 options=[
