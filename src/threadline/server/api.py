@@ -152,8 +152,7 @@ def own_routes(store: Store, ingest: Ingest | None) -> list[BaseRoute]:
         loop = asyncio.get_running_loop()
         changed: asyncio.Queue[set[str]] = asyncio.Queue(maxsize=1000)
 
-        def on_commit(spans: list[Span]) -> None:
-            ids = {s.trace_id for s in spans}
+        def on_commit(ids: set[str]) -> None:
             loop.call_soon_threadsafe(lambda: changed.full() or changed.put_nowait(ids))
 
         async def events():

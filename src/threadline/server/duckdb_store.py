@@ -3,27 +3,22 @@
 Layout, chosen for the two hot reads: trace ids are two BIGINT columns (a by-id lookup scans one
 8-byte column, ~15 ms for 10M spans on one core, no index to maintain at ingest); spans append
 in arrival order through Arrow (columnar, ~4x faster than parameter lists). Attribute maps are
-kept as typed JSON text, exact for every OTLP value type and searchable with DuckDB's JSON
-functions; a cheap `contains` on the key runs before any JSON is parsed.
-
-Typed JSON: str, int, bool, finite float and null are plain JSON; every JSON object is a tag:
-{"b": base64} bytes, {"m": [[key, value], ...]} kvlist, {"f": "NaN"|"Infinity"|"-Infinity"}.
+kept as typed JSON text (columns.py), exact for every OTLP value type and searchable with
+DuckDB's JSON functions; a cheap `contains` on the key runs before any JSON is parsed.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import os
 import threading
 from typing import Any
-from zlib import adler32 as _adler32
-from zlib import crc32 as _crc32
 
 import duckdb
+import pyarrow as pa
 
-from threadline.server.model import PENDING_ATTRIBUTE, STATUS_ERROR, Event, Link, Span
+from threadline.server.columns import COLUMNS, SpanColumns, _untag, decode_attrs, value_hash
+from threadline.server.model import STATUS_ERROR, Event, Link, Span
 from threadline.server.store import (
     Dependency,
     Filter,
@@ -36,145 +31,7 @@ from threadline.server.store import (
 
 _MASK = (1 << 64) - 1
 _SIGN = 1 << 63
-
-_COLUMNS = {
-    "tid_hi": "BIGINT",
-    "tid_lo": "BIGINT",
-    "span_id": "BIGINT",
-    "parent_id": "BIGINT",  # NULL when a root
-    "service": "VARCHAR",
-    "name": "VARCHAR",
-    "kind": "INTEGER",  # OTLP enums are open: keep any int32 as sent
-    "start_ns": "BIGINT",
-    "duration_ns": "BIGINT",
-    "status_code": "INTEGER",
-    "status_message": "VARCHAR",
-    "pending": "BOOLEAN",
-    "attributes": "VARCHAR",
-    "resource": "VARCHAR",
-    "scope_name": "VARCHAR",
-    "scope_version": "VARCHAR",
-    "scope_attributes": "VARCHAR",
-    "events": "VARCHAR",  # NULL when none
-    "links": "VARCHAR",
-    "trace_state": "VARCHAR",
-    "flags": "UINTEGER",
-    "dropped": "VARCHAR",  # "attrs,events,links" counts; NULL when all zero
-    "schema_urls": "VARCHAR",  # "resource\nscope"; NULL when both empty
-    # search index over span attributes (fixed-width scans instead of parsing JSON text):
-    "attr_keys": "VARCHAR[]",  # attribute keys, in order
-    "attr_nums": "DOUBLE[]",  # numeric value of the key at the same position, else NULL
-    "attr_kv": "BIGINT[]",  # value_hash(key, text form) of every scalar attribute
-}
-_SELECT = ", ".join(list(_COLUMNS)[:-3])  # what a Span is read from
-
-
-# ------------------------------------------------------------------------------ typed JSON
-
-
-def _tag(v: Any) -> Any:
-    t = type(v)
-    if t is str or t is int or t is bool or v is None:
-        return v
-    if t is float:
-        return (
-            v
-            if math.isfinite(v)
-            else {"f": repr(v).replace("inf", "Infinity").replace("nan", "NaN")}
-        )
-    if t is bytes:
-        return {"b": base64.b64encode(v).decode()}
-    if t is dict:
-        return {"m": [[k, _tag(x)] for k, x in v.items()]}
-    if t is list or t is tuple:
-        return [_tag(x) for x in v]
-    raise TypeError(f"cannot store attribute value of type {t.__name__}")
-
-
-def encode_attrs(attrs: dict[str, Any]) -> str:
-    for v in attrs.values():
-        t = type(v)
-        if t is str or t is int or t is bool or (t is float and math.isfinite(v)):
-            continue
-        return json.dumps(
-            {k: _tag(x) for k, x in attrs.items()}, ensure_ascii=False, separators=(",", ":")
-        )
-    return json.dumps(attrs, ensure_ascii=False, separators=(",", ":"))
-
-
-def _untag(v: Any) -> Any:
-    t = type(v)
-    if t is list:
-        return [_untag(x) for x in v]
-    if t is not dict:
-        return v
-    if "b" in v:
-        return base64.b64decode(v["b"])
-    if "m" in v:
-        return {k: _untag(x) for k, x in v["m"]}
-    return float(v["f"].replace("Infinity", "inf"))
-
-
-def decode_attrs(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    attrs = json.loads(text)
-    for k, v in attrs.items():
-        if type(v) is dict or type(v) is list:
-            attrs[k] = _untag(v)
-    return attrs
-
-
-def text_form(v: Any) -> str | None:
-    """A scalar's text as json_extract_string renders it (what `key=value` compares)."""
-    t = type(v)
-    if t is str:
-        return v
-    if t is bool:
-        return "true" if v else "false"
-    if t is int:
-        return str(v)
-    if t is float:
-        return repr(v) if math.isfinite(v) else json.dumps(v)  # repr is what json writes
-    return None
-
-
-def _kv_hashes(attrs: dict[str, Any]) -> list[int | None]:
-    """value_hash of each attribute (None for bytes, arrays and maps)."""
-    out = []
-    for k, v in attrs.items():
-        text = v if type(v) is str else text_form(v)
-        if text is None:
-            out.append(None)
-            continue
-        b = f"{k}\x00{text}".encode()
-        h = _crc32(b) << 32 | _adler32(b)
-        out.append(h - (1 << 64) if h & _SIGN else h)
-    return out
-
-
-def value_hash(key: str, value: Any = None, text: str | None = None) -> int | None:
-    """A stable 64-bit hash of key and value text (crc32 and adler32 side by side); what the
-    attr_kv index holds and `key=value` looks for."""
-    return _kv_hashes({key: value if text is None else text})[0]
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def _event_row(e: Event) -> list:
-    return [
-        e.time_ns,
-        e.name,
-        _tag(e.attributes) if e.attributes else None,
-        e.dropped_attributes_count,
-    ]
-
-
-def _link_row(lk: Link) -> list:
-    a = _tag(lk.attributes) if lk.attributes else None
-    return [lk.trace_id, lk.span_id, lk.trace_state, a, lk.dropped_attributes_count, lk.flags]
+_SELECT = ", ".join(list(COLUMNS)[:-3])  # what a Span is read from
 
 
 def _enc_id(hex_id: str) -> int:
@@ -209,7 +66,7 @@ class DuckDBStore(Store):
             raise StoreUnavailable(f"cannot open {path}: {exc.strerror or exc}") from None
         except duckdb.IOException as exc:
             raise StoreUnavailable(f"cannot open {path}: {exc}") from None
-        cols = ", ".join(f"{k} {v}" for k, v in _COLUMNS.items())
+        cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
         self._con.execute(f"CREATE TABLE IF NOT EXISTS spans ({cols})")
         # where each trace's spans lie in time, one row per trace per commit: a lookup reads
         # this small table, then the spans scan is pruned to the row groups of that time range
@@ -233,71 +90,13 @@ class DuckDBStore(Store):
     # -- write
 
     def write(self, spans: list[Span]) -> None:
-        if not spans:
-            return
-        import pyarrow as pa
+        self.write_columns([SpanColumns().add_spans(spans)])
 
-        cols: dict[str, list] = {k: [] for k in _COLUMNS}
-        (tid_hi, tid_lo, span_id, parent_id, service, name, kind, start_ns, duration_ns, status_code,
-         status_message, pending, attributes, resource, scope_name, scope_version, scope_attributes,
-         events, links, trace_state, flags, dropped, schema_urls, attr_keys, attr_nums,
-         attr_kv) = cols.values()  # fmt: skip
-        resource_json: dict[int, str] = {}  # spans of one export share their resource dict
-        scope_json: dict[int, str] = {}
-        for s in spans:
-            tid_hi.append(_enc_id(s.trace_id[:16]))
-            tid_lo.append(_enc_id(s.trace_id[16:]))
-            span_id.append(_enc_id(s.span_id))
-            parent_id.append(_enc_id(s.parent_span_id) if s.parent_span_id else None)
-            service.append(s.service)
-            name.append(s.name)
-            kind.append(s.kind)
-            start_ns.append(s.start_ns)
-            duration_ns.append(s.end_ns - s.start_ns)
-            status_code.append(s.status_code)
-            status_message.append(s.status_message or None)
-            a = s.attributes
-            pending.append(bool(a.get(PENDING_ATTRIBUTE)) if PENDING_ATTRIBUTE in a else False)
-            attributes.append(encode_attrs(a) if a else None)
-            if a:
-                attr_keys.append(list(a))
-                attr_nums.append(
-                    [
-                        v if type(v) is float else float(v) if type(v) is int else None
-                        for v in a.values()
-                    ]
-                )
-                attr_kv.append(_kv_hashes(a))
-            else:
-                attr_keys.append(None)
-                attr_nums.append(None)
-                attr_kv.append(None)
-            r = resource_json.get(id(s.resource))
-            if r is None:
-                r = resource_json[id(s.resource)] = encode_attrs(s.resource)
-            resource.append(r)
-            scope_name.append(s.scope_name)
-            scope_version.append(s.scope_version or None)
-            sa = s.scope_attributes
-            if sa:
-                j = scope_json.get(id(sa))
-                if j is None:
-                    j = scope_json[id(sa)] = encode_attrs(sa)
-                scope_attributes.append(j)
-            else:
-                scope_attributes.append(None)
-            events.append(_dumps([_event_row(e) for e in s.events]) if s.events else None)
-            links.append(_dumps([_link_row(lk) for lk in s.links]) if s.links else None)
-            trace_state.append(s.trace_state or None)
-            flags.append(s.flags)
-            d = (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count)
-            dropped.append(",".join(map(str, d)) if any(d) else None)
-            schema_urls.append(
-                f"{s.resource_schema_url}\n{s.scope_schema_url}"
-                if s.resource_schema_url or s.scope_schema_url
-                else None
-            )
-        batch = pa.table(cols)  # noqa: F841 - read by DuckDB's replacement scan below
+    def write_columns(self, columns: list[SpanColumns]) -> None:
+        columns = [c for c in columns if len(c)]
+        if not columns:
+            return
+        batch = pa.concat_tables([c.table() for c in columns])  # noqa: F841 - read by DuckDB's replacement scan below
         with self._write_lock:
             con = self._con
             con.execute("BEGIN")

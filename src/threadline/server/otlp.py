@@ -35,16 +35,19 @@ class Decoded:
     spans: list[Span] = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+    columns: Any = None  # the accepted spans as `columns.SpanColumns`, on the ingest path
 
     def accept(self, span: Span, ri: int, si: int, pi: int) -> None:
         if span.trace_id == _ZERO_TRACE or span.span_id == _ZERO_SPAN:
-            self.rejected += 1
-            if len(self.reasons) < 5:  # enough to explain, bounded
-                which = "trace id" if span.trace_id == _ZERO_TRACE else "span id"
-                where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
-                self.reasons.append(f"{where}: all-zero {which} is invalid")
+            self.reject("trace id" if span.trace_id == _ZERO_TRACE else "span id", ri, si, pi)
             return
         self.spans.append(span)
+
+    def reject(self, which: str, ri: int, si: int, pi: int) -> None:
+        self.rejected += 1
+        if len(self.reasons) < 5:  # enough to explain, bounded
+            where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+            self.reasons.append(f"{where}: all-zero {which} is invalid")
 
     @property
     def message(self) -> str:
@@ -78,7 +81,20 @@ def _pb_id(raw: bytes, size: int, where: str, optional: bool = False) -> str:
     raise OTLPError(f"{where}: {len(raw)} bytes, expected {size}")
 
 
+def pb_bad_ids(tid: bytes, sid: bytes, pid: bytes, ri: int, si: int, pi: int) -> None:
+    """Raise OTLPError naming the span's id of the wrong length."""
+    where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+    _pb_id(tid, 16, where + ".traceId")
+    _pb_id(sid, 8, where + ".spanId")
+    _pb_id(pid, 8, where + ".parentSpanId", True)
+
+
 def decode_protobuf(body: bytes) -> Decoded:
+    return decode_request(parse_protobuf(body))
+
+
+def parse_protobuf(body: bytes) -> Any:
+    """An ExportTraceServiceRequest message from its protobuf bytes."""
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -87,7 +103,7 @@ def decode_protobuf(body: bytes) -> Decoded:
         req.ParseFromString(body)
     except DecodeError as exc:
         raise OTLPError(f"invalid OTLP protobuf: {exc}") from None
-    return decode_request(req)
+    return req
 
 
 def decode_request(req: Any) -> Decoded:
@@ -108,10 +124,7 @@ def decode_request(req: Any) -> Decoded:
             for pi, s in enumerate(ss.spans):
                 tid, sid, pid = s.trace_id, s.span_id, s.parent_span_id
                 if len(tid) != 16 or len(sid) != 8 or (pid and len(pid) != 8):
-                    where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
-                    _pb_id(tid, 16, where + ".traceId")
-                    _pb_id(sid, 8, where + ".spanId")
-                    _pb_id(pid, 8, where + ".parentSpanId", True)
+                    pb_bad_ids(tid, sid, pid, ri, si, pi)
                 status = s.status
                 span = Span(
                     tid.hex(),

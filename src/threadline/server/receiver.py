@@ -22,8 +22,9 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from threadline.server.columns import SpanColumns, columns_from_protobuf, columns_from_request
 from threadline.server.model import Span
-from threadline.server.otlp import Decoded, OTLPError, decode_json, decode_protobuf, decode_request
+from threadline.server.otlp import Decoded, OTLPError, decode_json
 from threadline.server.store import Store
 
 log = logging.getLogger("threadline.server")
@@ -53,22 +54,25 @@ class Ingest:
         self.committed = 0
         self.failed = 0
         self._queued = 0
-        self._items: list[tuple[list[Span], concurrent.futures.Future]] = []
+        self._items: list[tuple[SpanColumns, concurrent.futures.Future]] = []
         self._cond = threading.Condition()
         self._closing = False
-        self._listeners: list[Callable[[list[Span]], None]] = []
+        self._listeners: list[Callable[[set[str]], None]] = []
         self._next_retention = 0.0
         self._thread = threading.Thread(target=self._run, name="threadline-ingest", daemon=True)
         self._thread.start()
 
-    def subscribe(self, listener: Callable[[list[Span]], None]) -> Callable[[], None]:
-        """Call `listener(spans)` (on the writer thread) after each commit; returns unsubscribe."""
+    def subscribe(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
+        """Call `listener(trace_ids)` (on the writer thread) after each commit with the hex ids
+        of the traces it touched; returns unsubscribe."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def submit(self, spans: list[Span]) -> concurrent.futures.Future:
+    def submit(self, spans: SpanColumns | list[Span]) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        if not spans:
+        if isinstance(spans, list):
+            spans = SpanColumns().add_spans(spans)
+        if not len(spans):
             fut.set_result(0)
             return fut
         with self._cond:
@@ -81,7 +85,7 @@ class Ingest:
             self._cond.notify()
         return fut
 
-    def _take(self) -> list[tuple[list[Span], concurrent.futures.Future]]:
+    def _take(self) -> list[tuple[SpanColumns, concurrent.futures.Future]]:
         with self._cond:
             while not self._items and not self._closing:
                 self._cond.wait(timeout=self._retention_wait())
@@ -99,34 +103,37 @@ class Ingest:
             taken = self._take()
             if not taken:
                 return  # closing and drained
-            spans = [s for batch, _ in taken for s in batch]
             try:
-                if not self._commit(spans, taken, alone=len(taken) == 1):
+                if not self._commit(taken, alone=len(taken) == 1):
                     for item in taken:  # one bad export must not fail those sharing its commit
-                        self._commit(item[0], [item], alone=True)
+                        self._commit([item], alone=True)
             finally:
                 with self._cond:
-                    self._queued -= len(spans)
+                    self._queued -= sum(len(batch) for batch, _ in taken)
             self._retain()
 
-    def _commit(self, spans: list[Span], taken: list, alone: bool) -> bool:
-        """Store spans in one commit and resolve their exports. A failed commit fails the
-        exports only when `alone` (else the caller retries them one by one); returns success."""
+    def _commit(self, taken: list, alone: bool) -> bool:
+        """Store exports in one commit and resolve them. A failed commit fails the exports
+        only when `alone` (else the caller retries them one by one); returns success."""
+        batches = [batch for batch, _ in taken]
+        n = sum(len(b) for b in batches)
         try:
-            self.store.write(spans)
+            self.store.write_columns(batches)
         except Exception as exc:  # noqa: BLE001 - the exporter is told and retries
             if alone:
-                self.failed += len(spans)
-                log.error("storing %d spans failed: %s", len(spans), exc)
+                self.failed += n
+                log.error("storing %d spans failed: %s", n, exc)
                 for _, fut in taken:
                     fut.set_exception(exc)
             return False
-        self.committed += len(spans)
+        self.committed += n
         for _, fut in taken:
-            fut.set_result(len(spans))
-        for listener in list(self._listeners):
+            fut.set_result(n)
+        listeners = list(self._listeners)
+        trace_ids = set().union(*(b.trace_ids() for b in batches)) if listeners else set()
+        for listener in listeners:
             try:
-                listener(spans)
+                listener(trace_ids)
             except Exception:  # noqa: BLE001 - a slow/broken live viewer never stops ingest
                 log.exception("live listener failed")
         return True
@@ -228,11 +235,13 @@ def http_handler(ingest: Ingest, max_request_bytes: int = MAX_REQUEST_BYTES) -> 
         if not body:
             return error(400, 3, "empty request body: expected an OTLP ExportTraceServiceRequest")
         try:
-            decoded = await asyncio.to_thread(decode_protobuf if proto else decode_json, body)
+            decoded = await asyncio.to_thread(
+                columns_from_protobuf if proto else _json_columns, body
+            )
         except OTLPError as exc:
             return error(400, 3, str(exc))
         try:
-            fut = ingest.submit(decoded.spans)
+            fut = ingest.submit(decoded.columns)
         except Busy as exc:
             return error(503, 14, str(exc), **{"Retry-After": str(RETRY_AFTER_S)})
         try:
@@ -242,6 +251,12 @@ def http_handler(ingest: Ingest, max_request_bytes: int = MAX_REQUEST_BYTES) -> 
         return Response(_export_response(decoded, proto), 200, media_type=media)
 
     return export
+
+
+def _json_columns(body: bytes) -> Decoded:
+    decoded = decode_json(body)
+    decoded.columns = SpanColumns().add_spans(decoded.spans)
+    return decoded
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
@@ -295,11 +310,11 @@ def grpc_servicer(ingest: Ingest, commit_timeout: float = 60) -> Any:
     class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
             try:
-                decoded = decode_request(request)
+                decoded = columns_from_request(request)
             except OTLPError as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             try:
-                ingest.submit(decoded.spans).result(commit_timeout)
+                ingest.submit(decoded.columns).result(commit_timeout)
             except Busy as exc:
                 context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             except Exception as exc:  # noqa: BLE001 - not stored: retryable

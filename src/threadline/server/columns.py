@@ -1,0 +1,392 @@
+"""The span table's layout and the one-pass builder that fills it.
+
+Ingest builds these columns straight from the OTLP protobuf messages (no `model.Span` per span;
+model objects are for reads and analysis), or from model Spans (OTLP/JSON, direct writes). Ids
+are joined into one buffer and split into signed 64-bit halves with a single struct call;
+resource and scope attributes are encoded once per ResourceSpans/ScopeSpans; list columns are
+assembled from flat values and offsets, so Arrow never infers a type from Python objects.
+
+Attribute maps are typed JSON text, exact for every OTLP value type: str, int, bool, finite float
+and null are plain JSON; every JSON object is a tag: {"b": base64} bytes, {"m": [[key, value],
+...]} kvlist, {"f": "NaN"|"Infinity"|"-Infinity"}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+from typing import Any
+from zlib import adler32 as _adler32
+from zlib import crc32 as _crc32
+
+import pyarrow as pa
+
+from threadline.server.model import PENDING_ATTRIBUTE, Event, Link, Span
+from threadline.server.otlp import (
+    Decoded,
+    _pb_attrs,
+    _pb_link,
+    _service,
+    parse_protobuf,
+    pb_bad_ids,
+)
+
+_SIGN = 1 << 63
+_ZERO16, _ZERO8 = bytes(16), bytes(8)
+
+COLUMNS = {
+    "tid_hi": "BIGINT",
+    "tid_lo": "BIGINT",
+    "span_id": "BIGINT",
+    "parent_id": "BIGINT",  # NULL when a root
+    "service": "VARCHAR",
+    "name": "VARCHAR",
+    "kind": "INTEGER",  # OTLP enums are open: keep any int32 as sent
+    "start_ns": "BIGINT",
+    "duration_ns": "BIGINT",
+    "status_code": "INTEGER",
+    "status_message": "VARCHAR",
+    "pending": "BOOLEAN",
+    "attributes": "VARCHAR",
+    "resource": "VARCHAR",
+    "scope_name": "VARCHAR",
+    "scope_version": "VARCHAR",
+    "scope_attributes": "VARCHAR",
+    "events": "VARCHAR",  # NULL when none
+    "links": "VARCHAR",
+    "trace_state": "VARCHAR",
+    "flags": "UINTEGER",
+    "dropped": "VARCHAR",  # "attrs,events,links" counts; NULL when all zero
+    "schema_urls": "VARCHAR",  # "resource\nscope"; NULL when both empty
+    # search index over span attributes (fixed-width scans instead of parsing JSON text):
+    "attr_keys": "VARCHAR[]",  # attribute keys, in order
+    "attr_nums": "DOUBLE[]",  # numeric value of the key at the same position, else NULL
+    "attr_kv": "BIGINT[]",  # value_hash(key, text form) of every scalar attribute
+}
+
+# ------------------------------------------------------------------------------ typed JSON
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _tag(v: Any) -> Any:
+    t = type(v)
+    if t is str or t is int or t is bool or v is None:
+        return v
+    if t is float:
+        return (
+            v
+            if math.isfinite(v)
+            else {"f": repr(v).replace("inf", "Infinity").replace("nan", "NaN")}
+        )
+    if t is bytes:
+        return {"b": base64.b64encode(v).decode()}
+    if t is dict:
+        return {"m": [[k, _tag(x)] for k, x in v.items()]}
+    if t is list or t is tuple:
+        return [_tag(x) for x in v]
+    raise TypeError(f"cannot store attribute value of type {t.__name__}")
+
+
+def encode_attrs(attrs: dict[str, Any]) -> str:
+    for v in attrs.values():
+        t = type(v)
+        if t is str or t is int or t is bool or (t is float and math.isfinite(v)):
+            continue
+        return _dumps({k: _tag(x) for k, x in attrs.items()})
+    return _dumps(attrs)
+
+
+def _untag(v: Any) -> Any:
+    t = type(v)
+    if t is list:
+        return [_untag(x) for x in v]
+    if t is not dict:
+        return v
+    if "b" in v:
+        return base64.b64decode(v["b"])
+    if "m" in v:
+        return {k: _untag(x) for k, x in v["m"]}
+    return float(v["f"].replace("Infinity", "inf"))
+
+
+def decode_attrs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    attrs = json.loads(text)
+    for k, v in attrs.items():
+        if type(v) is dict or type(v) is list:
+            attrs[k] = _untag(v)
+    return attrs
+
+
+def text_form(v: Any) -> str | None:
+    """A scalar's text as json_extract_string renders it (what `key=value` compares)."""
+    t = type(v)
+    if t is str:
+        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return str(v)
+    if t is float:
+        return repr(v) if math.isfinite(v) else json.dumps(v)  # repr is what json writes
+    return None
+
+
+def _hash(key: str, text: str) -> int:
+    b = f"{key}\x00{text}".encode()
+    h = _crc32(b) << 32 | _adler32(b)
+    return h - (1 << 64) if h & _SIGN else h
+
+
+def value_hash(key: str, value: Any = None, text: str | None = None) -> int | None:
+    """A stable 64-bit hash of key and value text (crc32 and adler32 side by side); what the
+    attr_kv index holds and `key=value` looks for."""
+    text = text_form(value) if text is None else text
+    return None if text is None else _hash(key, text)
+
+
+def _event_row(e: Event) -> list:
+    return [
+        e.time_ns,
+        e.name,
+        _tag(e.attributes) if e.attributes else None,
+        e.dropped_attributes_count,
+    ]
+
+
+def _link_row(lk: Link) -> list:
+    a = _tag(lk.attributes) if lk.attributes else None
+    return [lk.trace_id, lk.span_id, lk.trace_state, a, lk.dropped_attributes_count, lk.flags]
+
+
+# --------------------------------------------------------------------------------- builder
+
+
+class SpanColumns:
+    """Rows of the span table, column by column; `table()` makes the Arrow table to insert."""
+
+    def __init__(self) -> None:
+        self.tids: list[bytes] = []  # raw 16-byte trace ids, split into tid_hi/tid_lo at the end
+        self.sids: list[bytes] = []
+        self.pids: list[bytes] = []  # b"" for a root
+        self.cols: dict[str, list] = {
+            k: [] for k, t in COLUMNS.items() if t in _ARROW and k not in _IDS
+        }
+        self.key_counts: list[int] = []  # attributes per span: offsets of the attr_* lists
+        self.keys: list[str] = []
+        self.nums: list[float | None] = []
+        self.hashes: list[int | None] = []
+
+    def __len__(self) -> int:
+        return len(self.sids)
+
+    def trace_ids(self) -> set[str]:
+        return {t.hex() for t in self.tids}
+
+    def _attributes(self, a: dict[str, Any]) -> None:
+        """The attributes column, pending flag and the index lists of one span."""
+        c = self.cols
+        if not a:
+            c["attributes"].append(None)
+            c["pending"].append(False)
+            self.key_counts.append(-1)  # a NULL list
+            return
+        nums, hashes = self.nums, self.hashes
+        plain = True
+        for k, v in a.items():
+            t = type(v)
+            if t is str:
+                nums.append(None)
+                text = v
+            elif t is int:
+                nums.append(float(v))
+                text = str(v)
+            elif t is float:
+                nums.append(v)
+                if math.isfinite(v):
+                    text = repr(v)
+                else:
+                    plain = False
+                    text = json.dumps(v)
+            elif t is bool:
+                nums.append(None)
+                text = "true" if v else "false"
+            else:
+                nums.append(None)
+                hashes.append(None)
+                plain = False
+                continue
+            hashes.append(_hash(k, text))
+        self.keys.extend(a)
+        self.key_counts.append(len(a))
+        c["attributes"].append(_dumps(a) if plain else encode_attrs(a))
+        c["pending"].append(bool(a[PENDING_ATTRIBUTE]) if PENDING_ATTRIBUTE in a else False)
+
+    def add_spans(self, spans: list[Span]) -> SpanColumns:
+        c = self.cols
+        resource_json: dict[int, str] = {}  # spans of one export share their resource dict
+        scope_json: dict[int, str] = {}
+        for s in spans:
+            self.tids.append(bytes.fromhex(s.trace_id))
+            self.sids.append(bytes.fromhex(s.span_id))
+            self.pids.append(bytes.fromhex(s.parent_span_id))
+            c["service"].append(s.service)
+            c["name"].append(s.name)
+            c["kind"].append(s.kind)
+            c["start_ns"].append(s.start_ns)
+            c["duration_ns"].append(s.end_ns - s.start_ns)
+            c["status_code"].append(s.status_code)
+            c["status_message"].append(s.status_message or None)
+            self._attributes(s.attributes)
+            r = resource_json.get(id(s.resource))
+            if r is None:
+                r = resource_json[id(s.resource)] = encode_attrs(s.resource)
+            c["resource"].append(r)
+            c["scope_name"].append(s.scope_name)
+            c["scope_version"].append(s.scope_version or None)
+            sa = s.scope_attributes
+            if sa:
+                j = scope_json.get(id(sa))
+                if j is None:
+                    j = scope_json[id(sa)] = encode_attrs(sa)
+                c["scope_attributes"].append(j)
+            else:
+                c["scope_attributes"].append(None)
+            c["events"].append(_dumps([_event_row(e) for e in s.events]) if s.events else None)
+            c["links"].append(_dumps([_link_row(lk) for lk in s.links]) if s.links else None)
+            c["trace_state"].append(s.trace_state or None)
+            c["flags"].append(s.flags)
+            d = (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count)
+            c["dropped"].append(",".join(map(str, d)) if any(d) else None)
+            c["schema_urls"].append(
+                f"{s.resource_schema_url}\n{s.scope_schema_url}"
+                if s.resource_schema_url or s.scope_schema_url
+                else None
+            )
+        return self
+
+    def add_request(self, req: Any, out: Decoded) -> None:
+        """The spans of a parsed ExportTraceServiceRequest; invalid ones are counted in `out`
+        (OTLP partial success) and malformed ones raise OTLPError, as `otlp.decode_request`."""
+        c = self.cols
+        tids, sids, pids = self.tids, self.sids, self.pids
+        name, kind, start_ns, duration_ns = c["name"], c["kind"], c["start_ns"], c["duration_ns"]
+        status_code, status_message = c["status_code"], c["status_message"]
+        events, links, trace_state, flags, dropped = (
+            c["events"], c["links"], c["trace_state"], c["flags"], c["dropped"]
+        )  # fmt: skip
+        attributes = self._attributes
+        for ri, rs in enumerate(req.resource_spans):
+            resource = _pb_attrs(rs.resource.attributes)
+            service, rjson, rschema = _service(resource), encode_attrs(resource), rs.schema_url
+            for si, ss in enumerate(rs.scope_spans):
+                scope, sschema = ss.scope, ss.schema_url
+                sattrs = _pb_attrs(scope.attributes)
+                before = len(sids)
+                for pi, s in enumerate(ss.spans):
+                    tid, sid, pid = s.trace_id, s.span_id, s.parent_span_id
+                    if len(tid) != 16 or len(sid) != 8 or (pid and len(pid) != 8):
+                        pb_bad_ids(tid, sid, pid, ri, si, pi)
+                    if tid == _ZERO16 or sid == _ZERO8:
+                        out.reject("trace id" if tid == _ZERO16 else "span id", ri, si, pi)
+                        continue
+                    tids.append(tid)
+                    sids.append(sid)
+                    pids.append(pid)
+                    name.append(s.name)
+                    kind.append(s.kind)
+                    start = s.start_time_unix_nano
+                    start_ns.append(start)
+                    duration_ns.append(s.end_time_unix_nano - start)
+                    status = s.status
+                    status_code.append(status.code)
+                    status_message.append(status.message or None)
+                    attributes(_pb_attrs(s.attributes))
+                    if s.events:
+                        events.append(_dumps([_pb_event_row(e) for e in s.events]))
+                    else:
+                        events.append(None)
+                    if s.links:
+                        links.append(
+                            _dumps(
+                                [
+                                    _link_row(_pb_link(lk, ri, si, pi, li))
+                                    for li, lk in enumerate(s.links)
+                                ]
+                            )
+                        )
+                    else:
+                        links.append(None)
+                    trace_state.append(s.trace_state or None)
+                    flags.append(s.flags)
+                    d = (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count)
+                    dropped.append(",".join(map(str, d)) if any(d) else None)
+                # the per-resource and per-scope columns, once for the scope's spans
+                n = len(sids) - before
+                c["service"] += [service] * n
+                c["resource"] += [rjson] * n
+                c["scope_name"] += [scope.name] * n
+                c["scope_version"] += [scope.version or None] * n
+                c["scope_attributes"] += [encode_attrs(sattrs) if sattrs else None] * n
+                urls = f"{rschema}\n{sschema}" if rschema or sschema else None
+                c["schema_urls"] += [urls] * n
+
+    def table(self) -> pa.Table:
+        n = len(self.sids)
+        ids = struct.unpack(f">{2 * n}q", b"".join(self.tids))
+        # a root's parent is NULL; an absent parent is b"", padded to keep positions aligned
+        parents = struct.unpack(f">{n}q", b"".join(p or _ZERO8 for p in self.pids))
+        arrays: dict[str, Any] = {
+            "tid_hi": pa.array(ids[0::2], pa.int64()),
+            "tid_lo": pa.array(ids[1::2], pa.int64()),
+            "span_id": pa.array(struct.unpack(f">{n}q", b"".join(self.sids)), pa.int64()),
+            "parent_id": pa.array(
+                parents, pa.int64(), mask=pa.array([not p for p in self.pids], pa.bool_())
+            ),
+        }
+        for k, v in self.cols.items():
+            arrays[k] = pa.array(v, _ARROW[COLUMNS[k]])
+        offsets, mask, at = [0], [], 0
+        for count in self.key_counts:
+            mask.append(count < 0)
+            at += max(count, 0)
+            offsets.append(at)
+        off = pa.array(offsets, pa.int32())
+        valid = pa.array(mask, pa.bool_())
+        for k, values, t in (
+            ("attr_keys", self.keys, pa.string()),
+            ("attr_nums", self.nums, pa.float64()),
+            ("attr_kv", self.hashes, pa.int64()),
+        ):
+            arrays[k] = pa.ListArray.from_arrays(off, pa.array(values, t), mask=valid)
+        return pa.table([arrays[k] for k in COLUMNS], names=list(COLUMNS))
+
+
+def _pb_event_row(e: Any) -> list:
+    a = _pb_attrs(e.attributes)
+    return [e.time_unix_nano, e.name, _tag(a) if a else None, e.dropped_attributes_count]
+
+
+_IDS = ("tid_hi", "tid_lo", "span_id", "parent_id")  # made from the joined raw ids
+_ARROW = {  # SQL type -> Arrow type of the scalar columns
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "UINTEGER": pa.uint32(),
+    "VARCHAR": pa.string(),
+    "BOOLEAN": pa.bool_(),
+}
+
+
+def columns_from_protobuf(body: bytes) -> Decoded:
+    """An OTLP protobuf export straight to columns (`Decoded.columns`)."""
+    return columns_from_request(parse_protobuf(body))
+
+
+def columns_from_request(req: Any) -> Decoded:
+    out = Decoded(columns=SpanColumns())
+    out.columns.add_request(req, out)
+    return out
