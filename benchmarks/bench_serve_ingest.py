@@ -23,17 +23,18 @@ JAEGER_PER_CORE = 52_000 / 4
 
 
 def _store_path(n: int, rounds: int) -> tuple[float, float]:
+    from threadline.server.columns import columns_from_protobuf
     from threadline.server.duckdb_store import DuckDBStore
-    from threadline.server.otlp import decode_protobuf
 
     bodies = [make_request(n, seed=i).SerializeToString() for i in range(rounds)]
     with tempfile.TemporaryDirectory() as tmp:
         store = DuckDBStore(os.path.join(tmp, "bench.duckdb"))
         store._con.execute("SET threads = 1")
-        store.write(decode_protobuf(make_request(100, seed=999).SerializeToString()).spans)  # warm
+        warm = make_request(100, seed=999).SerializeToString()
+        store.write_columns([columns_from_protobuf(warm).columns])
         wall, cpu = time.perf_counter(), time.process_time()
-        for body in bodies:
-            store.write(decode_protobuf(body).spans)
+        for body in bodies:  # what the receiver does: protobuf straight to columns, one commit
+            store.write_columns([columns_from_protobuf(body).columns])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         store.close()
     return n * rounds / cpu, n * rounds / wall

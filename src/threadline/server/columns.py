@@ -23,6 +23,7 @@ from zlib import crc32 as _crc32
 
 import pyarrow as pa
 
+from threadline._collector import any_value as _pb_value
 from threadline.server.model import PENDING_ATTRIBUTE, Event, Link, Span
 from threadline.server.otlp import (
     Decoded,
@@ -136,17 +137,26 @@ def text_form(v: Any) -> str | None:
     return None
 
 
-def _hash(key: str, text: str) -> int:
-    b = f"{key}\x00{text}".encode()
-    h = _crc32(b) << 32 | _adler32(b)
-    return h - (1 << 64) if h & _SIGN else h
+_HASHES: dict[str, int] = {}  # recent key=value hashes: most attribute values repeat
+
+
+def _cached_hash(key: str, text: str) -> int:
+    kv = f"{key}\x00{text}"
+    h = _HASHES.get(kv)
+    if h is None:
+        if len(_HASHES) >= 1 << 16:
+            _HASHES.clear()
+        b = kv.encode()
+        h = _crc32(b) << 32 | _adler32(b)
+        h = _HASHES[kv] = h - (1 << 64) if h & _SIGN else h
+    return h
 
 
 def value_hash(key: str, value: Any = None, text: str | None = None) -> int | None:
     """A stable 64-bit hash of key and value text (crc32 and adler32 side by side); what the
     attr_kv index holds and `key=value` looks for."""
     text = text_form(value) if text is None else text
-    return None if text is None else _hash(key, text)
+    return None if text is None else _cached_hash(key, text)
 
 
 def _event_row(e: Event) -> list:
@@ -189,13 +199,10 @@ class SpanColumns:
 
     def _attributes(self, a: dict[str, Any]) -> None:
         """The attributes column, pending flag and the index lists of one span."""
-        c = self.cols
         if not a:
-            c["attributes"].append(None)
-            c["pending"].append(False)
-            self.key_counts.append(-1)  # a NULL list
-            return
-        nums, hashes = self.nums, self.hashes
+            return self._row(a, [], [], True)
+        nums: list[float | None] = []
+        hashes: list[int | None] = []
         plain = True
         for k, v in a.items():
             t = type(v)
@@ -220,8 +227,59 @@ class SpanColumns:
                 hashes.append(None)
                 plain = False
                 continue
-            hashes.append(_hash(k, text))
+            hashes.append(_cached_hash(k, text))
+        self._row(a, nums, hashes, plain)
+
+    def _pb_attributes(self, kvs: Any) -> None:
+        """`_attributes` of a span's protobuf KeyValues, read once, without an interim dict
+        walk; `plain` says no value needs a JSON tag."""
+        a: dict[str, Any] = {}
+        nums: list[float | None] = []
+        hashes: list[int | None] = []
+        plain = True
+        for kv in kvs:
+            k, v = kv.key, kv.value
+            which = v.WhichOneof("value")
+            if which == "string_value":
+                a[k] = text = v.string_value
+                nums.append(None)
+            elif which == "int_value":
+                a[k] = x = v.int_value
+                nums.append(float(x))
+                text = str(x)
+            elif which == "double_value":
+                a[k] = x = v.double_value
+                nums.append(x)
+                if math.isfinite(x):
+                    text = repr(x)
+                else:
+                    plain = False
+                    text = json.dumps(x)
+            elif which == "bool_value":
+                a[k] = x = v.bool_value
+                nums.append(None)
+                text = "true" if x else "false"
+            else:
+                a[k] = _pb_value(v)
+                nums.append(None)
+                hashes.append(None)
+                plain = False
+                continue
+            hashes.append(_cached_hash(k, text))
+        if len(a) < len(nums):  # a repeated key: the last value wins, in the first key's place
+            return self._attributes(a)
+        self._row(a, nums, hashes, plain)
+
+    def _row(self, a: dict[str, Any], nums: list, hashes: list, plain: bool) -> None:
+        c = self.cols
+        if not a:
+            c["attributes"].append(None)
+            c["pending"].append(False)
+            self.key_counts.append(-1)  # a NULL list
+            return
         self.keys.extend(a)
+        self.nums.extend(nums)
+        self.hashes.extend(hashes)
         self.key_counts.append(len(a))
         c["attributes"].append(_dumps(a) if plain else encode_attrs(a))
         c["pending"].append(bool(a[PENDING_ATTRIBUTE]) if PENDING_ATTRIBUTE in a else False)
@@ -279,7 +337,7 @@ class SpanColumns:
         events, links, trace_state, flags, dropped = (
             c["events"], c["links"], c["trace_state"], c["flags"], c["dropped"]
         )  # fmt: skip
-        attributes = self._attributes
+        attributes = self._pb_attributes
         for ri, rs in enumerate(req.resource_spans):
             resource = _pb_attrs(rs.resource.attributes)
             service, rjson, rschema = _service(resource), encode_attrs(resource), rs.schema_url
@@ -305,7 +363,7 @@ class SpanColumns:
                     status = s.status
                     status_code.append(status.code)
                     status_message.append(status.message or None)
-                    attributes(_pb_attrs(s.attributes))
+                    attributes(s.attributes)
                     if s.events:
                         events.append(_dumps([_pb_event_row(e) for e in s.events]))
                     else:
