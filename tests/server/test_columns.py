@@ -45,10 +45,13 @@ def test_protobuf_columns_equal_the_columns_of_decoded_spans():
         {"blob": b"\x00\xff", "ratio": math.inf, "tags": ["a", 1], "m": {"x": None}}
     )
     req = _protobuf(encode_json(spans))
+    again = req.resource_spans[0].scope_spans[0].spans[0].attributes.add()
+    again.key, again.value.int_value = next(iter(spans[0].attributes)), 7  # a repeated key
     direct = columns_from_request(req).columns.table()
     via_model = SpanColumns().add_spans(decode_request(req).spans).table()
     assert direct.num_rows == len(spans)
     assert direct.equals(via_model)
+    assert direct.column("attr_nums")[0].as_py()[0] == 7.0  # the last value, in the first place
     assert direct.column("pending").to_pylist().count(True) == sum(
         1 for s in spans if s.attributes.get(PENDING_ATTRIBUTE)
     )

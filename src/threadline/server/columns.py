@@ -17,6 +17,9 @@ import base64
 import json
 import math
 import struct
+from itertools import accumulate
+from json.encoder import c_make_encoder
+from json.encoder import encode_basestring as _encode_str
 from typing import Any
 from zlib import adler32 as _adler32
 from zlib import crc32 as _crc32
@@ -70,6 +73,14 @@ COLUMNS = {
 # ------------------------------------------------------------------------------ typed JSON
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# a dict of str/int/bool/finite float: the C encoder made once, not once per call as dumps does
+_c_plain = c_make_encoder and c_make_encoder(
+    None, None, _encode_str, None, ":", ",", False, False, True
+)
+
+
+def _plain_json(a: dict[str, Any]) -> str:
+    return "".join(_c_plain(a, 0)) if _c_plain else _dumps(a)
 
 
 def _tag(v: Any) -> Any:
@@ -137,26 +148,31 @@ def text_form(v: Any) -> str | None:
     return None
 
 
-_HASHES: dict[str, int] = {}  # recent key=value hashes: most attribute values repeat
+def _hash(kv: str) -> int:
+    b = kv.encode()
+    h = _crc32(b) << 32 | _adler32(b)
+    return h - (1 << 64) if h & _SIGN else h
 
 
-def _cached_hash(key: str, text: str) -> int:
-    kv = f"{key}\x00{text}"
-    h = _HASHES.get(kv)
-    if h is None:
-        if len(_HASHES) >= 1 << 16:
-            _HASHES.clear()
-        b = kv.encode()
-        h = _crc32(b) << 32 | _adler32(b)
-        h = _HASHES[kv] = h - (1 << 64) if h & _SIGN else h
-    return h
+_HASHES: dict[str, int] = {}  # recent "key\0text" hashes (writer thread): most values repeat
+
+
+def _hashes(texts: list[str | None]) -> list[int | None]:
+    """value_hash of each "key\0text" (None stays None), hashing each distinct text once."""
+    if len(_HASHES) > 1 << 16:
+        _HASHES.clear()
+    need = set(texts)
+    need.discard(None)
+    for kv in need.difference(_HASHES):
+        _HASHES[kv] = _hash(kv)
+    return list(map(_HASHES.get, texts))
 
 
 def value_hash(key: str, value: Any = None, text: str | None = None) -> int | None:
     """A stable 64-bit hash of key and value text (crc32 and adler32 side by side); what the
     attr_kv index holds and `key=value` looks for."""
     text = text_form(value) if text is None else text
-    return None if text is None else _cached_hash(key, text)
+    return None if text is None else _hash(f"{key}\x00{text}")
 
 
 def _event_row(e: Event) -> list:
@@ -187,9 +203,10 @@ class SpanColumns:
             k: [] for k, t in COLUMNS.items() if t in _ARROW and k not in _IDS
         }
         self.key_counts: list[int] = []  # attributes per span: offsets of the attr_* lists
+        self.no_attrs: list[bool] = []
         self.keys: list[str] = []
         self.nums: list[float | None] = []
-        self.hashes: list[int | None] = []
+        self.texts: list[str | None] = []  # "key\0text form" of scalars, hashed for attr_kv
 
     def __len__(self) -> int:
         return len(self.sids)
@@ -198,90 +215,78 @@ class SpanColumns:
         return {t.hex() for t in self.tids}
 
     def _attributes(self, a: dict[str, Any]) -> None:
-        """The attributes column, pending flag and the index lists of one span."""
-        if not a:
-            return self._row(a, [], [], True)
-        nums: list[float | None] = []
-        hashes: list[int | None] = []
+        """The attributes column, pending flag and the index entries of one span."""
+        keys, nums, texts = self.keys, self.nums, self.texts
         plain = True
         for k, v in a.items():
+            keys.append(k)
             t = type(v)
-            if t is str:
-                nums.append(None)
-                text = v
-            elif t is int:
-                nums.append(float(v))
-                text = str(v)
+            if t is str or t is int:
+                nums.append(None if t is str else float(v))
+                texts.append(f"{k}\x00{v}")
             elif t is float:
                 nums.append(v)
-                if math.isfinite(v):
-                    text = repr(v)
-                else:
+                if not math.isfinite(v):
                     plain = False
-                    text = json.dumps(v)
+                texts.append(f"{k}\x00{text_form(v)}")
             elif t is bool:
                 nums.append(None)
-                text = "true" if v else "false"
+                texts.append(f"{k}\x00{'true' if v else 'false'}")
             else:
                 nums.append(None)
-                hashes.append(None)
+                texts.append(None)
                 plain = False
-                continue
-            hashes.append(_cached_hash(k, text))
-        self._row(a, nums, hashes, plain)
+        self._row(a, plain)
 
     def _pb_attributes(self, kvs: Any) -> None:
-        """`_attributes` of a span's protobuf KeyValues, read once, without an interim dict
-        walk; `plain` says no value needs a JSON tag."""
+        """`_attributes` straight from a span's protobuf KeyValues (each read once)."""
         a: dict[str, Any] = {}
-        nums: list[float | None] = []
-        hashes: list[int | None] = []
+        keys, nums, texts = self.keys, self.nums, self.texts
         plain = True
         for kv in kvs:
             k, v = kv.key, kv.value
+            keys.append(k)
             which = v.WhichOneof("value")
             if which == "string_value":
-                a[k] = text = v.string_value
+                a[k] = x = v.string_value
                 nums.append(None)
+                texts.append(f"{k}\x00{x}")
             elif which == "int_value":
                 a[k] = x = v.int_value
                 nums.append(float(x))
-                text = str(x)
+                texts.append(f"{k}\x00{x}")
             elif which == "double_value":
                 a[k] = x = v.double_value
                 nums.append(x)
-                if math.isfinite(x):
-                    text = repr(x)
-                else:
+                if not math.isfinite(x):
                     plain = False
-                    text = json.dumps(x)
+                texts.append(f"{k}\x00{text_form(x)}")
             elif which == "bool_value":
                 a[k] = x = v.bool_value
                 nums.append(None)
-                text = "true" if x else "false"
+                texts.append(f"{k}\x00{'true' if x else 'false'}")
             else:
                 a[k] = _pb_value(v)
                 nums.append(None)
-                hashes.append(None)
+                texts.append(None)
                 plain = False
-                continue
-            hashes.append(_cached_hash(k, text))
-        if len(a) < len(nums):  # a repeated key: the last value wins, in the first key's place
+        if len(a) < len(kvs):  # a repeated key: the last value wins, in the first key's place
+            del keys[-len(kvs) :], nums[-len(kvs) :], texts[-len(kvs) :]
             return self._attributes(a)
-        self._row(a, nums, hashes, plain)
+        self._row(a, plain)
 
-    def _row(self, a: dict[str, Any], nums: list, hashes: list, plain: bool) -> None:
+    def _row(self, a: dict[str, Any], plain: bool) -> None:
+        """`plain`: no value needs a JSON tag."""
         c = self.cols
         if not a:
             c["attributes"].append(None)
             c["pending"].append(False)
-            self.key_counts.append(-1)  # a NULL list
+            self.key_counts.append(0)
+            self.no_attrs.append(True)  # NULL lists
             return
-        self.keys.extend(a)
-        self.nums.extend(nums)
-        self.hashes.extend(hashes)
         self.key_counts.append(len(a))
-        c["attributes"].append(_dumps(a) if plain else encode_attrs(a))
+        self.no_attrs.append(False)
+        c["attributes"].append(_plain_json(a) if plain else encode_attrs(a))
         c["pending"].append(bool(a[PENDING_ATTRIBUTE]) if PENDING_ATTRIBUTE in a else False)
 
     def add_spans(self, spans: list[Span]) -> SpanColumns:
@@ -408,17 +413,12 @@ class SpanColumns:
         }
         for k, v in self.cols.items():
             arrays[k] = pa.array(v, _ARROW[COLUMNS[k]])
-        offsets, mask, at = [0], [], 0
-        for count in self.key_counts:
-            mask.append(count < 0)
-            at += max(count, 0)
-            offsets.append(at)
-        off = pa.array(offsets, pa.int32())
-        valid = pa.array(mask, pa.bool_())
+        off = pa.array(accumulate(self.key_counts, initial=0), pa.int32())
+        valid = pa.array(self.no_attrs, pa.bool_())
         for k, values, t in (
             ("attr_keys", self.keys, pa.string()),
             ("attr_nums", self.nums, pa.float64()),
-            ("attr_kv", self.hashes, pa.int64()),
+            ("attr_kv", _hashes(self.texts), pa.int64()),
         ):
             arrays[k] = pa.ListArray.from_arrays(off, pa.array(values, t), mask=valid)
         return pa.table([arrays[k] for k in COLUMNS], names=list(COLUMNS))
