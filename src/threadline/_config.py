@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from threadline._export import GuardedExporter, PendingAnnouncer, count_drops, stats
+from threadline._tracer import lean_tracer
 
 log = logging.getLogger("threadline")
 
@@ -97,8 +98,10 @@ class _SwitchTracer(trace.Tracer):
         if self._gen != _generation:
             rt = _runtime
             self._real = (
-                rt.provider.get_tracer(
-                    *self._key[:2], schema_url=self._key[2], attributes=self._key[3]
+                lean_tracer(
+                    rt.provider.get_tracer(
+                        *self._key[:2], schema_url=self._key[2], attributes=self._key[3]
+                    )
                 )
                 if rt
                 else trace.NoOpTracer()
@@ -272,7 +275,20 @@ def _resource(s: Settings) -> Resource:
         attrs["deployment.environment"] = s.environment
     attrs.update(s.resource_attributes)
     # Resource.create adds telemetry.sdk.* and OTEL_RESOURCE_ATTRIBUTES; explicit values win.
-    return Resource.create(attrs)
+    created = Resource.create(attrs)
+    return _Resource(created.attributes, created.schema_url)
+
+
+class _Resource(Resource):
+    """A Resource that hashes once: the OTLP encoder groups every span by its resource, and the
+    SDK's Resource re-serialises its attributes to JSON on each hash."""
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:
+            self._hash: int = super().__hash__()
+            return self._hash
 
 
 def traces_url(endpoint: str) -> str:

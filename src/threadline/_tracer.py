@@ -1,0 +1,225 @@
+"""threadline's tracer: SDK spans, started without the SDK tracer's generic path.
+
+The SDK's Tracer.start_span asks a sampler object, an id generator, internal metrics and a
+ReadableSpan constructor for every span, and its Span copies itself into a fresh ReadableSpan when
+it ends. For the configuration threadline builds (ParentBased(TraceIdRatioBased), random ids, no
+SDK self-metrics) those answers are known, so this tracer computes them inline and builds the
+SDK's own Span class directly: processors, exporters and instrumentations see exactly the spans
+they always did. Any other set-up takes the SDK tracer's path unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from time import time_ns
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
+
+_LOW64 = TraceIdRatioBased.TRACE_ID_LIMIT
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED_RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
+_PLAIN = frozenset((str, bool, int, float))
+_get_current_span = trace.get_current_span
+_getrandbits = random.getrandbits
+_new = object.__new__
+_Lock = threading.Lock
+
+
+class LeanSpan(SdkSpan):
+    """The SDK's Span, its fields set by LeanTracer.start_span. Ended, it is its own ReadableSpan:
+    nothing about it can change any more, so the SDK's copy at end() is not needed."""
+
+    def _readable_span(self) -> LeanSpan:  # type: ignore[override]
+        return self
+
+    # Exporters read these once per span. The same live views as the SDK's, without the generic
+    # Mapping layer over BoundedAttributes, or the locks once the span has ended (nothing can be
+    # added then).
+    @property
+    def attributes(self) -> MappingProxyType:
+        return MappingProxyType(self._attributes._dict)  # noqa: SLF001
+
+    @property
+    def events(self) -> tuple:
+        return tuple(self._events._dq if self._end_time is not None else self._events)  # noqa: SLF001
+
+    @property
+    def links(self) -> tuple:
+        return tuple(self._links._dq if self._end_time is not None else self._links)  # noqa: SLF001
+
+
+def ratio_bound(sampler: Any) -> int | None:
+    """The TraceIdRatioBased bound when `sampler` is exactly ParentBased(TraceIdRatioBased) with
+    the default delegates; None for any other sampler."""
+    if type(sampler) is not ParentBased:
+        return None
+    root = sampler._root  # noqa: SLF001
+    if type(root) is not TraceIdRatioBased:
+        return None
+    if (
+        sampler._remote_parent_sampled is not ALWAYS_ON  # noqa: SLF001
+        or sampler._local_parent_sampled is not ALWAYS_ON  # noqa: SLF001
+        or sampler._remote_parent_not_sampled is not ALWAYS_OFF  # noqa: SLF001
+        or sampler._local_parent_not_sampled is not ALWAYS_OFF  # noqa: SLF001
+    ):
+        return None
+    return root.bound
+
+
+def lean_tracer(sdk_tracer: trace.Tracer) -> trace.Tracer:
+    """A LeanTracer over an SDK tracer when its set-up allows; the SDK tracer itself otherwise."""
+    if (
+        type(sdk_tracer) is not SdkTracer
+        or type(sdk_tracer.id_generator) is not RandomIdGenerator
+        or type(getattr(sdk_tracer, "_tracer_metrics", None)) is not NoOpTracerMetrics
+        or ratio_bound(sdk_tracer.sampler) is None
+    ):
+        return sdk_tracer
+    return LeanTracer(sdk_tracer)
+
+
+class LeanTracer(trace.Tracer):
+    """Starts spans exactly as the SDK tracer it wraps would, sampling decision, trace flags,
+    trace state, attribute limits and processor calls included."""
+
+    __slots__ = ("sdk", "_bound", "_processor", "_resource", "_scope", "_info", "_limits")
+
+    def __init__(self, sdk_tracer: SdkTracer) -> None:
+        self.sdk = sdk_tracer
+        self._bound = ratio_bound(sdk_tracer.sampler)
+        self._processor = sdk_tracer.span_processor
+        self._resource = sdk_tracer.resource
+        self._scope = sdk_tracer._instrumentation_scope  # noqa: SLF001
+        self._info = sdk_tracer.instrumentation_info
+        self._limits = sdk_tracer._span_limits  # noqa: SLF001
+
+    def __getattr__(self, name: str) -> Any:  # resource, sampler, ... as on the SDK tracer
+        return getattr(self.sdk, name)
+
+    # The SDK's own: lazy, usable as a decorator, and it starts its span with self.start_span.
+    start_as_current_span = SdkTracer.start_as_current_span
+
+    def start_span(
+        self,
+        name: str,
+        context=None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes=None,
+        links=(),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = _get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, SpanContext):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
+        sdk = self.sdk
+        if not sdk._is_enabled():  # noqa: SLF001
+            return trace.NonRecordingSpan(context=parent)
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = _getrandbits(128)
+            while not trace_id:
+                trace_id = _getrandbits(128)
+            sampled = trace_id & _LOW64 < self._bound
+            flags = _SAMPLED_RANDOM if sampled else _UNSAMPLED_RANDOM
+            trace_state = None
+        else:
+            trace_id = parent.trace_id
+            sampled = parent.trace_flags.sampled
+            if parent.trace_flags.random_trace_id:
+                flags = _SAMPLED_RANDOM if sampled else _UNSAMPLED_RANDOM
+            else:
+                flags = _SAMPLED if sampled else _UNSAMPLED
+            trace_state = parent.trace_state
+        span_id = _getrandbits(64)
+        while not span_id:
+            span_id = _getrandbits(64)
+        span_context = SpanContext(trace_id, span_id, False, flags, trace_state)
+        if not sampled:
+            return trace.NonRecordingSpan(context=span_context)
+
+        limits = self._limits
+        span = _new(LeanSpan)
+        # Every field SdkSpan.__init__ sets (tests/core/test_tracer.py keeps the two in step).
+        span.__dict__ = {
+            "_name": name,
+            "_context": span_context,
+            "_kind": kind,
+            "_instrumentation_info": self._info,
+            "_instrumentation_scope": self._scope,
+            "_parent": parent,
+            "_start_time": None,
+            "_end_time": None,
+            "_resource": self._resource,
+            "_status": _UNSET,
+            "_sampler": sdk.sampler,
+            "_trace_config": None,
+            "_record_exception": record_exception,
+            "_set_status_on_exception": set_status_on_exception,
+            "_span_processor": self._processor,
+            "_limits": limits,
+            "_lock": _Lock(),
+            "_attributes": _attributes(attributes, limits),
+            "_events": BoundedList(limits.max_events),
+            "_links": BoundedList(limits.max_links),
+            "_record_end_metrics": None,
+        }
+        if links:
+            span._links = span._new_links(links)  # noqa: SLF001
+        span._start_time = start_time if start_time is not None else time_ns()
+        self._processor.on_start(span, parent_context=context)
+        return span
+
+
+def _attributes(attributes: Any, limits: Any) -> BoundedAttributes:
+    """The span's BoundedAttributes; plain values within the limits skip the SDK's cleaning,
+    which would return them unchanged."""
+    maxlen = limits.max_span_attributes
+    max_value_len = limits.max_span_attribute_length
+    plain = (
+        type(attributes) is dict
+        and len(attributes) > 0
+        and (maxlen is None or len(attributes) <= maxlen)
+    )
+    if plain:
+        for key, value in attributes.items():
+            kind = type(value)
+            if (
+                type(key) is not str
+                or not key
+                or kind not in _PLAIN
+                or (kind is str and max_value_len is not None)
+            ):
+                plain = False
+                break
+    if not plain:
+        return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
+    out = BoundedAttributes.__new__(BoundedAttributes)
+    out._dict = dict(attributes)  # noqa: SLF001
+    out.maxlen = maxlen
+    out.dropped = 0
+    out.max_value_len = max_value_len
+    out._lock = threading.Lock()  # noqa: SLF001
+    out._immutable = False  # noqa: SLF001
+    return out
