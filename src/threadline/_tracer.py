@@ -20,7 +20,6 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -31,6 +30,11 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
+
+try:  # the SDK versions whose tracer and span this one mirrors
+    from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+except ImportError:  # older SDKs: every tracer stays the SDK's own
+    NoOpTracerMetrics = None  # type: ignore[assignment,misc]
 
 _LOW64 = TraceIdRatioBased.TRACE_ID_LIMIT
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
@@ -89,7 +93,8 @@ def ratio_bound(sampler: Any) -> int | None:
 def lean_tracer(sdk_tracer: trace.Tracer) -> trace.Tracer:
     """A LeanTracer over an SDK tracer when its set-up allows; the SDK tracer itself otherwise."""
     if (
-        type(sdk_tracer) is not SdkTracer
+        NoOpTracerMetrics is None
+        or type(sdk_tracer) is not SdkTracer
         or type(sdk_tracer.id_generator) is not RandomIdGenerator
         or type(getattr(sdk_tracer, "_tracer_metrics", None)) is not NoOpTracerMetrics
         or ratio_bound(sdk_tracer.sampler) is None
