@@ -17,7 +17,6 @@ import base64
 import json
 import math
 import struct
-from functools import cache
 from itertools import accumulate
 from json.encoder import c_make_encoder
 from json.encoder import encode_basestring as _encode_str
@@ -31,7 +30,6 @@ from threadline._collector import any_value as _pb_value
 from threadline.server.model import PENDING_ATTRIBUTE, Event, Link, Span
 from threadline.server.otlp import (
     Decoded,
-    OTLPError,
     _pb_attrs,
     _pb_link,
     _service,
@@ -240,18 +238,37 @@ class SpanColumns:
                 plain = False
         self._row(a, plain)
 
-    def _pb_attributes(self, kvs: Any, raw: bool) -> None:
-        """`_attributes` straight from a span's protobuf KeyValues, or from their serialized
-        bytes (`raw`), decoded once per distinct attribute rather than once per span."""
+    def _pb_attributes(self, kvs: Any) -> None:
+        """`_attributes` straight from a span's protobuf KeyValues (each read once)."""
         a: dict[str, Any] = {}
         keys, nums, texts = self.keys, self.nums, self.texts
         plain = True
-        for k, x, num, text, ok in map(_raw_entry if raw else _entry, kvs):
-            a[k] = x
+        for kv in kvs:
+            k, v = kv.key, kv.value
             keys.append(k)
-            nums.append(num)
-            texts.append(text)
-            if not ok:
+            which = v.WhichOneof("value")
+            if which == "string_value":
+                a[k] = x = v.string_value
+                nums.append(None)
+                texts.append(f"{k}\x00{x}")
+            elif which == "int_value":
+                a[k] = x = v.int_value
+                nums.append(float(x))
+                texts.append(f"{k}\x00{x}")
+            elif which == "double_value":
+                a[k] = x = v.double_value
+                nums.append(x)
+                if not math.isfinite(x):
+                    plain = False
+                texts.append(f"{k}\x00{text_form(x)}")
+            elif which == "bool_value":
+                a[k] = x = v.bool_value
+                nums.append(None)
+                texts.append(f"{k}\x00{'true' if x else 'false'}")
+            else:
+                a[k] = _pb_value(v)
+                nums.append(None)
+                texts.append(None)
                 plain = False
         if len(a) < len(kvs):  # a repeated key: the last value wins, in the first key's place
             del keys[-len(kvs) :], nums[-len(kvs) :], texts[-len(kvs) :]
@@ -326,7 +343,6 @@ class SpanColumns:
             c["events"], c["links"], c["trace_state"], c["flags"], c["dropped"]
         )  # fmt: skip
         attributes = self._pb_attributes
-        raw = isinstance(req, _raw_request())
         for ri, rs in enumerate(req.resource_spans):
             resource = _pb_attrs(rs.resource.attributes)
             service, rjson, rschema = _service(resource), encode_attrs(resource), rs.schema_url
@@ -352,7 +368,7 @@ class SpanColumns:
                     status = s.status
                     status_code.append(status.code)
                     status_message.append(status.message or None)
-                    attributes(s.attributes, raw)
+                    attributes(s.attributes)
                     if s.events:
                         events.append(_dumps([_pb_event_row(e) for e in s.events]))
                     else:
@@ -423,72 +439,9 @@ _ARROW = {  # SQL type -> Arrow type of the scalar columns
 }
 
 
-def _entry(kv: Any) -> tuple[str, Any, float | None, str | None, bool]:
-    """A KeyValue as (key, value, numeric value, "key\\0text form" or None, needs no JSON tag)."""
-    k, v = kv.key, kv.value
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        x = v.string_value
-        return k, x, None, f"{k}\x00{x}", True
-    if which == "int_value":
-        x = v.int_value
-        return k, x, float(x), f"{k}\x00{x}", True
-    if which == "double_value":
-        x = v.double_value
-        return k, x, x, f"{k}\x00{text_form(x)}", math.isfinite(x)
-    if which == "bool_value":
-        x = v.bool_value
-        return k, x, None, f"{k}\x00{'true' if x else 'false'}", True
-    return k, _pb_value(v), None, None, False
-
-
-_ENTRIES: dict[bytes, tuple] = {}  # serialized KeyValue -> _entry: most attributes repeat
-
-
-def _raw_entry(raw: bytes) -> tuple:
-    e = _ENTRIES.get(raw)
-    if e is None:
-        from google.protobuf.message import DecodeError
-        from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-
-        try:
-            e = _entry(KeyValue.FromString(raw))
-        except DecodeError as exc:
-            raise OTLPError(f"invalid OTLP protobuf: span attribute: {exc}") from None
-        if e[3] is not None:  # scalars only: arrays and maps are mutable
-            if len(_ENTRIES) >= 1 << 16:
-                _ENTRIES.clear()
-            _ENTRIES[raw] = e
-    return e
-
-
-@cache
-def _raw_request() -> type:
-    """ExportTraceServiceRequest with each Span.attributes entry left as its serialized
-    KeyValue (the same wire format), for `_raw_entry` to decode once per distinct value."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-    from opentelemetry.proto.common.v1 import common_pb2
-    from opentelemetry.proto.resource.v1 import resource_pb2
-    from opentelemetry.proto.trace.v1 import trace_pb2
-
-    pool = descriptor_pool.DescriptorPool()
-    for module in (common_pb2, resource_pb2, trace_pb2, trace_service_pb2):
-        proto = descriptor_pb2.FileDescriptorProto()
-        module.DESCRIPTOR.CopyToProto(proto)
-        for message in proto.message_type:
-            for f in message.field:
-                if message.name == "Span" and f.name == "attributes":
-                    f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
-                    f.ClearField("type_name")
-        pool.Add(proto)
-    name = "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-
-
 def columns_from_protobuf(body: bytes) -> Decoded:
     """An OTLP protobuf export straight to columns (`Decoded.columns`)."""
-    return columns_from_request(parse_protobuf(body, _raw_request()))
+    return columns_from_request(parse_protobuf(body))
 
 
 def columns_from_request(req: Any) -> Decoded:

@@ -93,12 +93,12 @@ def decode_protobuf(body: bytes) -> Decoded:
     return decode_request(parse_protobuf(body))
 
 
-def parse_protobuf(body: bytes, message: type | None = None) -> Any:
-    """An ExportTraceServiceRequest (or a message of the same wire format) from its bytes."""
+def parse_protobuf(body: bytes) -> Any:
+    """An ExportTraceServiceRequest message from its protobuf bytes."""
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    req = (message or ExportTraceServiceRequest)()
+    req = ExportTraceServiceRequest()
     try:
         req.ParseFromString(body)
     except DecodeError as exc:
