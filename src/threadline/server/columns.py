@@ -17,7 +17,7 @@ import base64
 import json
 import math
 import struct
-from itertools import accumulate
+from itertools import accumulate, chain, count, repeat
 from json.encoder import c_make_encoder
 from json.encoder import encode_basestring as _encode_str
 from typing import Any
@@ -200,8 +200,10 @@ class SpanColumns:
         self.sids: list[bytes] = []
         self.pids: list[bytes] = []  # b"" for a root
         self.cols: dict[str, list] = {
-            k: [] for k, t in COLUMNS.items() if t in _ARROW and k not in _IDS
+            k: [] for k, t in COLUMNS.items() if t in _ARROW and k not in _IDS + _SCOPE_COLUMNS
         }
+        self.scopes: list[tuple] = []  # _SCOPE_COLUMNS values, one tuple per run of spans
+        self.scope_counts: list[int] = []
         self.key_counts: list[int] = []  # attributes per span: offsets of the attr_* lists
         self.no_attrs: list[bool] = []
         self.keys: list[str] = []
@@ -297,7 +299,6 @@ class SpanColumns:
             self.tids.append(bytes.fromhex(s.trace_id))
             self.sids.append(bytes.fromhex(s.span_id))
             self.pids.append(bytes.fromhex(s.parent_span_id))
-            c["service"].append(s.service)
             c["name"].append(s.name)
             c["kind"].append(s.kind)
             c["start_ns"].append(s.start_ns)
@@ -308,29 +309,31 @@ class SpanColumns:
             r = resource_json.get(id(s.resource))
             if r is None:
                 r = resource_json[id(s.resource)] = encode_attrs(s.resource)
-            c["resource"].append(r)
-            c["scope_name"].append(s.scope_name)
-            c["scope_version"].append(s.scope_version or None)
             sa = s.scope_attributes
-            if sa:
-                j = scope_json.get(id(sa))
-                if j is None:
-                    j = scope_json[id(sa)] = encode_attrs(sa)
-                c["scope_attributes"].append(j)
-            else:
-                c["scope_attributes"].append(None)
+            j = scope_json.get(id(sa))
+            if j is None:
+                j = scope_json[id(sa)] = encode_attrs(sa) if sa else None
+            urls = (
+                f"{s.resource_schema_url}\n{s.scope_schema_url}"
+                if s.resource_schema_url or s.scope_schema_url
+                else None
+            )
+            self._scope((s.service, r, s.scope_name, s.scope_version or None, j, urls), 1)
             c["events"].append(_dumps([_event_row(e) for e in s.events]) if s.events else None)
             c["links"].append(_dumps([_link_row(lk) for lk in s.links]) if s.links else None)
             c["trace_state"].append(s.trace_state or None)
             c["flags"].append(s.flags)
             d = (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count)
             c["dropped"].append(",".join(map(str, d)) if any(d) else None)
-            c["schema_urls"].append(
-                f"{s.resource_schema_url}\n{s.scope_schema_url}"
-                if s.resource_schema_url or s.scope_schema_url
-                else None
-            )
         return self
+
+    def _scope(self, values: tuple, n: int) -> None:
+        """The next n spans' _SCOPE_COLUMNS values (a run: the spans of one ScopeSpans)."""
+        if self.scopes and self.scopes[-1] == values:
+            self.scope_counts[-1] += n
+        else:
+            self.scopes.append(values)
+            self.scope_counts.append(n)
 
     def add_request(self, req: Any, out: Decoded) -> None:
         """The spans of a parsed ExportTraceServiceRequest; invalid ones are counted in `out`
@@ -388,15 +391,18 @@ class SpanColumns:
                     flags.append(s.flags)
                     d = (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count)
                     dropped.append(",".join(map(str, d)) if any(d) else None)
-                # the per-resource and per-scope columns, once for the scope's spans
-                n = len(sids) - before
-                c["service"] += [service] * n
-                c["resource"] += [rjson] * n
-                c["scope_name"] += [scope.name] * n
-                c["scope_version"] += [scope.version or None] * n
-                c["scope_attributes"] += [encode_attrs(sattrs) if sattrs else None] * n
                 urls = f"{rschema}\n{sschema}" if rschema or sschema else None
-                c["schema_urls"] += [urls] * n
+                self._scope(
+                    (
+                        service,
+                        rjson,
+                        scope.name,
+                        scope.version or None,
+                        encode_attrs(sattrs) if sattrs else None,
+                        urls,
+                    ),
+                    len(sids) - before,
+                )
 
     def table(self) -> pa.Table:
         n = len(self.sids)
@@ -413,6 +419,10 @@ class SpanColumns:
         }
         for k, v in self.cols.items():
             arrays[k] = pa.array(v, _ARROW[COLUMNS[k]])
+        # one value per ScopeSpans, spread over its spans by Arrow rather than per span in Python
+        which = pa.array(chain.from_iterable(map(repeat, count(), self.scope_counts)), pa.int32())
+        for i, k in enumerate(_SCOPE_COLUMNS):
+            arrays[k] = pa.array([v[i] for v in self.scopes], pa.string()).take(which)
         off = pa.array(accumulate(self.key_counts, initial=0), pa.int32())
         valid = pa.array(self.no_attrs, pa.bool_())
         for k, values, t in (
@@ -430,6 +440,9 @@ def _pb_event_row(e: Any) -> list:
 
 
 _IDS = ("tid_hi", "tid_lo", "span_id", "parent_id")  # made from the joined raw ids
+_SCOPE_COLUMNS = (
+    "service", "resource", "scope_name", "scope_version", "scope_attributes", "schema_urls"
+)  # fmt: skip
 _ARROW = {  # SQL type -> Arrow type of the scalar columns
     "BIGINT": pa.int64(),
     "INTEGER": pa.int32(),
