@@ -148,31 +148,24 @@ def text_form(v: Any) -> str | None:
     return None
 
 
-def _hash(kv: str) -> int:
-    b = kv.encode()
-    h = _crc32(b) << 32 | _adler32(b)
-    return h - (1 << 64) if h & _SIGN else h
-
-
-_HASHES: dict[str, int] = {}  # recent "key\0text" hashes (writer thread): most values repeat
-
-
 def _hashes(texts: list[str | None]) -> list[int | None]:
-    """value_hash of each "key\0text" (None stays None), hashing each distinct text once."""
-    if len(_HASHES) > 1 << 16:
-        _HASHES.clear()
-    need = set(texts)
-    need.discard(None)
-    for kv in need.difference(_HASHES):
-        _HASHES[kv] = _hash(kv)
-    return list(map(_HASHES.get, texts))
+    """value_hash of each "key\0text" (None stays None)."""
+    out: list[int | None] = []
+    for kv in texts:
+        if kv is None:
+            out.append(None)
+            continue
+        b = kv.encode()
+        h = _crc32(b) << 32 | _adler32(b)
+        out.append(h - (1 << 64) if h & _SIGN else h)
+    return out
 
 
 def value_hash(key: str, value: Any = None, text: str | None = None) -> int | None:
     """A stable 64-bit hash of key and value text (crc32 and adler32 side by side); what the
     attr_kv index holds and `key=value` looks for."""
     text = text_form(value) if text is None else text
-    return None if text is None else _hash(f"{key}\x00{text}")
+    return None if text is None else _hashes([f"{key}\x00{text}"])[0]
 
 
 def _event_row(e: Event) -> list:
