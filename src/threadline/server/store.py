@@ -11,9 +11,12 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from threadline.server.model import Span
+
+if TYPE_CHECKING:
+    from threadline.server.columns import SpanColumns
 
 OPS = ("=", "!=", "<", ">", "<=", ">=", "exists", "!exists")
 SCOPES = ("any", "span", "resource")
@@ -137,6 +140,10 @@ class Store(ABC):
 
     @abstractmethod
     def write(self, spans: list[Span]) -> None: ...
+
+    @abstractmethod
+    def write_columns(self, columns: list[SpanColumns]) -> None:
+        """Store decoded exports (the receiver's path: no model Span per span) in one commit."""
 
     @abstractmethod
     def get_traces(self, trace_ids: list[str]) -> dict[str, list[Span]]:
