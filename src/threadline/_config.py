@@ -308,9 +308,9 @@ def _processors(
 
         return [SimpleSpanProcessor(ConsoleTreeExporter())], None
     if s.exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from threadline._otlp_exporter import OTLPExporter
 
-        real: SpanExporter = OTLPSpanExporter(endpoint=traces_url(s.endpoint), timeout=5)
+        real: SpanExporter = OTLPExporter(endpoint=traces_url(s.endpoint), timeout=5)
     else:
         real = exporter  # type: ignore[assignment]
     guarded = GuardedExporter(real, s.endpoint if s.exporter == "otlp" else None)

@@ -216,16 +216,16 @@ class _PlainOTLP(SpanExporter):
         return (
             endpoint is not None
             and endpoint.startswith("http://")
-            and type(exporter).__name__ == "OTLPSpanExporter"
+            and type(exporter).__name__ in ("OTLPExporter", "OTLPSpanExporter")
             and not any(os.environ.get(k) for k in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
         )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         import http.client
 
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from threadline._otlp_encoder import encode_spans
 
-        body = encode_spans(spans).SerializePartialToString()
+        body = encode_spans(spans)
         headers = {"Content-Type": "application/x-protobuf"}
         with self._lock:
             for attempt in (1, 2):  # a kept-alive connection the server closed: reconnect once

@@ -1,0 +1,182 @@
+"""OTLP protobuf encoding of spans, written straight to the wire format.
+
+The same bytes as the SDK's encode_spans(spans).SerializeToString() (tests/core/
+test_otlp_encoder.py holds the two together), without building a protobuf object per span,
+event, link, attribute and value first: encoding is most of what exporting a span costs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from struct import Struct
+from typing import Any
+
+log = logging.getLogger("threadline")
+
+_double = Struct("<d").pack
+_fixed64 = Struct("<Q").pack
+_fixed32 = Struct("<I").pack
+_SMALL = [bytes((n,)) for n in range(128)]
+
+
+def _varint(n: int) -> bytes:
+    if 0 <= n < 128:
+        return _SMALL[n]
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes or message)."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _value(value: Any) -> bytes:
+    """An AnyValue message's body. Its oneof members are written even when zero."""
+    if value is None:
+        return b""
+    if value is True:
+        return b"\x10\x01"
+    if value is False:
+        return b"\x10\x00"
+    kind = type(value)
+    if kind is str or isinstance(value, str):
+        return _field(b"\x0a", value.encode())
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _double(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join([_field(b"\x0a", _value(v)) for v in value]))
+    if isinstance(value, Mapping):
+        items = b"".join([_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items()])
+        return _field(b"\x32", items)
+    raise TypeError(f"Invalid type {type(value)} of value {value}")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return (_field(b"\x0a", key.encode()) if key else b"") + _field(b"\x12", _value(value))
+
+
+def _attributes(tag: bytes, attributes: Any) -> bytes:
+    if not attributes:
+        return b""
+    out = []
+    for key, value in attributes.items():
+        try:
+            out.append(_field(tag, _key_value(key, value)))
+        except Exception as error:  # noqa: BLE001 - the SDK encoder skips such a value too
+            log.warning("threadline: could not encode attribute %s: %s", key, error)
+    return b"".join(out)
+
+
+def _flags(parent: Any) -> bytes:
+    return b"\x85\x01" + _fixed32(0x300 if parent is not None and parent.is_remote else 0x100)
+
+
+def _uint(tag: bytes, n: int) -> bytes:
+    return tag + _varint(n) if n else b""
+
+
+def _string(tag: bytes, text: str | None) -> bytes:
+    return _field(tag, text.encode()) if text else b""
+
+
+def _time(tag: bytes, ns: int | None) -> bytes:
+    return tag + _fixed64(ns) if ns else b""
+
+
+def _trace_state(state: Any) -> str | None:
+    return ",".join([f"{k}={v}" for k, v in state.items()]) if state is not None else None
+
+
+def encode_span(span: Any) -> bytes:
+    """One Span message's body."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    parts = [
+        b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),
+        _string(b"\x1a", _trace_state(ctx.trace_state)),
+        b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent else b"",
+        _string(b"\x2a", span.name),
+        _uint(b"\x30", span.kind.value + 1),
+        _time(b"\x39", span.start_time),
+        _time(b"\x41", span.end_time),
+        _attributes(b"\x4a", span.attributes),
+        _uint(b"\x50", span.dropped_attributes),
+    ]
+    for event in span.events:
+        body = (
+            _time(b"\x09", event.timestamp)
+            + _string(b"\x12", event.name)
+            + _attributes(b"\x1a", event.attributes)
+            + _uint(b"\x20", event.dropped_attributes)
+        )
+        parts.append(_field(b"\x5a", body))
+    parts.append(_uint(b"\x60", span.dropped_events))
+    for link in span.links:
+        body = (
+            b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
+            + b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
+            + _attributes(b"\x22", link.attributes)
+            + _uint(b"\x28", link.dropped_attributes)
+            + b"\x35" + _fixed32(0x300 if link.context.is_remote else 0x100)
+        )  # fmt: skip
+        parts.append(_field(b"\x6a", body))
+    parts.append(_uint(b"\x70", span.dropped_links))
+    status = span.status
+    if status is not None:
+        parts.append(
+            _field(b"\x7a", _string(b"\x12", status.description)
+                   + _uint(b"\x18", status.status_code.value))
+        )  # fmt: skip
+    parts.append(_flags(parent))
+    return b"".join(parts)
+
+
+def _scope(scope: Any) -> bytes:
+    if scope is None:
+        return b""
+    return (
+        _string(b"\x0a", scope.name)
+        + _string(b"\x12", scope.version)
+        + _attributes(b"\x1a", scope.attributes)
+    )
+
+
+def encode_spans(spans: Sequence[Any]) -> bytes:
+    """A serialised ExportTraceServiceRequest for these spans, grouped by resource and scope."""
+    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    for span in spans:
+        by_scope = groups.get(span.resource)
+        if by_scope is None:
+            by_scope = groups[span.resource] = {}
+        scope = span.instrumentation_scope or None
+        encoded = by_scope.get(scope)
+        if encoded is None:
+            encoded = by_scope[scope] = []
+        encoded.append(_field(b"\x12", encode_span(span)))
+    out = []
+    for resource, by_scope in groups.items():
+        body = [_field(b"\x0a", _attributes(b"\x0a", resource.attributes))]
+        for scope, encoded in by_scope.items():
+            scope_spans = (
+                _field(b"\x0a", _scope(scope))
+                + b"".join(encoded)
+                + _string(b"\x1a", scope.schema_url if scope else None)
+            )
+            body.append(_field(b"\x12", scope_spans))
+        body.append(_string(b"\x1a", resource.schema_url))
+        out.append(_field(b"\x0a", b"".join(body)))
+    return b"".join(out)
