@@ -10,6 +10,7 @@ they always did. Any other set-up takes the SDK tracer's path unchanged.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from time import time_ns
@@ -18,6 +19,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -55,6 +57,10 @@ class LeanSpan(SdkSpan):
 
     def _readable_span(self) -> LeanSpan:  # type: ignore[override]
         return self
+
+    def __deepcopy__(self, memo: dict) -> ReadableSpan:
+        # A copy is data, as the SDK's ReadableSpan copy is: no lock, processor or sampler.
+        return copy.deepcopy(SdkSpan._readable_span(self), memo)  # noqa: SLF001
 
     # Exporters read these once per span. The same live views as the SDK's, without the generic
     # Mapping layer over BoundedAttributes, or the locks once the span has ended (nothing can be

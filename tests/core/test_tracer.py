@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -92,6 +93,16 @@ def test_root_span_ids_flags_and_export():
     assert c.context.trace_flags == ctx.trace_flags
     assert c.context.span_id != ctx.span_id
     assert json.loads(r.to_json())["attributes"] == {"k": "v"}
+
+
+def test_an_ended_span_deep_copies_as_data():
+    lean, _, exporter = _setup()
+    with lean.start_as_current_span("op", attributes={"k": [1, 2]}) as s:
+        s.add_event("e", {"n": 1})
+    copied = copy.deepcopy(exporter.get_finished_spans()[0])
+    assert type(copied) is ReadableSpan and copied.name == "op"
+    assert copied.context == s.context and dict(copied.attributes) == {"k": (1, 2)}
+    assert [e.name for e in copied.events] == ["e"] and copied.end_time == s.end_time
 
 
 def test_ratio_decision_is_the_sdk_one():
