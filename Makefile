@@ -17,6 +17,7 @@ system:
 	bash scripts/system.sh
 
 test: $(STAMP) system
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -206,7 +206,11 @@ class _PlainOTLP(SpanExporter):
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        self.host, self.port, self.path = parts.hostname, parts.port or 80, parts.path or "/v1/traces"
+        self.host, self.port, self.path = (
+            parts.hostname,
+            parts.port or 80,
+            parts.path or "/v1/traces",
+        )
         self._lock = threading.Lock()
         self._conn: Any = None  # http.client.HTTPConnection, imported when first used
         self._pid = 0
@@ -217,7 +221,10 @@ class _PlainOTLP(SpanExporter):
             endpoint is not None
             and endpoint.startswith("http://")
             and type(exporter).__name__ in ("OTLPExporter", "OTLPSpanExporter")
-            and not any(os.environ.get(k) for k in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
+            and not any(
+                os.environ.get(k)
+                for k in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+            )
         )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -242,7 +249,9 @@ class _PlainOTLP(SpanExporter):
                     if attempt == 2:
                         raise
                     continue
-                return SpanExportResult.SUCCESS if response.status < 300 else SpanExportResult.FAILURE
+                return (
+                    SpanExportResult.SUCCESS if response.status < 300 else SpanExportResult.FAILURE
+                )
         return SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
