@@ -170,20 +170,7 @@ def test_port_in_use_is_a_clear_error(srv):
 def test_cli_reports_taken_port(srv):
     port = int(srv.urls.otlp_http.rsplit(":", 1)[1])
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "threadline.cli",
-            "serve",
-            "--db",
-            ":memory:",
-            "--port",
-            "0",
-            "--otlp-grpc-port",
-            "0",
-            "--otlp-http-port",
-            str(port),
-        ],
+        server.serve_argv(":memory:", "--otlp-http-port", str(port)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -222,20 +209,7 @@ def test_kill_9_after_200_loses_nothing(tmp_path):
 
         # a second server on the same file is refused clearly, the first one keeps serving
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "threadline.cli",
-                "serve",
-                "--db",
-                db,
-                "--port",
-                "0",
-                "--otlp-http-port",
-                "0",
-                "--otlp-grpc-port",
-                "0",
-            ],
+            server.serve_argv(db),
             capture_output=True,
             text=True,
             timeout=60,

@@ -15,6 +15,7 @@ _EXPORTS = {
     "Server": "serving",
     "start": "serving",
     "spawn": "serving",
+    "serve_argv": "serving",
     "PortInUse": "serving",
     "Client": "client",
 }

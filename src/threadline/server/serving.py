@@ -281,24 +281,16 @@ class Spawned:
 _READY = re.compile(r"^threadline serve ready api=(\S+) otlp_http=(\S+) otlp_grpc=(\S*) db=(.*)$")
 
 
+def serve_argv(db: str, *args: str) -> list[str]:
+    """argv of `threadline serve --db DB` on ephemeral ports; later args win (argparse keeps the
+    last of a repeated option), so `serve_argv(db, "--port", "16686")` pins one port."""
+    ephemeral = ["--port", "0", "--otlp-http-port", "0", "--otlp-grpc-port", "0"]
+    return [sys.executable, "-m", "threadline.cli", "serve", "--db", db, *ephemeral, *args]
+
+
 def spawn(db: str, *args: str, timeout: float = 60) -> Spawned:
     """Start `threadline serve --db DB` on ephemeral ports in a child process."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "threadline.cli",
-        "serve",
-        "--db",
-        db,
-        "--port",
-        "0",
-        "--otlp-http-port",
-        "0",
-        "--otlp-grpc-port",
-        "0",
-        "--ready-line",
-        *args,
-    ]
+    cmd = serve_argv(db, "--ready-line", *args)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready: list[re.Match] = []
     seen = threading.Event()
