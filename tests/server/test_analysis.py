@@ -467,6 +467,73 @@ def test_skew_leaves_same_clock_and_async_children_that_start_later():
     assert an.adjust_clock_skew(spans)[1] == []
 
 
+def test_skew_moves_events_with_their_span():
+    h1, h2 = {"host.name": "h1"}, {"host.name": "h2"}
+    spans = [
+        sp("r", service="web", kind=KIND_SERVER, end=100, resource=h1),
+        sp("c", "r", service="web", kind=KIND_CLIENT, start=10, end=50, resource=h1),
+        sp("s", "c", service="pay", kind=KIND_SERVER, start=-15, end=5, resource=h2,
+           events=[Event(-14 * MS, "accepted"), Event(4 * MS, "replied")]),
+        sp("s1", "s", service="pay", start=-10, end=0, resource=h2,
+           events=[Event(-5 * MS, "exception", {"exception.type": "Timeout"})]),
+    ]  # fmt: skip
+    moved, (shift,) = an.adjust_clock_skew(spans)
+    assert shift.delta_ns == 35 * MS
+    by_id = {s.span_id: s for s in moved}
+    assert [(e.name, e.time_ns) for e in by_id["s"].events] == [
+        ("accepted", 21 * MS),
+        ("replied", 39 * MS),
+    ]
+    assert [(e.name, e.time_ns, e.attributes) for e in by_id["s1"].events] == [
+        ("exception", 30 * MS, {"exception.type": "Timeout"})
+    ]
+    assert by_id["c"].events == [] and spans[2].events[0].time_ns == -14 * MS
+
+
+def live_render(correction=-3_600_000 * MS):
+    """A live page's render trace as the browser module and live.LiveSocket record it: the
+    browser's spans already placed on the server's clock (times below are after correction)."""
+    server = {"host.name": "app-1", "service.name": "shop", "telemetry.sdk.language": "python"}
+    browser = {"service.name": "shop-browser", "telemetry.sdk.language": "webjs"}
+    placed = {an.CLOCK_CORRECTION: correction, "threadline.clock.uncertainty_ns": 400_000}
+    return [
+        sp("get", service="shop", kind=KIND_SERVER, start=0, end=5, name="GET /", resource=server),
+        # the navigation started before the request reached the server; the load ends later
+        sp("load", "get", service="shop-browser", start=-3, end=40, name="page load",
+           resource=browser, attributes=placed,
+           events=[Event(-2 * MS, "requestStart"), Event(6 * MS, "responseEnd")]),
+        # the page's script opens the socket after the render has ended
+        sp("bconn", "get", service="shop-browser", kind=KIND_CLIENT, start=30, end=34,
+           name="connect /live", resource=browser, attributes=placed),
+        sp("sconn", "bconn", service="shop", kind=KIND_SERVER, start=31, end=33,
+           name="connect /live", resource=server),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("correction", [-3_600_000 * MS, 0])
+def test_skew_leaves_spans_the_browser_placed_on_the_server_clock(correction):
+    spans = live_render(correction)
+    moved, shifts = an.adjust_clock_skew(spans)
+    assert shifts == []
+    assert {s.span_id: (s.start_ns, s.end_ns, s.events) for s in moved} == {
+        s.span_id: (s.start_ns, s.end_ns, s.events) for s in spans
+    }
+    view = an.analyse(spans, adjust_skew=True)
+    assert view.skew_adjusted and view.shifts == []
+
+
+def test_skew_treats_browser_to_server_hops_as_asynchronous():
+    """Uncorrected browser spans (no clock estimate) outlive the render like any page load; one
+    that starts before its parent is still moved."""
+    spans = live_render()
+    for s in spans:
+        s.attributes.pop(an.CLOCK_CORRECTION, None)
+    spans[2].start_ns, spans[2].end_ns = 2 * MS, 10 * MS  # outlives the render: async, kept
+    moved, (shift,) = an.adjust_clock_skew(spans)
+    assert (shift.span_id, shift.delta_ns, shift.spans_moved) == ("load", 3 * MS, 1)
+    assert {s.span_id: s.start_ns for s in moved}["bconn"] == 2 * MS
+
+
 def test_orphans_of_one_missing_parent_share_its_sender():
     spans = [
         sp("r", service="web", end=100),

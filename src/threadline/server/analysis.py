@@ -600,8 +600,13 @@ def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
 
     A hop crosses clocks when parent and child differ in `host.name` (or, without it, service).
     A synchronous child that does not fit inside its parent is centred in it (or aligned to its
-    start when longer); an asynchronous one (producer/consumer) is moved only if it starts before
-    its parent. Each shift moves the child's whole subtree and is reported. Returns new spans."""
+    start when longer); an asynchronous one (producer/consumer, or a hop between a browser and
+    a server) is moved only if it starts before its parent. Spans their producer already placed
+    on the server's clock (`threadline.clock.correction_ns`) are left where they are, and so is
+    the hop between such a span and its neighbour: the correction was made against that
+    neighbour's clock, and a page load legitimately starts before its render and outlives it.
+    Each shift moves the child's whole subtree, events included, and is reported. Returns new
+    spans."""
     tree = assemble(spans)
     offsets: dict[str, int] = {}
     shifts: list[Shift] = []
@@ -614,10 +619,11 @@ def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
             and parent is not None
             and parent.span is not None
             and _clock(s) != _clock(parent.span)
+            and not (_placed_at_source(s) or _placed_at_source(parent.span))
         ):
             p_start, p_end = parent.start_ns + inherited, parent.end_ns + inherited
             c_start, c_end = s.start_ns + inherited, s.end_ns + inherited
-            if s.kind in _ASYNC_KINDS or parent.span.kind in _ASYNC_KINDS:
+            if _asynchronous(parent.span, s):
                 if c_start < p_start:
                     delta = p_start - c_start
             elif c_start < p_start or c_end > p_end:
@@ -635,12 +641,7 @@ def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
                     Shift(s.span_id, s.service, s.name, delta, len(_subtree_ids(node)), reason)
                 )
         offsets[node.span_id] = inherited + delta
-    moved = [
-        dataclasses.replace(s, start_ns=s.start_ns + d, end_ns=s.end_ns + d)
-        if (d := offsets.get(s.span_id, 0))
-        else s
-        for s in tree.spans
-    ]
+    moved = [_shifted(s, offsets.get(s.span_id, 0)) for s in tree.spans]
     return moved, shifts
 
 
@@ -650,8 +651,12 @@ CLOCK_CORRECTION = "threadline.clock.correction_ns"
 def clock_correction(span: Span) -> int:
     """Nanoseconds the span's producer added to its times to place them on another clock (the
     browser module does, against the server's clock); 0 when none."""
+    return _correction(span) or 0
+
+
+def _correction(span: Span) -> int | None:
     d = span.attributes.get(CLOCK_CORRECTION)
-    return d if isinstance(d, int) and not isinstance(d, bool) else 0
+    return d if isinstance(d, int) and not isinstance(d, bool) else None
 
 
 def undo_clock_corrections(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
@@ -661,12 +666,40 @@ def undo_clock_corrections(spans: Iterable[Span]) -> tuple[list[Span], list[Shif
     shifts: list[Shift] = []
     for s in spans:
         if d := clock_correction(s):
-            events = [dataclasses.replace(e, time_ns=e.time_ns - d) for e in s.events]
-            s = dataclasses.replace(s, start_ns=s.start_ns - d, end_ns=s.end_ns - d, events=events)
+            s = _shifted(s, -d)
             reason = f"shown as its own clock recorded it: the {d / 1e6:.3f} ms correction made at source undone"
             shifts.append(Shift(s.span_id, s.service, s.name, -d, 1, reason))
         out.append(s)
     return out, shifts
+
+
+def _shifted(span: Span, delta: int) -> Span:
+    """The span moved `delta` ns in time: start, end and every event."""
+    if not delta:
+        return span
+    events = [dataclasses.replace(e, time_ns=e.time_ns + delta) for e in span.events]
+    return dataclasses.replace(
+        span, start_ns=span.start_ns + delta, end_ns=span.end_ns + delta, events=events
+    )
+
+
+def _placed_at_source(span: Span) -> bool:
+    """Its producer measured its clock against the server's and corrected it (by 0 ns, maybe)."""
+    return _correction(span) is not None
+
+
+def _browser(span: Span) -> bool:
+    return span.resource.get("telemetry.sdk.language") == "webjs"
+
+
+def _asynchronous(parent: Span, child: Span) -> bool:
+    """The child need not fit inside its parent: messaging, or a browser talking to a server
+    (a page outlives its render; a socket connects after it)."""
+    return (
+        child.kind in _ASYNC_KINDS
+        or parent.kind in _ASYNC_KINDS
+        or _browser(parent) != _browser(child)
+    )
 
 
 def _clock(span: Span) -> str:
