@@ -2,7 +2,12 @@
 
 The same bytes as the SDK's encode_spans(spans).SerializeToString() (tests/core/
 test_otlp_encoder.py holds the two together), without building a protobuf object per span,
-event, link, attribute and value first: encoding is most of what exporting a span costs."""
+event, link, attribute and value first: encoding is most of what exporting a span costs.
+
+Where the SDK's encoder would lose data, one bad value never costs the batch: an integer outside
+OTLP's int64 is sent as its decimal string (logged once per key), and text that is not valid
+Unicode (a lone surrogate, as os.fsdecode makes of undecodable file names) has the offending
+characters replaced by "?"."""
 
 from __future__ import annotations
 
@@ -17,6 +22,10 @@ _double = Struct("<d").pack
 _fixed64 = Struct("<Q").pack
 _fixed32 = Struct("<I").pack
 _SMALL = [bytes((n,)) for n in range(128)]
+
+
+_INT64 = 1 << 63
+_warned_keys: set[str] = set()
 
 
 def _varint(n: int) -> bytes:
@@ -45,12 +54,11 @@ def _value(value: Any) -> bytes:
         return b"\x10\x01"
     if value is False:
         return b"\x10\x00"
-    kind = type(value)
-    if kind is str or isinstance(value, str):
+    if isinstance(value, str):
         return _field(b"\x0a", value.encode())
-    if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise OverflowError("outside int64")
         return b"\x18" + _varint(value)
     if isinstance(value, float):
         return b"\x21" + _double(value)
@@ -75,9 +83,40 @@ def _attributes(tag: bytes, attributes: Any) -> bytes:
     for key, value in attributes.items():
         try:
             out.append(_field(tag, _key_value(key, value)))
+        except (OverflowError, UnicodeEncodeError):
+            if key not in _warned_keys and len(_warned_keys) < 1000:
+                _warned_keys.add(key)
+                log.warning(
+                    "threadline: attribute %r holds an integer outside OTLP's 64-bit range or "
+                    "text that is not valid Unicode: exported as text (logged once per key)",
+                    _text(key),
+                )
+            out.append(_field(tag, _key_value(_text(key), _exportable(value))))
         except Exception as error:  # noqa: BLE001 - the SDK encoder skips such a value too
             log.warning("threadline: could not encode attribute %s: %s", key, error)
     return b"".join(out)
+
+
+def _text(text: str) -> str:
+    """text, with what UTF-8 cannot carry (lone surrogates) replaced by "?"."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _exportable(value: Any) -> Any:
+    """value, with integers outside int64 as decimal strings and text made valid Unicode."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else str(value)
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, Sequence):
+        return [_exportable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {_text(str(k)): _exportable(v) for k, v in value.items()}
+    return value
 
 
 def _flags(parent: Any) -> bytes:
@@ -89,7 +128,12 @@ def _uint(tag: bytes, n: int) -> bytes:
 
 
 def _string(tag: bytes, text: str | None) -> bytes:
-    return _field(tag, text.encode()) if text else b""
+    if not text:
+        return b""
+    try:
+        return _field(tag, text.encode())
+    except UnicodeEncodeError:
+        return _field(tag, text.encode("utf-8", "replace"))
 
 
 def _time(tag: bytes, ns: int | None) -> bytes:

@@ -142,3 +142,103 @@ def test_many_resources_group_in_first_seen_order():
     request = _same(spans)
     assert [len(rs.scope_spans[0].spans) for rs in request.resource_spans] == [2, 1]
     assert encode_spans([]) == b""
+
+
+def _raw(name="raw", attributes=None, span_id=1):
+    return ReadableSpan(
+        name=name,
+        context=SpanContext(5, span_id, False, TraceFlags(1)),
+        resource=Resource({"service.name": "raw"}),
+        attributes=attributes,
+        start_time=10,
+        end_time=20,
+        instrumentation_scope=InstrumentationScope("raw"),
+    )
+
+
+def _decoded(spans) -> list[dict]:
+    request = ExportTraceServiceRequest.FromString(encode_spans(spans))
+    return [
+        {"name": s.name, **{kv.key: _plain(kv.value) for kv in s.attributes}}
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+
+
+def _plain(value):
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_plain(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, which)
+
+
+def test_integers_outside_int64_are_sent_as_text_with_a_warning_naming_the_key(caplog):
+    from threadline import _otlp_encoder
+
+    _otlp_encoder._warned_keys.clear()
+    caplog.set_level("WARNING", logger="threadline")
+    attributes = {
+        "user.id": 2**70,
+        "wraps": 2**63,  # was written as a negative number
+        "max.u64": 2**64 - 1,
+        "to.zero": -(2**64),  # was written as 0
+        "below": -(2**63) - 1,
+        "edge.high": 2**63 - 1,
+        "edge.low": -(2**63),
+        "ids": [1, 2**64],
+        "nested": {"n": 2**65},
+    }
+    (span,) = _decoded([_raw(attributes=attributes)])
+    assert span == {
+        "name": "raw",
+        "user.id": "1180591620717411303424",
+        "wraps": "9223372036854775808",
+        "max.u64": "18446744073709551615",
+        "to.zero": "-18446744073709551616",
+        "below": "-9223372036854775809",
+        "edge.high": 2**63 - 1,
+        "edge.low": -(2**63),
+        "ids": [1, "18446744073709551616"],
+        "nested": {"n": "36893488147419103232"},
+    }
+    warned = [r.getMessage() for r in caplog.records if "64-bit range" in r.getMessage()]
+    assert len(warned) == 7 and "'user.id'" in warned[0]
+    _decoded([_raw(attributes={"user.id": 2**70})])  # the same key again: not logged again
+    assert len([r for r in caplog.records if "64-bit range" in r.getMessage()]) == 7
+
+
+def test_text_that_is_not_valid_unicode_is_sent_with_replacements():
+    bad = "file \udcff.txt"
+    spans = [_raw(name=bad, attributes={"path": bad, bad: "key", "list": [bad]})]
+    (span,) = _decoded(spans)
+    assert span == {
+        "name": "file ?.txt",
+        "path": "file ?.txt",
+        "file ?.txt": "key",
+        "list": ["file ?.txt"],
+    }
+
+
+def test_one_bad_value_never_costs_the_batch_at_a_real_receiver():
+    from threadline._collector import Collector
+    from threadline._otlp_exporter import OTLPExporter
+
+    received = []
+    collector = Collector(received.extend)
+    collector.start()
+    try:
+        exporter = OTLPExporter(endpoint=collector.endpoint + "/v1/traces", timeout=5)
+        good = [_raw(f"good {i}", {"i": i}, span_id=i + 1) for i in range(10)]
+        bad = [_raw("big id", {"user.id": 2**70}, span_id=99), _raw("file \udcff.txt", span_id=98)]
+        assert exporter.export(good + bad).name == "SUCCESS"
+        exporter.shutdown()
+    finally:
+        collector.stop()
+    assert collector.rejected == 0
+    by_name = {s.name: s for s in received}
+    assert len(received) == 12
+    assert by_name["big id"].attributes == {"user.id": "1180591620717411303424"}
+    assert "file ?.txt" in by_name and by_name["good 9"].attributes == {"i": 9}
