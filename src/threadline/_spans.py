@@ -5,23 +5,21 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
-from opentelemetry.util import types
 
 from threadline import _config
+from threadline._attributes import clean as clean_attributes
 
 log = logging.getLogger("threadline")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _KINDS = {k.name.lower(): k for k in SpanKind}
-_SCALARS = (str, bool, int, float)
-_FAST = frozenset(_SCALARS)
 
 
 def coerce_kind(kind: SpanKind | str | None) -> SpanKind:
@@ -37,51 +35,6 @@ def coerce_kind(kind: SpanKind | str | None) -> SpanKind:
 def check_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"span name must be a non-empty string, not {name!r}")
-
-
-def _valid(value: Any) -> bool:
-    if isinstance(value, _SCALARS):
-        return True
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        types_seen = {type(v) for v in value if v is not None}
-        return len(types_seen) <= 1 and all(isinstance(v, _SCALARS) or v is None for v in value)
-    return False
-
-
-def clean_attributes(
-    attributes: Mapping[str, Any] | None,
-) -> dict[str, types.AttributeValue] | None:
-    """Attributes the OTel API accepts. A value it would reject is kept as its repr, with a
-    warning naming the key, rather than vanishing."""
-    if not attributes:
-        return None
-    if not isinstance(attributes, Mapping):
-        raise TypeError(
-            f"attributes must be a mapping of names to values, not {type(attributes).__name__}"
-        )
-    for key, value in attributes.items():  # fast path: plain scalars pass as they are
-        if type(key) is not str or type(value) not in _FAST:
-            break
-    else:
-        return attributes  # type: ignore[return-value]
-    out: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if not isinstance(key, str) or not key:
-            log.warning("threadline: attribute key %r is not a non-empty string; skipped", key)
-            continue
-        if _valid(value):
-            out[key] = (
-                list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
-            )
-        else:
-            log.warning(
-                "threadline: attribute %r has a %s value, which OpenTelemetry does not accept; "
-                "recorded as its repr",
-                key,
-                type(value).__name__,
-            )
-            out[key] = repr(value)
-    return out
 
 
 def _links(links: Iterable[Any] | None) -> list[Link] | None:

@@ -33,6 +33,9 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
+from threadline._attributes import PLAIN as _PLAIN
+from threadline._attributes import checked, clean
+
 try:  # the SDK versions whose tracer and span this one mirrors
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 except ImportError:  # older SDKs: every tracer stays the SDK's own
@@ -44,7 +47,6 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED_RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
-_PLAIN = frozenset((str, bool, int, float))
 _get_current_span = trace.get_current_span
 _getrandbits = random.getrandbits
 _new = object.__new__
@@ -57,6 +59,16 @@ class LeanSpan(SdkSpan):
 
     def _readable_span(self) -> LeanSpan:  # type: ignore[override]
         return self
+
+    # Values set later are checked as span(attributes=...) checks them: kept when the API accepts
+    # them, else kept as their repr with a warning naming the key (the SDK's names no key).
+    def set_attribute(self, key: str, value: Any) -> None:
+        if type(value) not in _PLAIN:
+            value = checked(key, value)
+        super().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Any) -> None:
+        super().set_attributes(clean(attributes) or {})
 
     def __deepcopy__(self, memo: dict) -> ReadableSpan:
         # A copy is data, as the SDK's ReadableSpan copy is: no lock, processor or sampler.

@@ -43,17 +43,65 @@ def test_exception_is_recorded_and_reraised_unchanged(memory, finished):
     assert "raise err" in event.attributes["exception.stacktrace"]
 
 
-def test_invalid_attribute_is_kept_as_repr_with_a_warning_naming_the_key(memory, finished, caplog):
-    caplog.set_level(logging.WARNING, logger="threadline")
-    with tl.span("attrs", attributes={"ok": [1, 2], "obj": {"x": 1}, "mixed": [1, "a"]}):
-        pass
+class Opaque:
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<Opaque>"
+
+
+def test_values_the_api_accepts_pass_as_they_are_without_a_warning(memory, finished, caplog):
+    caplog.set_level(logging.WARNING)
+    attrs = {
+        "ok": [1, 2],
+        "b": b"\x00\x01",
+        "n": None,
+        "m": {"x": 1, "y": [True]},
+        "mixed": [1, "a"],
+    }
+    with tl.span("attrs", attributes=attrs) as s:
+        s.set_attribute("later.m", {"k": "v"})
+        s.set_attributes({"later.b": b"z", "later.n": None})
     (span,) = finished(memory)
-    assert span.attributes["ok"] == (1, 2)
-    assert span.attributes["obj"] == "{'x': 1}"
-    assert span.attributes["mixed"] == "[1, 'a']"
+    assert dict(span.attributes) == {
+        "ok": (1, 2),
+        "b": b"\x00\x01",
+        "n": None,
+        "m": {"x": 1, "y": (True,)},
+        "mixed": (1, "a"),
+        "later.m": {"k": "v"},
+        "later.b": b"z",
+        "later.n": None,
+    }
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_value_the_api_rejects_is_kept_as_repr_with_a_warning_naming_the_key(
+    memory, finished, caplog
+):
+    from threadline import _attributes
+
+    _attributes._warned.clear()
+    caplog.set_level(logging.WARNING)
+    with tl.span("attrs", attributes={"obj": Opaque(), 7: "seven"}) as s:
+        s.set_attribute("later", Opaque())
+        s.set_attributes({"later.many": {Opaque()}, "obj": Opaque()})
+    (span,) = finished(memory)
+    assert dict(span.attributes) == {
+        "obj": "<Opaque>",
+        "7": "seven",
+        "later": "<Opaque>",
+        "later.many": "{<Opaque>}",
+    }
     messages = [r.getMessage() for r in caplog.records]
-    assert any("'obj' has a dict value" in m for m in messages)
-    assert any("'mixed' has a list value" in m for m in messages)
+    rejected = "OpenTelemetry does not accept a value of type {}; recorded as its repr"
+    assert messages == [
+        f"threadline: attribute 'obj': {rejected.format('Opaque')} (logged once per key)",
+        "threadline: attribute key 7 is not a string but int; recorded as its str() "
+        "(logged once per key)",
+        f"threadline: attribute 'later': {rejected.format('Opaque')} (logged once per key)",
+        f"threadline: attribute 'later.many': {rejected.format('set')} (logged once per key)",
+    ]
 
 
 def test_span_arguments_are_checked(memory):
