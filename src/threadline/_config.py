@@ -378,7 +378,7 @@ def configure(
     if old is not None:
         _retire(old)
     # One W3C behaviour for every carrier: headers, handoffs across processes, nodes, brokers.
-    from threadline.integrations import w3c
+    from threadline import _w3c as w3c
 
     w3c.install()
     if s.boundaries:
