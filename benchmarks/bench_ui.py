@@ -12,10 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "server"))
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path[:0] = [str(TESTS / "server"), str(TESTS)]
 
 import crafted  # noqa: E402
 
+import browser as chromium  # noqa: E402
 from threadline.server import analysis  # noqa: E402
 
 N = 50_000
@@ -55,7 +57,7 @@ def run() -> list[dict]:
         analysis.analyse(spans)
         t[i] = (time.perf_counter() - start) * 1e3
     rows.append({"name": f"analyse() {N // 1000}k-span trace", "value": min(t), "unit": "ms"})
-    if not os.path.exists(crafted.CHROMIUM):
+    if not os.path.exists(chromium.CHROMIUM):
         rows.append(
             {
                 "name": "trace view time to interactive",
@@ -85,7 +87,7 @@ def run() -> list[dict]:
                 "unit": "ms",
             }
         )
-        browser = crafted.launch_chromium(p)
+        browser = chromium.launch(p)
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         small = min(tti(page, f"{srv.urls.api}/#/trace/{small_id}") for _ in range(ROUNDS))
         big = min(tti(page, f"{srv.urls.api}/#/trace/{big_id}") for _ in range(ROUNDS))

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "server"))
+sys.path[:0] = [str(ROOT / "tests" / "server"), str(ROOT / "tests")]
 
 import crafted  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+import browser as chromium  # noqa: E402
 from threadline import server  # noqa: E402
 
 PAGES = [  # file, route, selector to wait for, actions
@@ -52,7 +53,7 @@ def main(out: str = "docs/screenshots") -> int:
             + crafted.crashed(base)
         )
         crafted.load(srv.urls.otlp_http, crafted.history(base) + spans)
-        browser = crafted.launch_chromium(p)
+        browser = chromium.launch(p)
         page = browser.new_page(viewport={"width": 1440, "height": 860})
         for name, route, ready, clicks in PAGES:
             page.goto(f"{srv.urls.api}/{route}")

@@ -1,1 +1,26 @@
 """Shared test set-up. The `traces` fixture comes from the threadline pytest plugin."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.append(str(Path(__file__).parent))  # tests/browser.py, under --import-mode=importlib
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium through Playwright, installed when missing (else the test
+    skips, saying why), one per test module."""
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import sync_playwright
+
+    import browser as chromium
+
+    reason = chromium.ensure_chromium()
+    if reason:
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        b = chromium.launch(p)
+        yield b
+        b.close()

@@ -16,9 +16,6 @@ from threadline.server.client import Client  # noqa: E402
 from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER  # noqa: E402
 from threadline.server.serving import start  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 SERVICES = {"web-browser", "web", "gateway", "users", "auth", "orders", "inventory", "payments"}
 
 
@@ -45,25 +42,21 @@ def one(spans, name, service):
     return found[0]
 
 
-def test_click_to_inventory_is_one_trace(shop):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(shop.web)
-            page.wait_for_selector("#checkout:not([disabled])", timeout=10_000)
-            page.select_option("select[name=item]", "coffee")
-            page.click("#checkout")
-            line = page.wait_for_selector(
-                "#log li[data-status]:not([data-status=placing])", timeout=20_000
-            )
-            status, text = line.get_attribute("data-status"), line.inner_text()
-            trace_id = line.query_selector(".trace").inner_text().split()[-1]  # shown per order
-            page.goto("about:blank")  # leaving the page exports the browser's spans
-        finally:
-            browser.close()
+def test_click_to_inventory_is_one_trace(shop, browser):
+    page = browser.new_page()
+    try:
+        page.goto(shop.web)
+        page.wait_for_selector("#checkout:not([disabled])", timeout=10_000)
+        page.select_option("select[name=item]", "coffee")
+        page.click("#checkout")
+        line = page.wait_for_selector(
+            "#log li[data-status]:not([data-status=placing])", timeout=20_000
+        )
+        status, text = line.get_attribute("data-status"), line.inner_text()
+        trace_id = line.query_selector(".trace").inner_text().split()[-1]  # shown per order
+        page.goto("about:blank")  # leaving the page exports the browser's spans
+    finally:
+        page.close()
     assert status == "placed" and "1 × coffee for ada: placed" in text
 
     spans = wait_for_services(Client(shop.api), trace_id, SERVICES)

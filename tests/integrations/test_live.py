@@ -3,10 +3,13 @@ WebSocket messages both ways and the server's work make one trace; sessions link
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import quote, urlencode
@@ -24,12 +27,8 @@ from starlette.routing import Route, WebSocketRoute  # noqa: E402
 import threadline as tl  # noqa: E402
 from threadline.integrations import live  # noqa: E402
 from threadline.server.client import Client  # noqa: E402
-from threadline.server.model import KIND_NAMES  # noqa: E402
 from threadline.testing import CapturedSpan, Trace, hex_ids  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 HOSTILE = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
 
@@ -55,31 +54,32 @@ class ServerThread:
         self.thread.join(10)
 
 
-def captured(s) -> CapturedSpan:
-    """A span read back from `threadline serve`, in the shape the trace assertions take."""
-    return CapturedSpan(
-        name=s.name, trace_id=s.trace_id, span_id=s.span_id, parent_id=s.parent_span_id or None,
-        kind=KIND_NAMES[s.kind].upper(), status=str(s.status_code), status_message=s.status_message,
-        start_ns=s.start_ns, end_ns=s.end_ns, attributes=s.attributes, resource=s.resource,
-        events=[(e.name, e.attributes) for e in s.events],
-        links=[(lk.trace_id, lk.span_id, lk.attributes) for lk in s.links], scope=s.scope_name,
-    )  # fmt: skip
-
-
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8">{head}</head>
 <body>
   <button id="checkout" data-trace="checkout" data-item="{item}">Checkout</button>
   <p id="status"></p>
+  <form id="order" data-trace="order"><button id="place" data-trace="place">Place</button></form>
+  <form id="search" data-trace="search"><input id="q" name="q"></form>
+  <input id="note" data-trace="note">
+  <button id="plain">Not traced</button>
   <script>
     const ws = new Threadline.WebSocket("/live");
     window.replies = 0;
     window.clicks = [];  // the trace of each click, to look up in the backend
+    window.clickSpans = [];
+    window.seen = [];  // [event, target id, the span current in the page's own listener]
     window.opened = new Promise((resolve) => ws.addEventListener("open", resolve));
     const button = document.getElementById("checkout");
     button.addEventListener("click", () => {{
       window.clicks.push(Threadline.current.traceId);
+      window.clickSpans.push(Threadline.current);
       ws.send(JSON.stringify({{type: "checkout", item: button.dataset.item}}));
+    }});
+    for (const type of ["click", "submit", "change"]) document.addEventListener(type, (e) => {{
+      if (type === "submit") e.preventDefault();
+      const s = Threadline.current;
+      window.seen.push([type, e.target.id, s && s.name, s && s.traceId]);
     }});
     ws.onmessage = (event) => {{
       document.getElementById("status").textContent = JSON.parse(event.data).status;
@@ -109,16 +109,6 @@ def shop_app(otlp_endpoint: str, session: str = "link"):
         ]
     )
     return tl.instrument(app)  # the render's SERVER span
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -167,10 +157,27 @@ def checkout(browser, backend, url: str, clicks: int = 1, behind_s: float = 0, l
     finally:
         page.close()
     tl.flush()
-    backend_client = Client(backend.urls.api)
-    fetch = lambda tid, n: Trace(tid, [captured(s) for s in backend_client.wait_for_trace(tid, n)])  # noqa: E731
     # render: GET /, page load, connect (browser), connect (server); a click: 6 spans
-    return shown, fetch(render_id, 4), [fetch(tid, 6) for tid in click_ids]
+    return shown, stored(backend, render_id, 4), [stored(backend, tid, 6) for tid in click_ids]
+
+
+def stored(backend, trace_id: str, spans: int) -> Trace:
+    """The trace as the backend has it, once it holds `spans` spans."""
+    return Trace(trace_id, Client(backend.urls.api).captured(trace_id, spans))
+
+
+@contextlib.contextmanager
+def clicked_once(browser, url: str):
+    """The page at `url`, its checkout clicked once and answered; closed afterwards."""
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        page.evaluate("window.opened")
+        page.click("#checkout")
+        page.wait_for_function("window.replies === 1", timeout=10_000)
+        yield page
+    finally:
+        page.close()
 
 
 def one(t: Trace, name: str, service: str) -> CapturedSpan:
@@ -220,6 +227,84 @@ def test_click_message_server_and_reply_are_one_trace(shop, browser, backend):
     # Client spans were placed on the server's clock, reversibly.
     assert isinstance(click.attributes["threadline.clock.correction_ns"], int)
     assert click.attributes["threadline.clock.uncertainty_ns"] >= 0
+    # ... so asking the trace view to adjust clock skew finds nothing to move in the render.
+    view = Client(backend.urls.api).get(
+        f"/api/threadline/analysis/trace/{render.trace_id}", skew="1"
+    )
+    assert view["skew"]["adjusted"] is True and view["skew"]["shifts"] == []
+
+
+def test_submit_and_change_are_traced_and_unmarked_elements_are_not(shop, browser, backend):
+    page = browser.new_page()
+    try:
+        page.goto(f"http://{shop}/")
+        page.evaluate("window.opened")
+        page.click("#place")  # a submit button: the click, and the submit it causes
+        page.fill("#q", "tea")
+        page.press("#q", "Enter")  # implicit submission of a form without a button
+        page.fill("#note", "leave at the door")
+        page.locator("#note").blur()  # the change is committed
+        page.click("#plain")
+        seen = page.evaluate("window.seen")
+        render_id = page.evaluate("Threadline.pageLoad.traceId")
+        # after the interactions' own end-of-task timers: every span has ended
+        page.evaluate("() => new Promise((r) => setTimeout(r)).then(() => Threadline.flush())")
+    finally:
+        page.close()
+    place, submit_order, change_q, submit_search, change_note, plain = seen
+    assert place[:3] == ["click", "place", "click place"]
+    assert submit_order[:3] == ["submit", "order", "submit order"]
+    assert submit_order[3] == place[3]  # the click's trace
+    assert change_q == ["change", "q", None, None]  # the form is marked, not the field
+    assert submit_search[:3] == ["submit", "search", "submit search"]
+    assert change_note[:3] == ["change", "note", "change note"]
+    assert plain == ["click", "plain", None, None]
+    assert len({place[3], submit_search[3], change_note[3], render_id}) == 4
+
+    render = stored(backend, render_id, 4)
+    b_connect = one(render, "connect /live", "shop-browser")
+    clicked = stored(backend, place[3], 2)
+    clicked.assert_connected()
+    click, submit = clicked.root, clicked.find("submit order")
+    assert (click.name, submit.parent_id) == ("click place", click.span_id)
+    assert submit.links == [] and submit.attributes["html.element"] == "form"
+    for trace_id, name, element in [
+        (place[3], "click place", "button"),
+        (submit_search[3], "submit search", "form"),
+        (change_note[3], "change note", "input"),
+    ]:
+        t = stored(backend, trace_id, 1)
+        assert (t.root.name, t.root.service) == (name, "shop-browser")
+        assert [(lt, ls) for lt, ls, _ in t.root.links] == [(render_id, b_connect.span_id)]
+        assert t.root.attributes["threadline.session.id"] == b_connect.span_id
+        assert t.root.attributes["html.element"] == element
+        assert t.root.attributes["event.type"] == name.split()[0]
+    assert len(stored(backend, submit_search[3], 1)) == 1
+    api = Client(backend.urls.api)
+    assert api.search(service="shop-browser", filters=["html.id=plain OR html.id=q"]) == []
+
+
+def test_sample_ratio_reaches_the_browser_and_zero_records_nothing(backend, browser):
+    tl.configure("shop", endpoint=backend.urls.otlp_http, sample_ratio=0.0)
+    try:
+        with (
+            ServerThread(shop_app(backend.urls.otlp_http)) as host,
+            clicked_once(browser, f"http://{host}/") as page,
+        ):
+            page.evaluate("Threadline.flush()")
+            ratio, clicks, load, stats = page.evaluate(
+                "[Threadline.config.sampleRatio, window.clickSpans.map((s) => [s.traceId,"
+                " s.sampled, s.traceparent.slice(-2)]), Threadline.pageLoad.sampled,"
+                " {...Threadline.stats}]"
+            )
+            tag = page.locator("script[data-sample-ratio]").get_attribute("data-sample-ratio")
+        tl.flush()  # the server's spans, had any been recorded, are stored once this returns
+    finally:
+        tl.shutdown()
+    ((click_trace, sampled, flags),) = clicks
+    assert (tag, ratio, sampled, flags, load) == ("0.0", 0, False, "02", False)
+    assert stats == {"exported": 0, "failed": 0}  # nothing was ever sent
+    assert Client(backend.urls.api).trace(click_trace) == []  # nor recorded by the server
 
 
 def test_two_interactions_are_two_traces_in_one_session(shop, browser, backend):
@@ -446,6 +531,41 @@ def test_bad_options_fail_at_the_call():
         live.endpoint(lambda sock, data: None, session="children")
     with pytest.raises(ValueError, match="interactions must be one of"):
         live.script_tag(interactions="links")
+    with pytest.raises(ValueError, match=r"sample_ratio must be in \[0, 1\], not 1.5"):
+        live.script_tag(sample_ratio=1.5)
+    with pytest.raises(TypeError, match="sample_ratio must be a number"):
+        live.script_tag(sample_ratio="all")
+
+
+def test_head_is_markup_an_autoescaping_template_writes_as_is(traces):
+    jinja2 = pytest.importorskip("jinja2")
+    template = jinja2.Environment(autoescape=True).from_string(
+        "<head>{{ head }}</head><p>{{ note }}</p>"
+    )
+    with tl.span("GET /", kind="server"):
+        head = live.head("http://127.0.0.1:4318", service="shop-browser", sample_ratio=0.25)
+        traceparent = tl.inject()["traceparent"]
+    page = template.render(head=head, note="<b>")
+    assert page.startswith(f'<head><meta name="traceparent" content="{traceparent}">\n')
+    assert page.endswith(
+        '<script src="/_threadline/threadline.js" data-endpoint="http://127.0.0.1:4318"'
+        ' data-service="shop-browser" data-interactions="link" data-sample-ratio="0.25">'
+        "</script></head><p>&lt;b&gt;</p>"
+    )
+    assert {type(live.meta_tags()).__name__, type(live.script_tag()).__name__} == {"Markup"}
+
+
+def test_without_markupsafe_the_tags_still_speak_the_html_protocol():
+    code = (
+        "import sys; sys.modules['markupsafe'] = None\n"
+        "from threadline.integrations import live\n"
+        "tags = live.head('http://127.0.0.1:4318')\n"
+        "assert isinstance(tags, str) and tags.__html__() == tags, tags\n"
+        "print(type(tags).__module__, tags.count('<meta'), tags.count('<script'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["threadline.integrations.live", "1", "1"]
 
 
 def test_a_failing_handler_is_recorded_and_closes_the_socket(traces):
@@ -464,18 +584,13 @@ def test_a_failing_handler_is_recorded_and_closes_the_socket(traces):
 
 
 def test_an_unreachable_collector_never_breaks_the_page(traces, browser):
-    with ServerThread(shop_app(dead_endpoint())) as host:
-        page = browser.new_page()
-        try:
-            page.goto(f"http://{host}/")
-            page.evaluate("window.opened")
-            page.click("#checkout")
-            page.wait_for_function("window.replies === 1", timeout=10_000)
-            assert page.text_content("#status") == "paid for book"
-            page.evaluate("Threadline.flush()")  # resolves: failures are counted, not thrown
-            stats = page.evaluate("({...Threadline.stats})")
-        finally:
-            page.close()
+    with (
+        ServerThread(shop_app(dead_endpoint())) as host,
+        clicked_once(browser, f"http://{host}/") as page,
+    ):
+        assert page.text_content("#status") == "paid for book"
+        page.evaluate("Threadline.flush()")  # resolves: failures are counted, not thrown
+        stats = page.evaluate("({...Threadline.stats})")
     assert (
         stats["exported"] == 0 and stats["failed"] >= 5
     )  # page load, connect, click, send, process

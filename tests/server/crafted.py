@@ -1,5 +1,6 @@
-"""Crafted traces with known shapes, and how to load them and launch Chromium, shared by the
-analysis API and UI tests, the screenshots and the UI benchmark. Times are relative to `base_ns`; every trace is deterministic for a given seed."""
+"""Crafted traces with known shapes, and how to load them, shared by the analysis API and UI
+tests, the screenshots and the UI benchmark. Times are relative to `base_ns`; every trace is
+deterministic for a given seed."""
 
 from __future__ import annotations
 
@@ -22,17 +23,6 @@ from threadline.server.model import (
 from threadline.server.otlp import encode_json
 
 MS = 1_000_000
-# Debian's chromium as the UI tests, screenshots and benchmark launch it (never a downloaded one)
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 XSS = '<img src=x onerror="window.__xss=1">'
 XSS_URL = "javascript:window.__xss=1"
 
@@ -201,7 +191,3 @@ def history(base_ns: int, n: int = 60, every_s: float = 50, seed: int = 3) -> li
                     lk.trace_id = f"{lk.trace_id[:18]}{k + 16:012x}{lk.trace_id[-2:]}"
             out.extend(spans)
     return out
-
-
-def launch_chromium(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -4,10 +4,7 @@ ephemeral ports, with traces sent to its OTLP/HTTP receiver."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import subprocess
 import time
 import urllib.request
 
@@ -15,7 +12,6 @@ import pytest
 from crafted import (
     BROKEN,
     CHECKOUT,
-    CHROMIUM,
     CRASHED,
     EVIL,
     MAILER,
@@ -24,7 +20,6 @@ from crafted import (
     XSS_URL,
     big,
     checkout,
-    launch_chromium,
     load,
     showcase,
     skewed,
@@ -33,35 +28,6 @@ from crafted import (
 pytestmark = pytest.mark.timeout(240)
 
 BASE_NS = time.time_ns() - 5 * 60 * 10**9
-
-
-def ensure_chromium() -> str | None:
-    """Debian's chromium, installed when missing (as scripts/system.sh does). None if it cannot be."""
-    if os.path.exists(CHROMIUM):
-        return None
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        return "chromium is not installed and apt-get is not usable here"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if done.returncode:
-            return f"installing Debian's chromium failed: {done.stderr.strip()[-300:]}"
-    return (
-        None if os.path.exists(CHROMIUM) else "chromium installed but /usr/bin/chromium is missing"
-    )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    reason = ensure_chromium()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,17 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "threadline.integrations.live needs Starlette: pip install 'threadline[live]'"
     ) from exc
 
+try:  # what Jinja2 and other autoescaping template engines take as markup, not text
+    from markupsafe import Markup
+except ImportError:  # pragma: no cover - depends on the environment
+
+    class Markup(str):  # type: ignore[no-redef]
+        """Markup by the ``__html__`` protocol that template engines honour."""
+
+        def __html__(self) -> str:
+            return self
+
+
 log = logging.getLogger("threadline")
 
 SCRIPT_PATH = "/_threadline/threadline.js"
@@ -72,9 +83,10 @@ def _ms(ns: int) -> float:
 # -- the page -----------------------------------------------------------------------------------
 
 
-def meta_tags() -> str:
+def meta_tags() -> Markup:
     """``<meta>`` tags with the context of the current span (the render) and the server's clock
-    readings for this request: when it was received (the span's start) and now."""
+    readings for this request: when it was received (the span's start) and now. Returned as
+    markup, so an autoescaping template (Jinja2's ``{{ live.meta_tags() }}``) writes it as is."""
     carrier = tl.inject()
     tags = [
         f'<meta name="{key}" content="{html.escape(carrier[key], quote=True)}">'
@@ -84,7 +96,7 @@ def meta_tags() -> str:
     rendered = time.time_ns()
     received = getattr(trace.get_current_span(), "start_time", None) or rendered
     tags.append(f'<meta name="threadline-clock" content="{_ms(received)} {_ms(rendered)}">')
-    return "\n".join(tags)
+    return Markup("\n".join(tags))
 
 
 def script_tag(
@@ -92,15 +104,25 @@ def script_tag(
     *,
     service: str | None = None,
     interactions: Session = "link",
+    sample_ratio: float | None = None,
     src: str = SCRIPT_PATH,
-) -> str:
-    """``<script>`` loading the browser module. `endpoint` is the OTLP/HTTP base URL the browser
-    exports to (default: this process's endpoint); `service` its service name (default: this
-    service's name + "-browser"); `interactions`: each interaction its own trace linked to the
-    session ("link") or a child of the session ("child")."""
+) -> Markup:
+    """``<script>`` loading the browser module (as markup, like `meta_tags`). `endpoint` is the
+    OTLP/HTTP base URL the browser exports to (default: this process's endpoint); `service` its
+    service name (default: this service's name + "-browser"); `interactions`: each interaction
+    its own trace linked to the session ("link") or a child of the session ("child");
+    `sample_ratio`: the share of the traces the browser starts that are recorded (default:
+    this process's ``configure(sample_ratio=)``), decided once per trace as the server's
+    sampler decides from the trace id; spans under the server's context follow its decision."""
     if interactions not in SESSION_RELATIONS:
         raise ValueError(f"interactions must be one of {SESSION_RELATIONS}, not {interactions!r}")
     settings = tl.settings()
+    if sample_ratio is None:
+        sample_ratio = settings.sample_ratio if settings else 1.0
+    if isinstance(sample_ratio, bool) or not isinstance(sample_ratio, int | float):
+        raise TypeError(f"sample_ratio must be a number in [0, 1], not {sample_ratio!r}")
+    if not 0.0 <= sample_ratio <= 1.0:
+        raise ValueError(f"sample_ratio must be in [0, 1], not {sample_ratio!r}")
     endpoint = endpoint or (settings.endpoint if settings else "http://127.0.0.1:4318")
     service = service or (f"{settings.service_name}-browser" if settings else "browser")
     attrs = {
@@ -108,14 +130,15 @@ def script_tag(
         "data-endpoint": endpoint,
         "data-service": service,
         "data-interactions": interactions,
+        "data-sample-ratio": repr(float(sample_ratio)),
     }
     rendered = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in attrs.items())
-    return f"<script {rendered}></script>"
+    return Markup(f"<script {rendered}></script>")
 
 
-def head(endpoint: str | None = None, **options: Any) -> str:
-    """The meta tags and the script tag, for a template's ``<head>``."""
-    return meta_tags() + "\n" + script_tag(endpoint, **options)
+def head(endpoint: str | None = None, **options: Any) -> Markup:
+    """The meta tags and the script tag, for a template's ``<head>`` (as markup)."""
+    return Markup(f"{meta_tags()}\n{script_tag(endpoint, **options)}")
 
 
 def script_route(path: str = SCRIPT_PATH) -> Route:

@@ -8,7 +8,11 @@
  *
  * Spans: "page load" (child of the render), "connect <path>" (the session), one trace per
  * interaction ("click checkout", linked to the session, or its child with data-interactions=
- * "child"), "send <path>" / "process <path>" for every WebSocket message. Context rides on the
+ * "child"; a submit or change the click causes, as a submit button's, is its child), "send
+ * <path>" / "process <path>" for every WebSocket message. A click counts on a marked element or
+ * inside one; a submit or change only on the marked form or field itself. Traces the page starts
+ * are sampled at data-sample-ratio, decided from the trace id as the server's sampler decides;
+ * spans under the server's context follow its decision. Context rides on the
  * connect URL (?traceparent=) and inside every message (a JSON envelope). Spans are exported as
  * OTLP/HTTP JSON, batched, and flushed when the page is hidden. Client times are corrected
  * against server clock readings; the correction is kept in threadline.clock.correction_ns.
@@ -27,9 +31,15 @@
     service: data.service || "browser",
     interactions: data.interactions === "child" ? "child" : "link", // relation to the session
     events: (data.events || "click submit change").split(/\s+/).filter(Boolean),
+    sampleRatio: ratio(data.sampleRatio),
     batchSize: 64,
     flushDelayMs: 1000,
   };
+
+  function ratio(text) {
+    const r = text === undefined || text === "" ? 1 : Number(text);
+    return Number.isFinite(r) ? Math.min(1, Math.max(0, r)) : 1;
+  }
 
   // -- ids and time ---------------------------------------------------------------------------
 
@@ -73,6 +83,14 @@
     try { return fn(); } finally { current = previous; }
   }
 
+  // -- sampling: one decision per trace, the same one the SDK's TraceIdRatioBased makes ---------
+
+  function sampledByRatio(traceId) { // the id's low 64 bits against ratio x 2^64
+    if (config.sampleRatio >= 1) return true;
+    if (config.sampleRatio <= 0) return false;
+    return BigInt("0x" + traceId.slice(16)) < BigInt(Math.round(config.sampleRatio * 2 ** 64));
+  }
+
   // -- spans ----------------------------------------------------------------------------------
 
   class Span {
@@ -82,7 +100,8 @@
       this.traceId = parent ? parent.traceId : randomHex(16);
       this.spanId = randomHex(8);
       this.parentSpanId = parent ? parent.spanId : "";
-      this.flags = parent ? parent.flags : 0x03; // our trace ids are random: say so
+      // a new trace: its ids are random (say so), and it is sampled or not, once, here
+      this.flags = parent ? parent.flags : 0x02 | (sampledByRatio(this.traceId) ? 1 : 0);
       this.sampled = (this.flags & 1) === 1;
       this.tracestate = parent ? parent.tracestate || "" : "";
       this.links = links.filter(Boolean).map((l) => ({ traceId: l.traceId, spanId: l.spanId, attributes: l.attributes || {} }));
@@ -235,25 +254,45 @@
   // -- interactions on elements marked data-trace ---------------------------------------------
 
   let session = null; // the connect span of the latest live socket
+  let interaction = null; // the interaction being handled in this task, and what it caused
+
+  function tracedTarget(event) { // a click inside a marked element counts (an icon in a button)
+    const el = event.target;
+    if (!el || !el.closest) return null;
+    if (event.type === "click") return el.closest("[data-trace]");
+    return el.hasAttribute("data-trace") ? el : null;
+  }
 
   function onInteraction(event) {
-    const target = event.target && event.target.closest && event.target.closest("[data-trace]");
+    const target = tracedTarget(event);
     if (!target) return;
     const label = target.getAttribute("data-trace") || target.tagName.toLowerCase();
     const attributes = { "event.type": event.type, "threadline.target": label,
       "html.element": target.tagName.toLowerCase(), "html.id": target.id || undefined };
-    let parent = null;
+    let parent = interaction; // a submit or change dispatched while a click is handled: its cause
     let links = [];
     if (session) {
       attributes["threadline.session.id"] = session.spanId;
-      if (config.interactions === "child") parent = session;
-      else links = [{ traceId: session.traceId, spanId: session.spanId, attributes: { "threadline.link": "session" } }];
+      const sessionLink = { traceId: session.traceId, spanId: session.spanId, attributes: { "threadline.link": "session" } };
+      if (!parent && config.interactions === "child") parent = session;
+      else if (!parent) links = [sessionLink];
     }
     const span = new Span(event.type + " " + label, { parent, links, attributes });
     // Listeners of this event run synchronously after this one, so anything they send belongs
-    // to the interaction; the span ends once the event has been handled.
+    // to the interaction; it ends (after what it caused) once the task has been handled.
     current = span;
-    setTimeout(() => { if (current === span) current = null; span.end(); }, 0);
+    if (interaction) {
+      interaction.caused.push(span);
+      return;
+    }
+    interaction = span;
+    span.caused = [];
+    setTimeout(() => {
+      interaction = null;
+      if (current === span || span.caused.includes(current)) current = null;
+      for (const effect of span.caused) effect.end();
+      span.end();
+    }, 0);
   }
 
   if (doc) for (const type of config.events) doc.addEventListener(type, onInteraction, true);
