@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -42,7 +43,12 @@ class Settings:
     namespace: str | None = None
     environment: str | None = None
     endpoint: str = DEFAULT_ENDPOINT
-    exporter: str = "otlp"  # "custom" when the user passed a SpanExporter instance
+    # The full OTLP/HTTP traces URL, used as it is ($OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); None
+    # exports to endpoint + "/v1/traces".
+    traces_endpoint: str | None = None
+    # "otlp", "console", "none", or several joined by commas ("console,otlp"); "custom" when the
+    # user passed a SpanExporter instance.
+    exporter: str = "otlp"
     sample_ratio: float = 1.0
     boundaries: bool = True
     resource_attributes: dict[str, Any] = field(default_factory=dict)
@@ -161,8 +167,113 @@ def _env_resource() -> dict[str, str]:
     for item in (_env("OTEL_RESOURCE_ATTRIBUTES") or "").split(","):
         key, sep, value = item.partition("=")
         if sep and key.strip():
-            out[key.strip()] = value.strip()
+            out[key.strip()] = unquote(value.strip())  # W3C baggage format: percent-encoded
     return out
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+# Environment values are the deployment's, not the program's: a bad one is logged, naming the
+# variable, and the default stands (the OTel spec's rule for environment configuration).
+
+
+def _env_url(name: str) -> str | None:
+    raw = _env(name)
+    if raw is not None and not _is_url(raw):
+        log.warning(
+            "threadline: ignoring %s=%r: not an http(s) URL such as %r", name, raw, DEFAULT_ENDPOINT
+        )
+        return None
+    return raw
+
+
+def _env_exporter() -> str:
+    raw = _env("OTEL_TRACES_EXPORTER")
+    if raw is None:
+        return "otlp"
+    names: list[str] = []
+    for name in raw.lower().replace(" ", "").split(","):
+        if name in EXPORTERS:
+            if name not in names:
+                names.append(name)
+        elif name:
+            log.warning(
+                "threadline: ignoring %r in OTEL_TRACES_EXPORTER=%r: threadline exports to %s",
+                name,
+                raw,
+                ", ".join(map(repr, EXPORTERS)),
+            )
+    if "none" in names and len(names) > 1:
+        log.warning("threadline: ignoring 'none' in OTEL_TRACES_EXPORTER=%r: others are named", raw)
+        names.remove("none")
+    if not names:
+        log.warning("threadline: OTEL_TRACES_EXPORTER=%r names no exporter; using 'otlp'", raw)
+        return "otlp"
+    return ",".join(names)
+
+
+def _exporter_names(exporter: str) -> str:
+    """An explicit exporter string, checked: one name, or several joined by commas."""
+    names = [name.strip().lower() for name in exporter.split(",")]
+    if not names or any(n not in EXPORTERS for n in names) or ("none" in names and len(names) > 1):
+        raise ValueError(
+            f"exporter must be one of {', '.join(map(repr, EXPORTERS))} (or several of the first "
+            f"two joined by commas) or a SpanExporter instance, not {exporter!r}"
+        )
+    return ",".join(dict.fromkeys(names))
+
+
+# OTEL_TRACES_SAMPLER values on threadline's one sampler, parent-based by trace-id ratio: the
+# ratio each stands for (None: the ratio is OTEL_TRACES_SAMPLER_ARG).
+_SAMPLERS: dict[str, float | None] = {
+    "parentbased_always_on": 1.0,
+    "parentbased_always_off": 0.0,
+    "parentbased_traceidratio": None,
+    "always_on": 1.0,
+    "always_off": 0.0,
+    "traceidratio": None,
+}
+
+
+def _env_sample_ratio() -> float:
+    raw = _env("OTEL_TRACES_SAMPLER")
+    sampler = (raw or "parentbased_traceidratio").lower()
+    if sampler not in _SAMPLERS:
+        log.warning(
+            "threadline: ignoring OTEL_TRACES_SAMPLER=%r (and its argument): threadline samples "
+            "parent-based by trace-id ratio and takes %s; sampling every trace",
+            raw,
+            ", ".join(_SAMPLERS),
+        )
+        return 1.0
+    if not sampler.startswith("parentbased_"):
+        log.warning(
+            "threadline: OTEL_TRACES_SAMPLER=%r is applied as 'parentbased_%s': a span with a "
+            "parent follows the parent's sampling decision",
+            raw,
+            sampler,
+        )
+    ratio = _SAMPLERS[sampler]
+    if ratio is not None:
+        return ratio
+    # threadline's default sampler is parentbased_traceidratio, so the ratio alone is honoured.
+    arg = _env("OTEL_TRACES_SAMPLER_ARG")
+    if arg is None:
+        return 1.0
+    try:
+        ratio = float(arg)
+    except ValueError:
+        ratio = None
+    if ratio is None or not 0.0 <= ratio <= 1.0:
+        log.warning(
+            "threadline: ignoring OTEL_TRACES_SAMPLER_ARG=%r: not a number in [0, 1]; sampling "
+            "every trace",
+            arg,
+        )
+        return 1.0
+    return ratio
 
 
 def _default_service_name() -> str:
@@ -182,17 +293,13 @@ def _resolve(
     boundaries: bool,
     resource_attributes: Mapping[str, Any] | None,
     announce: bool | None = None,
+    traces_endpoint: str | None = None,
 ) -> Settings:
     env_res = _env_resource()
     if exporter is None:
-        exporter = (_env("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
-    if isinstance(exporter, str):
-        if exporter not in EXPORTERS:
-            raise ValueError(
-                f"exporter must be one of {', '.join(map(repr, EXPORTERS))} or a SpanExporter "
-                f"instance, not {exporter!r}"
-            )
-        exporter_name = exporter
+        exporter_name = _env_exporter()
+    elif isinstance(exporter, str):
+        exporter_name = _exporter_names(exporter)
     elif isinstance(exporter, SpanExporter):
         exporter_name = "custom"
     else:
@@ -200,23 +307,21 @@ def _resolve(
             f"exporter must be a string or a SpanExporter instance, not {type(exporter).__name__}"
         )
     if sample_ratio is None:
-        raw = _env("OTEL_TRACES_SAMPLER_ARG")
-        try:
-            sample_ratio = float(raw) if raw is not None else 1.0
-        except ValueError:
-            log.warning("threadline: ignoring OTEL_TRACES_SAMPLER_ARG=%r: not a number", raw)
-            sample_ratio = 1.0
+        sample_ratio = _env_sample_ratio()
     if isinstance(sample_ratio, bool) or not isinstance(sample_ratio, int | float):
         raise TypeError(f"sample_ratio must be a number in [0, 1], not {sample_ratio!r}")
     if not 0.0 <= sample_ratio <= 1.0:
         raise ValueError(f"sample_ratio must be in [0, 1], not {sample_ratio!r}")
+    for arg, value in (("endpoint", endpoint), ("traces_endpoint", traces_endpoint)):
+        if value is not None and not _is_url(value):
+            raise ValueError(
+                f"{arg} must be an http(s) URL such as {DEFAULT_ENDPOINT!r}, not {value!r}"
+            )
+    # Explicit before environment; of the two variables the traces one wins, used as it is.
+    if endpoint is None and traces_endpoint is None:
+        traces_endpoint = _env_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if endpoint is None:
-        endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
-        endpoint = endpoint or DEFAULT_ENDPOINT
-    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-        raise ValueError(
-            f"endpoint must be an http(s) URL such as {DEFAULT_ENDPOINT!r}, not {endpoint!r}"
-        )
+        endpoint = _env_url("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
         raise ValueError(f"service_name must be a non-empty string, not {service_name!r}")
     for arg, value in (
@@ -245,6 +350,7 @@ def _resolve(
         or env_res.get("deployment.environment.name")
         or env_res.get("deployment.environment"),
         endpoint=endpoint.rstrip("/"),
+        traces_endpoint=traces_endpoint,
         exporter=exporter_name,
         sample_ratio=float(sample_ratio),
         boundaries=boundaries,
@@ -296,30 +402,38 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
 
 
+def export_url(s: Settings) -> str:
+    """Where these settings export spans to over OTLP/HTTP."""
+    return s.traces_endpoint or traces_url(s.endpoint)
+
+
 def _processors(
     s: Settings, exporter: str | SpanExporter
 ) -> tuple[list[SpanProcessor], PendingAnnouncer | None]:
     """The span processors for these settings, and the announcer of pending spans (a processor
     only when every span is announced; otherwise at hand for announce())."""
-    if s.exporter == "none":
-        return [], None
-    if s.exporter == "console":
-        from threadline._console import ConsoleTreeExporter
+    procs: list[SpanProcessor] = []
+    announcer = None
+    for name in s.exporter.split(","):
+        if name == "console":
+            from threadline._console import ConsoleTreeExporter
 
-        return [SimpleSpanProcessor(ConsoleTreeExporter())], None
-    if s.exporter == "otlp":
-        from threadline._otlp_exporter import OTLPExporter
+            procs.append(SimpleSpanProcessor(ConsoleTreeExporter()))
+        elif name in ("otlp", "custom"):
+            if name == "otlp":
+                from threadline._otlp_exporter import OTLPExporter
 
-        real: SpanExporter = OTLPExporter(endpoint=traces_url(s.endpoint), timeout=5)
-    else:
-        real = exporter  # type: ignore[assignment]
-    guarded = GuardedExporter(real, s.endpoint if s.exporter == "otlp" else None)
-    # A roomier queue than the SDK's 2048 absorbs bursts; $OTEL_BSP_MAX_QUEUE_SIZE still rules.
-    queue = None if _env("OTEL_BSP_MAX_QUEUE_SIZE") else 8192
-    bsp = BatchSpanProcessor(guarded, max_queue_size=queue)
-    count_drops(bsp)
-    announcer = PendingAnnouncer(guarded)
-    return ([announcer, bsp] if s.announce else [bsp]), announcer
+                real: SpanExporter = OTLPExporter(endpoint=export_url(s), timeout=5)
+            else:
+                real = exporter  # type: ignore[assignment]
+            guarded = GuardedExporter(real, export_url(s) if name == "otlp" else None)
+            # A roomier queue than the SDK's 2048 absorbs bursts; $OTEL_BSP_MAX_QUEUE_SIZE rules.
+            queue = None if _env("OTEL_BSP_MAX_QUEUE_SIZE") else 8192
+            bsp = BatchSpanProcessor(guarded, max_queue_size=queue)
+            count_drops(bsp)
+            announcer = PendingAnnouncer(guarded)
+            procs.extend([announcer, bsp] if s.announce else [bsp])
+    return procs, announcer
 
 
 def configure(
@@ -334,11 +448,15 @@ def configure(
     boundaries: bool = True,
     resource_attributes: Mapping[str, Any] | None = None,
     announce: bool | None = None,
+    traces_endpoint: str | None = None,
 ) -> Settings:
     """Set up tracing for this process and return the resolved settings.
 
     Every argument left out falls back to its OTEL_* environment variable, then to a default:
-    exporter "otlp" to http://127.0.0.1:4318, sample_ratio 1.0. Calling it again replaces the
+    exporter "otlp" to http://127.0.0.1:4318, sample_ratio 1.0. A bad environment value is
+    logged, naming the variable, and the default used; a bad argument raises. `endpoint` is the
+    OTLP/HTTP base URL (spans go to endpoint + "/v1/traces"); `traces_endpoint` a full traces URL
+    used as it is ($OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). Calling it again replaces the
     previous configuration (its spans are flushed first). announce=True exports a pending copy of
     every span as it starts, so work killed mid-span still shows; by default (None) only the units
     of work a process may be killed in are announced (each task a child process runs); False
@@ -347,7 +465,7 @@ def configure(
     global _runtime, _generation, _installed_global, _atexit_registered
     s = _resolve(
         service_name, service_version, namespace, environment, endpoint, exporter,
-        sample_ratio, boundaries, resource_attributes, announce,
+        sample_ratio, boundaries, resource_attributes, announce, traces_endpoint,
     )  # fmt: skip
     provider = TracerProvider(
         resource=_resource(s), sampler=ParentBased(TraceIdRatioBased(s.sample_ratio))
@@ -494,6 +612,8 @@ def child_settings() -> dict[str, Any] | None:
     if out["exporter"] == "custom":
         out["exporter"] = "otlp"
     overrides = _child_overrides() if callable(_child_overrides) else _child_overrides
+    if overrides and "endpoint" in overrides and "traces_endpoint" not in overrides:
+        out["traces_endpoint"] = None  # a new endpoint for the children replaces the traces URL
     out.update(overrides or {})
     out["resource_attributes"] = {**out["resource_attributes"], "process.parent_pid": os.getpid()}
     return out

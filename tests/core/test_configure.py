@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from opentelemetry import trace
@@ -46,38 +47,233 @@ def test_resource_attributes(finished):
     assert res["team"] == "payments"
 
 
-def test_precedence_argument_over_environment_over_default(monkeypatch):
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9999/")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    s = tl.configure()
-    assert (s.service_name, s.endpoint, s.sample_ratio, s.exporter) == (
-        "from-env",
-        "http://127.0.0.1:9999",
-        0.25,
-        "none",
+OTEL_VARS = (
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+)
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """A clean OTEL_* environment; env(NAME=value, ...) sets variables."""
+    for name in OTEL_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+    def set_env(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return set_env
+
+
+def test_service_name_precedence(env, finished):
+    memory = InMemorySpanExporter()
+    assert tl.configure(exporter=memory).service_name.startswith("unknown_service:")
+    env(OTEL_RESOURCE_ATTRIBUTES="service.name=from%20resource,team=a")
+    assert tl.configure(exporter=memory).service_name == "from resource"
+    env(OTEL_SERVICE_NAME="from-env")  # wins over OTEL_RESOURCE_ATTRIBUTES
+    assert tl.configure(exporter=memory).service_name == "from-env"
+    assert tl.configure("explicit", exporter=memory).service_name == "explicit"
+    with tl.span("work"):
+        pass
+    (span,) = finished(memory)
+    assert span.resource.attributes["service.name"] == "explicit"
+    assert span.resource.attributes["team"] == "a"
+
+
+def test_exporter_precedence(env):
+    assert tl.configure("x").exporter == "otlp"
+    env(OTEL_TRACES_EXPORTER="console")
+    assert tl.configure("x").exporter == "console"
+    assert tl.configure("x", exporter="none").exporter == "none"
+    env(OTEL_TRACES_EXPORTER=" Console , otlp,console")  # a list: both, once each
+    assert tl.configure("x").exporter == "console,otlp"
+
+
+def test_endpoint_precedence(env):
+    def urls():
+        s = tl.configure("x", exporter="none")
+        return s.endpoint, _config.export_url(s)
+
+    assert urls() == ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces")
+    env(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318/base/")  # a base: /v1/traces added
+    assert urls() == ("http://collector:4318/base", "http://collector:4318/base/v1/traces")
+    env(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://traces:9999/custom")  # used as it is; wins
+    assert urls() == ("http://collector:4318/base", "http://traces:9999/custom")
+    s = tl.configure("x", exporter="none", endpoint="http://explicit:1234")  # explicit wins
+    assert (s.endpoint, _config.export_url(s)) == (
+        "http://explicit:1234",
+        "http://explicit:1234/v1/traces",
     )
-    s = tl.configure(
-        "explicit", endpoint="http://127.0.0.1:1234", sample_ratio=1.0, exporter="none"
+    s = tl.configure("x", exporter="none", traces_endpoint="http://explicit:1234/t")
+    assert (s.endpoint, _config.export_url(s)) == (
+        "http://collector:4318/base",
+        "http://explicit:1234/t",
     )
-    assert (s.service_name, s.endpoint, s.sample_ratio) == (
-        "explicit",
-        "http://127.0.0.1:1234",
-        1.0,
+
+
+def test_sample_ratio_precedence(env):
+    assert tl.configure("x", exporter="none").sample_ratio == 1.0
+    env(OTEL_TRACES_SAMPLER_ARG="0.25")  # the default sampler is parentbased_traceidratio
+    assert tl.configure("x", exporter="none").sample_ratio == 0.25
+    assert tl.configure("x", exporter="none", sample_ratio=0.5).sample_ratio == 0.5
+    env(OTEL_TRACES_SAMPLER="parentbased_always_off")
+    assert tl.configure("x", exporter="none").sample_ratio == 0.0
+    assert tl.configure("x", exporter="none", sample_ratio=0.5).sample_ratio == 0.5
+
+
+@pytest.mark.parametrize(
+    ("sampler", "arg", "ratio", "warning"),
+    [
+        ("parentbased_always_on", "0.1", 1.0, None),
+        ("parentbased_always_off", None, 0.0, None),
+        ("parentbased_traceidratio", "0.25", 0.25, None),
+        ("PARENTBASED_TRACEIDRATIO", None, 1.0, None),
+        (
+            "always_on",
+            None,
+            1.0,
+            "OTEL_TRACES_SAMPLER='always_on' is applied as 'parentbased_always_on'",
+        ),
+        ("always_off", None, 0.0, "is applied as 'parentbased_always_off'"),
+        ("traceidratio", "0.5", 0.5, "is applied as 'parentbased_traceidratio'"),
+        ("jaeger_remote", "0.5", 1.0, "ignoring OTEL_TRACES_SAMPLER='jaeger_remote'"),
+    ],
+)
+def test_otel_traces_sampler_maps_onto_the_parent_based_ratio_sampler(
+    env, caplog, sampler, arg, ratio, warning
+):
+    env(OTEL_TRACES_SAMPLER=sampler, **({"OTEL_TRACES_SAMPLER_ARG": arg} if arg else {}))
+    caplog.set_level(logging.WARNING, logger="threadline")
+    assert tl.configure("x", exporter="none").sample_ratio == ratio
+    messages = [r.getMessage() for r in caplog.records]
+    if warning is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warning in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "default", "warning"),
+    [
+        ("OTEL_TRACES_SAMPLER_ARG", "2", "sample_ratio", 1.0, "not a number in [0, 1]"),
+        ("OTEL_TRACES_SAMPLER_ARG", "half", "sample_ratio", 1.0, "not a number in [0, 1]"),
+        ("OTEL_TRACES_SAMPLER_ARG", "nan", "sample_ratio", 1.0, "not a number in [0, 1]"),
+        ("OTEL_TRACES_EXPORTER", "jaeger", "exporter", "otlp", "ignoring 'jaeger' in"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "endpoint", "http://127.0.0.1:4318",
+         "not an http(s) URL"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "localhost:4318/v1/traces", "traces_endpoint",
+         None, "not an http(s) URL"),
+    ],
+)  # fmt: skip
+def test_bad_environment_values_warn_naming_the_variable_and_keep_the_default(
+    env, caplog, variable, value, field, default, warning
+):
+    env(**{variable: value})
+    caplog.set_level(logging.WARNING, logger="threadline")
+    s = tl.configure("x")
+    assert getattr(s, field) == default
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"{variable}={value!r}" in m and warning in m for m in messages), messages
+
+
+def test_an_exporter_list_keeps_the_names_it_knows(env, caplog):
+    env(OTEL_TRACES_EXPORTER="zipkin,console")
+    caplog.set_level(logging.WARNING, logger="threadline")
+    assert tl.configure("x").exporter == "console"
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(
+        "threadline: ignoring 'zipkin' in OTEL_TRACES_EXPORTER='zipkin,console'"
     )
-    for name in ("OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER_ARG"):
-        monkeypatch.delenv(name)
-    s = tl.configure(exporter="none")
-    assert s.endpoint == "http://127.0.0.1:4318"
-    assert s.sample_ratio == 1.0
-    assert s.service_name.startswith("unknown_service:")
+
+
+class PathRecorder:
+    """A loopback HTTP server answering 200 to every POST and noting each request's path."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        paths = self.paths = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("variables", "path"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "{base}/base"}, "/base/v1/traces"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "{base}/custom/traces"}, "/custom/traces"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "{base}/generic",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "{base}/specific",
+            },
+            "/specific",
+        ),
+    ],
+)
+def test_spans_reach_the_url_the_otlp_variables_name(env, variables, path):
+    server = PathRecorder()
+    try:
+        env(**{k: v.format(base=server.base) for k, v in variables.items()})
+        tl.configure("x", announce=False)
+        with tl.span("work"):
+            pass
+        assert tl.flush()
+    finally:
+        server.close()
+    assert server.paths == [path]
+
+
+def test_console_and_otlp_from_the_environment_both_export():
+    received = []
+    collector = Collector(received.extend)
+    collector.start()
+    code = "import threadline as tl; tl.configure('both')\nwith tl.span('work'): pass\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_TRACES_EXPORTER="console,otlp", OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        collector.stop()
+    assert out.returncode == 0, out.stderr
+    assert "service=both" in out.stdout and "work" in out.stdout
+    assert [s.name for s in received] == ["work"]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
         ({"exporter": "zipkin"}, ValueError, "exporter must be one of"),
+        ({"exporter": "console,zipkin"}, ValueError, "exporter must be one of"),
+        ({"exporter": "none,otlp"}, ValueError, "exporter must be one of"),
+        ({"traces_endpoint": "x:4318"}, ValueError, "traces_endpoint must be an http(s) URL"),
         ({"exporter": 3}, TypeError, "exporter must be a string or a SpanExporter"),
         ({"sample_ratio": 1.5}, ValueError, "sample_ratio must be in [0, 1]"),
         ({"sample_ratio": "half"}, TypeError, "sample_ratio must be a number"),
