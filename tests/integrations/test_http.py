@@ -30,6 +30,7 @@ def seen(request_headers) -> dict:
     sc = trace.get_current_span().get_span_context()
     return {
         "traceparent": request_headers.get("traceparent"),
+        "tracestate": request_headers.get("tracestate"),
         "baggage_header": request_headers.get("baggage"),
         "trace_id": f"{sc.trace_id:032x}",
         "baggage": dict(baggage.get_all()),
@@ -112,9 +113,11 @@ def test_httpx_to_starlette_continues_the_trace(traces, serve_asgi):
     # no per-message ASGI send/receive spans unless asked for
     assert not t.find_all(lambda s: s.name.endswith((" send", " receive")))
     # the caller learns which trace and server span answered it
-    tp = parse_server_timing(r.headers["server-timing"])
-    assert tp == f"00-{trace_id}-{server.span_id}-03"
-    assert "Server-Timing" in r.headers["access-control-expose-headers"]
+    tp = f"00-{trace_id}-{server.span_id}-03"
+    assert r.headers["server-timing"] == f'traceparent;desc="{tp}", trace;desc="{tp}"'
+    assert parse_server_timing(r.headers["server-timing"]) == tp
+    assert r.headers["traceresponse"] == tp
+    assert r.headers["access-control-expose-headers"] == "Server-Timing, traceresponse"
 
 
 def test_trust_link_starts_a_new_trace_linked_to_the_caller(traces, serve_asgi):
@@ -124,12 +127,41 @@ def test_trust_link_starts_a_new_trace_linked_to_the_caller(traces, serve_asgi):
             {"traceparent": OUTSIDE, "tracestate": "x=1", "baggage": "user=mallory"},
         )
     assert body["traceparent"] is None and body["baggage_header"] is None
-    assert body["baggage"] == {}
+    assert body["tracestate"] is None and body["baggage"] == {}
     traces.wait_for(lambda spans: any(s.kind == "SERVER" for s in spans))
     server = server_span(traces)
     assert server.trace_id == body["trace_id"] != "ab" * 16
     assert server.parent_id is None
     assert server.links == [("ab" * 16, "cd" * 8, {"threadline.trust": "link"})]
+
+
+async def echo(request):
+    """A downstream service, untraced: what it receives, verbatim."""
+    return JSONResponse(
+        {k: request.headers.get(k) for k in ("traceparent", "tracestate", "baggage")}
+    )
+
+
+def test_trust_link_passes_nothing_of_the_caller_downstream(traces, serve_asgi):
+    with serve_asgi(Starlette(routes=[Route("/echo", echo)])) as downstream:
+
+        async def relay(request):
+            async with httpx.AsyncClient() as http:
+                r = await http.get(f"{downstream}/echo")
+            return JSONResponse({"downstream": r.json(), **seen(request.headers)})
+
+        edge = tl.instrument(Starlette(routes=[Route("/relay", relay)]), trust="link")
+        with serve_asgi(edge) as url:
+            body = outside_json(
+                f"{url}/relay",
+                {"traceparent": OUTSIDE, "tracestate": "x=1,y@z=2", "baggage": "user=mallory"},
+            )
+    down = body["downstream"]
+    assert down["tracestate"] is None and down["baggage"] is None
+    assert down["traceparent"].split("-")[1] == body["trace_id"] != "ab" * 16
+    traces.wait_for(lambda spans: any(s.kind == "CLIENT" for s in spans))
+    (client,) = [s for s in traces.spans if s.kind == "CLIENT"]
+    assert down["traceparent"] == f"00-{body['trace_id']}-{client.span_id}-03"
 
 
 def test_trust_ignore_starts_clean(traces, serve_asgi):
@@ -197,7 +229,56 @@ def test_requests_to_flask(traces, serve_wsgi):
     server = server_span(traces, trace_id)
     (client,) = t.find_all(lambda s: s.kind == "CLIENT")
     assert server.parent_id == client.span_id and server.name == "GET /hello"
-    assert parse_server_timing(r.headers["Server-Timing"]) == f"00-{trace_id}-{server.span_id}-03"
+    tp = f"00-{trace_id}-{server.span_id}-03"
+    assert parse_server_timing(r.headers["Server-Timing"]) == tp
+    assert r.headers["traceresponse"] == tp
+
+
+def test_flask_with_trust_link(traces, serve_wsgi):
+    import flask
+
+    app = flask.Flask("edge")
+
+    @app.route("/hello")
+    def flask_hello():
+        return seen(flask.request.headers)
+
+    hooked = []
+    tl.instrument(app, trust="link", request_hook=lambda span, env: hooked.append(env["PATH_INFO"]))
+    with serve_wsgi(app) as url:
+        status, headers, raw = outside_get(
+            f"{url}/hello", {"traceparent": OUTSIDE, "tracestate": "x=1", "baggage": "user=mallory"}
+        )
+    body = json.loads(raw)
+    assert status == 200
+    assert (body["traceparent"], body["tracestate"], body["baggage_header"]) == (None, None, None)
+    assert body["baggage"] == {}
+    traces.wait_for(lambda spans: any(s.kind == "SERVER" for s in spans))
+    server = server_span(traces)
+    assert server.name == "GET /hello" and server.parent_id is None
+    assert server.trace_id == body["trace_id"] != "ab" * 16
+    assert server.links == [("ab" * 16, "cd" * 8, {"threadline.trust": "link"})]
+    assert hooked == ["/hello"]  # the user's hook runs too
+    assert headers["traceresponse"] == f"00-{server.trace_id}-{server.span_id}-03"
+
+
+def test_instrumenting_an_app_again():
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app = Starlette(routes=[Route("/hello", hello)])
+    assert tl.instrument(app) is app
+    assert tl.instrument(app, trust="honour") is app  # the same arguments: nothing more to do
+    with pytest.raises(ValueError, match=r"trust='link' \(was 'honour'\)"):
+        tl.instrument(app, trust="link")
+
+    def hook(span, scope):
+        pass
+
+    with pytest.raises(ValueError, match=r"request_hook=<function .*hook.*> \(was None\)"):
+        tl.instrument(app, request_hook=hook)
+    with pytest.raises(ValueError, match=r"asgi_spans=True \(was False\)"):
+        tl.instrument(app, asgi_spans=True)
+    assert [m.cls for m in app.user_middleware] == [OpenTelemetryMiddleware]  # instrumented once
 
 
 def test_bare_wsgi_callable_with_trust_link(traces, serve_wsgi):
@@ -265,7 +346,11 @@ def test_bad_arguments():
         ('traceparent;desc="00-aa-bb-01"', "00-aa-bb-01"),
         ('cache;dur=2, traceparent;desc="00-aa-bb-01";dur=0', "00-aa-bb-01"),
         ('trace;desc="00-aa-bb-01"', "00-aa-bb-01"),
+        ('traceparent;desc="00-aa-bb-01", trace;desc="00-aa-bb-01"', "00-aa-bb-01"),
+        ('TraceParent;DESC="00-aa-bb-01"', "00-aa-bb-01"),  # names are case-insensitive
+        ("Trace; Desc=00-aa-bb-01", "00-aa-bb-01"),  # desc as a token
         ("cache;dur=2", None),
+        ("traceparent;dur=1", None),
         (None, None),
     ],
 )
@@ -312,3 +397,74 @@ assert not doubles, doubles
 def test_global_instrumentation_traces_each_framework_app_once():
     # In a child interpreter: the framework patches must not outlive the test.
     subprocess.run([sys.executable, "-c", GLOBAL], check=True, timeout=120)
+
+
+GLOBAL_THEN_LINK = """
+import asyncio, json, httpx, threadline as tl
+from threadline import _config
+from threadline.testing import Capture
+
+tl.configure("t", exporter="none")
+capture = Capture()
+_config.add_tap(capture)
+tl.instrument(clients=False)  # every framework app created from now on is traced
+
+from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+import flask
+
+OUTSIDE = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+hooked = []
+
+def hook(span, scope_or_environ, *rest):
+    hooked.append(scope_or_environ.get("path") or scope_or_environ.get("PATH_INFO"))
+
+api = FastAPI()
+
+@api.get("/api")
+def api_view(request: Request):
+    return request.headers.get("traceparent") or "none"
+
+site = Starlette(routes=[Route("/site", lambda r: PlainTextResponse(r.headers.get("traceparent") or "none"))])
+web = flask.Flask("web")
+web.route("/web")(lambda: flask.request.headers.get("traceparent") or "none")
+for app in (api, site, web):
+    assert tl.instrument(app, trust="link", request_hook=hook) is app
+
+seen = []
+async def call():
+    for app, path in ((api, "/api"), (site, "/site")):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            seen.append((await c.get(path, headers={"traceparent": OUTSIDE})).text.strip('"'))
+asyncio.run(call())
+seen.append(web.test_client().get("/web", headers={"traceparent": OUTSIDE}).text)
+servers = sorted((s for s in capture.spans if s.kind == "SERVER"), key=lambda s: s.name)
+print(json.dumps({
+    "seen": seen,
+    "hooked": hooked,
+    "servers": [[s.name, s.parent_id, [list(lk) for lk in s.links]] for s in servers],
+    "doubles": [s.name for s in capture.spans if s.kind == "INTERNAL" and s.name.startswith("GET")],
+}))
+"""
+
+
+def test_trust_link_on_apps_created_after_a_global_instrument():
+    # The global instrumentation has instrumented each app already; instrument(app, trust="link")
+    # must still install its hook: link the caller's span, run the user's hook.
+    out = subprocess.run(
+        [sys.executable, "-c", GLOBAL_THEN_LINK], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["seen"] == ["none", "none", "none"]  # the caller's traceparent is taken away
+    assert got["hooked"] == ["/api", "/site", "/web"]
+    link = ["ab" * 16, "cd" * 8, {"threadline.trust": "link"}]
+    assert got["servers"] == [
+        ["GET /api", None, [link]],
+        ["GET /site", None, [link]],
+        ["GET /web", None, [link]],
+    ]
+    assert got["doubles"] == []

@@ -4,8 +4,12 @@ Servers: ASGI (Starlette, FastAPI, any ASGI callable) and WSGI (Flask, any WSGI 
 Clients: httpx, requests, aiohttp. What threadline adds around them:
 
 * W3C Trace Context Level 2 and Baggage done right (`threadline.integrations.w3c`);
-* the trace returned to callers in ``Server-Timing: traceparent;desc="00-…"`` (the form browser
-  instrumentations read), exposed to scripts with ``Access-Control-Expose-Headers``;
+* the trace returned to callers: every response carries
+  ``Server-Timing: traceparent;desc="00-…", trace;desc="00-…"`` (the ``traceparent`` metric is
+  the form browser agents read from the Resource Timing API; ``trace`` the same value by its
+  short name) and ``traceresponse: 00-…`` (W3C Trace Context Level 3 draft; OpenTelemetry's
+  experimental response propagator), both exposed to scripts with
+  ``Access-Control-Expose-Headers``;
 * a trust policy for public edges: ``trust="honour"`` continues the caller's trace, ``"link"``
   starts a new trace whose server span links to the caller's, ``"ignore"`` starts clean. Under
   "link" and "ignore" the caller's traceparent, tracestate and baggage are removed before the
@@ -33,6 +37,8 @@ Trust = Literal["honour", "link", "ignore"]
 TRUSTS = ("honour", "link", "ignore")
 
 SERVER_TIMING = "Server-Timing"
+TRACERESPONSE = "traceresponse"
+SERVER_TIMING_METRICS = ("traceparent", "trace")  # what parse_server_timing reads, in order
 REMOTE_KEY = (
     "threadline.remote_context"  # where an untrusted caller's context waits in scope/environ
 )
@@ -58,14 +64,20 @@ _missing_reported: set[str] = set()
 # -- Server-Timing -----------------------------------------------------------------------------
 
 
-def server_timing_value(span_context: trace.SpanContext) -> str:
+def traceresponse_value(span_context: trace.SpanContext) -> str:
     return (
-        f'traceparent;desc="00-{span_context.trace_id:032x}-{span_context.span_id:016x}-'
-        f'{int(span_context.trace_flags):02x}"'
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        f"{int(span_context.trace_flags):02x}"
     )
 
 
+def server_timing_value(span_context: trace.SpanContext) -> str:
+    value = traceresponse_value(span_context)
+    return ", ".join(f'{metric};desc="{value}"' for metric in SERVER_TIMING_METRICS)
+
+
 _HEADERS = ("http.response.start", "websocket.accept")  # ASGI messages that carry headers
+_EXPOSED = f"{SERVER_TIMING}, {TRACERESPONSE}"
 
 
 def _server_timing_propagator():
@@ -82,21 +94,22 @@ def _server_timing_propagator():
             if not sc.is_valid:
                 return
             setter.set(carrier, SERVER_TIMING, server_timing_value(sc))
-            setter.set(carrier, "Access-Control-Expose-Headers", SERVER_TIMING)
+            setter.set(carrier, TRACERESPONSE, traceresponse_value(sc))
+            setter.set(carrier, "Access-Control-Expose-Headers", _EXPOSED)
 
     return ServerTimingPropagator()
 
 
 def parse_server_timing(header: str | None) -> str | None:
-    """The traceparent in a Server-Timing header value, or None. Reads the `traceparent` metric
-    (what threadline and the OpenTelemetry browser instrumentations use) and `trace`."""
+    """The traceparent in a Server-Timing header value, or None: the ``desc`` of its first
+    ``traceparent`` or ``trace`` metric (names compared case-insensitively)."""
     for metric in (header or "").split(","):
         name, _, params = metric.strip().partition(";")
-        if name.strip() not in ("traceparent", "trace"):
+        if name.strip().lower() not in SERVER_TIMING_METRICS:
             continue
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
-            if key.strip() == "desc":
+            if key.strip().lower() == "desc":
                 return value.strip().strip('"') or None
     return None
 
@@ -105,7 +118,7 @@ def parse_server_timing(header: str | None) -> str | None:
 
 
 def _remote_context(carried: dict[str, list[str]]) -> trace.SpanContext:
-    from threadline.integrations.w3c import TraceContextPropagator
+    from threadline._w3c import TraceContextPropagator
 
     ctx = TraceContextPropagator().extract(carried, getter=_ListGetter())
     return trace.get_current_span(ctx).get_span_context()
@@ -210,9 +223,9 @@ def _contrib(library: str, table: dict[str, tuple[str, str]]):
 def _global_setup(server_timing: bool, clients: bool) -> None:
     from opentelemetry.instrumentation import propagators as response
 
-    from threadline.integrations import w3c
+    from threadline import _w3c
 
-    w3c.install()
+    _w3c.install()
     if server_timing and response.get_global_response_propagator() is None:
         response.set_global_response_propagator(_server_timing_propagator())
     if clients:
@@ -239,6 +252,29 @@ def _wrap_stack(app: Any, trust: Trust) -> None:
     app.middleware_stack = None  # rebuilt on the next request
 
 
+def _contrib_teardown(app: Any) -> Any:
+    for fn in app.teardown_request_funcs.get(None, ()):
+        if fn.__module__ == "opentelemetry.instrumentation.flask":
+            return fn
+    raise RuntimeError("cannot find the Flask instrumentation's teardown function to replace")
+
+
+def _reinstrument(instrumentor: Any, app: Any, **kwargs: Any) -> None:
+    """instrumentor.instrument_app(app, **kwargs), for an app that may be instrumented already:
+    one created after a global tl.instrument() is, and instrument_app would then do nothing,
+    dropping the request hook (the trust link, the user's hook). Such an app is uninstrumented
+    first."""
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        if hasattr(app, "teardown_request_funcs") and not hasattr(app, "_teardown_request"):
+            # Flask: an app instrumented when it was created keeps no handle on the teardown
+            # function uninstrument_app removes.
+            app._teardown_request = _contrib_teardown(app)
+        instrumentor.uninstrument_app(app)
+        if hasattr(app, "middleware_stack"):
+            app.middleware_stack = None  # Starlette: built again on the next request
+    instrumentor.instrument_app(app, **kwargs)
+
+
 def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Callable | None):
     hook = _request_hook(request_hook)
     exclude = None if asgi_spans else ["receive", "send"]
@@ -246,7 +282,7 @@ def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Call
     if "fastapi.applications.FastAPI" in mro:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, server_request_hook=hook, exclude_spans=exclude)
+        _reinstrument(FastAPIInstrumentor, app, server_request_hook=hook, exclude_spans=exclude)
         if trust != "honour":
             _wrap_stack(app, trust)
         return app
@@ -254,7 +290,7 @@ def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Call
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
         from opentelemetry.instrumentation.starlette import StarletteInstrumentor
 
-        StarletteInstrumentor.instrument_app(app, server_request_hook=hook)
+        _reinstrument(StarletteInstrumentor, app, server_request_hook=hook)
         for middleware in app.user_middleware:  # instrument_app has no exclude_spans argument
             if middleware.cls is OpenTelemetryMiddleware:
                 middleware.kwargs["exclude_spans"] = exclude
@@ -264,7 +300,7 @@ def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Call
     if "flask.app.Flask" in mro:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-        FlaskInstrumentor.instrument_app(app, request_hook=hook)
+        _reinstrument(FlaskInstrumentor, app, request_hook=hook)
         if trust != "honour":
             app.wsgi_app = WsgiEdge(app.wsgi_app, trust)
         return app
@@ -316,8 +352,11 @@ def instrument(
 
     trust: "honour" (continue the caller's trace), "link" (new trace, linked to the caller's),
     "ignore" (new trace). asgi_spans=True keeps the ASGI instrumentation's per-message
-    send/receive spans (apps instrumented with no app given keep the contrib's defaults). request_hook(span, scope_or_environ) runs for every server span.
-    Idempotent per app and per library.
+    send/receive spans (apps instrumented with no app given keep the contrib's defaults).
+    request_hook(span, scope_or_environ) runs for every server span.
+    An app created after a global ``tl.instrument()`` is instrumented again, with these
+    arguments. Instrumenting an app a second time with the same arguments returns what the first
+    call returned; with other ones raises ValueError. Idempotent per library.
     """
     if trust not in TRUSTS:
         raise ValueError(f"trust must be one of {TRUSTS}, not {trust!r}")
@@ -333,12 +372,20 @@ def instrument(
             if inst is not None and not inst.is_instrumented_by_opentelemetry:
                 inst.instrument()
         return None
+    wanted = {"trust": trust, "request_hook": request_hook, "asgi_spans": asgi_spans}
     done = getattr(app, "_threadline_instrumented", None)
     if done is not None:
-        return done
+        out, had = done
+        changed = [f"{k}={wanted[k]!r} (was {had[k]!r})" for k in wanted if wanted[k] != had[k]]
+        if changed:
+            raise ValueError(
+                f"instrument(): this application is instrumented already; {', '.join(changed)} "
+                "would change how. Instrument an application once, with the arguments it needs."
+            )
+        return out
     out = _instrument_app(app, trust, asgi_spans, request_hook)
     try:
-        app._threadline_instrumented = out
+        app._threadline_instrumented = (out, wanted)
     except (AttributeError, TypeError):  # a slotted object: instrumenting it again would nest
         pass
     return out
