@@ -93,3 +93,106 @@ def test_protobuf_errors_and_partial_rejects():
         decoded.message
         == "rejected 1 span(s): resourceSpans[0].scopeSpans[0].spans[0]: all-zero trace id is invalid"
     )
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda s: s.update(traceId="0123456789abcdef0123456789ab cd "),
+            r"spans\[0\]\.traceId: '0123456789abcdef0123456789ab cd ' is not hexadecimal",
+        ),
+        (
+            lambda s: s.update(spanId="+123456789abcdef"),
+            r"spans\[0\]\.spanId: '\+123456789abcdef' is not hexadecimal",
+        ),
+        (
+            lambda s: s.update(parentSpanId="0123456789abcd\n\n"),
+            r"spans\[0\]\.parentSpanId: '0123456789abcd\\n\\n' is not hexadecimal",
+        ),
+        (
+            lambda s: s["links"][0].update(traceId="ab" * 15 + " \t"),
+            r"spans\[0\]\.links\[0\]\.traceId: '" + "ab" * 15 + r" \\t' is not hexadecimal",
+        ),
+        (
+            lambda s: s["links"][0].update(spanId="0123456789ab cd "),
+            r"spans\[0\]\.links\[0\]\.spanId: '0123456789ab cd ' is not hexadecimal",
+        ),
+        (
+            lambda s: s["links"][0].update(spanId="0123456789abcdeg"),
+            r"spans\[0\]\.links\[0\]\.spanId: '0123456789abcdeg' is not hexadecimal",
+        ),
+    ],
+    ids=[
+        "trace-space",
+        "span-sign",
+        "parent-newline",
+        "link-trace-tab",
+        "link-span-space",
+        "link-span-g",
+    ],
+)
+def test_json_ids_are_strictly_hex(mutate, message):
+    req = every_value_request()
+    mutate(req["resourceSpans"][0]["scopeSpans"][0]["spans"][0])
+    with pytest.raises(OTLPError, match=message):
+        decode_json(json.dumps(req))
+
+
+def _deep(depth: int, kind: str) -> dict:
+    value: dict = {"intValue": "7"}
+    for _ in range(depth - 1):
+        if kind == "array":
+            value = {"arrayValue": {"values": [value]}}
+        else:
+            value = {"kvlistValue": {"values": [{"key": "k", "value": value}]}}
+    req = every_value_request()
+    req["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"] = [
+        {"key": "deep", "value": value}
+    ]
+    return req
+
+
+@pytest.mark.parametrize("kind", ["array", "kvlist"])
+def test_json_nesting_is_capped(kind):
+    [span] = decode_json(_deep(64, kind)).spans
+    value, depth = span.attributes["deep"], 1
+    while not isinstance(value, int):
+        value, depth = (value[0] if kind == "array" else value["k"]), depth + 1
+    assert (value, depth) == (7, 64)
+    with pytest.raises(OTLPError, match=r"AnyValue nesting too deep \(more than 64 levels\)$"):
+        decode_json(_deep(65, kind))
+    with pytest.raises(OTLPError, match=r"^invalid JSON: nesting too deep$"):
+        decode_json("[" * 100_000)
+
+
+def test_resource_and_scope_dropped_attribute_counts_round_trip():
+    from google.protobuf.json_format import ParseDict
+
+    req = every_value_request()
+    rs = req["resourceSpans"][0]
+    rs["resource"]["droppedAttributesCount"] = 5
+    rs["scopeSpans"][0]["scope"]["dropped_attributes_count"] = "6"  # protobuf name, int as text
+    [span] = decode_json(json.dumps(req)).spans
+    assert (span.resource_dropped_attributes_count, span.scope_dropped_attributes_count) == (5, 6)
+    encoded = encode_json([span])
+    [ers] = encoded["resourceSpans"]
+    assert ers["resource"]["droppedAttributesCount"] == 5
+    assert ers["scopeSpans"][0]["scope"]["droppedAttributesCount"] == 6
+    [again] = decode_json(json.dumps(encoded)).spans
+    assert again == span
+    # a span of the same resource without dropped attributes is in a resource of its own
+    other = decode_json(every_value_request()).spans[0]
+    assert len(encode_json([span, other])["resourceSpans"]) == 2
+    # the protobuf path reads the same fields
+    pb = ParseDict(
+        {"resourceSpans": [{"resource": {"droppedAttributesCount": 5}, "scopeSpans": [
+            {"scope": {"droppedAttributesCount": 6}, "spans": [
+                {"traceId": "AQEBAQEBAQEBAQEBAQEBAQ==", "spanId": "AgICAgICAgI="}]}]}]},
+        ExportTraceServiceRequest(),
+    )  # fmt: skip
+    [from_pb] = decode_protobuf(pb.SerializeToString()).spans
+    assert (from_pb.resource_dropped_attributes_count, from_pb.scope_dropped_attributes_count) == (
+        5,
+        6,
+    )

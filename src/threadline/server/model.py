@@ -71,6 +71,8 @@ class Span:
     dropped_links_count: int = 0
     resource_schema_url: str = ""
     scope_schema_url: str = ""
+    resource_dropped_attributes_count: int = 0  # Resource.dropped_attributes_count
+    scope_dropped_attributes_count: int = 0  # InstrumentationScope.dropped_attributes_count
 
     @property
     def pending(self) -> bool:

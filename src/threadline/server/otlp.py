@@ -4,7 +4,8 @@ Decodes ExportTraceServiceRequest in protobuf and in OTLP/JSON (ids in case-inse
 64-bit integers as numbers or strings, enums as integers, unknown fields ignored) and encodes
 spans back to OTLP/JSON (TracesData) for api_v3 and the Python client.
 
-Malformed input raises `OTLPError` whose message names the offending field by its JSON path.
+Malformed input raises `OTLPError` whose message names the offending field by its JSON path;
+ids must be exactly 32 / 16 hex digits, AnyValues nest at most `MAX_NESTING` deep.
 Spans that parse but cannot be stored (an all-zero trace or span id) are not errors: they come
 back in `Decoded.rejected` with the reason, for OTLP's partial success.
 """
@@ -15,6 +16,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,10 @@ from threadline.server.model import Event, Link, Span
 
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_HEX = re.compile(r"[0-9a-fA-F]+")
+# deepest AnyValue (arrays and kvlists in arrays and kvlists) accepted; protobuf's own parser stops
+# at 100 nested messages, about 50 AnyValues
+MAX_NESTING = 64
 
 
 class OTLPError(ValueError):
@@ -112,7 +118,7 @@ def decode_request(req: Any) -> Decoded:
     for ri, rs in enumerate(req.resource_spans):
         resource = _pb_attrs(rs.resource.attributes)
         service = _service(resource)
-        rschema = rs.schema_url
+        rschema, rdropped = rs.schema_url, rs.resource.dropped_attributes_count
         for si, ss in enumerate(rs.scope_spans):
             scope = ss.scope
             sname, sversion, sattrs, sschema = (
@@ -159,6 +165,8 @@ def decode_request(req: Any) -> Decoded:
                     s.dropped_links_count,
                     rschema,
                     sschema,
+                    rdropped,
+                    scope.dropped_attributes_count,
                 )
                 out.accept(span, ri, si, pi)
     return out
@@ -256,14 +264,14 @@ class _JSON:
             return ""
         if len(s) != size * 2:
             raise OTLPError(f"{where}: {len(s)} hex digits, expected {size * 2} ({size} bytes)")
-        try:
-            bytes.fromhex(s)
-        except ValueError:
-            raise OTLPError(f"{where}: {s!r} is not hexadecimal") from None
+        if not _HEX.fullmatch(s):  # not bytes.fromhex: it skips whitespace
+            raise OTLPError(f"{where}: {s!r} is not hexadecimal")
         return s.lower()
 
     @classmethod
-    def value(cls, v: Any, where: str) -> Any:
+    def value(cls, v: Any, where: str, depth: int = 1) -> Any:
+        if depth > MAX_NESTING:
+            raise OTLPError(f"{where}: AnyValue nesting too deep (more than {MAX_NESTING} levels)")
         v = cls.obj(v, where)
         for key, snake in _VALUE_KEYS:
             if key in v or snake in v:
@@ -286,9 +294,11 @@ class _JSON:
                         raise OTLPError(f"{at}: expected base64") from None
                 if key == "arrayValue":
                     vals = cls.arr(cls.obj(x, at).get("values"), at + ".values")
-                    return [cls.value(e, f"{at}.values[{i}]") for i, e in enumerate(vals)]
+                    return [
+                        cls.value(e, f"{at}.values[{i}]", depth + 1) for i, e in enumerate(vals)
+                    ]
                 if key == "kvlistValue":
-                    return cls.attrs(cls.obj(x, at).get("values"), at + ".values")
+                    return cls.attrs(cls.obj(x, at).get("values"), at + ".values", depth + 1)
         return None
 
     @staticmethod
@@ -308,12 +318,13 @@ class _JSON:
         raise OTLPError(f"{where}: expected a number, got {_jtype(v)}")
 
     @classmethod
-    def attrs(cls, v: Any, where: str) -> dict[str, Any]:
+    def attrs(cls, v: Any, where: str, depth: int = 1) -> dict[str, Any]:
         out = {}
         for i, kv in enumerate(cls.arr(v, where)):
             at = f"{where}[{i}]"
             kv = cls.obj(kv, at)
-            out[cls.string(kv.get("key"), at + ".key")] = cls.value(kv.get("value"), at + ".value")
+            key = cls.string(kv.get("key"), at + ".key")
+            out[key] = cls.value(kv.get("value"), at + ".value", depth)
         return out
 
 
@@ -351,6 +362,8 @@ def decode_json(body: bytes | str | dict) -> Decoded:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise OTLPError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise OTLPError("invalid JSON: nesting too deep") from None
     j = _JSON
     doc = j.obj(doc, "$")
     out = Decoded()
@@ -359,6 +372,7 @@ def decode_json(body: bytes | str | dict) -> Decoded:
         rs = j.obj(rs, rw)
         res = j.obj(rs.get("resource"), rw + ".resource")
         resource = j.attrs(res.get("attributes"), rw + ".resource.attributes")
+        rdropped = _json_dropped(res, rw + ".resource")
         service = _service(resource)
         rschema = j.string(_get(rs, "schemaUrl", "schema_url"), rw + ".schemaUrl")
         for si, ss in enumerate(j.arr(_get(rs, "scopeSpans", "scope_spans"), rw + ".scopeSpans")):
@@ -368,6 +382,7 @@ def decode_json(body: bytes | str | dict) -> Decoded:
             sname = j.string(scope.get("name"), sw + ".scope.name")
             sversion = j.string(scope.get("version"), sw + ".scope.version")
             sattrs = j.attrs(scope.get("attributes"), sw + ".scope.attributes")
+            sdropped = _json_dropped(scope, sw + ".scope")
             sschema = j.string(_get(ss, "schemaUrl", "schema_url"), sw + ".schemaUrl")
             for pi, s in enumerate(j.arr(ss.get("spans"), sw + ".spans")):
                 w = f"{sw}.spans[{pi}]"
@@ -423,9 +438,19 @@ def decode_json(body: bytes | str | dict) -> Decoded:
                     ),
                     resource_schema_url=rschema,
                     scope_schema_url=sschema,
+                    resource_dropped_attributes_count=rdropped,
+                    scope_dropped_attributes_count=sdropped,
                 )
                 out.accept(span, ri, si, pi)
     return out
+
+
+def _json_dropped(obj: dict, w: str) -> int:
+    return _JSON.integer(
+        _get(obj, "droppedAttributesCount", "dropped_attributes_count"),
+        w + ".droppedAttributesCount",
+        32,
+    )
 
 
 def _json_event(e: Any, w: str) -> Event:
@@ -532,9 +557,19 @@ def encode_json(spans: Iterable[Span]) -> dict[str, Any]:
     """OTLP/JSON TracesData: spans grouped by resource, then by instrumentation scope."""
     groups: dict[str, tuple[Span, dict[str, tuple[Span, list]]]] = {}
     for s in spans:
-        rkey = json.dumps([s.resource_schema_url, _canon(s.resource)], sort_keys=True, default=repr)
+        rkey = json.dumps(
+            [s.resource_schema_url, s.resource_dropped_attributes_count, _canon(s.resource)],
+            sort_keys=True,
+            default=repr,
+        )
         skey = json.dumps(
-            [s.scope_name, s.scope_version, s.scope_schema_url, _canon(s.scope_attributes)],
+            [
+                s.scope_name,
+                s.scope_version,
+                s.scope_schema_url,
+                s.scope_dropped_attributes_count,
+                _canon(s.scope_attributes),
+            ],
             sort_keys=True,
             default=repr,
         )
@@ -543,7 +578,10 @@ def encode_json(spans: Iterable[Span]) -> dict[str, Any]:
     return {
         "resourceSpans": [
             {
-                "resource": {"attributes": json_attrs(first.resource)},
+                "resource": {
+                    "attributes": json_attrs(first.resource),
+                    "droppedAttributesCount": first.resource_dropped_attributes_count,
+                },
                 "schemaUrl": first.resource_schema_url,
                 "scopeSpans": [
                     {
@@ -551,6 +589,7 @@ def encode_json(spans: Iterable[Span]) -> dict[str, Any]:
                             "name": sf.scope_name,
                             "version": sf.scope_version,
                             "attributes": json_attrs(sf.scope_attributes),
+                            "droppedAttributesCount": sf.scope_dropped_attributes_count,
                         },
                         "schemaUrl": sf.scope_schema_url,
                         "spans": items,
