@@ -183,3 +183,63 @@ def test_a_path_that_cannot_be_created_is_store_unavailable(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreUnavailable, match=rf"cannot open {blocker}/traces.duckdb: "):
         DuckDBStore(str(blocker / "traces.duckdb"))  # its directory would be a regular file
+
+
+def test_a_failed_retention_run_leaves_no_transaction_open(store):
+    import duckdb
+
+    store.write([span(T1, "01" * 8)])
+    with pytest.raises(duckdb.InvalidInputException, match="too large"):
+        store.delete_before(2**200)  # fails inside the transaction
+    store.write([span(T2, "02" * 8)])  # a BEGIN after the failure works
+    assert [s.span_id for s in store.get_trace(T1)] == ["01" * 8]
+    assert store.delete_before(1_500) == 2 and store.stats()["spans"] == 0
+
+
+def test_dependencies_count_each_span_once_by_kind(store):
+    T3, T4 = "03" * 16, "04" * 16
+    pending = {"threadline.pending": True}
+    store.write(
+        [
+            span(T1, "01" * 8, service="web", kind=2, start=10, end=90),
+            # a call whose child was announced (pending) and then completed: one call
+            span(T1, "02" * 8, "01" * 8, service="db", kind=3, start=20, end=20, attributes=pending),
+            span(T1, "02" * 8, "01" * 8, service="db", kind=3, start=20, end=30),
+            # a producer, announced too, and its consumer as a child: messaging
+            span(T1, "03" * 8, "01" * 8, service="web", kind=4, start=40, end=40, attributes=pending),
+            span(T1, "03" * 8, "01" * 8, service="web", kind=4, start=40, end=41),
+            span(T1, "04" * 8, "03" * 8, service="mail", kind=5, start=50, end=60),
+            # a consumer in its own trace linking to the producer, pending copy and completed
+            span(T2, "05" * 8, service="mail", kind=5, start=60, end=60, attributes=pending,
+                 links=[Link(T1, "03" * 8)]),
+            span(T2, "05" * 8, service="mail", kind=5, start=60, end=70, links=[Link(T1, "03" * 8)]),
+            # a batch job linking to a request it summarises: a plain link
+            span(T3, "06" * 8, service="batch", kind=1, start=80, end=85, links=[Link(T1, "01" * 8)]),
+            # links that point nowhere, or are not ids at all, are skipped
+            span(T4, "07" * 8, service="odd", kind=5, start=86, end=87,
+                 links=[Link("zz" * 16, "not hex"), Link(T1, "ff" * 8), Link("", "")]),
+        ]
+    )  # fmt: skip
+    deps = [(d.parent, d.child, d.kind, d.call_count) for d in store.dependencies(0, 1_000)]
+    assert deps == [
+        ("web", "batch", "link", 1),
+        ("web", "db", "call", 1),
+        ("web", "mail", "messaging", 2),
+    ]
+
+
+def test_quoted_filter_values_may_hold_or(store):
+    store.write(
+        [
+            span(T1, "01" * 8, attributes={"q": "a OR b"}),
+            span(T2, "02" * 8, attributes={"q": "a", "r": 'x|"y"'}, start=3_000, end=4_000),
+        ]
+    )
+    assert parse_filter('q="a OR b"') == [Filter("q", "=", "a OR b")]
+    assert store.find_trace_ids(Query(filters=[parse_filter('q="a OR b"')])) == [T1]
+    assert store.find_trace_ids(Query(filters=[parse_filter("q=a OR q=b")])) == [T2]
+    assert store.find_trace_ids(Query(filters=[parse_filter(r'r="x|\"y\"" | q=none')])) == [T2]
+    with pytest.raises(
+        ValueError, match=r"""cannot parse filter 'q="a': unterminated quoted value"""
+    ):
+        parse_filter('q="a OR b')

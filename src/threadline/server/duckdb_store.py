@@ -9,16 +9,20 @@ DuckDB's JSON functions; a cheap `contains` on the key runs before any JSON is p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from threadline.server.columns import COLUMNS, SpanColumns, _untag, decode_attrs, value_hash
-from threadline.server.model import STATUS_ERROR, Event, Link, Span
+from threadline.server.columns import COLUMNS, SpanColumns, _untag, decode_attrs
+from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, STATUS_ERROR, Event, Link, Span
 from threadline.server.store import (
     Dependency,
     Filter,
@@ -29,9 +33,24 @@ from threadline.server.store import (
     supersede,
 )
 
+log = logging.getLogger("threadline.server")
+
 _MASK = (1 << 64) - 1
+_HEX_ID = re.compile(r"[0-9a-fA-F]{32}:[0-9a-fA-F]{16}")
 _SIGN = 1 << 63
 _SELECT = ", ".join(list(COLUMNS)[:-3])  # what a Span is read from
+# The builders hand over the index's texts ("key\0text form"); the engine hashes them.
+_INSERT = (
+    "INSERT INTO spans SELECT "
+    + ", ".join(list(COLUMNS)[:-1])
+    + ", list_transform(attr_texts, lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"
+    + " FROM batch"
+)
+
+
+def _kv_hash(key: str, value: str) -> str:
+    """The SQL for attr_kv's entry of key=value."""
+    return f"hash({_sql_str(key)} || chr(0) || {_sql_str(value)})"
 
 
 def _enc_id(hex_id: str) -> int:
@@ -45,6 +64,16 @@ def _dec_id(n: int) -> str:
 
 def _split_trace(trace_id: str) -> tuple[int, int]:
     return _enc_id(trace_id[:16]), _enc_id(trace_id[16:])
+
+
+def _link_target(trace_id: Any, span_id: Any) -> tuple[int, int, int] | None:
+    """(tid_hi, tid_lo, span_id) of the span a stored link points at; None for malformed ids
+    (links written through `write` are not validated as the receiver's are)."""
+    if not (isinstance(trace_id, str) and isinstance(span_id, str)):
+        return None
+    if not _HEX_ID.fullmatch(f"{trace_id}:{span_id}"):
+        return None
+    return (*_split_trace(trace_id), _enc_id(span_id))
 
 
 def _json_path(key: str) -> str:
@@ -97,18 +126,29 @@ class DuckDBStore(Store):
         if not columns:
             return
         batch = pa.concat_tables([c.table() for c in columns])  # noqa: F841 - read by DuckDB's replacement scan below
+        with self._transaction() as con:
+            con.execute(_INSERT)
+            con.execute(
+                "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
+                "FROM batch GROUP BY tid_hi, tid_lo"
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN .. COMMIT on the writer connection. Any error rolls back (else the connection
+        stays in the failed transaction and every later BEGIN fails); an I/O error is raised as
+        StoreUnavailable."""
         with self._write_lock:
             con = self._con
             con.execute("BEGIN")
             try:
-                con.execute("INSERT INTO spans SELECT * FROM batch")
-                con.execute(
-                    "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
-                    "FROM batch GROUP BY tid_hi, tid_lo"
-                )
+                yield con
                 con.execute("COMMIT")  # durable: DuckDB syncs its WAL on commit
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                    con.execute("ROLLBACK")
+                if isinstance(exc, duckdb.IOException):
+                    raise StoreUnavailable(f"cannot write {self.path}: {exc}") from exc
                 raise
 
     # -- read
@@ -242,9 +282,9 @@ class DuckDBStore(Store):
         key = _sql_str(f.key)
         if f.scope in ("span", "any"):
             if f.op == "=":
-                parts.append(f"list_contains(attr_kv, {value_hash(f.key, None, str(f.value))})")
+                parts.append(f"list_contains(attr_kv, {_kv_hash(f.key, str(f.value))})")
             elif f.op == "!=":
-                kv = value_hash(f.key, None, str(f.value))
+                kv = _kv_hash(f.key, str(f.value))
                 parts.append(
                     f"(list_contains(attr_keys, {key}) AND NOT list_contains(attr_kv, {kv}))"
                 )
@@ -348,50 +388,61 @@ class DuckDBStore(Store):
         return [(n, k) for n, k in self._rows(sql + " ORDER BY 1, 2", params)]
 
     def dependencies(self, start_ns: int, end_ns: int) -> list[Dependency]:
+        # one row per span (a completed span supersedes its pending copy, a re-sent span counts once)
+        one_per_span = (
+            "QUALIFY row_number() OVER (PARTITION BY tid_hi, tid_lo, span_id ORDER BY pending) = 1"
+        )
         rows = self._rows(
-            """
-            WITH w AS (SELECT DISTINCT tid_hi, tid_lo, span_id, parent_id, service FROM spans
-                       WHERE start_ns >= ? AND start_ns < ?),
-            calls AS (
-                SELECT p.service AS parent, c.service AS child
-                FROM w c JOIN w p ON c.tid_hi = p.tid_hi AND c.tid_lo = p.tid_lo AND c.parent_id = p.span_id
-                WHERE c.service <> p.service
-            )
-            SELECT parent, child, count(*) FROM calls GROUP BY 1, 2 ORDER BY 1, 2
+            f"""
+            WITH w AS (SELECT tid_hi, tid_lo, span_id, parent_id, service, kind FROM spans
+                       WHERE start_ns >= ? AND start_ns < ? {one_per_span})
+            SELECT p.service, c.service,
+                   CASE WHEN p.kind = {KIND_PRODUCER} AND c.kind = {KIND_CONSUMER}
+                        THEN 'messaging' ELSE 'call' END,
+                   count(*)
+            FROM w c JOIN w p ON c.tid_hi = p.tid_hi AND c.tid_lo = p.tid_lo AND c.parent_id = p.span_id
+            WHERE c.service <> p.service
+            GROUP BY 1, 2, 3
             """,
             [start_ns, end_ns],
         )
-        deps = {(p, c): n for p, c, n in rows}
-        # producer -> consumer across traces: a consumer span links to the producer's span
+        deps = {(p, c, k): n for p, c, k, n in rows}
+        # across traces: a span links to the span that caused it (a consumer to its producer)
         linked = self._rows(
-            "SELECT service, links FROM spans WHERE start_ns >= ? AND start_ns < ? AND links IS NOT NULL",
+            f"SELECT service, kind, links FROM spans WHERE start_ns >= ? AND start_ns < ? "
+            f"AND links IS NOT NULL {one_per_span}",
             [start_ns, end_ns],
         )
-        if linked:
-            targets: dict[tuple[int, int, int], list[str]] = {}
-            for service, links in linked:
-                for lk in json.loads(links):
-                    hi, lo = _split_trace(lk[0])
-                    targets.setdefault((hi, lo, _enc_id(lk[1])), []).append(service)
+        targets: dict[tuple[int, int, int], list[tuple[str, int]]] = {}
+        malformed = 0
+        for service, kind, links in linked:
+            for lk in json.loads(links):
+                target = _link_target(lk[0], lk[1])
+                if target is None:
+                    malformed += 1
+                else:
+                    targets.setdefault(target, []).append((service, kind))
+        if malformed:
+            log.warning("dependencies: %d link(s) with malformed ids skipped", malformed)
+        if targets:
             triples = ", ".join(f"({h}, {lo}, {s})" for h, lo, s in targets)
             his = ", ".join(str(h) for h, _, _ in targets)
-            for h, lo, s, service in self._rows(
-                f"SELECT tid_hi, tid_lo, span_id, service FROM spans WHERE tid_hi IN ({his}) "
-                f"AND (tid_hi, tid_lo, span_id) IN ({triples})"
+            for h, lo, s, service, kind in self._rows(
+                f"SELECT tid_hi, tid_lo, span_id, any_value(service), any_value(kind) FROM spans "
+                f"WHERE tid_hi IN ({his}) AND (tid_hi, tid_lo, span_id) IN ({triples}) GROUP BY 1, 2, 3"
             ):
-                for child in targets.get((h, lo, s), []):
+                for child, child_kind in targets[(h, lo, s)]:
                     if child != service:
-                        deps[(service, child)] = deps.get((service, child), 0) + 1
-        return [Dependency(p, c, n) for (p, c), n in sorted(deps.items())]
+                        messaging = kind == KIND_PRODUCER or child_kind == KIND_CONSUMER
+                        key = (service, child, "messaging" if messaging else "link")
+                        deps[key] = deps.get(key, 0) + 1
+        return [Dependency(p, c, n, k) for (p, c, k), n in sorted(deps.items())]
 
     def delete_before(self, ns: int) -> int:
-        with self._write_lock:
-            con = self._con
-            con.execute("BEGIN")
+        with self._transaction() as con:
             deleted = con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]).fetchone()[0]
             con.execute("DELETE FROM traces WHERE last_ns < ?", [ns])
-            con.execute("COMMIT")
-            return deleted
+        return deleted
 
     def stats(self) -> dict[str, Any]:
         n = self._rows("SELECT count(*) FROM spans")[0][0]

@@ -23,7 +23,8 @@ SCOPES = ("any", "span", "resource")
 
 
 class StoreUnavailable(OSError):
-    """The store cannot be opened (e.g. another process holds the database file)."""
+    """The store cannot be opened or written for now (another process holds the database file,
+    an I/O error); the receiver answers such a failed write with "retry later"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +59,18 @@ class Filter:
 _TERM = re.compile(
     r"^\s*(!?)\s*(?:(span|resource|any):)?([^\s=!<>]+)\s*(?:(!=|<=|>=|=|<|>)\s*(.*?))?\s*$"
 )
+# a quoted value (skipped whole, so it may hold " OR " or "|"), or a separator of alternatives
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_ALTERNATIVES = re.compile(rf"{_QUOTED}|(\s+OR\s+|\s*\|\s*)")
 
 
 def parse_filter(text: str) -> list[Filter]:
     """`key=value`, `key!=value`, `key<n`, `key>=n`, `key` (exists), `!key` (missing), optionally
     prefixed `span:` or `resource:`, alternatives joined by ` OR ` (or `|`). Values may be
-    "double-quoted". Returns the alternatives (OR) of one condition."""
+    "double-quoted" (then they may hold spaces, ` OR ` and `|`; `\"` is a quote, `\\` a backslash).
+    Returns the alternatives (OR) of one condition."""
     alternatives = []
-    for part in re.split(r"\s+OR\s+|\s*\|\s*", text.strip()):
+    for part in _split_alternatives(text.strip()):
         m = _TERM.match(part)
         if not m or not part.strip():
             raise ValueError(
@@ -77,10 +82,21 @@ def parse_filter(text: str) -> list[Filter]:
             continue
         if neg:
             raise ValueError(f"cannot parse filter {part!r}: '!' only negates existence (!key)")
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
+        if value.startswith('"'):
+            if not re.fullmatch(_QUOTED, value):
+                raise ValueError(f"cannot parse filter {part!r}: unterminated quoted value")
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
         alternatives.append(Filter(key, op, value, scope or "any"))
     return alternatives
+
+
+def _split_alternatives(text: str) -> list[str]:
+    parts, start = [], 0
+    for m in _ALTERNATIVES.finditer(text):
+        if m[1] is not None:
+            parts.append(text[start : m.start()])
+            start = m.end()
+    return [*parts, text[start:]]
 
 
 @dataclass(slots=True)
@@ -118,9 +134,14 @@ class TraceSummary:
 
 @dataclass(frozen=True, slots=True)
 class Dependency:
+    """Calls from `parent`'s service to `child`'s. `kind`: "call" (a cross-service parent and
+    child), "messaging" (a producer to its consumer: a PRODUCER parent of a CONSUMER child, or a
+    link from a CONSUMER span or to a PRODUCER span) or "link" (any other cross-service link)."""
+
     parent: str
     child: str
     call_count: int
+    kind: str = "call"
 
 
 def supersede(spans: Iterable[Span]) -> list[Span]:
@@ -186,7 +207,8 @@ class Store(ABC):
 
     @abstractmethod
     def dependencies(self, start_ns: int, end_ns: int) -> list[Dependency]:
-        """Calls between services: parent->child across services, and producer->consumer links."""
+        """Calls between services, one entry per (parent, child, kind), each span counted once
+        (a completed span supersedes its pending copy)."""
 
     @abstractmethod
     def delete_before(self, ns: int) -> int:
