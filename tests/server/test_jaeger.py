@@ -196,3 +196,46 @@ def test_live_feed_announces_new_traces(srv, api):
         srv.ingest.submit([span("d4" * 16, "06" * 8, "", "fresh", "live", 2, 70, 1)]).result(30)
         data = next(line for line in lines if line.startswith("data: "))
     assert '"trace_id": "' + "d4" * 16 + '"' in data and '"root_name": "fresh"' in data
+
+
+@pytest.mark.parametrize("bad", ["zz", "a1" * 16 + "0", "a1 b2", "-1", "0x1f"])
+def test_malformed_trace_id_is_400_as_in_jaeger(api, bad):
+    message = f"trace id must be up to 32 hex digits, got {bad!r}"
+    resp = api.get(f"/api/traces/{bad}")
+    assert resp.status_code == 400
+    assert resp.json() == {
+        "data": None,
+        "total": 0,
+        "limit": 0,
+        "offset": 0,
+        "errors": [{"code": 400, "msg": message}],
+    }
+    resp = api.get("/api/traces", params={"traceID": [T1, bad]})
+    assert resp.status_code == 400 and resp.json()["errors"] == [{"code": 400, "msg": message}]
+    resp = api.get(f"/api/v3/traces/{bad}")
+    assert resp.status_code == 400
+    assert resp.json() == {"error": {"httpCode": 400, "message": message}}
+
+
+def test_short_trace_ids_are_zero_padded(api):
+    tid = "00" * 8 + "e5" * 8
+    assert api.get(f"/api/traces/{tid}").status_code == 404
+    assert api.get(f"/api/traces/{tid.lstrip('0')}").json()["errors"][0]["msg"] == (
+        f"trace not found: {tid}"
+    )
+
+
+def test_jaeger_dependencies_are_calls_and_messaging_not_plain_links():
+    from threadline import server
+
+    spans = [
+        span(T1, "01" * 8, "", "GET /", "web", 2, 0, 10),
+        span(T1, "02" * 8, "01" * 8, "publish", "web", 4, 1, 1),
+        span(T1, "03" * 8, "02" * 8, "consume", "mail", 5, 2, 1),  # messaging, parent -> child
+        span(T2, "04" * 8, "", "process", "mail", 5, 3, 1, links=[Link(T1, "02" * 8)]),
+        span(T3, "05" * 8, "", "report", "batch", 1, 4, 1, links=[Link(T1, "01" * 8)]),
+    ]
+    with server.start() as s, httpx.Client(base_url=s.urls.api, timeout=30) as c:
+        s.ingest.submit(spans).result(30)
+        body = c.get("/api/dependencies", params={"endTs": NOW // 1_000_000}).json()
+    assert body["data"] == [{"parent": "web", "child": "mail", "callCount": 2}]

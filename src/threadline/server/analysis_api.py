@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from threadline.server import analysis as an
-from threadline.server.jaeger import json_safe
+from threadline.server.jaeger import json_safe, trace_id_param
 from threadline.server.model import KIND_NAMES, Span
 
 PREFIX = "/api/threadline/analysis"
@@ -67,10 +67,10 @@ def routes(store: Any) -> list[Route]:
     """The analysis routes over a store (reads run in the thread pool: the store is sync)."""
 
     async def trace_view(request: Request) -> JSONResponse:
-        trace_id = request.path_params["trace_id"].lower()
-        if not _TRACE_ID.match(trace_id):
-            return _error(400, f"trace id must be up to 32 hex digits, got {trace_id[:64]!r}")
-        trace_id = trace_id.rjust(32, "0")
+        try:
+            trace_id = trace_id_param(request.path_params["trace_id"])
+        except ValueError as e:
+            return _error(400, str(e))
         spans = await run_in_threadpool(store.get_trace, trace_id)
         if not spans:
             return _error(404, f"trace {trace_id} not found")

@@ -47,6 +47,16 @@ class BadRequest(ValueError):
     pass
 
 
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}")
+
+
+def trace_id_param(raw: str) -> str:
+    """A trace id from a URL, as Jaeger reads it: 1 to 32 hex digits (left-padded to 32)."""
+    if not _TRACE_ID.fullmatch(raw):
+        raise BadRequest(f"trace id must be up to 32 hex digits, got {raw[:64]!r}")
+    return raw.lower().rjust(32, "0")
+
+
 def parse_duration(text: str) -> int:
     """A Go duration ("1.5s", "100ms", "1h30m", "250us") in nanoseconds."""
     text = text.strip()
@@ -327,7 +337,7 @@ def routes(store: Store) -> list[Route]:
     async def traces(request: Request) -> Response:
         params = request.query_params
         try:
-            ids = [t.lower() for t in params.getlist("traceID") if t]
+            ids = [trace_id_param(t) for t in params.getlist("traceID") if t]
             if ids:
                 found = await call(store.get_traces, ids)
                 return _data([jaeger_trace(t, found[t]) for t in ids if t in found])
@@ -338,7 +348,10 @@ def routes(store: Store) -> list[Route]:
         return _data([jaeger_trace(spans[0].trace_id, spans) for spans in found])
 
     async def trace(request: Request) -> Response:
-        trace_id = request.path_params["trace_id"].lower().rjust(32, "0")
+        try:
+            trace_id = trace_id_param(request.path_params["trace_id"])
+        except BadRequest as exc:
+            return _v1_error(400, str(exc))
         spans = await call(store.get_trace, trace_id)
         if not spans:
             return _v1_error(404, f"trace not found: {trace_id}")
@@ -351,9 +364,11 @@ def routes(store: Store) -> list[Route]:
         except BadRequest as exc:
             return _v1_error(400, str(exc))
         deps = await call(store.dependencies, (end_ms - lookback_ms) * 10**6, end_ms * 10**6 + 1)
-        return _data(
-            [{"parent": d.parent, "child": d.child, "callCount": d.call_count} for d in deps]
-        )
+        calls: dict[tuple[str, str], int] = {}  # Jaeger's edges are calls: no plain links
+        for d in deps:
+            if d.kind != "link":
+                calls[d.parent, d.child] = calls.get((d.parent, d.child), 0) + d.call_count
+        return _data([{"parent": p, "child": c, "callCount": n} for (p, c), n in calls.items()])
 
     # api_v3
 
@@ -388,7 +403,10 @@ def routes(store: Store) -> list[Route]:
         return JSONResponse({"result": encode_json(s for spans in found for s in spans)})
 
     async def v3_trace(request: Request) -> Response:
-        trace_id = request.path_params["trace_id"].lower().rjust(32, "0")
+        try:
+            trace_id = trace_id_param(request.path_params["trace_id"])
+        except BadRequest as exc:
+            return v3_error(400, str(exc))
         spans = await call(store.get_trace, trace_id)
         if not spans:
             return v3_error(404, f"trace not found: {trace_id}")
