@@ -260,3 +260,247 @@ def test_unknown_enum_values_are_kept(srv, http):
     assert (span.kind, span.status_code) == (99, 7)
     jaeger = httpx.get(f"{srv.urls.api}/api/traces/{'f0' * 16}").json()["data"][0]["spans"][0]
     assert {"key": "span.kind", "type": "string", "value": "99"} in jaeger["tags"]
+
+
+# ------------------------------------------------------------------ failed commits, writer
+
+
+@pytest.fixture
+def picky(tmp_path):
+    """A server whose real DuckDB spans table refuses spans named "poison" (a CHECK constraint),
+    so one export's commit fails while others succeed."""
+    import duckdb
+
+    from threadline.server.columns import COLUMNS
+
+    db = str(tmp_path / "picky.duckdb")
+    cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+    with duckdb.connect(db) as con:
+        con.execute(f"CREATE TABLE spans ({cols}, CHECK (name <> 'poison'))")
+    with server.start(db=db) as s:
+        yield s
+
+
+REFUSED = (
+    'spans not stored: Constraint Error: CHECK constraint failed on table "spans" '
+    "with expression CHECK((\"name\" != 'poison'))"
+)
+
+
+def test_a_failed_commit_fails_its_export_and_the_writer_carries_on(picky):
+    with httpx.Client(base_url=picky.urls.otlp_http, timeout=30) as http:
+        for headers in (PB, JSON):
+            body = pb_request(trace_id=b"\x21" * 16, name="poison")
+            if headers is JSON:
+                doc = every_value_request()
+                doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"] = "poison"
+                body = json.dumps(doc)
+            bad = http.post("/v1/traces", content=body, headers=headers)
+            assert bad.status_code == 500 and "retry-after" not in bad.headers
+            message = pb_error(bad) if headers is PB else bad.json()["message"]
+            assert message == REFUSED
+            assert picky.ingest._thread.is_alive()
+            good = http.post("/v1/traces", content=pb_request(trace_id=b"\x22" * 16), headers=PB)
+            assert good.status_code == 200
+    assert [s.name for s in Client(picky.urls.api).trace("22" * 16)] == ["op"]
+    assert Client(picky.urls.api).trace("21" * 16) == []
+    assert (picky.ingest.failed, picky.ingest.committed) == (2, 2)
+
+
+def test_exports_sharing_a_failed_commit_are_stored_one_by_one(picky):
+    from threadline.server.model import Span
+
+    def export(tid: str, name: str):
+        return picky.ingest.submit([Span(tid, "01" * 8, "", name, 1, 10, 20, "svc")])
+
+    picky.store._write_lock.acquire()  # the exports queue up behind a blocked commit
+    try:
+        futures = [export("31" * 16, "a"), export("32" * 16, "poison"), export("33" * 16, "b")]
+    finally:
+        picky.store._write_lock.release()
+    assert futures[0].result(30) >= 1 and futures[2].result(30) >= 1
+    with pytest.raises(Exception, match="CHECK constraint failed"):
+        futures[1].result(30)
+    assert [s.name for s in picky.store.get_trace("33" * 16)] == ["b"]
+    assert picky.store.get_trace("32" * 16) == [] and picky.ingest.failed == 1
+    assert export("34" * 16, "c").result(30) == 1
+
+
+def test_grpc_export_the_store_refuses_is_internal(picky):
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+    with grpc.insecure_channel(picky.urls.otlp_grpc) as channel:
+        stub = TraceServiceStub(channel)
+        req = ExportTraceServiceRequest.FromString(pb_request(trace_id=b"\x23" * 16, name="poison"))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Export(req, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert err.value.details() == REFUSED
+        ok = stub.Export(ExportTraceServiceRequest.FromString(pb_request(b"\x24" * 16)), timeout=30)
+        assert ok.partial_success.rejected_spans == 0
+    assert len(picky.store.get_trace("24" * 16)) == 1
+
+
+def test_an_export_not_committed_in_time_is_503(monkeypatch):
+    """A commit that never returns does not hang the exporter: 503 + Retry-After."""
+    from threadline.server import receiver
+
+    monkeypatch.setattr(receiver, "COMMIT_TIMEOUT_S", 0.2)
+    with (
+        server.start() as slow,
+        httpx.Client(base_url=slow.urls.otlp_http, timeout=30) as client,
+    ):
+        slow.store._write_lock.acquire()
+        try:
+            resp = client.post("/v1/traces", content=pb_request(trace_id=b"\x25" * 16), headers=PB)
+        finally:
+            slow.store._write_lock.release()
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "2"
+        assert pb_error(resp) == "spans not stored within 0.2 s: the store is busy"
+        slow.ingest.close()  # stored after all: OTLP delivery is at-least-once
+        assert len(slow.store.get_trace("25" * 16)) == 1
+
+
+def test_grpc_busy_carries_retry_info(srv):
+    """UNAVAILABLE comes with google.rpc.RetryInfo, in the status details and under the key
+    the Python exporter reads, so exporters wait as told."""
+    import grpc
+    from google.rpc.error_details_pb2 import RetryInfo
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+    from threadline.server.model import Span
+
+    with server.start(max_queued_spans=10) as busy_srv:
+        busy_srv.store._write_lock.acquire()
+        try:
+            busy_srv.ingest.submit(
+                [Span("26" * 16, f"{i + 1:016x}", "", "x", 1, 1, 2, "svc") for i in range(8)]
+            )
+            with grpc.insecure_channel(busy_srv.urls.otlp_grpc) as channel:
+                req = ExportTraceServiceRequest.FromString(pb_request(b"\x27" * 16, n=5))
+                with pytest.raises(grpc.RpcError) as err:
+                    TraceServiceStub(channel).Export(req, timeout=30)
+        finally:
+            busy_srv.store._write_lock.release()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.details() == "ingest queue full (8 spans waiting to be stored)"
+    trailers = dict(err.value.trailing_metadata())
+    status = Status.FromString(trailers["grpc-status-details-bin"])
+    assert (status.code, status.message) == (14, err.value.details())
+    [detail] = status.details
+    info = RetryInfo()
+    assert detail.Unpack(info) and info.retry_delay.seconds == 2
+    assert RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]) == info
+
+
+# ----------------------------------------------------------------------- hostile input
+
+
+def test_ids_with_whitespace_are_refused(srv, http):
+    doc = every_value_request()
+    span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["traceId"] = "0123456789abcdef0123456789ab cd "
+    resp = http.post("/v1/traces", content=json.dumps(doc), headers=JSON)
+    assert resp.status_code == 400
+    assert resp.json()["message"] == (
+        "resourceSpans[0].scopeSpans[0].spans[0].traceId: "
+        "'0123456789abcdef0123456789ab cd ' is not hexadecimal"
+    )
+    span["traceId"] = "28" * 16
+    span["links"][0]["spanId"] = " 0123456789abcd "
+    resp = http.post("/v1/traces", content=json.dumps(doc), headers=JSON)
+    assert resp.status_code == 400
+    assert resp.json()["message"] == (
+        "resourceSpans[0].scopeSpans[0].spans[0].links[0].spanId: "
+        "' 0123456789abcd ' is not hexadecimal"
+    )
+    assert Client(srv.urls.api).trace("28" * 16) == []
+    still_serving(http)
+
+
+def test_gzip_members_are_all_read_within_the_limit(srv, http):
+    # two members of one protobuf message: concatenated protobuf merges, so both spans arrive
+    first, second = pb_request(trace_id=b"\x29" * 16), pb_request(trace_id=b"\x2a" * 16)
+    body = gzip.compress(first) + gzip.compress(second)
+    resp = http.post("/v1/traces", content=body, headers={**PB, "content-encoding": "gzip"})
+    assert resp.status_code == 200
+    assert len(Client(srv.urls.api).trace("29" * 16)) == 1
+    assert len(Client(srv.urls.api).trace("2a" * 16)) == 1
+    bomb = gzip.compress(first) + gzip.compress(b"\0" * (17 * 1024 * 1024))
+    resp = http.post("/v1/traces", content=bomb, headers={**PB, "content-encoding": "gzip"})
+    assert resp.status_code == 413
+    assert pb_error(resp) == "decompressed body exceeds the 16777216-byte limit"
+    still_serving(http)
+
+
+def test_gunzip_never_holds_more_than_the_limit():
+    import tracemalloc
+
+    from threadline.server.receiver import _gunzip
+
+    limit = 64 * 1024
+    body = gzip.compress(b"a" * 100) + gzip.compress(b"\0" * (16 * 1024 * 1024))
+    assert _gunzip(gzip.compress(b"a" * 100) + b"\0\0" + gzip.compress(b"b"), limit) == (
+        b"a" * 100 + b"b"
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(OverflowError):
+            _gunzip(body, limit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * limit + len(body), peak  # not the 16 MiB the second member holds
+    with pytest.raises(EOFError):
+        _gunzip(gzip.compress(b"a") + gzip.compress(b"b")[:-4], limit)
+
+
+def _nested_json(depth: int) -> str:
+    """An export whose attribute "deep" is `depth` AnyValues deep (built as text: too deep for
+    json.dumps)."""
+    doc = every_value_request()
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0].update(
+        traceId="2b" * 16, attributes=[{"key": "deep", "value": "DEEP"}]
+    )
+    deep = (
+        '{"arrayValue": {"values": [' * (depth - 1)
+        + '{"stringValue": "leaf"}'
+        + "]}}" * (depth - 1)
+    )
+    return json.dumps(doc).replace('"DEEP"', deep)
+
+
+def test_deep_nesting_is_a_400(srv, http):
+    for body in ("[" * 100_000, _nested_json(3000)):
+        resp = http.post("/v1/traces", content=body, headers=JSON)
+        assert resp.status_code == 400
+        assert resp.json()["message"] == "invalid JSON: nesting too deep"
+    resp = http.post("/v1/traces", content=_nested_json(65), headers=JSON)
+    assert resp.status_code == 400
+    assert resp.json()["message"].endswith("AnyValue nesting too deep (more than 64 levels)")
+    assert http.post("/v1/traces", content=_nested_json(64), headers=JSON).status_code == 200
+    [span] = Client(srv.urls.api).trace("2b" * 16)
+    value, depth = span.attributes["deep"], 1
+    while isinstance(value, list):
+        value, depth = value[0], depth + 1
+    assert (value, depth) == ("leaf", 64)
+
+    # protobuf: the parser itself stops at 100 nested messages (about 50 AnyValues)
+    def ld(field: int, payload: bytes) -> bytes:
+        n, out = len(payload), b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                break
+        return bytes([field << 3 | 2]) + out + payload
+
+    value = ld(1, b"leaf")  # AnyValue.string_value
+    for _ in range(200):
+        value = ld(5, ld(1, value))  # AnyValue.array_value{values: [value]}
+    span = ld(1, b"\x2c" * 16) + ld(2, b"\x2c" * 8) + ld(9, ld(1, b"deep") + ld(2, value))
+    body = ld(1, ld(2, ld(2, span)))  # request.resource_spans.scope_spans.spans
+    resp = http.post("/v1/traces", content=body, headers=PB)
+    assert resp.status_code == 400 and pb_error(resp).startswith("invalid OTLP protobuf")
+    still_serving(http)

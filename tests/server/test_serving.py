@@ -179,25 +179,30 @@ def test_cli_reports_taken_port(srv):
     assert f"threadline serve: cannot listen on 127.0.0.1:{port} (--otlp-http-port)" in proc.stderr
 
 
-def test_kill_9_after_200_loses_nothing(tmp_path):
-    """Every span acknowledged with 200 is in the file after SIGKILL, nothing flushed on exit."""
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_kill_9_after_200_loses_nothing(tmp_path, transport):
+    """Every span acknowledged as exported is in the file after SIGKILL, nothing flushed on exit."""
     db = str(tmp_path / "traces.duckdb")
     spawned = server.spawn(db)
     acked, results = [], []
+    Exporter = HttpExporter if transport == "http" else GrpcExporter
 
-    class Recording(HttpExporter):
+    class Recording(Exporter):
         def export(self, spans):
             results.append(super().export(spans))
             return results[-1]
 
+    def exporter():
+        if transport == "http":
+            return Recording(endpoint=f"{spawned.urls.otlp_http}/v1/traces")
+        return Recording(endpoint=spawned.urls.otlp_grpc, insecure=True)
+
     try:
         for i in range(5):
-            trace_id, _ = export_trace(
-                Recording(endpoint=f"{spawned.urls.otlp_http}/v1/traces"), f"durable-{i}"
-            )
+            trace_id, _ = export_trace(exporter(), f"durable-{transport}-{i}")
             acked.append(trace_id)
     finally:
-        spawned.kill()  # at once after the last 200
+        spawned.kill()  # at once after the last acknowledgement
     assert results == [SpanExportResult.SUCCESS] * 15
     assert spawned.proc.returncode == -signal.SIGKILL
     assert os.path.exists(db)
@@ -206,6 +211,8 @@ def test_kill_9_after_200_loses_nothing(tmp_path):
         for trace_id in acked:
             assert [s.name for s in client.trace(trace_id)] == ["GET /checkout", "charge"]
         assert client.get("/api/threadline/stats")["spans"] == 15  # 3 spans x 5 exports
+        if transport == "grpc":
+            return
 
         # a second server on the same file is refused clearly, the first one keeps serving
         proc = subprocess.run(
@@ -220,6 +227,50 @@ def test_kill_9_after_200_loses_nothing(tmp_path):
             in proc.stderr
         )
         assert client.services()
+
+
+def test_cors_origin_allowlist():
+    """`--cors-origin` replaces the loopback default: listed origins may export from a browser
+    (preflight and POST, on both ports), others get no CORS headers."""
+    allowed, other = "https://app.example", "https://other.example"
+    with (
+        server.spawn(
+            ":memory:", "--cors-origin", allowed, "--cors-origin", "http://b.example"
+        ) as s,
+        httpx.Client(timeout=30) as http,
+    ):
+        for base in (s.urls.otlp_http, s.urls.api):
+            url = f"{base}/v1/traces"
+
+            def preflight(origin, url=url):
+                return http.options(
+                    url,
+                    headers={
+                        "origin": origin,
+                        "access-control-request-method": "POST",
+                        "access-control-request-headers": "content-type,content-encoding",
+                    },
+                )
+
+            ok = preflight(allowed)
+            assert ok.status_code == 200
+            assert ok.headers["access-control-allow-origin"] == allowed
+            assert "POST" in ok.headers["access-control-allow-methods"]
+            assert "content-encoding" in ok.headers["access-control-allow-headers"]
+            for refused in (other, "http://localhost:5173"):  # loopback is no longer implied
+                denied = preflight(refused)
+                assert denied.status_code == 400
+                assert "access-control-allow-origin" not in denied.headers
+            post = http.post(
+                url, content=b"{}", headers={"origin": allowed, "content-type": "application/json"}
+            )
+            assert (
+                post.status_code == 200 and post.headers["access-control-allow-origin"] == allowed
+            )
+            post = http.post(
+                url, content=b"{}", headers={"origin": other, "content-type": "application/json"}
+            )
+            assert post.status_code == 200 and "access-control-allow-origin" not in post.headers
 
 
 def test_binds_loopback_by_default(srv):

@@ -4,14 +4,17 @@ ingest queue in front of the store.
 An export is acknowledged only after the commit holding its spans returns (DuckDB syncs its WAL
 on commit), so a 200 survives `kill -9`. One writer thread merges whatever exports are waiting
 into a single commit; when the queue holds more than its bound, exporters get 503 + Retry-After
-(gRPC UNAVAILABLE), which every OTLP exporter retries.
+(gRPC UNAVAILABLE with RetryInfo), which every OTLP exporter retries.
+
+An export whose commit fails is answered 500 (gRPC INTERNAL) with the store's reason, or 503 +
+Retry-After (UNAVAILABLE) when the failure may pass (an I/O error, no commit within 60 s). Exports
+that shared the failed commit are stored one by one, and the writer carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gzip
 import logging
 import threading
 import time
@@ -31,6 +34,7 @@ log = logging.getLogger("threadline.server")
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 RETRY_AFTER_S = 2
+COMMIT_TIMEOUT_S = 60
 
 
 class Busy(Exception):
@@ -70,6 +74,7 @@ class Ingest:
 
     def submit(self, spans: SpanColumns | list[Span]) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()  # an accepted export is stored even if its caller leaves
         if isinstance(spans, list):
             spans = SpanColumns().add_spans(spans)
         if not len(spans):
@@ -104,31 +109,42 @@ class Ingest:
             if not taken:
                 return  # closing and drained
             try:
-                if not self._commit(taken, alone=len(taken) == 1):
-                    for item in taken:  # one bad export must not fail those sharing its commit
-                        self._commit([item], alone=True)
+                self._store(taken)
+            except Exception as exc:  # noqa: BLE001 - the writer outlives any failure
+                log.exception("ingest writer failed")
+                self._fail(taken, exc)
             finally:
                 with self._cond:
                     self._queued -= sum(len(batch) for batch, _ in taken)
             self._retain()
 
-    def _commit(self, taken: list, alone: bool) -> bool:
-        """Store exports in one commit and resolve them. A failed commit fails the exports
-        only when `alone` (else the caller retries them one by one); returns success."""
+    def _store(self, taken: list[tuple[SpanColumns, concurrent.futures.Future]]) -> None:
+        """Store exports in one commit; if that fails and it held several, store them one by one,
+        so one bad export fails alone and those sharing its commit are unaffected."""
+        exc = self._commit(taken)
+        if exc is None:
+            return
+        if len(taken) == 1:
+            self._fail(taken, exc)
+            return
+        for item in taken:
+            exc = self._commit([item])
+            if exc is not None:
+                self._fail([item], exc)
+
+    def _commit(
+        self, taken: list[tuple[SpanColumns, concurrent.futures.Future]]
+    ) -> Exception | None:
+        """One commit; resolves the exports when it succeeds, else returns the store's error."""
         batches = [batch for batch, _ in taken]
         n = sum(len(b) for b in batches)
         try:
             self.store.write_columns(batches)
-        except Exception as exc:  # noqa: BLE001 - the exporter is told and retries
-            if alone:
-                self.failed += n
-                log.error("storing %d spans failed: %s", n, exc)
-                for _, fut in taken:
-                    fut.set_exception(exc)
-            return False
+        except Exception as exc:  # noqa: BLE001 - the exporter is told
+            return exc
         self.committed += n
         for _, fut in taken:
-            fut.set_result(n)
+            _resolve(fut, result=n)
         listeners = list(self._listeners)
         trace_ids = set().union(*(b.trace_ids() for b in batches)) if listeners else set()
         for listener in listeners:
@@ -136,7 +152,17 @@ class Ingest:
                 listener(trace_ids)
             except Exception:  # noqa: BLE001 - a slow/broken live viewer never stops ingest
                 log.exception("live listener failed")
-        return True
+        return None
+
+    def _fail(
+        self, taken: list[tuple[SpanColumns, concurrent.futures.Future]], exc: Exception
+    ) -> None:
+        n = sum(len(batch) for batch, fut in taken if not fut.done())
+        if n:
+            self.failed += n
+            log.error("storing %d spans failed: %s", n, exc)
+        for _, fut in taken:
+            _resolve(fut, exc=exc)
 
     def _retention_wait(self) -> float | None:
         return None if self.retention_ns is None else 60.0
@@ -145,8 +171,8 @@ class Ingest:
         if self.retention_ns is None or time.monotonic() < self._next_retention:
             return
         self._next_retention = time.monotonic() + 60
-        try:
-            deleted = self.store.delete_before(time.time_ns() - self.retention_ns)
+        try:  # a retention longer than the epoch deletes nothing
+            deleted = self.store.delete_before(max(0, time.time_ns() - self.retention_ns))
             if deleted:
                 log.info("retention: deleted %d spans", deleted)
         except Exception:  # noqa: BLE001 - retention retries next minute
@@ -158,6 +184,28 @@ class Ingest:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
+
+
+def _resolve(
+    fut: concurrent.futures.Future, result: Any = None, exc: Exception | None = None
+) -> None:
+    """Settle an export's future once; a second attempt is a no-op."""
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
+
+
+def not_stored(exc: BaseException, commit_timeout: float) -> tuple[bool, str]:
+    """(retryable, message) for an export that was not stored. The queue being full, a slow
+    commit and an I/O error pass; any other store error would fail again the same way."""
+    if isinstance(exc, Busy):
+        return True, str(exc)
+    if isinstance(exc, TimeoutError):
+        return True, f"spans not stored within {commit_timeout:g} s: the store is busy"
+    return isinstance(exc, OSError | MemoryError), f"spans not stored: {str(exc)[:500]}"
 
 
 # ----------------------------------------------------------------------------------- HTTP
@@ -181,8 +229,15 @@ def _media(content_type: str) -> str:
 _PROTOBUF, _JSON = "application/x-protobuf", "application/json"
 
 
-def http_handler(ingest: Ingest, max_request_bytes: int = MAX_REQUEST_BYTES) -> Callable:
-    """The Starlette endpoint for `POST /v1/traces`."""
+def http_handler(
+    ingest: Ingest,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    commit_timeout: float | None = None,
+) -> Callable:
+    """The Starlette endpoint for `POST /v1/traces`. An export not committed within
+    `commit_timeout` seconds (default COMMIT_TIMEOUT_S) is answered 503; it may still be stored
+    (OTLP delivery is at-least-once)."""
+    commit_timeout = commit_timeout or COMMIT_TIMEOUT_S
 
     async def export(request: Request) -> Response:
         media = _media(request.headers.get("content-type", ""))
@@ -242,12 +297,12 @@ def http_handler(ingest: Ingest, max_request_bytes: int = MAX_REQUEST_BYTES) -> 
             return error(400, 3, str(exc))
         try:
             fut = ingest.submit(decoded.columns)
-        except Busy as exc:
-            return error(503, 14, str(exc), **{"Retry-After": str(RETRY_AFTER_S)})
-        try:
-            await asyncio.wrap_future(fut)
-        except Exception as exc:  # noqa: BLE001 - not stored: tell the exporter to retry
-            return error(503, 14, f"spans not stored: {exc}", **{"Retry-After": str(RETRY_AFTER_S)})
+            await asyncio.wait_for(asyncio.wrap_future(fut), commit_timeout)
+        except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry
+            retry, message = not_stored(exc, commit_timeout)
+            if retry:
+                return error(503, 14, message, **{"Retry-After": str(RETRY_AFTER_S)})
+            return error(500, 13, message)
         return Response(_export_response(decoded, proto), 200, media_type=media)
 
     return export
@@ -260,17 +315,22 @@ def _json_columns(body: bytes) -> Decoded:
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    out = d.decompress(body, limit + 1)
-    if len(out) > limit or d.unconsumed_tail:
-        raise OverflowError
-    if not d.eof:
-        raise EOFError("truncated gzip stream")
-    if d.unused_data:  # concatenated gzip members are legal
-        out += gzip.decompress(d.unused_data)
-        if len(out) > limit:
+    """Decompress every gzip member (concatenated members are legal), never holding more than
+    `limit` bytes of output: OverflowError past it."""
+    out: list[bytes] = []
+    size = 0
+    while True:
+        d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        chunk = d.decompress(body, limit - size + 1)
+        size += len(chunk)
+        if size > limit:
             raise OverflowError
-    return out
+        out.append(chunk)
+        if not d.eof:
+            raise EOFError("truncated gzip stream")
+        body = d.unused_data.lstrip(b"\0")  # gzip allows zero padding after a member
+        if not body:
+            return b"".join(out)
 
 
 def _export_response(decoded: Decoded, proto: bool) -> bytes:
@@ -303,9 +363,11 @@ def _pb_response(decoded: Decoded) -> Any:
 # ----------------------------------------------------------------------------------- gRPC
 
 
-def grpc_servicer(ingest: Ingest, commit_timeout: float = 60) -> Any:
+def grpc_servicer(ingest: Ingest, commit_timeout: float | None = None) -> Any:
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    commit_timeout = commit_timeout or COMMIT_TIMEOUT_S
 
     class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
@@ -315,10 +377,28 @@ def grpc_servicer(ingest: Ingest, commit_timeout: float = 60) -> Any:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             try:
                 ingest.submit(decoded.columns).result(commit_timeout)
-            except Busy as exc:
-                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-            except Exception as exc:  # noqa: BLE001 - not stored: retryable
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"spans not stored: {exc}")
+            except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry
+                retry, message = not_stored(exc, commit_timeout)
+                if not retry:
+                    context.abort(grpc.StatusCode.INTERNAL, message)
+                context.set_trailing_metadata(_retry_metadata(message))
+                context.abort(grpc.StatusCode.UNAVAILABLE, message)
             return _pb_response(decoded)
 
     return TraceService()
+
+
+def _retry_metadata(message: str) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata telling an exporter when to retry (OTLP: google.rpc.RetryInfo), in the
+    status details gRPC clients read, and under the key the Python OTLP exporter reads."""
+    from google.rpc.error_details_pb2 import RetryInfo
+    from google.rpc.status_pb2 import Status
+
+    info = RetryInfo()
+    info.retry_delay.seconds = RETRY_AFTER_S
+    status = Status(code=14, message=message)
+    status.details.add().Pack(info)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
