@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from threadline.server.columns import COLUMNS, SpanColumns, _untag, decode_attrs
+from threadline.server.columns import COLUMNS, SpanColumns, _untag, decode_attrs, value_hash
 from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, STATUS_ERROR, Event, Link, Span
 from threadline.server.store import (
     Dependency,
@@ -39,18 +39,6 @@ _MASK = (1 << 64) - 1
 _HEX_ID = re.compile(r"[0-9a-fA-F]{32}:[0-9a-fA-F]{16}")
 _SIGN = 1 << 63
 _SELECT = ", ".join(list(COLUMNS)[:-3])  # what a Span is read from
-# The builders hand over the index's texts ("key\0text form"); the engine hashes them.
-_INSERT = (
-    "INSERT INTO spans SELECT "
-    + ", ".join(list(COLUMNS)[:-1])
-    + ", list_transform(attr_texts, lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"
-    + " FROM batch"
-)
-
-
-def _kv_hash(key: str, value: str) -> str:
-    """The SQL for attr_kv's entry of key=value."""
-    return f"hash({_sql_str(key)} || chr(0) || {_sql_str(value)})"
 
 
 def _enc_id(hex_id: str) -> int:
@@ -127,7 +115,7 @@ class DuckDBStore(Store):
             return
         batch = pa.concat_tables([c.table() for c in columns])  # noqa: F841 - read by DuckDB's replacement scan below
         with self._transaction() as con:
-            con.execute(_INSERT)
+            con.execute("INSERT INTO spans SELECT * FROM batch")
             con.execute(
                 "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
                 "FROM batch GROUP BY tid_hi, tid_lo"
@@ -282,9 +270,9 @@ class DuckDBStore(Store):
         key = _sql_str(f.key)
         if f.scope in ("span", "any"):
             if f.op == "=":
-                parts.append(f"list_contains(attr_kv, {_kv_hash(f.key, str(f.value))})")
+                parts.append(f"list_contains(attr_kv, {value_hash(f.key, None, str(f.value))})")
             elif f.op == "!=":
-                kv = _kv_hash(f.key, str(f.value))
+                kv = value_hash(f.key, None, str(f.value))
                 parts.append(
                     f"(list_contains(attr_keys, {key}) AND NOT list_contains(attr_kv, {kv}))"
                 )
