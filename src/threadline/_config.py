@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -77,6 +78,7 @@ _lock = threading.RLock()
 _runtime: _Runtime | None = None
 _generation = 0  # bumps on every (re)configure and shutdown
 _taps: list[SpanProcessor] = []  # processors that survive reconfiguration (the pytest fixture)
+_closed: weakref.WeakSet[SpanExporter] = weakref.WeakSet()  # user exporters shutdown() closed
 _installed_global = False
 _atexit_registered = False
 _on_configure: list[Callable[[Settings | None], None]] = []
@@ -301,6 +303,11 @@ def _resolve(
     elif isinstance(exporter, str):
         exporter_name = _exporter_names(exporter)
     elif isinstance(exporter, SpanExporter):
+        if _was_closed(exporter):
+            raise ValueError(
+                "exporter: this SpanExporter instance was shut down by threadline.shutdown(); "
+                "pass a new one"
+            )
         exporter_name = "custom"
     else:
         raise TypeError(
@@ -467,8 +474,10 @@ def configure(
         service_name, service_version, namespace, environment, endpoint, exporter,
         sample_ratio, boundaries, resource_attributes, announce, traces_endpoint,
     )  # fmt: skip
-    provider = TracerProvider(
-        resource=_resource(s), sampler=ParentBased(TraceIdRatioBased(s.sample_ratio))
+    provider = TracerProvider(  # shut down by shutdown(), registered with atexit once
+        resource=_resource(s),
+        sampler=ParentBased(TraceIdRatioBased(s.sample_ratio)),
+        shutdown_on_exit=False,
     )
     procs, announcer = _processors(s, exporter if exporter is not None else s.exporter)
     for proc in procs:
@@ -479,8 +488,10 @@ def configure(
         custom = exporter if isinstance(exporter, SpanExporter) else None
         old, _runtime = _runtime, _Runtime(s, provider, custom)
         _runtime.announcer = announcer
-        if old is not None and custom is not None and old.exporter is custom:
-            _keep_open(old)  # the same exporter serves the new configuration: flush, don't close
+        if old is not None and old.exporter is not None:
+            # The user's exporter is flushed, not closed, when configure() moves on: they may
+            # hand it in again (or it serves the new configuration already).
+            _keep_open(old)
         _generation += 1
         if not _installed_global:
             trace.set_tracer_provider(_switch)
@@ -508,6 +519,13 @@ def configure(
     return s
 
 
+def _was_closed(exporter: SpanExporter) -> bool:
+    try:
+        return exporter in _closed
+    except TypeError:
+        return False
+
+
 def _keep_open(rt: _Runtime) -> None:
     for proc in rt.provider._active_span_processor._span_processors:  # noqa: SLF001
         guard = getattr(proc, "span_exporter", None)
@@ -515,11 +533,38 @@ def _keep_open(rt: _Runtime) -> None:
             guard.keep_open = True
 
 
+class _Successor(SpanProcessor):
+    """Takes the place of a retired configuration's processors. A span still open when configure()
+    ran again ends in the configuration current by then (keeping its own resource), so no span
+    ended after a reconfigure is lost; one that ends after shutdown() is counted as dropped."""
+
+    def on_start(self, span, parent_context=None) -> None:
+        rt = _runtime
+        if rt is not None:
+            rt.provider._active_span_processor.on_start(span, parent_context)  # noqa: SLF001
+
+    def on_end(self, span) -> None:
+        rt = _runtime
+        if rt is not None:
+            rt.provider._active_span_processor.on_end(span)  # noqa: SLF001
+        else:
+            stats.drop(1, "ended_after_shutdown")
+
+
+_successor = _Successor()
+
+
 def _retire(rt: _Runtime) -> None:
-    # The taps belong to the next provider too: shutting them down would end the test capture.
+    # Spans still open end through the successor from now on; the old processors flush what
+    # has ended and close. The taps belong to the next provider too: they stay open.
     proc = rt.provider._active_span_processor  # noqa: SLF001 - the SDK has no public remover
-    proc._span_processors = tuple(p for p in proc._span_processors if p not in _taps)
-    rt.provider.shutdown()
+    own = [p for p in proc._span_processors if p not in _taps]  # noqa: SLF001
+    proc._span_processors = (_successor,)  # noqa: SLF001
+    for p in own:
+        try:
+            p.shutdown()
+        except Exception:  # noqa: BLE001 - tracing never breaks the program
+            log.debug("threadline: span processor shutdown failed", exc_info=True)
 
 
 def settings() -> Settings | None:
@@ -546,6 +591,11 @@ def shutdown() -> None:
         _generation += 1
     if old is not None:
         _retire(old)
+        if old.exporter is not None:
+            try:
+                _closed.add(old.exporter)
+            except TypeError:  # not weakly referenceable: reuse is simply not caught
+                pass
         for hook in list(_on_configure):
             hook(None)
         stats.report()

@@ -508,3 +508,53 @@ def test_configure_installs_the_w3c_propagators_unless_the_user_chose_others(mon
 def test_flush_timeout_is_a_number_of_seconds():
     with pytest.raises(TypeError, match="timeout must be a number of seconds, not 'soon'"):
         tl.flush("soon")
+
+
+def test_spans_open_across_a_reconfigure_end_in_the_new_configuration():
+    from threadline import _export
+
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    tl.configure("a", exporter=first)
+    _export.stats.reset()
+    with tl.span("outer") as outer:
+        with tl.span("done before"):
+            pass
+        tl.configure("b", exporter=second)
+        with tl.span("inner"):
+            pass
+    tl.flush()
+    assert [s.name for s in first.get_finished_spans()] == ["done before"]
+    spans = {s.name: s for s in second.get_finished_spans()}
+    assert sorted(spans) == ["inner", "outer"]
+    assert spans["inner"].parent.span_id == outer.get_span_context().span_id
+    assert spans["outer"].resource.attributes["service.name"] == "a"  # where it started
+    assert spans["inner"].resource.attributes["service.name"] == "b"
+    assert tl.export_stats()["dropped"] == 0
+
+
+def test_a_span_ending_after_shutdown_is_counted_as_dropped():
+    from threadline import _export
+
+    memory = InMemorySpanExporter()
+    tl.configure("a", exporter=memory)
+    _export.stats.reset()
+    with tl.span("late"):
+        tl.shutdown()
+    stats = tl.export_stats()
+    _export.stats.reset()
+    assert memory.get_finished_spans() == ()
+    assert (stats["dropped"], stats["errors"]) == (1, {"ended_after_shutdown": 1})
+
+
+def test_an_exporter_switched_away_from_can_be_used_again():
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    for name, exporter in (("one", first), ("two", second), ("three", first)):
+        tl.configure("x", exporter=exporter)
+        with tl.span(name):
+            pass
+    tl.flush()
+    assert [s.name for s in first.get_finished_spans()] == ["one", "three"]
+    assert [s.name for s in second.get_finished_spans()] == ["two"]
+    tl.shutdown()
+    with pytest.raises(ValueError, match="this SpanExporter instance was shut down by threadline"):
+        tl.configure("x", exporter=first)
