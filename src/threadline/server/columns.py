@@ -21,8 +21,6 @@ from itertools import accumulate, chain, count, repeat
 from json.encoder import c_make_encoder
 from json.encoder import encode_basestring as _encode_str
 from typing import Any
-from zlib import adler32 as _adler32
-from zlib import crc32 as _crc32
 
 import pyarrow as pa
 
@@ -37,7 +35,6 @@ from threadline.server.otlp import (
     pb_bad_ids,
 )
 
-_SIGN = 1 << 63
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
 
 COLUMNS = {
@@ -62,12 +59,12 @@ COLUMNS = {
     "links": "VARCHAR",
     "trace_state": "VARCHAR",
     "flags": "UINTEGER",
-    "dropped": "VARCHAR",  # "attrs,events,links" counts; NULL when all zero
+    "dropped": "VARCHAR",  # dropped_text(): "attrs,events,links[,resource,scope]" counts
     "schema_urls": "VARCHAR",  # "resource\nscope"; NULL when both empty
     # search index over span attributes (fixed-width scans instead of parsing JSON text):
     "attr_keys": "VARCHAR[]",  # attribute keys, in order
     "attr_nums": "DOUBLE[]",  # numeric value of the key at the same position, else NULL
-    "attr_kv": "BIGINT[]",  # value_hash(key, text form) of every scalar attribute
+    "attr_kv": "UBIGINT[]",  # the engine's hash of "key\0text form" of every scalar attribute
 }
 
 # ------------------------------------------------------------------------------ typed JSON
@@ -148,24 +145,23 @@ def text_form(v: Any) -> str | None:
     return None
 
 
-def _hashes(texts: list[str | None]) -> list[int | None]:
-    """value_hash of each "key\0text" (None stays None)."""
-    out: list[int | None] = []
-    for kv in texts:
-        if kv is None:
-            out.append(None)
-            continue
-        b = kv.encode()
-        h = _crc32(b) << 32 | _adler32(b)
-        out.append(h - (1 << 64) if h & _SIGN else h)
-    return out
+def dropped_text(
+    attributes: int, events: int, links: int, resource: int = 0, scope: int = 0
+) -> str | None:
+    """The dropped column: the span's counts "attrs,events,links", then ",resource,scope" (the
+    dropped attribute counts of its Resource and InstrumentationScope) when either is set; NULL
+    when all are zero."""
+    if resource or scope:
+        return f"{attributes},{events},{links},{resource},{scope}"
+    if attributes or events or links:
+        return f"{attributes},{events},{links}"
+    return None
 
 
-def value_hash(key: str, value: Any = None, text: str | None = None) -> int | None:
-    """A stable 64-bit hash of key and value text (crc32 and adler32 side by side); what the
-    attr_kv index holds and `key=value` looks for."""
-    text = text_form(value) if text is None else text
-    return None if text is None else _hashes([f"{key}\x00{text}"])[0]
+def read_dropped(text: str | None) -> list[int]:
+    """The five counts of a dropped column value."""
+    d = [int(x) for x in text.split(",")] if text else []
+    return d + [0] * (5 - len(d))
 
 
 def _event_row(e: Event) -> list:
@@ -201,7 +197,7 @@ class SpanColumns:
         self.no_attrs: list[bool] = []
         self.keys: list[str] = []
         self.nums: list[float | None] = []
-        self.texts: list[str | None] = []  # "key\0text form" of scalars, hashed for attr_kv
+        self.texts: list[str | None] = []  # "key\0text form" of scalars: the store hashes them
 
     def __len__(self) -> int:
         return len(self.sids)
@@ -316,8 +312,15 @@ class SpanColumns:
             c["links"].append(_dumps([_link_row(lk) for lk in s.links]) if s.links else None)
             c["trace_state"].append(s.trace_state or None)
             c["flags"].append(s.flags)
-            d = (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count)
-            c["dropped"].append(",".join(map(str, d)) if any(d) else None)
+            c["dropped"].append(
+                dropped_text(
+                    s.dropped_attributes_count,
+                    s.dropped_events_count,
+                    s.dropped_links_count,
+                    s.resource_dropped_attributes_count,
+                    s.scope_dropped_attributes_count,
+                )
+            )
         return self
 
     def _scope(self, values: tuple, n: int) -> None:
@@ -342,8 +345,10 @@ class SpanColumns:
         for ri, rs in enumerate(req.resource_spans):
             resource = _pb_attrs(rs.resource.attributes)
             service, rjson, rschema = _service(resource), encode_attrs(resource), rs.schema_url
+            rdropped = rs.resource.dropped_attributes_count
             for si, ss in enumerate(rs.scope_spans):
                 scope, sschema = ss.scope, ss.schema_url
+                sdropped = scope.dropped_attributes_count
                 sattrs = _pb_attrs(scope.attributes)
                 before = len(sids)
                 for pi, s in enumerate(ss.spans):
@@ -382,8 +387,15 @@ class SpanColumns:
                         links.append(None)
                     trace_state.append(s.trace_state or None)
                     flags.append(s.flags)
-                    d = (s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count)
-                    dropped.append(",".join(map(str, d)) if any(d) else None)
+                    dropped.append(
+                        dropped_text(
+                            s.dropped_attributes_count,
+                            s.dropped_events_count,
+                            s.dropped_links_count,
+                            rdropped,
+                            sdropped,
+                        )
+                    )
                 urls = f"{rschema}\n{sschema}" if rschema or sschema else None
                 self._scope(
                     (
@@ -421,10 +433,10 @@ class SpanColumns:
         for k, values, t in (
             ("attr_keys", self.keys, pa.string()),
             ("attr_nums", self.nums, pa.float64()),
-            ("attr_kv", _hashes(self.texts), pa.int64()),
+            ("attr_texts", self.texts, pa.string()),
         ):
             arrays[k] = pa.ListArray.from_arrays(off, pa.array(values, t), mask=valid)
-        return pa.table([arrays[k] for k in COLUMNS], names=list(COLUMNS))
+        return pa.Table.from_arrays([arrays[f.name] for f in ARROW_SCHEMA], schema=ARROW_SCHEMA)
 
 
 def _pb_event_row(e: Any) -> list:
@@ -436,6 +448,7 @@ _IDS = ("tid_hi", "tid_lo", "span_id", "parent_id")  # made from the joined raw 
 _SCOPE_COLUMNS = (
     "service", "resource", "scope_name", "scope_version", "scope_attributes", "schema_urls"
 )  # fmt: skip
+_LISTS = {"VARCHAR[]": pa.list_(pa.string()), "DOUBLE[]": pa.list_(pa.float64())}
 _ARROW = {  # SQL type -> Arrow type of the scalar columns
     "BIGINT": pa.int64(),
     "INTEGER": pa.int32(),
@@ -443,11 +456,22 @@ _ARROW = {  # SQL type -> Arrow type of the scalar columns
     "VARCHAR": pa.string(),
     "BOOLEAN": pa.bool_(),
 }
+# What the builders hand the store: the span table's columns, with the texts of the attribute
+# index in place of their hashes (attr_kv), which the store's engine computes.
+ARROW_SCHEMA = pa.schema(
+    [
+        ("attr_texts", pa.list_(pa.string())) if k == "attr_kv" else (k, _ARROW.get(t) or _LISTS[t])
+        for k, t in COLUMNS.items()
+    ]
+)
 
 
 def columns_from_protobuf(body: bytes) -> Decoded:
-    """An OTLP protobuf export straight to columns (`Decoded.columns`)."""
-    return columns_from_request(parse_protobuf(body))
+    """An OTLP protobuf export straight to columns (`Decoded.columns`): through Arrow when the
+    request suits it (protobuf_columns.py), message by message otherwise."""
+    from threadline.server import protobuf_columns
+
+    return protobuf_columns.decode(body) or columns_from_request(parse_protobuf(body))
 
 
 def columns_from_request(req: Any) -> Decoded:

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from threadline.server.columns import COLUMNS, SpanColumns, _untag, decode_attrs, value_hash
+from threadline.server.columns import COLUMNS, SpanColumns, _untag, decode_attrs, read_dropped
 from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, STATUS_ERROR, Event, Link, Span
 from threadline.server.store import (
     Dependency,
@@ -39,6 +39,29 @@ _MASK = (1 << 64) - 1
 _HEX_ID = re.compile(r"[0-9a-fA-F]{32}:[0-9a-fA-F]{16}")
 _SIGN = 1 << 63
 _SELECT = ", ".join(list(COLUMNS)[:-3])  # what a Span is read from
+# The builders hand over the index's texts ("key\0text form"); the engine hashes them.
+_INSERT = (
+    "INSERT INTO spans SELECT "
+    + ", ".join(list(COLUMNS)[:-1])
+    + ", list_transform(attr_texts, lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"
+    + " FROM batch"
+)
+
+
+def _kv_hash(key: str, value: str) -> str:
+    """The SQL for attr_kv's entry of key=value."""
+    return f"hash({_sql_str(key)} || chr(0) || {_sql_str(value)})"
+
+
+# attr_kv again from the attribute JSON: each key's scalar as text (the JSON number text is the
+# form the builders index), {"f": ...} for a non-finite double, NULL for anything else
+_KEY_PATH = """'$."' || replace(replace(k, '\\', '\\\\'), '"', '\\"') || '"'"""
+_REBUILT_KV = f"""list_transform(list_transform(attr_keys, lambda k: k || chr(0) || CASE
+    WHEN json_type(attributes, {_KEY_PATH}) IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN')
+    THEN json_extract_string(attributes, {_KEY_PATH})
+    WHEN json_type(attributes, {_KEY_PATH}) = 'OBJECT'
+    THEN json_extract_string(attributes, {_KEY_PATH} || '.f') END),
+    lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"""
 
 
 def _enc_id(hex_id: str) -> int:
@@ -92,6 +115,24 @@ class DuckDBStore(Store):
         )
         self._write_lock = threading.Lock()
         self._local = threading.local()
+        self._check_index()
+
+    def _check_index(self) -> None:
+        """attr_kv holds DuckDB's hash(), which DuckDB does not promise to keep across versions:
+        the file records the hash of a probe, and a file written by another hash (another DuckDB,
+        or an older layout of this store) has its index rebuilt from the attribute JSON, so that
+        `key=value` search stays right."""
+        con = self._con
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        probe = str(con.execute(f"SELECT {_kv_hash('threadline', 'probe')}").fetchone()[0])
+        row = con.execute("SELECT value FROM meta WHERE key = 'attr_kv'").fetchone()
+        if row and row[0] == probe:
+            return
+        if con.execute("SELECT count(*) FROM spans").fetchone()[0]:
+            log.warning("threadline: rebuilding the attribute search index of %s", self.path)
+            con.execute(f"ALTER TABLE spans ALTER attr_kv TYPE {COLUMNS['attr_kv']} USING NULL")
+            con.execute(f"UPDATE spans SET attr_kv = {_REBUILT_KV} WHERE attr_keys IS NOT NULL")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('attr_kv', ?)", [probe])
 
     # -- connections: one writer, a cursor per reading thread (DuckDB MVCC lets them overlap)
 
@@ -115,7 +156,7 @@ class DuckDBStore(Store):
             return
         batch = pa.concat_tables([c.table() for c in columns])  # noqa: F841 - read by DuckDB's replacement scan below
         with self._transaction() as con:
-            con.execute("INSERT INTO spans SELECT * FROM batch")
+            con.execute(_INSERT)
             con.execute(
                 "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
                 "FROM batch GROUP BY tid_hi, tid_lo"
@@ -158,7 +199,7 @@ class DuckDBStore(Store):
         (tid_hi, tid_lo, span_id, parent_id, service, name, kind, start_ns, duration_ns, status_code,
          status_message, _pending, attributes, resource, scope_name, scope_version, scope_attributes,
          events, links, trace_state, flags, dropped, schema_urls) = row  # fmt: skip
-        d = [int(x) for x in dropped.split(",")] if dropped else (0, 0, 0)
+        d = read_dropped(dropped)
         urls = schema_urls.split("\n", 1) if schema_urls else ("", "")
         return Span(
             trace_id=_dec_id(tid_hi) + _dec_id(tid_lo),
@@ -191,6 +232,8 @@ class DuckDBStore(Store):
             dropped_links_count=d[2],
             resource_schema_url=urls[0],
             scope_schema_url=urls[1],
+            resource_dropped_attributes_count=d[3],
+            scope_dropped_attributes_count=d[4],
         )
 
     @staticmethod
@@ -270,9 +313,9 @@ class DuckDBStore(Store):
         key = _sql_str(f.key)
         if f.scope in ("span", "any"):
             if f.op == "=":
-                parts.append(f"list_contains(attr_kv, {value_hash(f.key, None, str(f.value))})")
+                parts.append(f"list_contains(attr_kv, {_kv_hash(f.key, str(f.value))})")
             elif f.op == "!=":
-                kv = value_hash(f.key, None, str(f.value))
+                kv = _kv_hash(f.key, str(f.value))
                 parts.append(
                     f"(list_contains(attr_keys, {key}) AND NOT list_contains(attr_kv, {kv}))"
                 )
