@@ -20,7 +20,16 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
-from threadline._spans import check_name, clean_attributes, coerce_kind, start_span
+from threadline._spans import (
+    async_generator_in,
+    check_name,
+    clean_attributes,
+    coerce_kind,
+    continued,
+    coroutine_in,
+    generator_in,
+    start_span,
+)
 
 log = logging.getLogger("threadline")
 
@@ -246,22 +255,27 @@ def call(handoff: Handoff, fn: Callable[..., Any], /, *args: Any, **kwargs: Any)
 
 def wrap(fn: F) -> F:
     """Return fn bound to the context of now: however much later, wherever it runs, it continues
-    this trace. Works for plain functions and coroutine functions."""
+    this trace. A coroutine, generator or async generator (made by fn, or returned by it) runs
+    each of its steps in that context."""
     if not callable(fn):
         raise TypeError(f"wrap takes a function, not {type(fn).__name__}")
     h = capture()
+
+    def begin() -> tuple[Context, None]:
+        return h.context, None
+
+    if inspect.isasyncgenfunction(fn):
+        return functools.wraps(fn)(async_generator_in(fn, begin))  # type: ignore[return-value]
+    if inspect.isgeneratorfunction(fn):
+        return functools.wraps(fn)(generator_in(fn, begin))  # type: ignore[return-value]
     if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def async_wrapped(*args: Any, **kwargs: Any) -> Any:
-            with resume(h):
-                return await fn(*args, **kwargs)
-
-        return async_wrapped  # type: ignore[return-value]
+        return functools.wraps(fn)(coroutine_in(fn, begin))  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        return call(h, fn, *args, **kwargs)
+        result = call(h, fn, *args, **kwargs)
+        later = continued(result, h.context, None)
+        return result if later is None else later
 
     return wrapped  # type: ignore[return-value]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping
+from types import GeneratorType
 from typing import Any, TypeVar, overload
 
 from opentelemetry import context as otel_context
@@ -122,7 +123,9 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None):
     """Trace every call of a function, coroutine, generator or async generator.
 
     The span is named after the function's qualified name unless `name` is given. For generators
-    it covers the whole iteration, and is current only while the generator's own code runs.
+    it covers the whole iteration, and is current only while the generator's own code runs. A
+    plain function that returns a coroutine, generator or async generator (one decorated by a
+    plain decorator, say) gets a span that covers that too, up to its end.
     """
     if fn is None:
         return functools.partial(traced, name=name, attributes=attributes, kind=kind)
@@ -132,91 +135,158 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None):
     span_kind = coerce_kind(kind)
     attrs = clean_attributes(attributes)
 
+    def begin() -> tuple[otel_context.Context, trace.Span]:
+        s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
+        return trace.set_span_in_context(s), s
+
     if inspect.isasyncgenfunction(fn):
-
-        @functools.wraps(fn)
-        async def agen_wrapper(*args, **kwargs):
-            s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
-            ctx = trace.set_span_in_context(s)
-            agen = fn(*args, **kwargs)
-            sent, thrown = None, None
-            try:
-                while True:
-                    token = otel_context.attach(ctx)
-                    try:
-                        item = await (agen.athrow(thrown) if thrown else agen.asend(sent))
-                    finally:
-                        otel_context.detach(token)
-                    sent, thrown = None, None
-                    try:
-                        sent = yield item
-                    except GeneratorExit:
-                        await agen.aclose()
-                        raise
-                    except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
-                        thrown = exc
-            except StopAsyncIteration:
-                pass
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                _record(s, exc)
-                raise
-            finally:
-                s.end()
-
-        return agen_wrapper
-
+        return functools.wraps(fn)(async_generator_in(fn, begin))
     if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def gen_wrapper(*args, **kwargs):
-            s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
-            ctx = trace.set_span_in_context(s)
-            gen = fn(*args, **kwargs)
-            sent, thrown = None, None
-            try:
-                while True:
-                    token = otel_context.attach(ctx)
-                    try:
-                        item = gen.throw(thrown) if thrown else gen.send(sent)
-                    finally:
-                        otel_context.detach(token)
-                    sent, thrown = None, None
-                    try:
-                        sent = yield item
-                    except GeneratorExit:
-                        gen.close()
-                        raise
-                    except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
-                        thrown = exc
-            except StopIteration as stop:
-                return stop.value
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                _record(s, exc)
-                raise
-            finally:
-                s.end()
-
-        return gen_wrapper
-
+        return functools.wraps(fn)(generator_in(fn, begin))
     if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def async_wrapper(*args, **kwargs):
-            with start_span(span_name, attributes=attrs, kind=span_kind):
-                return await fn(*args, **kwargs)
-
-        return async_wrapper
+        return functools.wraps(fn)(coroutine_in(fn, begin))
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with start_span(span_name, attributes=attrs, kind=span_kind):
-            return fn(*args, **kwargs)
+        ctx, s = begin()
+        token = otel_context.attach(ctx)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _end(s, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        later = continued(result, ctx, s)
+        if later is None:
+            s.end()
+            return result
+        return later
 
     return wrapper
+
+
+# -- code that runs in steps -------------------------------------------------------------------
+# A generator, async generator or coroutine runs its own code step by step, long after the call
+# that made it. Each of these runs `fn`'s steps with the context begin() returns current, and
+# ends the span it returns (if any) when the last step is done.
+
+Begin = Callable[[], "tuple[otel_context.Context, trace.Span | None]"]
+
+
+def generator_in(fn: Callable[..., Any], begin: Begin) -> Callable[..., Any]:
+    """A generator function running fn's generator under begin()'s context, step by step."""
+
+    def gen_wrapper(*args, **kwargs):
+        ctx, s = begin()
+        sent, thrown = None, None
+        try:
+            gen = fn(*args, **kwargs)
+            while True:
+                token = otel_context.attach(ctx)
+                try:
+                    item = gen.throw(thrown) if thrown else gen.send(sent)
+                finally:
+                    otel_context.detach(token)
+                sent, thrown = None, None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    token = otel_context.attach(ctx)
+                    try:
+                        gen.close()
+                    finally:
+                        otel_context.detach(token)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
+                    thrown = exc
+        except StopIteration as stop:
+            _end(s, None)
+            return stop.value
+        except BaseException as exc:
+            _end(s, exc)
+            raise
+
+    return gen_wrapper
+
+
+def async_generator_in(fn: Callable[..., Any], begin: Begin) -> Callable[..., Any]:
+    """An async generator function running fn's async generator under begin()'s context."""
+
+    async def agen_wrapper(*args, **kwargs):
+        ctx, s = begin()
+        sent, thrown = None, None
+        try:
+            agen = fn(*args, **kwargs)
+            while True:
+                token = otel_context.attach(ctx)
+                try:
+                    item = await (agen.athrow(thrown) if thrown else agen.asend(sent))
+                finally:
+                    otel_context.detach(token)
+                sent, thrown = None, None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    token = otel_context.attach(ctx)
+                    try:
+                        await agen.aclose()
+                    finally:
+                        otel_context.detach(token)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
+                    thrown = exc
+        except StopAsyncIteration:
+            _end(s, None)
+        except BaseException as exc:
+            _end(s, exc)
+            raise
+
+    return agen_wrapper
+
+
+def coroutine_in(fn: Callable[..., Any], begin: Begin) -> Callable[..., Any]:
+    """A coroutine function awaiting fn's coroutine under begin()'s context."""
+
+    async def async_wrapper(*args, **kwargs):
+        ctx, s = begin()
+        token = otel_context.attach(ctx)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            _end(s, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        _end(s, None)
+        return result
+
+    return async_wrapper
+
+
+def continued(result: Any, ctx: otel_context.Context, s: trace.Span | None) -> Any:
+    """For what a plain call returned: the coroutine, generator or async generator it made, run
+    under ctx (and inside s) when it is awaited or iterated; None for anything else."""
+    if result is None:
+        return None
+    if isinstance(result, GeneratorType):
+        return generator_in(lambda: result, lambda: (ctx, s))()
+    if isinstance(result, Coroutine):
+        return coroutine_in(lambda: result, lambda: (ctx, s))()
+    if isinstance(result, AsyncGenerator):
+        return async_generator_in(lambda: result, lambda: (ctx, s))()
+    return None
+
+
+def _end(s: trace.Span | None, exc: BaseException | None) -> None:
+    """End the span; an Exception marks it ERROR. BaseExceptions that are not Exceptions
+    (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit) are not application
+    errors: the span ends with its status unset, as the OTel API's use_span does."""
+    if s is None:
+        return
+    if isinstance(exc, Exception) and s.is_recording():
+        _record(s, exc)
+    s.end()
 
 
 def _record(s: trace.Span, exc: BaseException) -> None:

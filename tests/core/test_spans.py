@@ -285,3 +285,126 @@ def test_stack_is_preserved_for_errors(memory):
         inner()
     frames = [f.name for f in traceback.extract_tb(caught.value.__traceback__)]
     assert frames[-1] == "inner"
+
+
+def plain_decorator(f):
+    def inner(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return inner
+
+
+def test_traced_over_a_plain_decorator_covers_what_the_call_returns(memory, finished):
+    @tl.traced(name="coro")
+    @plain_decorator
+    async def coro():
+        await asyncio.sleep(0.001)
+        with tl.span("in coro"):
+            return 1
+
+    @tl.traced(name="gen")
+    @plain_decorator
+    def gen():
+        with tl.span("in gen"):
+            yield 1
+
+    @tl.traced(name="agen")
+    @plain_decorator
+    async def agen():
+        await asyncio.sleep(0)
+        with tl.span("in agen"):
+            yield 1
+
+    async def main():
+        assert await coro() == 1
+        assert [i async for i in agen()] == [1]
+
+    assert list(gen()) == [1]
+    asyncio.run(main())
+    spans = {s.name: s for s in finished(memory)}
+    for outer in ("coro", "gen", "agen"):
+        inner = spans[f"in {outer}"]
+        assert inner.parent.span_id == spans[outer].context.span_id
+        assert spans[outer].end_time >= inner.end_time
+
+
+def test_wrap_runs_generators_in_the_captured_context(memory, finished):
+    def steps():
+        for i in range(2):
+            with tl.span(f"step {i}"):
+                yield i
+
+    async def asteps():
+        with tl.span("astep"):
+            yield 1
+
+    def makes_a_generator():
+        return steps()
+
+    with tl.span("origin") as origin:
+        wrapped = [tl.wrap(steps), tl.wrap(makes_a_generator)]
+        awrapped = tl.wrap(asteps)
+
+    async def consume():
+        return [i async for i in awrapped()]
+
+    with tl.span("elsewhere"):
+        assert [list(w()) for w in wrapped] == [[0, 1], [0, 1]]
+        assert asyncio.run(consume()) == [1]
+    spans = finished(memory)
+    inner = [s for s in spans if s.name.startswith(("step", "astep"))]
+    assert len(inner) == 5
+    assert {s.parent.span_id for s in inner} == {origin.get_span_context().span_id}
+
+
+def test_cancellation_is_not_an_error_anywhere(memory, finished):
+    @tl.traced(name="coroutine")
+    async def coroutine():
+        await asyncio.sleep(10)
+
+    @tl.traced(name="async generator")
+    async def ticks():
+        while True:
+            await asyncio.sleep(10)
+            yield 1
+
+    async def block():
+        with tl.span("block"):
+            await asyncio.sleep(10)
+
+    async def consume():
+        async for _ in ticks():
+            pass
+
+    async def main():
+        tasks = [asyncio.create_task(c) for c in (coroutine(), consume(), block())]
+        await asyncio.sleep(0.01)
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+    asyncio.run(main())
+    spans = {s.name: s for s in finished(memory)}
+    assert sorted(spans) == ["async generator", "block", "coroutine"]
+    for s in spans.values():
+        assert (s.status.status_code, s.events) == (StatusCode.UNSET, ()), s.name
+
+
+def test_decorated_functions_keep_their_kind_for_frameworks_that_inspect_it():
+    import inspect
+
+    async def coro():
+        pass
+
+    def gen():
+        yield
+
+    async def agen():
+        yield
+
+    for wrap in (tl.traced, tl.wrap):
+        assert inspect.iscoroutinefunction(wrap(coro))
+        assert inspect.isgeneratorfunction(wrap(gen))
+        assert inspect.isasyncgenfunction(wrap(agen))
+        assert wrap(agen).__name__ == "agen"
