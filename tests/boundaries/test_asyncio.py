@@ -304,3 +304,32 @@ def test_an_executor_subclass_with_its_own_submit_is_still_carried(traces):
     finally:
         ex.shutdown()
     assert_children(traces, root)
+
+
+def test_span_per_callback_leaves_asyncios_own_callbacks_alone(traces):
+    asyncio_boundary.install(span=True)
+
+    def user_callback(seen):
+        seen.set_result(current_ids())
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = loop.create_future()
+        with tl.span("schedule") as root, ThreadPoolExecutor(1) as pool:
+            await asyncio.sleep(0.001)  # asyncio wakes itself with _set_result_unless_cancelled
+            await asyncio.wrap_future(pool.submit(current_ids))  # and _chain_future's _set_state
+            loop.call_soon(seen.set_result, None)  # Future.set_result, scheduled by the user
+            await seen
+            seen = loop.create_future()
+            loop.call_soon(user_callback, seen)
+            inside = await seen
+        return root, inside
+
+    root, inside = asyncio.run(main())
+    t = traces.trace(hex_ids(root)[0])
+    assert sorted(s.name for s in t.spans) == [
+        "schedule",
+        "test_span_per_callback_leaves_asyncios_own_callbacks_alone.<locals>.user_callback",
+    ]
+    (callback,) = [s for s in t.spans if s.name != "schedule"]
+    assert (callback.parent_id, inside) == (hex_ids(root)[1], (t.trace_id, callback.span_id))

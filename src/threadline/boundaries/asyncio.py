@@ -20,6 +20,7 @@ its default executor is a ThreadPoolExecutor, which the threads boundary covers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -45,7 +46,22 @@ _policy = Policy()
 def _wrap(loop: asyncio.BaseEventLoop, fn: Any, method: str) -> Any:
     if loop._debug:  # the loop's own debug check, made before the callable is wrapped
         loop._check_callback(fn, method)
-    return fn if type(fn) is Task else Task(fn, _policy)
+    if type(fn) is Task or _internal(fn):
+        return fn
+    return Task(fn, _policy)
+
+
+def _internal(fn: Any) -> bool:
+    """Whether fn is asyncio's own machinery (a sleep's wake-up, a chained future's copy, a
+    future's set_result): not the user's work, so no span of its own. asyncio still runs it in
+    the context of the moment it was scheduled."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    module = getattr(fn, "__module__", None)
+    if module is None:  # a C method, such as Future.set_result: its class's module
+        owner = getattr(fn, "__self__", None)
+        module = type(owner).__module__ if owner is not None else ""
+    return module in ("asyncio", "_asyncio") or module.startswith("asyncio.")
 
 
 def _executor_boundary(loop: asyncio.BaseEventLoop, executor: Any) -> bool:
