@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from threadline import _handoff
 from threadline._config import Settings, configure, flush, settings, shutdown
 from threadline._export import stats as _stats
 from threadline._handoff import Handoff, capture, extract, inject, resume, wrap
@@ -26,8 +27,9 @@ def __getattr__(name: str):
 
 
 def export_stats() -> dict:
-    """Spans exported, failed and dropped by this process so far, with error counts by kind."""
-    return _stats.snapshot()
+    """Spans exported, failed and dropped by this process so far, with error counts by kind, and
+    the handoffs it could not read ("garbled_handoffs": each started a new trace)."""
+    return {**_stats.snapshot(), "garbled_handoffs": _handoff.garbled_handoffs()}
 
 
 __all__ = [

@@ -12,6 +12,8 @@ import functools
 import inspect
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, TypeVar
 
@@ -41,6 +43,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _EMPTY = Context()
 _warned_garbled = False
+_garbled_count = 0  # handoffs that could not be read, this process (export_stats())
+_garbled_lock = threading.Lock()
+_SHOWN = 64  # characters of an untrusted header a log line shows
+
+
+def _reset_garbled() -> None:
+    global _garbled_count
+    _garbled_count = 0
+
+
+os.register_at_fork(after_in_child=_reset_garbled)  # a child counts its own
 
 
 class Handoff:
@@ -105,7 +118,7 @@ class Handoff:
             if self._carrier:
                 self._context = propagate.extract(self._carrier, context=_EMPTY)
                 if "traceparent" in self._carrier and not self.span_context.is_valid:
-                    _garbled(f"traceparent {self._carrier['traceparent']!r} is not valid W3C")
+                    _garbled(f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C")
             else:
                 self._context = _EMPTY
         return self._context
@@ -145,10 +158,28 @@ class Handoff:
 
 
 def _garbled(message: str) -> None:
-    global _warned_garbled
-    if not _warned_garbled:
-        _warned_garbled = True
-        log.warning("threadline: %s; starting a new trace instead (logged once)", message)
+    global _warned_garbled, _garbled_count
+    with _garbled_lock:
+        _garbled_count += 1
+        first, _warned_garbled = not _warned_garbled, True
+    if first:
+        log.warning(
+            "threadline: %s; starting a new trace instead (logged once; "
+            "threadline.export_stats()['garbled_handoffs'] counts them)",
+            message,
+        )
+
+
+def _shown(value: str) -> str:
+    """An untrusted header value for a log line: its repr, cut to a short prefix."""
+    if len(value) <= _SHOWN:
+        return repr(value)
+    return f"{value[:_SHOWN]!r}... ({len(value)} characters)"
+
+
+def garbled_handoffs() -> int:
+    """How many handoffs this process could not read (each started a new trace)."""
+    return _garbled_count
 
 
 def capture() -> Handoff:

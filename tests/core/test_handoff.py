@@ -147,6 +147,23 @@ def test_garbled_handoff_starts_a_new_root_and_logs_once(memory, finished, caplo
     assert len(garbled) == 1
 
 
+def test_garbled_handoffs_are_counted_and_logged_short(memory, caplog, monkeypatch):
+    monkeypatch.setattr(_handoff, "_warned_garbled", False)
+    caplog.set_level(logging.WARNING, logger="threadline")
+    before = tl.export_stats()["garbled_handoffs"]
+    huge = "00-" + "f" * 10_000
+    for _ in range(3):
+        with tl.resume({"traceparent": huge}, "fresh"):
+            pass
+    assert tl.export_stats()["garbled_handoffs"] - before == 3
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message == (
+        f"threadline: traceparent {huge[:64]!r}... (10003 characters) is not valid W3C; "
+        "starting a new trace instead (logged once; threadline.export_stats()"
+        "['garbled_handoffs'] counts them)"
+    )
+
+
 def test_carrier_keys_are_case_insensitive_and_repeated_headers_combine():
     h = tl.Handoff.from_carrier(
         {
