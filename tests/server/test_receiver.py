@@ -4,6 +4,7 @@ the server keeps serving."""
 import gzip
 import json
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -324,6 +325,30 @@ def test_exports_sharing_a_failed_commit_are_stored_one_by_one(picky):
     assert [s.name for s in picky.store.get_trace("33" * 16)] == ["b"]
     assert picky.store.get_trace("32" * 16) == [] and picky.ingest.failed == 1
     assert export("34" * 16, "c").result(30) == 1
+
+
+def test_grpc_malformed_bytes_are_invalid_argument_and_large_exports_are_stored(srv):
+    import sys
+
+    import grpc
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    from serve_data import make_request
+
+    method = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    with grpc.insecure_channel(srv.urls.otlp_grpc) as channel:
+        export = channel.unary_unary(method)  # bytes as they are, no serializer
+        with pytest.raises(grpc.RpcError) as err:
+            export(pb_request(n=3)[:-4], timeout=30)  # truncated
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("invalid OTLP protobuf:")
+        big = make_request(2000, seed=41)
+        before = srv.store.stats()["spans"]
+        reply = export(big.SerializeToString(), timeout=60)
+    assert reply == b""  # an ExportTraceServiceResponse with nothing rejected
+    assert srv.store.stats()["spans"] - before == 2000
+    some = big.resource_spans[0].scope_spans[0].spans[0]
+    assert some.span_id.hex() in {s.span_id for s in srv.store.get_trace(some.trace_id.hex())}
 
 
 def test_grpc_export_the_store_refuses_is_internal(picky):

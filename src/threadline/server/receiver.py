@@ -25,7 +25,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from threadline.server.columns import SpanColumns, columns_from_protobuf, columns_from_request
+from threadline.server.columns import SpanColumns, columns_from_protobuf
 from threadline.server.model import Span
 from threadline.server.otlp import Decoded, OTLPError, decode_json
 from threadline.server.store import Store
@@ -363,29 +363,33 @@ def _pb_response(decoded: Decoded) -> Any:
 # ----------------------------------------------------------------------------------- gRPC
 
 
-def grpc_servicer(ingest: Ingest, commit_timeout: float | None = None) -> Any:
+def grpc_handler(ingest: Ingest, commit_timeout: float | None = None) -> Any:
+    """OTLP/gRPC TraceService/Export. The request arrives as its serialized bytes (no
+    deserializer), so it takes the same decode as OTLP/HTTP protobuf: the Arrow path for large
+    exports, and a precise INVALID_ARGUMENT for a malformed one."""
     import grpc
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
     commit_timeout = commit_timeout or COMMIT_TIMEOUT_S
 
-    class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-            try:
-                decoded = columns_from_request(request)
-            except OTLPError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            try:
-                ingest.submit(decoded.columns).result(commit_timeout)
-            except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry
-                retry, message = not_stored(exc, commit_timeout)
-                if not retry:
-                    context.abort(grpc.StatusCode.INTERNAL, message)
-                context.set_trailing_metadata(_retry_metadata(message))
-                context.abort(grpc.StatusCode.UNAVAILABLE, message)
-            return _pb_response(decoded)
+    def export(body: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            decoded = columns_from_protobuf(body)
+        except OTLPError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            ingest.submit(decoded.columns).result(commit_timeout)
+        except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry
+            retry, message = not_stored(exc, commit_timeout)
+            if not retry:
+                context.abort(grpc.StatusCode.INTERNAL, message)
+            context.set_trailing_metadata(_retry_metadata(message))
+            context.abort(grpc.StatusCode.UNAVAILABLE, message)
+        return _pb_response(decoded).SerializeToString()
 
-    return TraceService()
+    method = grpc.unary_unary_rpc_method_handler(export)  # bytes in, bytes out
+    return grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": method}
+    )
 
 
 def _retry_metadata(message: str) -> tuple[tuple[str, bytes], ...]:

@@ -88,7 +88,7 @@ class Server:
         import grpc
 
         from threadline.server import api
-        from threadline.server.receiver import MAX_REQUEST_BYTES, Ingest, grpc_servicer
+        from threadline.server.receiver import MAX_REQUEST_BYTES, Ingest, grpc_handler
         from threadline.server.store import open_store
 
         self.max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
@@ -131,11 +131,7 @@ class Server:
             self.store, max_queued_spans=max_queued_spans, retention_ns=retention_ns
         )
         if self._grpc is not None:
-            from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-
-            trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-                grpc_servicer(self.ingest), self._grpc
-            )
+            self._grpc.add_generic_rpc_handlers((grpc_handler(self.ingest),))
         self.app = api.build_app(
             self.store,
             self.ingest,
