@@ -558,3 +558,31 @@ def test_an_exporter_switched_away_from_can_be_used_again():
     tl.shutdown()
     with pytest.raises(ValueError, match="this SpanExporter instance was shut down by threadline"):
         tl.configure("x", exporter=first)
+
+
+def test_spans_are_flushed_at_a_normal_exit_without_shutdown():
+    received = []
+    collector = Collector(received.extend)
+    collector.start()
+    code = f"""
+import threadline as tl
+tl.configure("exits", endpoint={collector.endpoint!r}, announce=False)
+with tl.span("main"):
+    for i in range(50):
+        with tl.span(f"step {{i}}"):
+            pass
+"""  # the batch processor would wait 5 s for a batch of 512: only the exit flush sends these
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        collector.stop()
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    by_name = {s.name: s for s in received}
+    assert len(received) == 51 and len(by_name) == 51
+    main = by_name["main"]
+    assert all(by_name[f"step {i}"].parent_id == main.span_id for i in range(50))
+    assert {s.resource["service.name"] for s in received} == {"exits"}
