@@ -251,6 +251,46 @@ def test_retention_deletes_old_spans():
         assert [x.name for x in s.store.get_trace("e2" * 16)] == ["new"]
 
 
+def test_exports_are_taken_while_retention_deletes():
+    import threading
+    import time
+
+    from threadline.server.duckdb_store import DuckDBStore
+    from threadline.server.model import Span
+    from threadline.server.receiver import Ingest
+
+    started, release = threading.Event(), threading.Event()
+
+    class SlowRetention(DuckDBStore):
+        def delete_before(self, cutoff_ns):
+            started.set()
+            release.wait(60)
+            return super().delete_before(cutoff_ns)
+
+    class Idle(Ingest):
+        def _retention_wait(self):
+            return 0.05  # an idle writer applies retention at once
+
+    ingest = Idle(SlowRetention(), retention_ns=3600 * 10**9)
+    now = time.time_ns()
+    submitted = []
+    try:
+        assert started.wait(30)  # the idle writer is deleting now
+        t = threading.Thread(
+            target=lambda: submitted.append(
+                ingest.submit([Span("e5" * 16, "05" * 8, "", "b", 1, now, now, "svc")])
+            )
+        )
+        t.start()
+        t.join(20)
+        assert not t.is_alive(), "submit() waited for the retention delete"
+        release.set()
+        assert submitted[0].result(30) == 1
+    finally:
+        release.set()
+        ingest.close()
+
+
 def test_unknown_enum_values_are_kept(srv, http):
     """OTLP enums are open: a kind or status code from a newer SDK is stored as sent."""
     doc = every_value_request()

@@ -90,12 +90,15 @@ class Ingest:
             self._cond.notify()
         return fut
 
-    def _take(self) -> list[tuple[SpanColumns, concurrent.futures.Future]]:
+    def _take(self) -> list[tuple[SpanColumns, concurrent.futures.Future]] | None:
+        """The next exports to commit together: [] once closing and drained, None when the wait
+        ended with nothing queued (time to apply retention, outside the lock, so exporters are
+        never held up by a delete)."""
         with self._cond:
-            while not self._items and not self._closing:
+            if not self._items and not self._closing:
                 self._cond.wait(timeout=self._retention_wait())
-                if not self._items:
-                    self._retain()
+            if not self._items:
+                return [] if self._closing else None
             taken, n = [], 0
             while self._items and (not taken or n + len(self._items[0][0]) <= self.max_batch_spans):
                 item = self._items.pop(0)
@@ -106,6 +109,9 @@ class Ingest:
     def _run(self) -> None:
         while True:
             taken = self._take()
+            if taken is None:
+                self._retain()
+                continue
             if not taken:
                 return  # closing and drained
             try:
