@@ -187,6 +187,10 @@ def test_own_search_and_trace(api):
     body = api.get(f"/api/threadline/traces/{T1}").json()
     assert [s["name"] for s in body["spans"]] == ["GET /order", "SELECT", "publish"]
     assert body["spans"][0]["start_ns"] == str(SPANS[0].start_ns)
+    malformed = api.get("/api/threadline/traces/zz")
+    assert malformed.status_code == 400
+    assert malformed.json() == {"error": "trace id must be up to 32 hex digits, got 'zz'"}
+    assert api.get(f"/api/threadline/traces/{'ab' * 16}").status_code == 404
 
 
 def test_live_feed_announces_new_traces(srv, api):

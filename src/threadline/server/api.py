@@ -134,7 +134,10 @@ def own_routes(store: Store, ingest: Ingest | None) -> list[BaseRoute]:
         return JSONResponse({"traces": [t.to_dict() for t in found], "limit": query.limit})
 
     async def trace(request: Request) -> Response:
-        trace_id = request.path_params["trace_id"].lower().rjust(32, "0")
+        try:
+            trace_id = jaeger.trace_id_param(request.path_params["trace_id"])
+        except ValueError as exc:
+            return _error(400, str(exc))
         spans = await run_in_threadpool(store.get_trace, trace_id)
         if not spans:
             return _error(404, f"trace not found: {trace_id}")
