@@ -350,6 +350,40 @@ def test_producer_parent_of_consumer_is_a_messaging_edge():
     ]
 
 
+def test_link_edges_are_classified_as_the_store_classifies_them():
+    from threadline.server.duckdb_store import DuckDBStore
+
+    other = "1" * 32
+
+    def linked(n, service, kind, target_kind):
+        span_id, target = f"{n:016x}", f"{n + 100:016x}"
+        return [
+            sp(target, service=f"src-{service}", kind=target_kind, trace=other),
+            sp(span_id, service=service, kind=kind, links=[Link(other, target)]),
+        ]
+
+    spans = (
+        linked(1, "to-producer", KIND_INTERNAL, KIND_PRODUCER)  # messaging
+        + linked(2, "from-consumer", KIND_CONSUMER, KIND_INTERNAL)  # messaging
+        + linked(3, "to-consumer", KIND_INTERNAL, KIND_CONSUMER)  # a plain link
+        + linked(4, "from-producer", KIND_PRODUCER, KIND_INTERNAL)  # a plain link
+    )
+    graph = {(e.parent, e.child, e.kind) for e in an.dependencies(spans).edges}
+    store = DuckDBStore()
+    store.write(spans)
+    stored = {(d.parent, d.child, d.kind) for d in store.dependencies(-1, 10**18)}
+    assert (
+        graph
+        == stored
+        == {
+            ("src-to-producer", "to-producer", "messaging"),
+            ("src-from-consumer", "from-consumer", "messaging"),
+            ("src-to-consumer", "to-consumer", "link"),
+            ("src-from-producer", "from-producer", "link"),
+        }
+    )
+
+
 # ----------------------------------------------------------------------------- completeness
 
 

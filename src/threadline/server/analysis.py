@@ -488,7 +488,8 @@ def dependencies(spans: Iterable[Span], *, examples: int = 10) -> Graph:
             if target is None:
                 unresolved += 1
             elif target.service != s.service:
-                messaging = target.kind in _ASYNC_KINDS or s.kind in _ASYNC_KINDS
+                # as the store counts it: a link to a producer, or from a consumer
+                messaging = target.kind == KIND_PRODUCER or s.kind == KIND_CONSUMER
                 add(target, s, "messaging" if messaging else "link")
     return Graph(
         sorted(services.values(), key=lambda n: n.service),
