@@ -15,6 +15,7 @@ import pytest
 
 from threadline.demo.breaker import EVENT
 from threadline.demo.services import SERVICES
+from threadline.report.render import ERRORS_LEGEND
 from threadline.server.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STATUS_UNSET
 from threadline.server.store import open_store
 
@@ -74,14 +75,17 @@ def test_prints_a_checkout_the_service_map_and_completeness(demo):
     out, _ = demo
     assert "checkouts" in out and "20/20" in out
     assert "trace " in out and "GET /checkout" in out and "authorize payment" in out
-    assert "service map" in out and "└── gateway" in out
+    assert re.search(r"service map ─+\ngateway\n├── orders  20 calls, 6 errors\n", out)
+    assert f"\n{ERRORS_LEGEND}\n" in out
+    assert re.search(r"^traces\s+20$", out, re.M)  # one per checkout, nothing else
     assert re.search(r"connected \(one tree\)\s+100\.0%", out)
     assert "no broken hops" in out
 
 
-def test_every_trace_is_one_connected_tree(demo):
+def test_every_trace_is_a_checkout_and_one_connected_tree(demo):
     _, traces = demo
-    assert len([t for t in traces.values() if any(s.service == "gateway" for s in t)]) == 20
+    # start-up (the pricing pool's warm-up, the worker's lifetime) is no trace of its own
+    assert [len([s for s in t if s.name == "GET /checkout"]) for t in traces.values()] == [1] * 20
     for trace_id, spans in traces.items():
         ids = {s.span_id for s in spans}
         roots = [s for s in spans if not s.parent_span_id]
@@ -213,28 +217,39 @@ def _still_running(pid: int, timeout: float) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupting_the_demo_stops_every_process_it_started(sig):
+@pytest.mark.parametrize(
+    "phase, requests, marker",
+    [
+        ("checkouts", "100000", "shop running"),
+        ("live page, after the report", "1", "live order page"),
+    ],
+)
+def test_interrupting_the_demo_stops_every_process_it_started(phase, requests, marker, sig):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "threadline.cli", "demo", "-n", "100000", "--port", "0"],
+        [sys.executable, "-m", "threadline.cli", "demo", "-n", requests, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
+        seen = []
         for line in proc.stdout:
-            if line.startswith("shop running"):
+            seen.append(line)
+            if line.startswith(marker):
                 break
+        assert seen and seen[-1].startswith(marker), "".join(seen)
         services = _children(proc.pid)
         assert len(services) == len(SERVICES)
         workers = [w for s in services for w in _children(s)]  # orders' worker and pool
         assert len(workers) >= 2
         proc.send_signal(sig)
-        proc.communicate(timeout=60)
+        rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+    assert rest.strip().splitlines()[-1] == "stopping"
     left = [p for p in services + workers if _still_running(p, 10)]
     assert not left
 
@@ -253,7 +268,7 @@ def test_demo_to_another_server(tmp_path):
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"spans to {server.urls.otlp_http}" in proc.stdout
-        assert "GET /checkout" in proc.stdout and "└── gateway" in proc.stdout
+        assert "GET /checkout" in proc.stdout and "\ngateway\n├── orders  3 calls" in proc.stdout
         assert {"gateway", "worker"} <= set(server.store.services())
 
 

@@ -27,10 +27,10 @@ SERVICES = {
 
 
 @pytest.fixture(scope="module")
-def shop():
+def shop():  # a threadline server, and the shop exporting to it
     with start() as server, Shop(server.urls.otlp_http) as running:
         tl.configure("checkout-tests", endpoint=server.urls.otlp_http)
-        tl.instrument(servers=False)  # the test is a client; the server here stays untraced
+        tl.instrument(servers=False)  # the test is a client
         running.api = server.urls.api
         try:
             yield running
@@ -58,9 +58,9 @@ def test_checkout_is_one_trace_across_the_services(shop):
     spans = wait_for_services(Client(shop.api), trace_id, SERVICES)
 
     assert {s.service for s in spans} == SERVICES
-    tree = assemble(spans)  # the server's own analysis: one root, no missing parents
+    tree = assemble(spans)  # the server's own analysis
     assert [r.name for r in tree.real_roots] == ["test checkout"]
-    assert not tree.placeholders
+    assert not tree.placeholders  # no span whose parent never arrived
     gateway = next(s for s in spans if s.name == "GET /checkout")
     client = next(s for s in spans if s.span_id == gateway.parent_span_id)
     assert client.service == "checkout-tests" and client.parent_span_id == format(

@@ -42,7 +42,7 @@ def cli(capsys, *argv: str) -> tuple[int, str]:
 def test_show_prints_the_waterfall(server, capsys):
     code, out = cli(capsys, "show", server.whole, "--server", server.urls.api)
     assert code == 0
-    assert f"trace {server.whole}" in out and "3 spans, 1 services" in out
+    assert f"trace {server.whole}" in out and "3 spans, 1 service, 1 error" in out
     lines = out.splitlines()
     names = [line.split()[0] for line in lines[1:4]]
     assert names == ["checkout", "charge", "authorize"]
@@ -79,7 +79,9 @@ def test_check_gates_on_completeness(server, capsys):
 def test_check_with_no_traces_fails(capsys):
     with start() as empty:
         code, out = cli(capsys, "check", "--server", empty.urls.api)
-    assert code == 1 and "no traces" in out
+    assert code == 1
+    assert out.splitlines()[-1] == f"FAIL no traces in the last 1h at {empty.urls.api}"
+    assert "no broken hops" not in out  # nothing was checked
 
 
 def test_unreachable_server(capsys):
@@ -92,9 +94,31 @@ def test_unreachable_server(capsys):
         main(["check", "--server", url])
 
 
-def test_bad_window_is_the_servers_words(server):
-    with pytest.raises(SystemExit, match="refused the request: invalid duration 'ten minutes'"):
-        main(["traces", "--since", "ten minutes", "--server", server.urls.api])
+@pytest.mark.parametrize("command", ["traces", "check"])
+def test_bad_window_is_said_the_same_way_by_every_command(command, server, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--since", "ten minutes", "--server", server.urls.api])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (
+        f"threadline {command}: error: argument --since: takes a duration such as 30s, 10m, "
+        "1h or 2d, not 'ten minutes'"
+    )
+
+
+@pytest.mark.parametrize("window", ["2d", "1.5h"])
+def test_every_window_the_help_names_works_for_every_command(window, server, capsys):
+    code, out = cli(capsys, "traces", "--since", window, "--server", server.urls.api)
+    assert code == 0 and server.whole in out and "1" * 32 in out
+    code, out = cli(capsys, "check", "--since", window, "--server", server.urls.api)
+    assert code == 1 and re.search(r"connected \(one tree\)\s+50\.0%", out)
+
+
+def test_since_is_sent_as_a_lookback_every_endpoint_reads():
+    from threadline.report import since
+
+    assert (since("500ms").lookback, since("90s").lookback) == ("500ms", "90000ms")
+    assert (since("1.5h").seconds, since("2d").lookback) == (5400.0, "172800000ms")
 
 
 def test_bad_threshold():

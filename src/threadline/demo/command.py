@@ -146,6 +146,6 @@ def report(console: Any, api: str, outcomes: list, started_ns: int, ended_ns: in
     console.rule("trace completeness")
     console.print(
         completeness_report(
-            fetch(api, "/api/threadline/analysis/completeness", buckets=1, **window)
+            fetch(api, "/api/threadline/analysis/completeness", buckets=1, **window), title=False
         )
     )

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import math
 import multiprocessing
+import random
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import httpx
+from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -169,6 +171,18 @@ def work(queue: Any) -> None:
     tl.flush()
 
 
+@contextlib.contextmanager
+def untraced():
+    """Start-up is no request: it runs under an unsampled context, so neither it nor what it
+    hands off (the pool's warm-up task, the worker's lifetime) is recorded as a trace of its own.
+    The worker still records every message it processes, in the trace that sent it."""
+    unsampled = trace.SpanContext(
+        random.getrandbits(127) | 1, random.getrandbits(63) | 1, False, trace.TraceFlags(0)
+    )
+    with trace.use_span(trace.NonRecordingSpan(unsampled)):
+        yield
+
+
 def _start_worker(queue: Any) -> multiprocessing.process.BaseProcess:
     proc = multiprocessing.get_context("spawn").Process(
         target=work, args=(queue,), name=WORKER, daemon=True
@@ -237,10 +251,11 @@ def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         queue = multiprocessing.get_context("spawn").Queue()
-        worker = _start_worker(queue)
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         state.update(pool=pool, box=Mailbox(queue, TOPIC))
-        with tl.span("warm up pricing pool"):  # the first order should not pay for it
+        with untraced():
+            worker = _start_worker(queue)
+            # Start the pool's process now: the first order should not pay for it.
             await asyncio.get_running_loop().run_in_executor(pool, math.sqrt, 4)
         try:
             async with _client() as state["http"]:

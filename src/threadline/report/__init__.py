@@ -9,11 +9,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
+from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_SERVER = "http://127.0.0.1:16686"
+_SINCE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SECONDS = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Since:
+    """How far back a command looks (--since), as written and in seconds."""
+
+    text: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def lookback(self) -> str:
+        """The window as the server's endpoints all read it (Go durations have no days)."""
+        return f"{round(self.seconds * 1000)}ms"
+
+
+def since(text: str) -> Since:
+    m = _SINCE.fullmatch(text.strip())
+    if not m or float(m[1]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"takes a duration such as 30s, 10m, 1h or 2d, not {text!r}"
+        )
+    return Since(text.strip(), float(m[1]) * _SECONDS[m[2]])
+
+
+def add_since_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since", type=since, default="1h", help="how far back: 30s, 10m, 1h, 2d (default 1h)"
+    )
 
 
 def add_server_argument(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from threadline.report import add_server_argument, console, fetch
+from threadline.report import add_server_argument, add_since_argument, console, fetch
 from threadline.report.render import completeness_report, connected_share
 
 
@@ -21,7 +21,7 @@ def _share(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", default="1h", help="window: 30s, 10m, 1h, 2d (default 1h)")
+    add_since_argument(parser)
     parser.add_argument(
         "--min-completeness",
         type=_share,
@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     payload = fetch(
-        args.server, "/api/threadline/analysis/completeness", lookback=args.since, buckets=1
+        args.server,
+        "/api/threadline/analysis/completeness",
+        lookback=args.since.lookback,
+        buckets=1,
     )
     out = console()
     out.print(completeness_report(payload))

@@ -57,6 +57,10 @@ def _event_line(event: dict[str, Any]) -> Text | None:
     return None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def waterfall(payload: dict[str, Any], *, events: bool = True) -> Waterfall:
     """A trace (the analysis API's trace payload) as a tree with a timeline per span."""
     return Waterfall(payload, events=events)
@@ -69,20 +73,26 @@ class Waterfall:
         self.payload = payload
         self.events = events
 
-    def _head(self) -> Text:
+    def _head(self, width: int) -> list[Text]:
+        """One line, or two where the terminal is too narrow for one."""
         payload, summary = self.payload, self.payload.get("summary", {})
-        head = Text.assemble(
+        spans, services = summary.get("span_count", 0), len(summary.get("services", []))
+        what = Text.assemble(
             ("trace ", "bold"),
             (payload.get("trace_id", ""), "bold"),
-            f"  {summary.get('root_service', '')}: {summary.get('root_name', '')}  ",
+            f"  {summary.get('root_service', '')}: {summary.get('root_name', '')}",
+        )
+        size = Text.assemble(
             (f"{ms(int(payload.get('duration_ns') or 0))} ms", "bold"),
-            f"  {summary.get('span_count', 0)} spans, {len(summary.get('services', []))} services",
+            f"  {_count(spans, 'span')}, {_count(services, 'service')}",
         )
         if summary.get("errors"):
-            head.append(f", {summary['errors']} errors", style="red")
+            size.append(f", {_count(summary['errors'], 'error')}", style="red")
         if summary.get("breaks"):
-            head.append(f", {summary['breaks']} broken hops", style="bold red")
-        return head
+            size.append(f", {_count(summary['breaks'], 'broken hop')}", style="bold red")
+        if len(what) + 2 + len(size) > width:
+            return [what, Text("  ") + size]
+        return [what + Text("  ") + size]
 
     def _name(self, row: dict[str, Any]) -> Text:
         indent = "  " * int(row.get("depth", 0))
@@ -107,7 +117,7 @@ class Waterfall:
         if bar_w < 12:  # narrow terminal: names give way to the timeline
             name_w = max(16, name_w - (12 - bar_w))
             bar_w = max(12, options.max_width - name_w - service_w - 11)
-        yield self._head()
+        yield from self._head(options.max_width)
         for row, name in zip(rows, names, strict=True):
             name.truncate(name_w, overflow="ellipsis", pad=True)
             line = Text.assemble(name, " ")
@@ -135,9 +145,14 @@ class Waterfall:
             yield Text(f"broken: {b.get('message', '')}", style="bold red")
 
 
-def dependency_map(payload: dict[str, Any]) -> Tree:
+# What an edge's error count counts (analysis.dependencies): the receiving span's status.
+ERRORS_LEGEND = "errors: the callee's span ended in ERROR (HTTP 5xx), not 4xx or caller timeouts"
+
+
+def dependency_map(payload: dict[str, Any]) -> Group:
     """The service graph (the analysis API's dependencies payload) as a tree from its entry
-    services; a service reached twice is shown once in full."""
+    services, a service reached twice shown once in full; under it, when any call failed, what
+    its error counts count."""
     edges = payload.get("edges", [])
     services = [s["service"] for s in payload.get("services", [])]
     children: dict[str, list[dict]] = {}
@@ -147,19 +162,17 @@ def dependency_map(payload: dict[str, Any]) -> Tree:
         if e["parent"] != e["child"]:
             called.add(e["child"])
     roots = [s for s in services if s not in called] or services[:1]
-    tree = Tree(Text("service map", style="bold"))
+    tree = Tree(Text("service map", style="bold"), hide_root=True)
     shown: set[str] = set()
 
     def label(service: str, edge: dict | None) -> Text:
         text = Text(service, style=f"bold {service_style(service)}")
         if edge is not None:
             arrow = {"messaging": " ⇢ ", "link": " ~ "}.get(edge.get("kind", "call"), "")
-            noun = {"call": "calls", "messaging": "messages", "link": "links"}
-            text.append(
-                f"  {arrow}{edge['calls']} {noun.get(edge.get('kind'), 'calls')}", style="dim"
-            )
+            noun = {"messaging": "message", "link": "link"}.get(edge.get("kind", "call"), "call")
+            text.append(f"  {arrow}{_count(edge['calls'], noun)}", style="dim")
             if edge.get("errors"):
-                text.append(f", {edge['errors']} errors", style="red")
+                text.append(f", {_count(edge['errors'], 'error')}", style="red")
         return text
 
     def grow(node: Tree, service: str, path: tuple[str, ...]) -> None:
@@ -176,7 +189,9 @@ def dependency_map(payload: dict[str, Any]) -> Tree:
         grow(tree.add(label(root, None)), root, (root,))
     if payload.get("unresolved_links"):
         tree.add(Text(f"{payload['unresolved_links']} links to traces not stored", style="dim"))
-    return tree
+    if any(e.get("errors") for e in edges):
+        return Group(tree, Text(ERRORS_LEGEND, style="dim"))
+    return Group(tree)
 
 
 def _pct(share: float) -> str:
@@ -191,8 +206,9 @@ def connected_share(payload: dict[str, Any]) -> float:
     return min(payload["one_root_share"], 1.0 - payload["orphan_share"])
 
 
-def completeness_report(payload: dict[str, Any]) -> Group:
-    """Completeness metrics and the broken hops (the analysis API's completeness payload)."""
+def completeness_report(payload: dict[str, Any], *, title: bool = True) -> Group:
+    """Completeness metrics and the broken hops (the analysis API's completeness payload), under
+    a "completeness" heading unless title=False."""
     n = payload.get("traces", 0)
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="dim")
@@ -205,7 +221,8 @@ def completeness_report(payload: dict[str, Any]) -> Group:
     table.add_row("with one root", _pct(payload.get("one_root_share", 0)))
     table.add_row("with missing parents", _pct(payload.get("orphan_share", 0)))
     table.add_row("with spans that never ended", _pct(payload.get("incomplete_share", 0)))
-    parts: list[Any] = [Text("completeness", style="bold"), table]
+    parts: list[Any] = [Text("completeness", style="bold")] if title else []
+    parts.append(table)
     hops = payload.get("broken_hops", [])
     if hops:
         t = Table(title="broken hops (worst first)", box=None, header_style="dim")
@@ -216,7 +233,7 @@ def completeness_report(payload: dict[str, Any]) -> Group:
         for h in hops:
             t.add_row(h["before"], h["after"], str(h["count"]), ", ".join(h["trace_ids"][:2]))
         parts.append(t)
-    else:
+    elif n:
         parts.append(Text("no broken hops", style="green"))
     return Group(*parts)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from threadline.report import add_server_argument, console, fetch
+from threadline.report import add_server_argument, add_since_argument, console, fetch
 from threadline.report.render import trace_list
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", help="only traces with a span from this service")
     parser.add_argument("--operation", help="only traces with a span of this name")
-    parser.add_argument("--since", default="1h", help="how far back: 30s, 10m, 1h, 2d (default 1h)")
+    add_since_argument(parser)
     parser.add_argument("--errors", action="store_true", help="only traces with an error span")
     parser.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     add_server_argument(parser)
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         "/api/threadline/search",
         service=args.service,
         operation=args.operation,
-        lookback=args.since,
+        lookback=args.since.lookback,
         status="error" if args.errors else None,
         limit=args.limit,
     )
