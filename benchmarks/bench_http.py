@@ -1,5 +1,5 @@
-"""HTTP: what the W3C normalisation adds to the stock OpenTelemetry propagators (extract and
-inject of traceparent + tracestate + baggage), and what a traced Starlette request costs against
+"""HTTP: threadline's W3C propagators against the stock OpenTelemetry ones (extract and inject
+of traceparent + tracestate + baggage), and what a traced Starlette request costs against
 the same app untraced and against the contrib middleware set up by hand with the stock
 propagators (the ASGI app called directly, no sockets, spans recorded and dropped).
 CPU time, best of interleaved rounds (the box is shared)."""
@@ -156,6 +156,6 @@ def run() -> list[dict]:
             "unit": "us/request",
             "baseline": req_best["contrib"],
             "ratio_to": "contrib alone",
-            "note": "W3C normalisation, Server-Timing, request hook",
+            "note": "W3C propagators, Server-Timing and traceresponse, request hook",
         },
     ]

@@ -354,9 +354,10 @@ def instrument(
     "ignore" (new trace). asgi_spans=True keeps the ASGI instrumentation's per-message
     send/receive spans (apps instrumented with no app given keep the contrib's defaults).
     request_hook(span, scope_or_environ) runs for every server span.
-    An app created after a global ``tl.instrument()`` is instrumented again, with these
-    arguments. Instrumenting an app a second time with the same arguments returns what the first
-    call returned; with other ones raises ValueError. Idempotent per library.
+    An app the contrib instrumentation has instrumented already (one created after a global
+    ``tl.instrument()``, or instrumented with the contrib directly) is instrumented again, with
+    these arguments. Instrumenting an app a second time with the same arguments returns what the
+    first call returned; with other ones raises ValueError. Idempotent per library.
     """
     if trust not in TRUSTS:
         raise ValueError(f"trust must be one of {TRUSTS}, not {trust!r}")
