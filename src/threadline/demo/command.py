@@ -136,7 +136,7 @@ def report(console: Any, api: str, outcomes: list, started_ns: int, ended_ns: in
     if len(kept) < len(outcomes):
         console.print(
             f"sampling: {len(kept)} of {len(outcomes)} checkouts traced "
-            "(decided once per trace, at the gateway; every service follows)"
+            "(decided at the gateway, kept whole)"
         )
     if example is not None:
         console.rule("one checkout")
