@@ -125,7 +125,7 @@ def skewed(base_ns: int) -> list[Span]:
     return [
         span(t, "7000000000000001", "", "GET /order", "web", KIND_SERVER, 0, 100, b, resource=web),
         span(t, "7000000000000002", "7000000000000001", "GET /balance", "web", KIND_CLIENT, 10, 60, b, resource=web),
-        span(t, "7100000000000001", "7000000000000002", "balance", "payments", KIND_SERVER, -25, 5, b, resource=pay),
+        span(t, "7100000000000001", "7000000000000002", "balance", "payments", KIND_SERVER, -25, 5, b, resource=pay, events=[Event(b - 24 * MS, "query sent")]),
         span(t, "7100000000000002", "7100000000000001", "SELECT balance", "payments", KIND_CLIENT, -20, 0, b, resource=pay),
     ]
 

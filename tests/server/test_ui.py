@@ -30,6 +30,14 @@ pytestmark = pytest.mark.timeout(240)
 BASE_NS = time.time_ns() - 5 * 60 * 10**9
 
 
+def local(ns):
+    """A datetime-local value (the search form's time range) for epoch nanoseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ns // 10**9))
+
+
+AROUND = f"from={local(BASE_NS - 10**9)}&to={local(BASE_NS + 10 * 10**9)}"  # the showcase
+
+
 @pytest.fixture(scope="module")
 def ui(srv):
     load(srv.urls.otlp_http, showcase(BASE_NS))
@@ -51,6 +59,38 @@ def page(browser):
 def open_trace(page, ui, trace_id, span=None):
     page.goto(f"{ui}/#/trace/{trace_id}" + (f"?span={span}" if span else ""))
     page.wait_for_selector("body[data-ready=trace]")
+    if span:
+        page.wait_for_selector(f".detail[data-span-id='{span}'][data-loaded]")
+
+
+def select(page, span_id):
+    """Click a row; returns once its details (fetched on selection) are shown."""
+    page.locator(f".row[data-span-id='{span_id}']").click()
+    page.wait_for_selector(f".detail[data-span-id='{span_id}'][data-loaded]")
+
+
+def boxes(page, selector):
+    return page.eval_on_selector_all(
+        selector,
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return [e.closest('.row').dataset.spanId, r.left, r.right]; })",
+    )
+
+
+def result_ids(page):
+    return page.eval_on_selector_all(
+        "table.traces tbody tr", "els => els.map(e => e.dataset.traceId)"
+    )
+
+
+def submit_search(page, in_address: str, results: int) -> list[str]:
+    """Submit the search form; the trace ids found, once the address and the list show it."""
+    page.click("#search-form button[type=submit]")
+    page.wait_for_function(f"() => location.hash.includes('{in_address}')")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('table.traces tbody tr').length === {results}"
+    )
+    return result_ids(page)
 
 
 def rows(page):
@@ -63,9 +103,7 @@ def rows(page):
 def test_search_finds_a_known_trace_with_its_summary(page, ui):
     page.goto(f"{ui}/#/?service=web&filter=http.route%3D/checkout")
     page.wait_for_selector("body[data-ready=search]")
-    found = page.eval_on_selector_all(
-        "table.traces tbody tr", "els => els.map(e => e.dataset.traceId)"
-    )
+    found = result_ids(page)
     assert found == [CHECKOUT]
     row = page.locator(f"tr[data-trace-id='{CHECKOUT}']")
     assert (
@@ -92,26 +130,27 @@ def test_search_form_errors_only_and_duration(page, ui):
     assert {"GET /checkout", "POST /charge", "render"} <= set(ops)
     page.check("input[name=errors]")
     page.fill("input[name=min]", "60ms")
-    page.click("#search-form button[type=submit]")
-    page.wait_for_function("() => location.hash.includes('errors=1')")
-    page.wait_for_function("() => document.querySelectorAll('table.traces tbody tr').length === 1")
-    ids = page.eval_on_selector_all(
-        "table.traces tbody tr", "els => els.map(e => e.dataset.traceId)"
-    )
+    ids = submit_search(page, "errors=1", 1)
     assert ids == [CHECKOUT]  # one web span both failed and took 60 ms or more (POST /charge)
 
 
-def test_search_custom_time_range(page, ui):
-    def local(ns):
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ns // 10**9))
+def test_search_with_resource_scope_numeric_and_or_filter(page, ui):
+    page.goto(f"{ui}/#/?lookback=custom&{AROUND}")
+    page.wait_for_selector("body[data-ready=search]")
+    page.fill("input[name=filter]", "resource:process.pid>=400 OR db.system=postgresql")
+    found = submit_search(page, "filter=", 2)
+    # the mailer's process (pid 400) and the checkout's SELECT (postgresql); no other trace
+    assert sorted(found) == sorted([CHECKOUT, MAILER])
+    assert page.locator("input[name=filter]").input_value() == (
+        "resource:process.pid>=400 OR db.system=postgresql"
+    )
 
-    around = f"from={local(BASE_NS - 10**9)}&to={local(BASE_NS + 10 * 10**9)}"
-    page.goto(f"{ui}/#/?service=web&lookback=custom&{around}")
+
+def test_search_custom_time_range(page, ui):
+    page.goto(f"{ui}/#/?service=web&lookback=custom&{AROUND}")
     page.wait_for_selector("body[data-ready=search]")
     assert page.locator("input[name=from]").is_visible()
-    found = page.eval_on_selector_all(
-        "table.traces tbody tr", "els => els.map(e => e.dataset.traceId)"
-    )
+    found = result_ids(page)
     assert CHECKOUT in found and BROKEN in found
     before = f"from={local(BASE_NS - 3600 * 10**9)}&to={local(BASE_NS - 1800 * 10**9)}"
     page.goto(f"{ui}/#/?service=web&lookback=custom&{before}")
@@ -219,6 +258,39 @@ def test_missing_parent_and_crashed_worker_are_marked(page, ui):
     assert "worker pid 301 was killed by signal 9 (SIGKILL)" in page.locator(".detail").inner_text()
 
 
+def test_an_incomplete_span_is_drawn_to_the_end_of_the_trace(page, ui):
+    open_trace(page, ui, CRASHED, span="9000000000000003")
+    row = page.locator(".row[data-span-id='9000000000000003']")
+    bar, column = row.locator(".bar").bounding_box(), row.locator(".col-bar").bounding_box()
+    starts = 3 / 60  # it started 3 ms into a 60 ms trace
+    assert abs(bar["x"] - (column["x"] + starts * column["width"])) < 1
+    assert abs(bar["x"] + bar["width"] - (column["x"] + column["width"])) < 1
+    assert row.locator(".bar-label").inner_text() == "incomplete"
+    facts = page.eval_on_selector_all(
+        ".detail dl.facts dt", "els => els.map(e => [e.innerText, e.nextSibling.innerText])"
+    )
+    assert ["Status", "incomplete"] in facts
+    assert page.locator(".detail .notice.warn strong").inner_text() == "Incomplete"
+
+
+def test_links_name_their_target_and_spans_show_what_links_to_them(page, ui):
+    open_trace(page, ui, MAILER, span="d000000000000001")
+    link = page.locator(".detail ul.links:not(.backlinks) li").first
+    assert link.locator("a.span-link").inner_text() == "web orders publish"
+    assert f"trace {CHECKOUT[:12]}… · span a000000000000004" in link.inner_text()
+    assert "messaging.message.id" in link.inner_text()
+
+    open_trace(page, ui, CHECKOUT, span="a000000000000005")
+    link = page.locator(".detail ul.links:not(.backlinks) li a.span-link")
+    assert link.inner_text() == "web load cart"
+    select(page, "a000000000000002")
+    assert page.locator(".detail h3", has_text="Linked from").text_content() == "Linked from (1)"
+    backlink = page.locator(".detail ul.backlinks li a.span-link")
+    assert backlink.inner_text() == "web render"
+    backlink.click()
+    page.wait_for_selector(".row.selected[data-span-id=a000000000000005]")
+
+
 def test_clock_skew_adjustment_is_opt_in_and_reports_its_shifts(page, srv, ui):
     load(srv.urls.otlp_http, skewed(BASE_NS))
     open_trace(page, ui, SKEWED)
@@ -233,6 +305,47 @@ def test_clock_skew_adjustment_is_opt_in_and_reports_its_shifts(page, srv, ui):
     assert page.locator(".row[data-span-id='7100000000000001']").evaluate(bar_left) > client_left
     page.uncheck("text=Adjust clock skew")
     page.wait_for_function("() => !document.querySelector('.problems')")
+
+
+def test_minimap_box_follows_the_rows_in_view(page, srv, ui):
+    spans = big(BASE_NS, n=300, trace_id="b16b16b16b16b16b16b16b16b0000300")
+    load(srv.urls.otlp_http, spans)
+    open_trace(page, ui, spans[0].trace_id)
+    view = page.locator(".minimap-view")
+    top = "el => parseFloat(el.style.top)"
+    assert view.evaluate(top) == 0
+    page.locator(".viewport").evaluate("el => { el.scrollTop = 100 * 24; }")  # row 100 at the top
+    page.wait_for_function(
+        "() => document.querySelector('.rows .row').dataset.index !== '0'"
+    )  # drawn: the first rows are out of the overscan
+    assert abs(view.evaluate(top) - 100 / 300 * 60) < 0.01
+    box, minimap = view.bounding_box(), page.locator(".minimap").bounding_box()
+    assert abs(box["y"] - (minimap["y"] + 1 + 20)) < 1  # inside the minimap's 1px border
+
+
+@pytest.mark.parametrize("zoom", [None, (0.02, 0.6)])
+def test_duration_labels_stay_in_the_timeline(page, ui, zoom):
+    open_trace(page, ui, CHECKOUT)  # the root's bar spans the whole width
+    if zoom:
+        box = page.locator(".minimap").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * zoom[0], y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * zoom[1], y, steps=4)
+        page.mouse.up()
+        page.wait_for_selector("text=Reset zoom")
+    columns = {sid: (left, right) for sid, left, right in boxes(page, ".rows .col-bar")}
+    labels = boxes(page, ".rows .bar-label")
+    bars = boxes(page, ".rows .bar")
+    # zoomed to 2.4..72 ms, the spans from 95 ms on are out of view: no bar, no label
+    assert len(labels) == len(bars) == (5 if zoom else 7)
+    row = page.locator(".rows .row").first.bounding_box()
+    for sid, left, right in labels + bars:
+        assert columns[sid][0] <= left, sid  # never into the name column
+        assert right <= row["x"] + row["width"] + 0.5, sid  # nor out of the row
+    # the root's bar fills the timeline: its label sits in the margin after it
+    root_label = next(left for sid, left, _ in labels if sid == "a000000000000001")
+    assert root_label >= columns["a000000000000001"][1]
 
 
 def test_minimap_drag_zooms_in_time(page, ui):
@@ -271,6 +384,14 @@ def test_completeness_page_shows_metrics_and_broken_hops(page, ui):
     page.wait_for_selector(".cards")
     cards = page.locator(".card").all_inner_texts()
     assert any(c.startswith("With orphans") for c in cards)
+    titles = page.eval_on_selector_all(
+        "svg.chart text.axis-title",
+        "els => els.map(e => [e.textContent, e.getBoundingClientRect().left])",
+    )
+    plot = page.locator("svg.chart line.grid").first.bounding_box()
+    (left, left_x), (right, right_x) = sorted(titles, key=lambda t: t[1])
+    assert (left, right) == ("share of traces", "traces per interval")
+    assert left_x < plot["x"] and right_x > plot["x"] + plot["width"]
     hop = page.locator("table.hops tbody tr").first
     assert (
         hop.get_attribute("data-before") == "web" and hop.get_attribute("data-after") == "payments"
@@ -281,9 +402,8 @@ def test_completeness_page_shows_metrics_and_broken_hops(page, ui):
 
 def test_values_from_spans_never_execute(page, ui):
     open_trace(page, ui, EVIL)
-    for row in ("5000000000000001", "5000000000000002"):
-        page.locator(f".row[data-span-id='{row}']").click()
-    page.locator(".row[data-span-id='5000000000000001']").click()
+    for row in ("5000000000000001", "5000000000000002", "5000000000000001"):
+        select(page, row)
     detail = page.locator(".detail").inner_text()
     assert XSS in detail and XSS_URL in detail  # shown as text
     page.goto(f"{ui}/#/")
@@ -293,8 +413,8 @@ def test_values_from_spans_never_execute(page, ui):
     page.goto(f"{ui}/#/completeness")
     page.wait_for_selector(".cards")
     open_trace(page, ui, CHECKOUT)
-    page.locator(".row[data-span-id=a000000000000001]").click()
-    page.locator(".row[data-span-id=b000000000000001]").click()
+    select(page, "a000000000000001")
+    select(page, "b000000000000001")
     assert page.evaluate("() => window.__xss") is None
     assert page.locator("img, script:not([src]), a[href^='javascript']").count() == 0
 

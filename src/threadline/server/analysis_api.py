@@ -135,11 +135,14 @@ def routes(store: Any) -> list[Route]:
         found = await run_in_threadpool(store.summaries, ids)
         return _JSON({"traces": [t.to_dict() for t in found]})
 
+    from threadline.server import waterfall  # the web UI's compact form of trace/{id}
+
     return [
         Route(PREFIX + "/summaries", summaries_view, methods=["GET"]),
         Route(PREFIX + "/trace/{trace_id}", trace_view, methods=["GET"]),
         Route(PREFIX + "/dependencies", dependencies_view, methods=["GET"]),
         Route(PREFIX + "/completeness", completeness_view, methods=["GET"]),
+        *waterfall.routes(store),
     ]
 
 
@@ -175,7 +178,6 @@ def trace_payload(result: an.TraceAnalysis) -> dict[str, Any]:
     tree = result.tree
     rows = list(tree.walk())
     t0 = min((n.start_ns for n in tree.roots), default=0)
-    t1 = max((n.end_ns for n in rows), default=0)
     index = {n.span_id: i for i, n in enumerate(rows)}
     on_path = {seg.span_id for seg in result.critical_path}
     why = {i.span_id: i.reason for i in result.incomplete}
@@ -230,6 +232,13 @@ def trace_payload(result: an.TraceAnalysis) -> dict[str, Any]:
             if s.pending:
                 row.update(pending=True, note=why.get(s.span_id, ""))
         out_rows.append(row)
+    return {**trace_facts(result, t0), "resources": resources, "rows": out_rows}
+
+
+def trace_facts(result: an.TraceAnalysis, t0: int) -> dict[str, Any]:
+    """What the trace view says about a trace besides its rows (times in ns after t0)."""
+    tree = result.tree
+    t1 = max((n.end_ns for n in tree.nodes.values()), default=0)
     root = tree.main_root
     return {
         "trace_id": tree.trace_id,
@@ -245,8 +254,6 @@ def trace_payload(result: an.TraceAnalysis) -> dict[str, Any]:
             "placeholders": len(tree.placeholders),
             "breaks": len(result.breaks),
         },
-        "resources": resources,
-        "rows": out_rows,
         "breaks": [_break(b) for b in result.breaks],
         "incomplete": [
             {

@@ -54,7 +54,7 @@ function legend() {
 function chart(buckets, width) {
   const W = Math.max(480, width || 960);
   const H = 220;
-  const pad = { l: 48, r: 48, t: 12, b: 28 };
+  const pad = { l: 64, r: 64, t: 12, b: 28 };
   const n = buckets.length;
   const bw = (W - pad.l - pad.r) / n;
   const maxTraces = Math.max(...buckets.map((b) => b.traces), 1);
@@ -63,7 +63,14 @@ function chart(buckets, width) {
   for (const share of [0, 0.5, 1]) {
     append(root, svg("line", { x1: pad.l, x2: W - pad.r, y1: y(share), y2: y(share), class: "grid" }), svg("text", { x: pad.l - 6, y: y(share) + 4, "text-anchor": "end", class: "axis" }, `${share * 100}%`));
   }
-  root.appendChild(svg("text", { x: W - pad.r + 6, y: pad.t + 8, class: "axis" }, String(maxTraces)));
+  // right axis: the grey bars, traces per interval (the tallest bar is 60% of the plot)
+  const barTop = H - pad.b - 0.6 * (H - pad.t - pad.b);
+  append(root,
+    svg("text", { x: W - pad.r + 6, y: barTop + 4, class: "axis" }, String(maxTraces)),
+    svg("text", { x: W - pad.r + 6, y: H - pad.b + 4, class: "axis" }, "0"),
+    axisTitle("share of traces", 14, (H - pad.b + pad.t) / 2, "left"),
+    axisTitle("traces per interval", W - 12, (H - pad.b + pad.t) / 2, "right"),
+  );
   buckets.forEach((b, i) => {
     const bh = (b.traces / maxTraces) * (H - pad.t - pad.b) * 0.6;
     root.appendChild(svg("rect", { x: pad.l + i * bw + 2, y: H - pad.b - bh, width: Math.max(1, bw - 4), height: bh, class: "count-bar" }, svg("title", {}, `${b.traces} traces`)));
@@ -81,6 +88,10 @@ function chart(buckets, width) {
     svg("text", { x: W - pad.r, y: H - 8, "text-anchor": "end", class: "axis" }, last.toLocaleTimeString(undefined, { hour12: false })),
   );
   return root;
+}
+
+function axisTitle(text, x, y, side) {
+  return svg("text", { x, y, class: `axis axis-title ${side}`, "text-anchor": "middle", transform: `rotate(${side === "left" ? -90 : 90} ${x} ${y})` }, text);
 }
 
 function hops(list) {

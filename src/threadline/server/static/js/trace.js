@@ -1,11 +1,16 @@
 // Trace view: virtualised waterfall (only the rows in view exist in the DOM), collapsible tree,
 // minimap (overview, click to jump, drag to zoom time), span details, links, critical path.
+// The trace arrives as columns (one array per field, names in a shared string table); a span's
+// attributes, events, resource and links are fetched when it is selected.
 import { append, clear, fmtDuration, fmtTime, getJSON, h, message, serviceColour, valueText } from "./dom.js";
 
 const ROW_H = 24;
 const OVERSCAN = 12;
 const MAX_INDENT = 16;
+const PLACEHOLDER = 1; // flags, as the waterfall endpoint sets them
+const PENDING = 2;
 const KIND_LABEL = { server: "server", client: "client", producer: "producer", consumer: "consumer", internal: "internal", unspecified: "" };
+const API = "/api/threadline/analysis/waterfall";
 
 let view = null; // the trace on screen
 
@@ -32,7 +37,7 @@ export async function render(container, params) {
   const rawClock = params.get("client_clock") === "raw";
   container.appendChild(message(`Loading trace ${id}…`));
   performance.mark("trace-fetch-start");
-  const data = await getJSON(`/api/threadline/analysis/trace/${encodeURIComponent(id)}${viewQuery(skew, rawClock)}`);
+  const data = await getJSON(`${API}/${encodeURIComponent(id)}${viewQuery(skew, rawClock)}`);
   performance.mark("trace-fetched");
   clear(container);
   view = new TraceView(container, data, skew, viewQuery(skew, rawClock));
@@ -46,29 +51,56 @@ export async function render(container, params) {
   };
 }
 
+// One waterfall row, as the drawing code reads it, made from the columns on demand.
+function rowOf(data, i) {
+  const c = data.columns;
+  const str = data.strings;
+  return {
+    id: c.id[i],
+    parent: c.parent[i],
+    depth: c.depth[i],
+    children: c.children[i],
+    start: c.start[i],
+    end: c.end[i],
+    service: str[c.service[i]],
+    name: str[c.name[i]],
+    kind: str[c.kind[i]],
+    status: c.status[i],
+    placeholder: (c.flags[i] & PLACEHOLDER) !== 0,
+    pending: (c.flags[i] & PENDING) !== 0,
+    note: data.notes[i] || "",
+  };
+}
+
 class TraceView {
   constructor(container, data, skew, query) {
     this.data = data;
     this.skew = skew;
     this.query = query; // the clock options it was rendered with, kept by links inside it
-    this.rows = data.rows;
-    const n = this.rows.length;
+    const c = data.columns;
+    const n = c.id.length;
     this.n = n;
     this.duration = Math.max(1, data.duration_ns);
     this.range = [0, this.duration];
     this.collapsed = new Uint8Array(n);
     this.selected = -1;
+    this.details = new Map(); // row -> its fetched details
     this.showCritical = true;
     this.byId = new Map();
     this.subtreeEnd = new Int32Array(n);
     const stack = [];
     for (let i = 0; i < n; i++) {
-      const row = this.rows[i];
-      if (!row.placeholder || !this.byId.has(row.id)) this.byId.set(row.id, i);
-      while (stack.length && this.rows[stack[stack.length - 1]].depth >= row.depth) this.subtreeEnd[stack.pop()] = i;
+      if (!(c.flags[i] & PLACEHOLDER) || !this.byId.has(c.id[i])) this.byId.set(c.id[i], i);
+      while (stack.length && c.depth[stack[stack.length - 1]] >= c.depth[i]) this.subtreeEnd[stack.pop()] = i;
       stack.push(i);
     }
     while (stack.length) this.subtreeEnd[stack.pop()] = n;
+    this.linkedFrom = new Map(); // span id in this trace -> rows whose links point at it
+    for (const [row, traceId, spanId] of data.links) {
+      if (traceId !== data.trace_id) continue;
+      if (!this.linkedFrom.has(spanId)) this.linkedFrom.set(spanId, []);
+      this.linkedFrom.get(spanId).push(row);
+    }
     this.critical = new Map();
     for (const seg of data.critical_path) {
       const i = this.byId.get(seg.span_id);
@@ -86,6 +118,10 @@ class TraceView {
     this.drawMinimap();
     this.renderRows();
     this.renderDetail();
+  }
+
+  row(i) {
+    return rowOf(this.data, i);
   }
 
   // A span's address: in the trace on screen it keeps the view's options (so only focus moves).
@@ -259,7 +295,8 @@ class TraceView {
   }
 
   setAll(value) {
-    for (let i = 0; i < this.n; i++) this.collapsed[i] = value && this.rows[i].children ? 1 : 0;
+    const children = this.data.columns.children;
+    for (let i = 0; i < this.n; i++) this.collapsed[i] = value && children[i] ? 1 : 0;
     this.computeVisible();
     this.drawMinimap();
     this.renderRows();
@@ -273,7 +310,8 @@ class TraceView {
       return;
     }
     let changed = false;
-    for (let p = this.rows[i].parent; p >= 0; p = this.rows[p].parent) {
+    const parent = this.data.columns.parent;
+    for (let p = parent[i]; p >= 0; p = parent[p]) {
       if (this.collapsed[p]) {
         this.collapsed[p] = 0;
         changed = true;
@@ -293,8 +331,25 @@ class TraceView {
 
   select(i) {
     this.selected = i;
+    // the address names the selected span (a reload or a shared link shows it), and a link to
+    // any other span changes the address, so it is always followed
+    const here = this.spanHref(this.data.trace_id, this.data.columns.id[i]);
+    if (location.hash !== here) history.replaceState(null, "", here);
     this.renderDetail();
     this.renderRows();
+    if (!this.details.has(i) && !(this.data.columns.flags[i] & PLACEHOLDER)) this.fetchDetails(i);
+  }
+
+  async fetchDetails(i) {
+    const spanId = this.data.columns.id[i];
+    let details;
+    try {
+      details = await getJSON(`${API}/${this.data.trace_id}/span/${spanId}${this.query}`);
+    } catch (err) {
+      details = { error: String(err.message || err) };
+    }
+    this.details.set(i, details);
+    if (this.selected === i) this.renderDetail();
   }
 
   flash(text) {
@@ -341,11 +396,11 @@ class TraceView {
     this.layer.style.transform = `translateY(${first * ROW_H}px)`;
     clear(this.layer).appendChild(frag);
     this.drawRuler(r0, span);
-    this.moveMinimapView(first + OVERSCAN, height);
+    this.moveMinimapView(vp.scrollTop / ROW_H, height);
   }
 
   rowElement(i, r0, span) {
-    const row = this.rows[i];
+    const row = this.row(i);
     const classes = ["row"];
     if (row.status === 2) classes.push("error");
     if (row.pending) classes.push("pending");
@@ -373,19 +428,31 @@ class TraceView {
       h("span", { class: "op" }, row.placeholder ? `parent ${row.id}` : row.name),
       badges,
     );
-    const left = ((row.start - r0) / span) * 100;
-    const width = Math.max(((row.end - row.start) / span) * 100, 0.15);
-    const bar = h("div", { class: "bar", style: { left: `${left}%`, width: `${width}%`, background: colour } });
-    if (onPath) {
-      for (const [a, b] of this.critical.get(i)) {
-        const segLeft = ((a - row.start) / Math.max(1, row.end - row.start)) * 100;
-        const segWidth = ((b - a) / Math.max(1, row.end - row.start)) * 100;
-        bar.appendChild(h("div", { class: "cp", style: { left: `${segLeft}%`, width: `${segWidth}%` } }));
+    // An incomplete span never ended: its bar runs, hatched, to the end of the trace.
+    const end = row.pending ? Math.max(row.end, this.duration) : row.end;
+    const timeline = h("div", { class: "col-bar" });
+    const a = ((row.start - r0) / span) * 100;
+    const b = ((end - r0) / span) * 100;
+    if (b >= 0 && a <= 100) {
+      // clipped to the zoomed range, so no bar or label reaches into the name column
+      const left = Math.max(0, a);
+      const right = Math.min(100, b);
+      const width = Math.max(right - left, 0.15);
+      const bar = h("div", { class: "bar", style: { left: `${left}%`, width: `${width}%`, background: colour } });
+      if (onPath) {
+        for (const [s0, s1] of this.critical.get(i)) {
+          const segLeft = ((Math.max(s0, r0) - Math.max(row.start, r0)) / Math.max(1, ((right - left) / 100) * span)) * 100;
+          const segWidth = ((Math.min(s1, r0 + span) - Math.max(s0, r0)) / Math.max(1, ((right - left) / 100) * span)) * 100;
+          if (segWidth > 0) bar.appendChild(h("div", { class: "cp", style: { left: `${segLeft}%`, width: `${segWidth}%` } }));
+        }
       }
+      // after the bar (the column keeps a margin for it); before it when the bar reaches the
+      // right edge and there is room on its left
+      const text = row.pending ? "incomplete" : fmtDuration(row.end - row.start);
+      const before = right > 85 && left >= 25;
+      const label = h("span", { class: "bar-label", style: before ? { right: `calc(${100 - left}% + 4px)` } : { left: `calc(${right}% + 4px)` } }, text);
+      append(timeline, bar, label);
     }
-    const labelLeft = Math.min(left + width, 100);
-    const label = h("span", { class: "bar-label", style: labelLeft > 80 ? { right: `${100 - left + 0.5}%` } : { left: `calc(${labelLeft}% + 4px)` } }, row.pending ? "never ended" : fmtDuration(row.end - row.start));
-    const timeline = h("div", { class: "col-bar" }, bar, label);
     return h("div", { class: classes.join(" "), dataset: { index: i, depth: row.depth, spanId: row.id } }, name, timeline);
   }
 
@@ -408,17 +475,21 @@ class TraceView {
     ctx.clearRect(0, 0, w, 60);
     const k = this.visible.length;
     const rowH = Math.max(60 / Math.max(k, 1), 0.25);
+    const { start, end, status, flags, service } = this.data.columns;
+    const strings = this.data.strings;
     for (let pos = 0; pos < k; pos++) {
-      const row = this.rows[this.visible[pos]];
-      ctx.fillStyle = row.status === 2 ? "#dc2626" : row.placeholder || row.pending ? "#d97706" : serviceColour(row.service);
-      const x = (row.start / this.duration) * w;
-      ctx.fillRect(x, (pos / k) * 60, Math.max(1, ((row.end - row.start) / this.duration) * w), Math.max(rowH, 1));
+      const i = this.visible[pos];
+      ctx.fillStyle = status[i] === 2 ? "#dc2626" : flags[i] ? "#d97706" : serviceColour(strings[service[i]]);
+      const x = (start[i] / this.duration) * w;
+      const until = flags[i] & PENDING ? this.duration : end[i];
+      ctx.fillRect(x, (pos / k) * 60, Math.max(1, ((until - start[i]) / this.duration) * w), Math.max(rowH, 1));
     }
   }
 
+  // The box over the minimap: the rows in view, from the first one at the top of the viewport.
   moveMinimapView(firstPos, height) {
     const k = Math.max(1, this.visible.length);
-    const top = Math.min(60, (Math.max(0, firstPos - OVERSCAN) / k) * 60);
+    const top = Math.min(60, (firstPos / k) * 60);
     const size = Math.max(3, Math.min(60, (height / ROW_H / k) * 60));
     this.minimapView.style.top = `${top}px`;
     this.minimapView.style.height = `${Math.min(size, 60 - top)}px`;
@@ -461,7 +532,7 @@ class TraceView {
     if (e.key === "ArrowDown" && pos + 1 < this.visible.length) this.focusSpanAt(pos + 1);
     else if (e.key === "ArrowUp" && pos > 0) this.focusSpanAt(pos - 1);
     else if ((e.key === "ArrowLeft" && !this.collapsed[this.selected]) || (e.key === "ArrowRight" && this.collapsed[this.selected])) {
-      if (this.rows[this.selected].children) this.toggle(this.selected);
+      if (this.data.columns.children[this.selected]) this.toggle(this.selected);
     } else return;
     e.preventDefault();
   }
@@ -477,15 +548,19 @@ class TraceView {
 
   // ------------------------------------------------------------------------------ details
 
+  // What the columns say at once; attributes, events, links and resource once fetched.
   renderDetail() {
     const el = clear(this.detail);
+    delete el.dataset.spanId;
+    delete el.dataset.loaded;
     if (this.selected < 0) {
       el.appendChild(h("p", { class: "hint" }, "Select a span to see its attributes, resource, events and links."));
       return;
     }
-    const row = this.rows[this.selected];
+    const row = this.row(this.selected);
+    el.dataset.spanId = row.id;
     if (row.placeholder) {
-      append(el, 
+      append(el,
         h("h2", {}, "Missing parent"),
         h("p", { class: "notice warn" }, row.note),
         h("p", { class: "hint" }, "The span below it references this parent, but no span with this id reached the server. The findings above name the likely sender."),
@@ -493,53 +568,63 @@ class TraceView {
       );
       return;
     }
-    const d = this.data;
-    append(el, 
+    const more = this.details.get(this.selected);
+    const statusMessage = more && more.status_message;
+    append(el,
       h("h2", {}, h("span", { class: "svc-dot", style: { background: serviceColour(row.service) } }), row.name),
-      row.pending ? h("p", { class: "notice warn" }, "Incomplete: this span was announced when it started and never ended. ", row.note || "") : null,
-      row.status === 2 ? h("p", { class: "notice bad" }, "Error", row.status_message ? `: ${row.status_message}` : "") : null,
+      row.pending ? h("p", { class: "notice warn" }, h("strong", {}, "Incomplete"), ": this span was announced when it started and never ended. ", row.note || "") : null,
+      row.status === 2 ? h("p", { class: "notice bad" }, "Error", statusMessage ? `: ${statusMessage}` : "") : null,
       h(
         "dl",
         { class: "facts" },
         fact("Service", row.service),
         fact("Kind", KIND_LABEL[row.kind] ?? row.kind),
-        fact("Status", ["unset", "ok", "error"][row.status] ?? row.status),
-        fact("Duration", row.pending ? "never ended" : fmtDuration(row.end - row.start)),
+        fact("Status", row.pending ? "incomplete" : ["unset", "ok", "error"][row.status] ?? row.status),
+        fact("Duration", row.pending ? "unknown: never ended (drawn to the end of the trace)" : fmtDuration(row.end - row.start)),
         fact("Starts at", `+${fmtDuration(row.start)}`),
         fact("Span id", row.id),
-        fact("Parent id", row.parent >= 0 ? this.rows[row.parent].id : "—"),
-        row.scope ? fact("Scope", row.scope) : null,
+        fact("Parent id", row.parent >= 0 ? this.data.columns.id[row.parent] : "—"),
+        more && more.scope ? fact("Scope", more.scope) : null,
       ),
-      section("Attributes", table(row.attributes)),
+    );
+    if (!more) el.appendChild(h("p", { class: "hint loading" }, "Loading attributes, events and links…"));
+    else if (more.error) el.appendChild(h("p", { class: "notice bad" }, `Could not load this span's details: ${more.error}`));
+    else {
+      append(el,
+        section("Attributes", table(more.attributes)),
+        section(
+          `Events (${more.events.length})`,
+          more.events.length
+            ? h("ol", { class: "events" }, more.events.map((ev) => h("li", {}, h("div", { class: "event-head" }, h("span", { class: "mono" }, `+${fmtDuration(ev.t)}`), " ", h("strong", {}, ev.name)), table(ev.attributes))))
+            : null,
+        ),
+        section(`Links (${more.links.length})`, more.links.length ? h("ul", { class: "links" }, more.links.map((lk) => this.linkItem(lk.trace_id, lk.span_id, lk, table(lk.attributes)))) : null),
+      );
+      el.dataset.loaded = "1";
+    }
+    const from = this.linkedFrom.get(row.id) || [];
+    el.appendChild(
       section(
-        `Events (${row.events.length})`,
-        row.events.length
-          ? h(
-              "ol",
-              { class: "events" },
-              row.events.map((ev) => h("li", {}, h("div", { class: "event-head" }, h("span", { class: "mono" }, `+${fmtDuration(ev.t)}`), " ", h("strong", {}, ev.name)), table(ev.attributes))),
-            )
-          : null,
+        `Linked from (${from.length})`,
+        from.length ? h("ul", { class: "links backlinks" }, from.map((i) => this.linkItem(this.data.trace_id, this.data.columns.id[i], this.row(i)))) : null,
       ),
-      section(
-        `Links (${row.links.length})`,
-        row.links.length
-          ? h(
-              "ul",
-              { class: "links" },
-              row.links.map((lk) => {
-                const here = lk.trace_id === d.trace_id;
-                return h(
-                  "li",
-                  {},
-                  h("a", { class: "span-link", href: this.spanHref(lk.trace_id, lk.span_id), dataset: { traceId: lk.trace_id, spanId: lk.span_id } }, here ? "span in this trace" : "linked trace", " ", h("span", { class: "mono" }, `${lk.trace_id.slice(0, 8)}…/${lk.span_id}`)),
-                  table(lk.attributes),
-                );
-              }),
-            )
-          : null,
-      ),
-      section("Resource", table(d.resources[row.resource] || {})),
+    );
+    if (more && !more.error) el.appendChild(section("Resource", table(more.resource)));
+  }
+
+  // A link's target (or a backlink's source) by service and operation when known, then its ids.
+  linkItem(traceId, spanId, known, body = null) {
+    const here = traceId === this.data.trace_id;
+    const target = here && !known.service ? this.byId.has(spanId) && this.row(this.byId.get(spanId)) : known;
+    const label = target && target.service
+      ? [h("span", { class: "svc-dot", style: { background: serviceColour(target.service) } }), h("span", { class: "svc" }, target.service), " ", h("span", { class: "op" }, target.name)]
+      : [h("span", { class: "op" }, here ? "a span in this trace" : "a span in another trace")];
+    return h(
+      "li",
+      {},
+      h("a", { class: "span-link", href: this.spanHref(traceId, spanId), dataset: { traceId, spanId } }, label),
+      h("div", { class: "mono dim link-ids" }, `${here ? "this trace" : `trace ${traceId.slice(0, 12)}…`} · span ${spanId}`),
+      body,
     );
   }
 }
