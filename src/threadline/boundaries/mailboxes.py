@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.connection import Connection as _Connection
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from threadline._handoff import RELATIONS, Handoff, Relation, capture, resume
@@ -44,6 +45,7 @@ __all__ = [
     "open",
     "open_batch",
     "seal",
+    "sender_links",
     "uninstall",
 ]
 
@@ -157,6 +159,18 @@ def open(  # noqa: A001 - the messaging verb; shadows the builtin only inside th
 MAX_LINKS = 128  # the SDK's default span link limit: a batch links at most this many senders
 
 
+def sender_links(handoffs: Iterable[Handoff]) -> tuple[list[trace.SpanContext], int]:
+    """The distinct valid senders among handoffs, in order, at most MAX_LINKS of them, and how
+    many more there were (for ``threadline.links.dropped``)."""
+    senders: dict[tuple[int, int], trace.SpanContext] = {}
+    for h in handoffs:
+        sc = h.span_context
+        if sc.is_valid:
+            senders.setdefault((sc.trace_id, sc.span_id), sc)
+    links = list(senders.values())
+    return links[:MAX_LINKS], max(0, len(links) - MAX_LINKS)
+
+
 class Batch:
     """Messages received together. ``with batch as items:`` runs the block in one CONSUMER
     "process <destination>" span under the receiver's context, linked to every distinct sender
@@ -188,16 +202,11 @@ class Batch:
 
     def __enter__(self) -> list[Any]:
         if _installed and self.items:
-            senders = {}
-            for h in self.handoffs:
-                sc = h.span_context
-                if sc.is_valid:
-                    senders.setdefault((sc.trace_id, sc.span_id), sc)
+            links, dropped = sender_links(self.handoffs)
             attrs = _attrs(self._attributes, "process")
             attrs["messaging.batch.message_count"] = len(self.items)
-            if len(senders) > MAX_LINKS:
-                attrs["threadline.links.dropped"] = len(senders) - MAX_LINKS
-            links = list(senders.values())[:MAX_LINKS]
+            if dropped:
+                attrs["threadline.links.dropped"] = dropped
             self._cm = start_span(
                 f"process {self.destination}", attributes=attrs, kind=SpanKind.CONSUMER, links=links
             )
