@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import threadline as tl
+from threadline.testing import hex_ids
 
 WAIT = 60
 
@@ -72,6 +73,33 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(WAIT)
+
+
+def assert_consumed_elsewhere(traces, root, worker: Worker, sent: str, processed: str, plain):
+    """The two messages sent under root ("order 1", "order 2") were processed by the worker, in
+    root's trace, each a child of its own send span; the untraced one ("plain", arriving with
+    the fields / headers ``plain``) in a trace of its own."""
+    traces.wait_for(
+        lambda spans: sum(s.name == "handle" and s.pid == worker.pid for s in spans) == 3,
+        timeout=WAIT,
+    )
+    trace_id, root_id = hex_ids(root)
+    t = traces.trace(trace_id)
+    t.assert_connected()
+    sends, processes = t.find_all(sent), t.find_all(processed)
+    assert [(s.kind, s.parent_id, s.service) for s in sends] == [("PRODUCER", root_id, "tests")] * 2
+    assert [(p.kind, p.parent_id, p.service, p.pid) for p in processes] == [
+        ("CONSUMER", s.span_id, "worker", worker.pid) for s in sends
+    ]
+    assert [[h.attributes["body"] for h in t.children(p)] for p in processes] == [
+        ["order 1"],
+        ["order 2"],
+    ]
+    untraced = [s for s in traces.spans if s.name == "handle" and s.attributes["body"] == "plain"]
+    assert [(s.trace_id != trace_id, s.attributes.get("fields")) for s in untraced] == [
+        (True, json.dumps(plain, sort_keys=True) if plain else None)
+    ]
+    assert traces.trace(untraced[0].trace_id).root.name == processed
 
 
 # -- the worker program ----------------------------------------------------------------------

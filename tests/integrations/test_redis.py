@@ -9,7 +9,14 @@ import json
 import pytest
 import redis as redis_client
 import redis.asyncio as redis_asyncio
-from brokers import WAIT, Worker, messaging_attributes, require, unique
+from brokers import (
+    WAIT,
+    Worker,
+    assert_consumed_elsewhere,
+    messaging_attributes,
+    require,
+    unique,
+)
 from opentelemetry import trace
 
 import threadline as tl
@@ -222,24 +229,6 @@ def test_consumer_in_another_process(traces, client):
         worker.wait()
     finally:
         worker.kill()
-    traces.wait_for(
-        lambda spans: sum(s.name == "handle" and s.pid == worker.pid for s in spans) == 3,
-        timeout=WAIT,
+    assert_consumed_elsewhere(
+        traces, root, worker, f"send {stream}", f"process {stream}", {"body": "plain", "x": "1"}
     )
-    trace_id, root_id = hex_ids(root)
-    t = traces.trace(trace_id)
-    t.assert_connected()
-    sends = t.find_all(f"send {stream}")
-    processes = t.find_all(f"process {stream}")
-    assert [(s.kind, s.parent_id, s.service) for s in sends] == [("PRODUCER", root_id, "tests")] * 2
-    assert [(p.kind, p.parent_id, p.service, p.pid) for p in processes] == [
-        ("CONSUMER", s.span_id, "worker", worker.pid) for s in sends
-    ]
-    assert [[h.attributes["body"] for h in t.children(p)] for p in processes] == [
-        ["order 1"],
-        ["order 2"],
-    ]
-    plain = [s for s in traces.spans if s.name == "handle" and s.attributes["body"] == "plain"]
-    assert [(s.trace_id != trace_id, s.attributes["fields"]) for s in plain] == [
-        (True, '{"body": "plain", "x": "1"}')
-    ]
