@@ -17,7 +17,7 @@ import browser as chromium  # noqa: E402
 from threadline import server  # noqa: E402
 
 PAGES = [  # file, route, selector to wait for, actions
-    ("search.png", "#/", "body[data-ready=search]", []),
+    ("search.png", "#/?lookback=15m", "body[data-ready=search]", []),
     (
         "trace.png",
         f"#/trace/{crafted.CHECKOUT}?span=b000000000000001",

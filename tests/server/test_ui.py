@@ -266,6 +266,9 @@ def test_an_incomplete_span_is_drawn_to_the_end_of_the_trace(page, ui):
     assert abs(bar["x"] - (column["x"] + starts * column["width"])) < 1
     assert abs(bar["x"] + bar["width"] - (column["x"] + column["width"])) < 1
     assert row.locator(".bar-label").inner_text() == "incomplete"
+    label, whole = row.locator(".bar-label").bounding_box(), row.bounding_box()
+    assert label["x"] > column["x"] + column["width"]  # after the bar, not cut off by the row
+    assert label["x"] + label["width"] <= whole["x"] + whole["width"]
     facts = page.eval_on_selector_all(
         ".detail dl.facts dt", "els => els.map(e => [e.innerText, e.nextSibling.innerText])"
     )

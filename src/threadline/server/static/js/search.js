@@ -281,9 +281,12 @@ function drawScatter(el, traces, x0, x1) {
   const pad = { l: 64, r: 16, t: 12, b: 28 };
   const windowNs = Math.max(1, x1 - x0);
   const durs = traces.map((t) => Math.max(1, t.duration_ns));
-  const maxD = Math.max(...durs, 1e6);
-  const minD = Math.min(...durs, maxD / 10);
-  const logScale = maxD / minD > 50;
+  const longest = Math.max(...durs, 1e6);
+  const logScale = longest / Math.min(...durs, longest / 10) > 50;
+  // round ticks: decades on a log scale, 1/2/5 x 10^k steps on a linear one
+  const ticks = logScale ? decades(Math.min(...durs), longest) : steps(longest);
+  const minD = ticks[0] || 1;
+  const maxD = ticks[ticks.length - 1];
   const y = (d) => {
     const f = logScale ? (Math.log10(Math.max(d, 1)) - Math.log10(minD)) / (Math.log10(maxD) - Math.log10(minD) || 1) : d / maxD;
     return H - pad.b - f * (H - pad.t - pad.b);
@@ -291,7 +294,6 @@ function drawScatter(el, traces, x0, x1) {
   const x = (ns) => pad.l + ((ns - x0) / windowNs) * (W - pad.l - pad.r);
   const root = svg("svg", { class: "scatter-svg", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "trace duration over time" });
   root.appendChild(svg("rect", { x: pad.l, y: pad.t, width: W - pad.l - pad.r, height: H - pad.t - pad.b, class: "plot-bg" }));
-  const ticks = logScale ? [minD, Math.sqrt(minD * maxD), maxD] : [0, maxD / 2, maxD];
   for (const d of ticks) {
     const yy = y(Math.max(d, 1));
     append(root, svg("line", { x1: pad.l, x2: W - pad.r, y1: yy, y2: yy, class: "grid" }), svg("text", { x: pad.l - 6, y: yy + 4, "text-anchor": "end", class: "axis" }, fmtDuration(d)));
@@ -313,6 +315,21 @@ function drawScatter(el, traces, x0, x1) {
     root.appendChild(dot);
   }
   el.appendChild(root);
+}
+
+function steps(max) {
+  const raw = max / 3;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].find((m) => m * p >= raw) * p;
+  const out = [];
+  for (let k = 0; k * step < max + step; k++) out.push(k * step);
+  return out;
+}
+
+function decades(min, max) {
+  const out = [10 ** Math.floor(Math.log10(min))];
+  while (out[out.length - 1] < max) out.push(out[out.length - 1] * 10);
+  return out;
 }
 
 // A list of traces by id (service map edges, completeness examples): links at once, summaries

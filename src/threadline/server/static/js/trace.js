@@ -479,7 +479,7 @@ class TraceView {
     const strings = this.data.strings;
     for (let pos = 0; pos < k; pos++) {
       const i = this.visible[pos];
-      ctx.fillStyle = status[i] === 2 ? "#dc2626" : flags[i] ? "#d97706" : serviceColour(strings[service[i]]);
+      ctx.fillStyle = status[i] === 2 ? "#dc2626" : flags[i] & PENDING ? "#fbbf24" : flags[i] & PLACEHOLDER ? "#9ca3af" : serviceColour(strings[service[i]]);
       const x = (start[i] / this.duration) * w;
       const until = flags[i] & PENDING ? this.duration : end[i];
       ctx.fillRect(x, (pos / k) * 60, Math.max(1, ((until - start[i]) / this.duration) * w), Math.max(rowH, 1));
@@ -572,7 +572,7 @@ class TraceView {
     const statusMessage = more && more.status_message;
     append(el,
       h("h2", {}, h("span", { class: "svc-dot", style: { background: serviceColour(row.service) } }), row.name),
-      row.pending ? h("p", { class: "notice warn" }, h("strong", {}, "Incomplete"), ": this span was announced when it started and never ended. ", row.note || "") : null,
+      row.pending ? h("p", { class: "notice warn" }, h("strong", {}, "Incomplete"), ": this span was announced when it started and never ended.", row.note ? [h("br"), `Why: ${row.note}`] : null) : null,
       row.status === 2 ? h("p", { class: "notice bad" }, "Error", statusMessage ? `: ${statusMessage}` : "") : null,
       h(
         "dl",
@@ -580,7 +580,7 @@ class TraceView {
         fact("Service", row.service),
         fact("Kind", KIND_LABEL[row.kind] ?? row.kind),
         fact("Status", row.pending ? "incomplete" : ["unset", "ok", "error"][row.status] ?? row.status),
-        fact("Duration", row.pending ? "unknown: never ended (drawn to the end of the trace)" : fmtDuration(row.end - row.start)),
+        fact("Duration", row.pending ? "unknown: it never ended" : fmtDuration(row.end - row.start)),
         fact("Starts at", `+${fmtDuration(row.start)}`),
         fact("Span id", row.id),
         fact("Parent id", row.parent >= 0 ? this.data.columns.id[row.parent] : "—"),
@@ -603,12 +603,7 @@ class TraceView {
       el.dataset.loaded = "1";
     }
     const from = this.linkedFrom.get(row.id) || [];
-    el.appendChild(
-      section(
-        `Linked from (${from.length})`,
-        from.length ? h("ul", { class: "links backlinks" }, from.map((i) => this.linkItem(this.data.trace_id, this.data.columns.id[i], this.row(i)))) : null,
-      ),
-    );
+    if (from.length) el.appendChild(section(`Linked from (${from.length})`, h("ul", { class: "links backlinks" }, from.map((i) => this.linkItem(this.data.trace_id, this.data.columns.id[i], this.row(i))))));
     if (more && !more.error) el.appendChild(section("Resource", table(more.resource)));
   }
 
@@ -664,7 +659,12 @@ function table(obj) {
     h(
       "tbody",
       {},
-      keys.map((k) => h("tr", {}, h("th", {}, k), h("td", {}, valueText(obj[k])))),
+      keys.map((k) => h("tr", {}, h("th", {}, breakable(k)), h("td", {}, valueText(obj[k])))),
     ),
   );
+}
+
+// An attribute key with line-break opportunities after its dots (service.name, http.route...).
+function breakable(key) {
+  return key.split(/(?<=\.)/).flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
 }
