@@ -58,3 +58,18 @@ def test_wrong_arguments_raise_naming_them():
         messaging.publish("test", "jobs", [("k", "v")])
     with pytest.raises(ValueError, match="relation must be one of"):
         messaging.process({}, "test", "jobs", relation="sibling")
+
+
+def test_the_brokers_process_names_a_wrong_message():
+    from threadline.integrations import mqtt, nats, rabbitmq, redis
+
+    with pytest.raises(TypeError, match="process takes a nats Msg, not dict"):
+        nats.process({})
+    with pytest.raises(TypeError, match="process takes a paho MQTTMessage, not bytes"):
+        mqtt.process(b"x")
+    with pytest.raises(TypeError, match="an aio-pika IncomingMessage, not NoneType"):
+        rabbitmq.process(None)
+    with pytest.raises(
+        TypeError, match="process takes an Entry or a Pub/Sub message dict, not str"
+    ):
+        redis.process("x")

@@ -80,6 +80,8 @@ def publish(
 def process(message: Any, *, relation: Relation | None = None):
     """``with process(message):`` — the block in a CONSUMER "process <topic>" span continuing the
     publisher's trace (``relation="link"`` / ``"none"`` on request)."""
+    if not hasattr(message, "topic") or not hasattr(message, "properties"):
+        raise TypeError(f"process takes a paho MQTTMessage, not {type(message).__name__}")
     return messaging.process(
         _user_properties(message.properties),
         SYSTEM,

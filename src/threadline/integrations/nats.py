@@ -122,6 +122,8 @@ def process(msg: Any, *, relation: Relation | None = None):
     """``with process(msg):`` — the block in a CONSUMER "process <subject>" span continuing the
     publisher's trace, or, for a request (a reply subject that is not a JetStream ack), a SERVER
     "request <subject>" span continuing the requester's."""
+    if not hasattr(msg, "subject") or not hasattr(msg, "headers"):
+        raise TypeError(f"process takes a nats Msg, not {type(msg).__name__}")
     is_request = bool(msg.reply) and not _from_jetstream(msg)
     return messaging.process(
         msg.headers,

@@ -170,6 +170,11 @@ def process(
     queue=...)`` (aio-pika): the block in a CONSUMER "process <destination>" span continuing the
     publisher's trace (``relation="link"`` / ``"none"`` on request). Messages from untraced
     publishers are processed in a new trace."""
+    if not hasattr(delivery, "routing_key"):
+        raise TypeError(
+            "process takes a pika delivery (Basic.Deliver / Basic.GetOk) and its properties, or "
+            f"an aio-pika IncomingMessage, not {type(delivery).__name__}"
+        )
     exchange, routing_key, tag, props = _delivery(delivery, properties)
     return messaging.process(
         getattr(props, "headers", None),
