@@ -121,13 +121,17 @@ def _untag(v: Any) -> Any:
     return float(v["f"].replace("Infinity", "inf"))
 
 
+_raw_decode = json.JSONDecoder().raw_decode  # the stored text has no outer whitespace to skip
+
+
 def decode_attrs(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
-    attrs = json.loads(text)
-    for k, v in attrs.items():
-        if type(v) is dict or type(v) is list:
-            attrs[k] = _untag(v)
+    attrs = _raw_decode(text)[0]
+    if "[" in text or '{"' in text[1:]:  # a tagged or array value somewhere: untag those
+        for k, v in attrs.items():
+            if type(v) is dict or type(v) is list:
+                attrs[k] = _untag(v)
     return attrs
 
 

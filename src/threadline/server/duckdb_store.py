@@ -38,7 +38,16 @@ log = logging.getLogger("threadline.server")
 _MASK = (1 << 64) - 1
 _HEX_ID = re.compile(r"[0-9a-fA-F]{32}:[0-9a-fA-F]{16}")
 _SIGN = 1 << 63
-_SELECT = ", ".join(list(COLUMNS)[:-3])  # what a Span is read from
+# what a Span is read from, its ids as hex text made by the engine (cheaper than in Python)
+_HEX = "lower(lpad(hex({}), 16, '0'))"
+_SELECT = ", ".join(
+    [
+        _HEX.format("tid_hi") + " || " + _HEX.format("tid_lo"),
+        _HEX.format("span_id"),
+        f"CASE WHEN parent_id IS NULL THEN '' ELSE {_HEX.format('parent_id')} END",
+        *list(COLUMNS)[4:-3],
+    ]
+)
 # The builders hand over the index's texts ("key\0text form"); the engine hashes them.
 _INSERT = (
     "INSERT INTO spans SELECT "
@@ -196,44 +205,44 @@ class DuckDBStore(Store):
 
     @staticmethod
     def _span(row: tuple, decode_shared: Any = decode_attrs) -> Span:
-        (tid_hi, tid_lo, span_id, parent_id, service, name, kind, start_ns, duration_ns, status_code,
+        (trace_id, span_id, parent_id, service, name, kind, start_ns, duration_ns, status_code,
          status_message, _pending, attributes, resource, scope_name, scope_version, scope_attributes,
          events, links, trace_state, flags, dropped, schema_urls) = row  # fmt: skip
         d = read_dropped(dropped)
         urls = schema_urls.split("\n", 1) if schema_urls else ("", "")
         return Span(
-            trace_id=_dec_id(tid_hi) + _dec_id(tid_lo),
-            span_id=_dec_id(span_id),
-            parent_span_id=_dec_id(parent_id) if parent_id is not None else "",
-            name=name,
-            kind=kind,
-            start_ns=start_ns,
-            end_ns=start_ns + duration_ns,
-            service=service,
-            status_code=status_code,
-            status_message=status_message or "",
-            attributes=decode_attrs(attributes),
-            resource=decode_shared(resource),
-            scope_name=scope_name,
-            scope_version=scope_version or "",
-            scope_attributes=decode_shared(scope_attributes),
-            events=[
+            trace_id,
+            span_id,
+            parent_id,
+            name,
+            kind,
+            start_ns,
+            start_ns + duration_ns,
+            service,
+            status_code,
+            status_message or "",
+            decode_attrs(attributes),
+            decode_shared(resource),
+            scope_name,
+            scope_version or "",
+            decode_shared(scope_attributes),
+            [
                 Event(t, n, _untag(a) if a else {}, da)
                 for t, n, a, da in (json.loads(events) if events else [])
             ],
-            links=[
+            [
                 Link(t, sid, ts, _untag(a) if a else {}, da, f)
                 for t, sid, ts, a, da, f in (json.loads(links) if links else [])
             ],
-            trace_state=trace_state or "",
-            flags=flags,
-            dropped_attributes_count=d[0],
-            dropped_events_count=d[1],
-            dropped_links_count=d[2],
-            resource_schema_url=urls[0],
-            scope_schema_url=urls[1],
-            resource_dropped_attributes_count=d[3],
-            scope_dropped_attributes_count=d[4],
+            trace_state or "",
+            flags,
+            d[0],
+            d[1],
+            d[2],
+            urls[0],
+            urls[1],
+            d[3],
+            d[4],
         )
 
     @staticmethod
