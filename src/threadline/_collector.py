@@ -75,12 +75,23 @@ class Collector:
         self.sink = sink
         self.received = 0
         self.rejected = 0
+        self.busy = 0  # requests being read or handled right now
+        self._busy_lock = threading.Lock()
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse one connection
 
             def do_POST(self) -> None:  # noqa: N802
+                with collector._busy_lock:
+                    collector.busy += 1
+                try:
+                    self._handle()
+                finally:
+                    with collector._busy_lock:
+                        collector.busy -= 1
+
+            def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 if self.headers.get("Content-Encoding") == "gzip":

@@ -216,6 +216,7 @@ class Capture(SpanProcessor):
         self._spans: list[CapturedSpan] = []
         self._index: dict[tuple[str, str], int] = {}  # (trace id, span id) -> position in _spans
         self._collector: Collector | None = None
+        self._changed = time.monotonic()  # when a span last arrived
 
     # SpanProcessor
     def on_start(self, span, parent_context=None) -> None:
@@ -244,6 +245,7 @@ class Capture(SpanProcessor):
                 elif at is None or not s.pending:
                     self._index[key] = len(self._spans)
                     self._spans.append(s)
+            self._changed = time.monotonic()
             self._lock.notify_all()
 
     @property
@@ -320,6 +322,25 @@ class Capture(SpanProcessor):
                     )
                 self._lock.wait(left)
             return list(self._spans)
+
+    def settle(self, quiet: float = 0.5, timeout: float = 30.0) -> list[CapturedSpan]:
+        """Wait until nothing has arrived for ``quiet`` seconds and the collector is in the middle
+        of no request, then return the spans: to count exactly what other processes sent once
+        wait_for() has seen the least expected (a duplicate or a straggler arrives by then)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                busy = self._collector is not None and self._collector.busy > 0
+                still = quiet - (now - self._changed)
+                if not busy and still <= 0:
+                    return list(self._spans)
+                if now >= deadline:
+                    raise TraceAssertionError(
+                        f"spans kept arriving for {timeout}s; captured {len(self._spans)}\n"
+                        + self.describe_unlocked()
+                    )
+                self._lock.wait(min(max(still, 0.05), deadline - now))
 
     def describe_unlocked(self) -> str:
         groups: dict[str, list[CapturedSpan]] = defaultdict(list)
