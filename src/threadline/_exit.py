@@ -3,7 +3,9 @@
 atexit covers a normal interpreter exit. A multiprocessing child leaves through `os._exit`
 (fork and forkserver start methods), which skips atexit, and a pool's idle workers are ended
 with SIGTERM. guard() covers both, in the process that calls it; spans still open at that
-moment can be ended first by the callbacks registered with before_exit().
+moment can be ended first by the callbacks registered with before_exit(). The final flush takes
+at most FLUSH_TIMEOUT: whatever has not been exported by then is counted as dropped
+("shutdown_timeout"), so the exit report is exact.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import threading
 from collections.abc import Callable
 
 from threadline import _config
+from threadline._export import stats
 
 log = logging.getLogger("threadline")
 
-FLUSH_TIMEOUT = 10.0
+FLUSH_TIMEOUT = 10.0  # seconds the final flush may take before the rest is counted dropped
 
 _real_exit = os._exit
 _guarded_pid = 0
@@ -51,16 +54,26 @@ def _final_flush(code: int | None, signum: int | None) -> None:
             callback(code, signum)
         except Exception:  # noqa: BLE001 - never stand between the program and its exit
             log.debug("threadline: exit callback failed", exc_info=True)
-    try:
-        _config.shutdown()
-    except Exception:  # noqa: BLE001
-        log.debug("threadline: flush at exit failed", exc_info=True)
+    # The flush runs beside us so that an endpoint that never answers cannot hold the exit: past
+    # FLUSH_TIMEOUT what is still queued or in flight is counted as dropped and said.
+    flushing = threading.Thread(target=_shutdown, name="threadline-exit-flush", daemon=True)
+    flushing.start()
+    flushing.join(FLUSH_TIMEOUT)
+    if flushing.is_alive():
+        stats.report("shutdown_timeout")
     # What shutdown reported (spans that failed or were dropped) must not die in a buffer.
     for stream in (sys.stderr, sys.stdout):
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
+
+
+def _shutdown() -> None:
+    try:
+        _config.shutdown()
+    except Exception:  # noqa: BLE001
+        log.debug("threadline: flush at exit failed", exc_info=True)
 
 
 def _exit(code: int = 0) -> None:

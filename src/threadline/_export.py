@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,17 +18,28 @@ log = logging.getLogger("threadline")
 
 
 class ExportStats:
-    """Counters of the export path, process-wide. Read them with threadline.export_stats()."""
+    """Counters of the export path, process-wide. Read them with threadline.export_stats().
+
+    Every recorded span that ends is counted in `ended`; once the export path has shut down,
+    ended == exported + failed + dropped (settle() counts what never left as dropped).
+    Announcements (pending copies of started spans) are counted apart: they are not spans of
+    their own."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.ended = 0  # recorded spans handed to the batch processor
         self.exported = 0
         self.failed = 0  # spans in batches the exporter could not deliver
-        self.dropped = 0  # spans discarded before reaching the exporter (full queue, shutdown)
+        self.dropped = 0  # spans that never reached the exporter (full queue, exit timeout)
         self.announced = 0  # pending copies exported when spans started
+        self.announce_failed = 0  # pending copies that could not be sent
+        self.announce_skipped = 0  # not even tried: announcing pauses after a failure
         self.errors: dict[str, int] = {}
+        self.epoch = 0  # bumped by settle(): an export still in flight then was counted dropped
         self._reported_failure = False
         self._reported_drop = False
+        self._reported_announce = False
+        self._last_report: tuple | None = None
 
     def add(
         self, *, exported: int = 0, failed: int = 0, dropped: int = 0, announced: int = 0
@@ -37,8 +50,20 @@ class ExportStats:
             self.dropped += dropped
             self.announced += announced
 
-    def failure(self, kind: str, spans: int, message: str) -> None:
+    def end(self) -> None:
         with self._lock:
+            self.ended += 1
+
+    def delivered(self, spans: int, epoch: int) -> None:
+        """An export that began in `epoch` succeeded (already counted dropped if settled since)."""
+        with self._lock:
+            if epoch == self.epoch:
+                self.exported += spans
+
+    def failure(self, kind: str, spans: int, message: str, epoch: int | None = None) -> None:
+        with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
             self.failed += spans
             self.errors[kind] = self.errors.get(kind, 0) + 1
             first, self._reported_failure = not self._reported_failure, True
@@ -49,6 +74,23 @@ class ExportStats:
                 spans,
                 message,
             )
+
+    def announce_failure(self, kind: str, message: str, pause: float) -> None:
+        with self._lock:
+            self.announce_failed += 1
+            self.errors[f"announce_{kind}"] = self.errors.get(f"announce_{kind}", 0) + 1
+            first, self._reported_announce = not self._reported_announce, True
+        if first:
+            log.warning(
+                "threadline: could not announce a started span: %s; announcing pauses for %gs "
+                "after each failure (counted, not logged; see threadline.export_stats())",
+                message,
+                pause,
+            )
+
+    def skip_announce(self) -> None:
+        with self._lock:
+            self.announce_skipped += 1
 
     def drop(self, spans: int, reason: str) -> None:
         with self._lock:
@@ -62,32 +104,55 @@ class ExportStats:
                 reason,
             )
 
+    def settle(self, reason: str) -> int:
+        """Count every ended span that was neither exported, failed nor dropped as dropped for
+        `reason`: the export path has stopped, so they never will be. Returns how many."""
+        with self._lock:
+            missing = self.ended - self.exported - self.failed - self.dropped
+            if missing <= 0:
+                return 0
+            self.epoch += 1  # an export still in flight was among them: its outcome is moot
+        self.drop(missing, reason)
+        return missing
+
     def snapshot(self) -> dict:
         with self._lock:
             return {
+                "ended": self.ended,
                 "exported": self.exported,
                 "failed": self.failed,
                 "dropped": self.dropped,
                 "announced": self.announced,
+                "announce_failed": self.announce_failed,
+                "announce_skipped": self.announce_skipped,
                 "errors": dict(self.errors),
             }
 
-    def report(self) -> None:
-        """Say at shutdown what never arrived, if anything."""
+    def report(self, reason: str = "not_exported") -> None:
+        """Say at shutdown what never arrived, if anything: exact about the spans that ended."""
+        self.settle(reason)
         s = self.snapshot()
-        if s["failed"] or s["dropped"]:
-            log.warning(
-                "threadline: %d span(s) exported, %d failed to export, %d dropped",
-                s["exported"],
-                s["failed"],
-                s["dropped"],
-            )
+        line = (s["exported"], s["failed"], s["dropped"], s["announce_failed"])
+        if not (s["failed"] or s["dropped"] or s["announce_failed"]) or line == self._last_report:
+            return
+        self._last_report = line
+        log.warning(
+            "threadline: %d span(s) exported, %d failed to export, %d dropped%s",
+            s["exported"],
+            s["failed"],
+            s["dropped"],
+            f"; {s['announce_failed']} announcement(s) of started spans not sent"
+            if s["announce_failed"]
+            else "",
+        )
 
     def reset(self) -> None:
         with self._lock:
-            self.exported = self.failed = self.dropped = self.announced = 0
+            self.ended = self.exported = self.failed = self.dropped = 0
+            self.announced = self.announce_failed = self.announce_skipped = 0
             self.errors.clear()
-            self._reported_failure = self._reported_drop = False
+            self._reported_failure = self._reported_drop = self._reported_announce = False
+            self._last_report = None
 
 
 stats = ExportStats()
@@ -95,36 +160,53 @@ stats = ExportStats()
 os.register_at_fork(after_in_child=stats.reset)
 
 
-class _DropCounter:
-    """Stands in for the SDK batch processor's metrics object so its drops reach our counters."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def register_queue_size(self, get_queue_size) -> None:
-        self.inner.register_queue_size(get_queue_size)
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        stats.drop(count, error_type)
-        self.inner.drop_items(count, error_type)
-
-    def finish_items(self, count: int) -> None:
-        self.inner.finish_items(count)
-
-
 class _QueueFullFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Queue full" not in record.getMessage()
+        message = record.getMessage()
+        return "Queue full" not in message and "Queue is full" not in message
+
+
+_said_unknown = False
 
 
 def count_drops(batch_span_processor) -> None:
-    """Count (and log once) the spans an SDK BatchSpanProcessor drops, instead of one warning
-    per span. Tolerates SDK versions without the hook: drops are then only logged by the SDK."""
-    inner = getattr(batch_span_processor, "_batch_processor", None)
-    if inner is None or not hasattr(inner, "_metrics"):
-        return
-    inner._metrics = _DropCounter(inner._metrics)
-    logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(_QueueFullFilter())
+    """Count every span handed to an SDK BatchSpanProcessor (`ended`) and each one it drops
+    because its queue is full (`dropped`, logged once rather than once per span).
+
+    The SDK keeps its queue in a bounded deque (`_batch_processor._queue` from 1.3x, `queue`
+    before), which is what is read here. A processor without one is said once; its drops are
+    then counted when the export path shuts down (ExportStats.settle), not as they happen."""
+    global _said_unknown
+    bsp = batch_span_processor
+    inner = getattr(bsp, "_batch_processor", bsp)
+    queue = next(
+        (
+            q
+            for q in (getattr(inner, "_queue", None), getattr(bsp, "queue", None))
+            if isinstance(q, deque) and q.maxlen
+        ),
+        None,
+    )
+    if queue is None and not _said_unknown:
+        _said_unknown = True
+        log.warning(
+            "threadline: this opentelemetry-sdk's %s keeps no queue threadline knows; spans it "
+            "drops are counted when threadline shuts down, not as they are dropped",
+            type(bsp).__name__,
+        )
+    original = bsp.on_end
+
+    def on_end(span: ReadableSpan) -> None:
+        if span.context.trace_flags.sampled:  # what the processor queues
+            stats.end()
+            if queue is not None and len(queue) >= queue.maxlen:  # the SDK drops the oldest
+                stats.drop(1, "queue_full")
+        original(span)
+
+    bsp.on_end = on_end
+    quiet = _QueueFullFilter()
+    for name in ("opentelemetry.sdk._shared_internal", "opentelemetry.sdk.trace.export"):
+        logging.getLogger(name).addFilter(quiet)
 
 
 class _Quiet(logging.Filter):
@@ -138,13 +220,10 @@ _quiet = _Quiet()
 
 
 class GuardedExporter(SpanExporter):
-    def __init__(
-        self, exporter: SpanExporter, endpoint: str | None = None, counter: str = "exported"
-    ) -> None:
+    def __init__(self, exporter: SpanExporter, endpoint: str | None = None) -> None:
         self.exporter = exporter
         self.endpoint = endpoint
         self.keep_open = False  # set when a reconfiguration reuses this exporter instance
-        self.counter = counter
         if endpoint is not None:
             for name in (
                 "opentelemetry.exporter.otlp.proto.http.trace_exporter",
@@ -154,16 +233,17 @@ class GuardedExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         n = len(spans)
+        epoch = stats.epoch
         try:
             result = self.exporter.export(spans)
         except Exception as exc:  # noqa: BLE001 - tracing never breaks the program
-            stats.failure(type(exc).__name__, n, f"{type(exc).__name__}: {exc}")
+            stats.failure(type(exc).__name__, n, f"{type(exc).__name__}: {exc}", epoch)
             return SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
-            stats.add(**{self.counter: n})
+            stats.delivered(n, epoch)
         else:
             where = f" to {self.endpoint}" if self.endpoint else ""
-            stats.failure("export_failed", n, f"the exporter reported failure{where}")
+            stats.failure("export_failed", n, f"the exporter reported failure{where}", epoch)
         return result
 
     def shutdown(self) -> None:
@@ -197,6 +277,12 @@ def pending_copy(span: ReadableSpan) -> ReadableSpan:
         end_time=span.start_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+# Announcing is synchronous (the work waits for it), so it must never stall the work: a short
+# timeout, no retry after one, and after any failure no announcing for a while.
+ANNOUNCE_TIMEOUT = 0.5  # seconds
+ANNOUNCE_PAUSE = 30.0  # seconds without announcements after a failure
 
 
 class _PlainOTLP(SpanExporter):
@@ -235,24 +321,30 @@ class _PlainOTLP(SpanExporter):
         body = encode_spans(spans)
         headers = {"Content-Type": "application/x-protobuf"}
         with self._lock:
-            for attempt in (1, 2):  # a kept-alive connection the server closed: reconnect once
-                if self._conn is None or self._pid != os.getpid():
-                    self._conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+            while True:
+                reused = self._conn is not None and self._pid == os.getpid()
+                if not reused:
+                    self._conn = http.client.HTTPConnection(
+                        self.host, self.port, timeout=ANNOUNCE_TIMEOUT
+                    )
                     self._pid = os.getpid()
                 try:
                     self._conn.request("POST", self.path, body, headers)
                     response = self._conn.getresponse()
                     response.read()
-                except (OSError, http.client.HTTPException):
+                except (OSError, http.client.HTTPException) as exc:
                     self._conn.close()
                     self._conn = None
-                    if attempt == 2:
-                        raise
-                    continue
+                    # A kept-alive connection the server has closed since: reconnect, once.
+                    # Anything else (a timeout above all) is a failure now, not a retry.
+                    if reused and isinstance(
+                        exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                    ):
+                        continue
+                    raise
                 return (
                     SpanExportResult.SUCCESS if response.status < 300 else SpanExportResult.FAILURE
                 )
-        return SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         with self._lock:
@@ -263,24 +355,42 @@ class _PlainOTLP(SpanExporter):
 
 class PendingAnnouncer(SpanProcessor):
     """Exports a pending copy of every sampled span as it starts, before the work goes on, so
-    work that is killed mid-span (SIGKILL) still shows as an incomplete span."""
+    work that is killed mid-span (SIGKILL) still shows as an incomplete span. After a failed
+    announcement it announces nothing for ANNOUNCE_PAUSE seconds (counted as skipped)."""
 
     def __init__(self, guarded: GuardedExporter) -> None:
         real = guarded.exporter
         if _PlainOTLP.suits(real, guarded.endpoint):
             real = _PlainOTLP(getattr(guarded.exporter, "_endpoint", guarded.endpoint))
-        self.exporter = GuardedExporter(real, guarded.endpoint, counter="announced")
+        self.exporter = real
+        self.endpoint = guarded.endpoint
+        self._paused_until = 0.0
 
     def on_start(self, span: Span, parent_context=None) -> None:
-        if span.context.trace_flags.sampled:
-            self.exporter.export([pending_copy(span)])
+        if not span.context.trace_flags.sampled:
+            return
+        if self._paused_until and time.monotonic() < self._paused_until:
+            stats.skip_announce()
+            return
+        try:
+            result = self.exporter.export([pending_copy(span)])
+        except Exception as exc:  # noqa: BLE001 - tracing never breaks the program
+            kind, problem = type(exc).__name__, f"{type(exc).__name__}: {exc}"
+        else:
+            if result is SpanExportResult.SUCCESS:
+                stats.add(announced=1)
+                return
+            where = f" to {self.endpoint}" if self.endpoint else ""
+            kind, problem = "export_failed", f"the exporter reported failure{where}"
+        self._paused_until = time.monotonic() + ANNOUNCE_PAUSE
+        stats.announce_failure(kind, problem, ANNOUNCE_PAUSE)
 
     def on_end(self, span: ReadableSpan) -> None:
         pass
 
     def shutdown(self) -> None:
-        if isinstance(self.exporter.exporter, _PlainOTLP):
-            self.exporter.exporter.shutdown()  # the full exporter is the batch processor's to close
+        if isinstance(self.exporter, _PlainOTLP):
+            self.exporter.shutdown()  # the full exporter is the batch processor's to close
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
