@@ -10,6 +10,7 @@ from multiprocessing.managers import BaseManager
 from opentelemetry import trace
 
 import threadline as tl
+from threadline import _exit
 from threadline.boundaries.mailboxes import Mailbox
 
 _ready = None
@@ -35,8 +36,8 @@ def recording() -> bool:
 
 
 def remember(ready) -> None:
-    """Pool/executor initializer: the event hang() sets (synchronisation objects travel only
-    when a process is created)."""
+    """Pool/executor initializer: the event hang() sets, or the queue hold() writes to
+    (synchronisation objects travel only when a process is created)."""
     global _ready
     _ready = ready
 
@@ -46,6 +47,20 @@ def hang(ready=None) -> None:
     with tl.span("inner"):
         (ready or _ready).set()
         threading.Event().wait(60)
+
+
+def hold(label: str) -> None:
+    """Say which worker runs this (to the queue given to remember()), then wait to be killed."""
+    _ready.put((label, os.getpid()))
+    threading.Event().wait(60)
+
+
+def burst(count: int, flush_timeout: float) -> None:
+    """End `count` spans, and give the exit flush `flush_timeout` seconds."""
+    _exit.FLUSH_TIMEOUT = flush_timeout
+    for _ in range(count):
+        with tl.span("burst"):
+            pass
 
 
 def current_trace_id() -> str | None:

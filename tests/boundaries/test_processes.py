@@ -4,22 +4,37 @@ trace, under the right parent; killed work stays visible as incomplete spans."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry import trace
-from process_work import current_trace_id, hang, leave, pair, recording, remember, task
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from process_work import (
+    burst,
+    current_trace_id,
+    hang,
+    hold,
+    leave,
+    pair,
+    recording,
+    remember,
+    task,
+)
 
 import threadline as tl
-from threadline import _config
-from threadline._collector import Collector
+from threadline import _config, _export
+from threadline._collector import Collector, decode
 from threadline.boundaries import processes
 from threadline.testing import hex_ids
 
@@ -37,6 +52,7 @@ def delivered(traces, parent, runs: int, name: str = "run task", errors: int = 0
         return [s for s in spans if s.trace_id == trace_id and s.pid != me and not s.pending]
 
     traces.wait_for(lambda spans: len(ours(spans)) >= 2 * runs, timeout=WAIT)
+    traces.settle()  # a duplicate or a straggler would have arrived by now: count exactly
     trace = traces.trace(trace_id)
     trace.assert_connected()
     children = ours(trace.spans)
@@ -102,7 +118,8 @@ def test_pool(traces, method):
                 pool.apply(task, ("raise",))
         with tl.span("exit") as exits:
             pool.apply_async(task, ("exit",))  # the worker dies; the pool replaces it
-        delivered(traces, exits, 1)
+        (exited,) = delivered(traces, exits, 1)
+        assert exited.attributes["process.exit_code"] == 0
     # Leaving the block terminates the pool (SIGTERM): its workers flush before they go.
     delivered(traces, returns, 6)
     delivered(traces, starmap, 1, name="run pair")
@@ -132,7 +149,8 @@ def test_process_pool_executor(traces, method):
         with tl.span("exit") as exits:
             with pytest.raises(BrokenProcessPool):
                 ex.submit(task, "exit").result(WAIT)
-    delivered(traces, exits, 1)
+    (exited,) = delivered(traces, exits, 1)
+    assert exited.attributes["process.exit_code"] == 0
     if method == "fork":
         with pytest.raises(ValueError, match="incompatible"):  # the standard library's rule
             ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1)
@@ -143,10 +161,11 @@ def test_process_pool_executor(traces, method):
     assert len({s.pid for s in delivered(traces, parent, 3)}) == 3
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("code", [0, 3])
-def test_sys_exit_in_a_child(traces, code):
+def test_sys_exit_in_a_child(traces, method, code):
     with tl.span("parent") as parent:
-        p = multiprocessing.get_context("fork").Process(target=leave, args=(code,))
+        p = multiprocessing.get_context(method).Process(target=leave, args=(code,))
         p.start()
         p.join(WAIT)
     assert p.exitcode == code
@@ -169,7 +188,15 @@ def test_a_reused_worker_keeps_no_context(traces):
 # -- killed work stays visible ------------------------------------------------------------------
 
 
-def killed(traces, parent, pid: int, every_span: bool = False) -> None:
+def kill_when_ready(p, ready) -> None:
+    """SIGKILL a Process running hang() once it is in its span, and reap it."""
+    assert ready.wait(WAIT)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(WAIT)
+    assert p.exitcode == -signal.SIGKILL
+
+
+def killed(traces, parent, pid: int, every_span: bool = False, task: str | None = None) -> None:
     """The killed task's span is in the trace as incomplete, and the parent says who died."""
     trace_id, parent_id = hex_ids(parent)
     trace = traces.trace(trace_id)
@@ -184,10 +211,13 @@ def killed(traces, parent, pid: int, every_span: bool = False) -> None:
     else:
         assert trace.find_all("inner") == []  # tasks are announced, other spans when they end
     died = trace.find(parent.name).event("threadline.worker.died")
-    assert died == {"process.pid": pid, "process.signal": "SIGKILL"}
+    expected = {"process.pid": pid, "process.signal": "SIGKILL"}
+    if task is not None:
+        expected["threadline.worker.task"] = task
+    assert died == expected
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", METHODS)
 def test_sigkilled_process(traces, method):
     every_span = method == "spawn"
     if every_span:
@@ -197,15 +227,13 @@ def test_sigkilled_process(traces, method):
     with tl.span("parent") as parent:
         p = ctx.Process(target=hang, args=(ready,))
         p.start()
-        assert ready.wait(WAIT)
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(WAIT)
-    assert p.exitcode == -signal.SIGKILL
+        kill_when_ready(p, ready)
     killed(traces, parent, p.pid, every_span)
 
 
-def test_sigkilled_pool_worker(traces):
-    ctx = multiprocessing.get_context("fork")
+@pytest.mark.parametrize("method", METHODS)
+def test_sigkilled_pool_worker(traces, method):
+    ctx = multiprocessing.get_context(method)
     ready = ctx.Event()
     with ctx.Pool(1, initializer=remember, initargs=(ready,)) as pool:
         with tl.span("parent") as parent:
@@ -215,7 +243,99 @@ def test_sigkilled_pool_worker(traces):
             os.kill(announced.pid, signal.SIGKILL)
             # The single worker's replacement runs this, so the pool has seen the death.
             assert pool.apply(os.getpid) != announced.pid
-    killed(traces, parent, announced.pid)
+    killed(traces, parent, announced.pid, task="running")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_sigkilled_executor_worker(traces, method):
+    ctx = multiprocessing.get_context(method)
+    ready = ctx.Event()
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=remember, initargs=(ready,)) as ex:
+        with tl.span("parent") as parent:
+            future = ex.submit(hang)
+            assert ready.wait(WAIT)
+            (announced,) = traces.find_all("run hang")
+            os.kill(announced.pid, signal.SIGKILL)
+            with pytest.raises(BrokenProcessPool):
+                future.result(WAIT)
+    killed(traces, parent, announced.pid, task="running")
+
+
+def worker_died(traces, sender, pid: int, **extra) -> None:
+    """The death seen after `sender` ended is a "worker died" span under it."""
+    trace_id, sender_id = hex_ids(sender)
+    traces.wait_for(lambda spans: any(s.name == "worker died" for s in spans), timeout=WAIT)
+    trace = traces.trace(trace_id)
+    trace.assert_connected()
+    died = trace.find("worker died")
+    attrs = {"process.pid": pid, "process.signal": "SIGKILL", **extra}
+    assert (died.parent_id, died.pid, died.status) == (sender_id, os.getpid(), "ERROR")
+    assert died.status_message == f"worker {pid} was killed by SIGKILL"
+    assert {k: died.attributes[k] for k in attrs} == attrs
+    assert died.events == [("threadline.worker.died", attrs)]
+    assert trace.find(sender.name).events == []  # it had ended: the event could not go there
+
+
+def test_a_process_joined_after_its_senders_span_reports_in_a_span_of_its_own(traces):
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    with tl.span("parent") as parent:
+        p = ctx.Process(target=hang, args=(ready,))
+        p.start()
+    kill_when_ready(p, ready)  # joined outside any span
+    assert trace.get_current_span().get_span_context().is_valid is False
+    worker_died(traces, parent, p.pid)
+
+
+def test_a_pool_worker_killed_after_its_senders_span_reports_in_a_span_of_its_own(traces):
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    with ctx.Pool(1, initializer=remember, initargs=(ready,)) as pool:
+        with tl.span("parent") as parent:
+            pool.apply_async(hang)
+        assert ready.wait(WAIT)
+        (announced,) = traces.find_all("run hang")
+        os.kill(announced.pid, signal.SIGKILL)
+        assert pool.apply(os.getpid) != announced.pid  # seen in the pool's handler thread
+    worker_died(traces, parent, announced.pid, **{"threadline.worker.task": "running"})
+
+
+def until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_pool_worker_death_is_told_to_the_sender_of_the_task_it_ran(traces):
+    """Two requests share a pool; the worker running one of them is killed: only that request
+    hears of it. A worker whose task is not known (its note is gone) is told to every request in
+    flight, saying so."""
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Queue()
+    tracer = trace.get_tracer("tests")
+    with ctx.Pool(2, initializer=remember, initargs=(started,)) as pool:
+        a, b = tracer.start_span("request a"), tracer.start_span("request b")
+        for label, span in (("a", a), ("b", b)):
+            with trace.use_span(span):
+                pool.apply_async(hold, (label,))
+        running = dict(started.get(timeout=WAIT) for _ in range(2))
+        os.kill(running["a"], signal.SIGKILL)
+        until(lambda: len(a.events) == 1, "the death of a's worker")
+        os.unlink(os.path.join(processes._running.dir, str(running["b"])))  # noqa: SLF001
+        os.kill(running["b"], signal.SIGKILL)
+        until(lambda: len(b.events) == 1 and len(a.events) == 2, "the death of b's worker")
+        a.end()
+        b.end()
+
+    def died(pid, task):
+        attrs = {"process.pid": pid, "process.signal": "SIGKILL", "threadline.worker.task": task}
+        return ("threadline.worker.died", attrs)
+
+    (got_a,), (got_b,) = traces.find_all("request a"), traces.find_all("request b")
+    # a's job never completes (the standard library's pool loses it): still in flight for b's.
+    assert got_a.events == [died(running["a"], "running"), died(running["b"], "unknown")]
+    assert got_b.events == [died(running["b"], "unknown")]
 
 
 def test_a_pool_stopped_on_purpose_reports_no_death(traces):
@@ -228,20 +348,6 @@ def test_a_pool_stopped_on_purpose_reports_no_death(traces):
     delivered(traces, parent, 2)
     (ended,) = traces.find_all("parent")
     assert ended.events == []
-
-
-def test_sigkilled_executor_worker(traces):
-    ctx = multiprocessing.get_context("fork")
-    ready = ctx.Event()
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=remember, initargs=(ready,)) as ex:
-        with tl.span("parent") as parent:
-            future = ex.submit(hang)
-            assert ready.wait(WAIT)
-            (announced,) = traces.find_all("run hang")
-            os.kill(announced.pid, signal.SIGKILL)
-            with pytest.raises(BrokenProcessPool):
-                future.result(WAIT)
-    killed(traces, parent, announced.pid)
 
 
 # -- the export path across fork, sampling, drops --------------------------------------------
@@ -288,36 +394,65 @@ def test_the_parents_sampling_decision_holds_in_children(traces):
         tl.configure("tests", exporter="none")
 
 
-class _Refusing(BaseHTTPRequestHandler):
-    """An OTLP endpoint that holds each request until released, then refuses it."""
+class _Endpoint:
+    """A real OTLP/HTTP endpoint on 127.0.0.1: `reply(spans, n)` (n counts requests from 0) is
+    the status to answer a request with, or None to hold it open, never answering."""
 
-    release = threading.Event()
+    def __init__(self, reply) -> None:
+        self.requests: list[list] = []  # the spans of every request received
+        self.answered: list = []  # the spans of the requests answered
+        self.release = threading.Event()
+        endpoint = self
 
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.release.wait(WAIT)
-        self.send_response(400)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args):
-        pass
+            def do_POST(self):  # noqa: N802
+                spans = decode(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                n = len(endpoint.requests)
+                endpoint.requests.append(spans)
+                status = reply(spans, n)
+                if status is None:
+                    endpoint.release.wait(WAIT)
+                    self.close_connection = True
+                    return
+                if status < 300:
+                    endpoint.answered.extend(spans)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def announcements(self) -> int:
+        return sum(any(s.pending for s in spans) for spans in self.requests)
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def test_overflow_and_refused_exports_are_counted(monkeypatch):
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    release = threading.Event()
+    endpoint = _Endpoint(lambda spans, n: release.wait(WAIT) and 400)  # held, then refused
     try:
-        tl.configure("tests", endpoint=f"http://127.0.0.1:{server.server_address[1]}")
+        tl.configure("tests", endpoint=endpoint.endpoint)
         before = tl.export_stats()
         for _ in range(10):
             with tl.span("lost"):
                 pass
         # At most one batch (4) is held by the endpoint and 4 wait in the queue: 2+ overflow.
-        _Refusing.release.set()
+        release.set()
         tl.flush()
         after = tl.export_stats()
         counts = {k: after[k] - before[k] for k in ("exported", "failed", "dropped")}
@@ -325,10 +460,115 @@ def test_overflow_and_refused_exports_are_counted(monkeypatch):
         # Every span is accounted for (the SDK may count a drop it raced out of).
         assert counts["failed"] + counts["dropped"] >= 10
         assert counts["dropped"] >= 2 and counts["failed"] >= 4
+        assert after["errors"]["queue_full"] >= 2
     finally:
         tl.shutdown()
-        server.shutdown()
-        server.server_close()
+        endpoint.close()
+        _export.stats.reset()  # this test's own losses: not for the exit report
+
+
+def test_an_endpoint_that_never_answers_announcements_does_not_stall_the_work(traces):
+    """Announcing waits briefly, once: after a failure the worker stops announcing for a while
+    (counted), and its tasks run on."""
+    endpoint = _Endpoint(lambda spans, n: None if any(s.pending for s in spans) else 200)
+    processes.configure_children(exporter="otlp", endpoint=endpoint.endpoint)
+    try:
+        with tl.span("parent"):
+            with multiprocessing.get_context("fork").Pool(1) as pool:
+                assert [pool.apply(task, ("return", x)) for x in (1, 2, 3)] == [2, 4, 6]
+                stats = pool.apply(tl.export_stats)
+        assert endpoint.announcements() == 1  # the first task's; no retry, then a pause
+        assert (stats["announced"], stats["announce_failed"], stats["announce_skipped"]) == (
+            0,
+            1,
+            3,  # the two other tasks, and the one asking
+        )
+        assert stats["errors"]["announce_TimeoutError"] == 1
+        assert stats["failed"] == 0  # announcements are not spans: the exit report stays exact
+        # Leaving the pool flushed the worker: its real spans reached the endpoint.
+        assert sorted(s.name for s in endpoint.answered) == (
+            ["inner"] * 3 + ["run export_stats"] + ["run task"] * 3
+        )
+    finally:
+        processes.configure_children()
+        endpoint.close()
+
+
+REPORT = re.compile(r"threadline: (\d+) span\(s\) exported, (\d+) failed to export, (\d+) dropped")
+
+
+def test_the_exit_flush_is_bounded_and_its_report_exact(traces, capfd):
+    """A child ends 3000 spans; the endpoint takes the first batch and then never answers. The
+    exit flush gives up after FLUSH_TIMEOUT and counts what it could not send as dropped:
+    exported + failed + dropped == the spans the child ended."""
+    endpoint = _Endpoint(lambda spans, n: 200 if n == 0 else None)
+    processes.configure_children(exporter="otlp", endpoint=endpoint.endpoint, announce=False)
+    try:
+        with tl.span("parent"):
+            p = multiprocessing.get_context("spawn").Process(target=burst, args=(3000, 2.0))
+            p.start()
+            p.join(WAIT)
+    finally:
+        processes.configure_children()
+        endpoint.close()
+    assert p.exitcode == 0
+    err = capfd.readouterr().err
+    (report,) = REPORT.findall(err)
+    exported, failed, dropped = map(int, report)
+    assert exported == len(endpoint.answered) > 0
+    assert exported + failed + dropped == 3000 + 1  # the bursts and the task's own "run burst"
+    assert dropped > 0
+    assert "dropping spans before export (shutdown_timeout)" in err
+
+
+def test_a_batch_processor_of_unknown_shape_is_said_and_its_losses_counted(
+    traces, caplog, monkeypatch
+):
+    """An SDK whose batch processor threadline cannot read drops spans unseen: that is said once,
+    and what it lost is counted when the export path shuts down."""
+
+    class Memory(SpanExporter):
+        def __init__(self):
+            self.spans = []
+
+        def export(self, spans):
+            self.spans.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    class Lossy(SpanProcessor):  # a batch processor keeping every other span, its queue unseen
+        def __init__(self, exporter):
+            self.exporter, self.seen = exporter, 0
+
+        def on_end(self, span):
+            self.seen += 1
+            if self.seen % 2:
+                self.exporter.export([span])
+
+    monkeypatch.setattr(_export, "_said_unknown", False)
+    caplog.set_level(logging.WARNING, logger="threadline")
+    memory = Memory()
+    lossy = Lossy(_export.GuardedExporter(memory))
+    _export.count_drops(lossy)
+    _export.count_drops(Lossy(memory))  # said once
+    said = [r.getMessage() for r in caplog.records if "keeps no queue" in r.getMessage()]
+    assert said == [
+        "threadline: this opentelemetry-sdk's Lossy keeps no queue threadline knows; spans it "
+        "drops are counted when threadline shuts down, not as they are dropped"
+    ]
+    _export.stats.reset()
+    try:
+        _config.add_tap(lossy)
+        for _ in range(10):
+            with tl.span("maybe"):
+                pass
+        _config.remove_tap(lossy)
+        _export.stats.report()
+        stats = tl.export_stats()
+        assert (stats["ended"], stats["exported"], stats["dropped"]) == (10, 5, 5)
+        assert stats["errors"]["not_exported"] == 5
+        assert len(memory.spans) == 5
+    finally:
+        _export.stats.reset()
 
 
 def test_a_child_reports_what_it_could_not_export(traces, capfd):
@@ -347,7 +587,12 @@ def test_a_child_reports_what_it_could_not_export(traces, capfd):
     assert p.exitcode == 0  # tracing never breaks the child
     err = capfd.readouterr().err
     assert "threadline: could not export" in err
-    assert "3 failed to export" in err  # the task span's announcement, the task span, "inner"
+    assert "threadline: could not announce a started span" in err
+    # The task span and "inner" failed; the task span's announcement is counted apart.
+    assert (
+        "threadline: 0 span(s) exported, 2 failed to export, 0 dropped; "
+        "1 announcement(s) of started spans not sent" in err
+    )
     assert not [s for s in traces.spans if s.pid == p.pid]
 
 

@@ -11,18 +11,23 @@ the fork, spawn and forkserver start methods.
 - A child exports every ended span before it exits (threadline._exit) and announces each task's
   span as it starts (a pending copy, docs/internals.md), so a worker killed mid-task still shows
   an incomplete span; configure(announce=True) announces every span. When the parent sees a
-  worker die, it records `threadline.worker.died` on the sender's span (not for a worker it
-  stopped itself with terminate()).
+  worker die, it records `threadline.worker.died` on the sender's span, or in a short
+  "worker died" span under it once it has ended (not for a worker it stopped itself with
+  terminate()). A pool worker notes which task it is running (_Running), so a death is told to
+  the sender of that task only.
 
 multiprocessing.pool.ThreadPool is left to the threads boundary.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import weakref
 from concurrent.futures import process as futures_process
@@ -189,24 +194,98 @@ def _bootstrap(self, parent_sentinel=None):
 
 
 class _Task:
-    """A function handed to a pool, with the context of the hand-off and the settings to
-    configure the worker with if nothing has yet. Picklable when the function is; the handoff
-    travels as W3C headers."""
+    """A function handed to a pool, with the context of the hand-off, the settings to configure
+    the worker with if nothing has yet, and where the worker notes what it runs. Picklable when
+    the function is; the handoff travels as W3C headers."""
 
-    __slots__ = ("fn", "handoff", "settings")
+    __slots__ = ("fn", "handoff", "settings", "board")
 
-    def __init__(self, fn: Any, handoff: Handoff, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        fn: Any,
+        handoff: Handoff,
+        settings: dict[str, Any] | None = None,
+        board: str | None = None,
+    ) -> None:
         self.fn = fn
         self.handoff = handoff
         self.settings = settings
+        self.board = board
 
     def __reduce__(self):
-        return (_Task, (self.fn, self.handoff, self.settings))
+        return (_Task, (self.fn, self.handoff, self.settings, self.board))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         _plant(self.settings)
+        _running.mark(self.board, self.handoff.span_context.span_id)
         with _Unit(self.handoff, _name(self.fn)):
-            return self.fn(*args, **kwargs)
+            result = self.fn(*args, **kwargs)
+        # Not on SystemExit: the worker dies with this task, which its sender should hear of.
+        _running.mark(self.board, None)
+        return result
+
+
+class _Running:
+    """Which task each pool worker is running, readable after the worker is gone: one 9-byte
+    file per worker pid in a directory of the parent's, b"\\x01" + the sender's span id while a
+    task runs and zeros once it returned, written by the worker, read (and removed) by the
+    parent when it reaps the worker."""
+
+    def __init__(self) -> None:
+        self.dir: str | None = None
+        self._file = (0, -1)  # (pid, fd) of this worker's file
+
+    def board(self) -> str:
+        """The directory workers started from this process write to (made on first use)."""
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="threadline-workers-")
+            atexit.register(_remove_board, self.dir, os.getpid())
+        return self.dir
+
+    def mark(self, board: str | None, span_id: int | None) -> None:
+        """In a worker: now running the task sent from span_id, or (None) between tasks."""
+        if board is None:
+            return
+        pid, fd = self._file
+        if pid != os.getpid():
+            try:
+                fd = os.open(
+                    os.path.join(board, str(os.getpid())),
+                    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                    0o600,
+                )
+            except OSError:
+                fd = -1
+            self._file = (os.getpid(), fd)
+        if fd >= 0:
+            record = bytes(9) if span_id is None else b"\x01" + span_id.to_bytes(8, "big")
+            try:
+                os.pwrite(fd, record, 0)
+            except OSError:
+                pass
+
+    def take(self, pid: int | None) -> tuple[bool, int] | None:
+        """(running, sender span id) for a worker that has exited, or None if unknown."""
+        if self.dir is None or not pid:
+            return None
+        path = os.path.join(self.dir, str(pid))
+        try:
+            with open(path, "rb") as f:
+                record = f.read(9)
+            os.unlink(path)
+        except OSError:
+            return None
+        if len(record) != 9:
+            return None
+        return bool(record[0]), int.from_bytes(record[1:], "big")
+
+
+def _remove_board(path: str, owner: int) -> None:
+    if os.getpid() == owner:  # not a forked child leaving: the directory is its parent's
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_running = _Running()
 
 
 def configure_children(**overrides: Any) -> None:
@@ -243,23 +322,30 @@ def _start(self) -> None:
     return _originals["start"](self)
 
 
-def _died(sender: Handoff | None, pid: int | None, exitcode: int) -> None:
-    """Record a worker's death on the sender's span, or on the current one if that has ended."""
+def _died(sender: Handoff | None, pid: int | None, exitcode: int, task: str | None = None) -> None:
+    """Record a worker's death on the sender's span; once that has ended, in a short "worker
+    died" span under it. `task` says how the sender is known: "running" (the worker was running
+    its task) or "unknown" (told to every task in flight)."""
     attrs: dict[str, Any] = {"process.pid": pid or 0}
     if exitcode < 0:
         try:
             attrs["process.signal"] = signal.Signals(-exitcode).name
+            how = f"was killed by {attrs['process.signal']}"
         except ValueError:
             attrs["process.signal"] = str(-exitcode)
+            how = f"was killed by signal {-exitcode}"
     else:
         attrs["process.exit_code"] = exitcode
-    for candidate in (
-        trace.get_current_span(sender.context) if sender else None,
-        trace.get_current_span(),
-    ):
-        if candidate is not None and candidate.is_recording():
-            candidate.add_event(DIED, attrs)
-            return
+        how = f"exited with code {exitcode}"
+    if task is not None:
+        attrs["threadline.worker.task"] = task
+    span = trace.get_current_span(sender.context) if sender else trace.get_current_span()
+    if span.is_recording():
+        span.add_event(DIED, attrs)
+    elif sender:
+        with resume(sender, "worker died", attributes=attrs) as s:
+            s.add_event(DIED, attrs)
+            s.set_status(trace.Status(trace.StatusCode.ERROR, f"worker {pid} {how}"))
 
 
 def _terminate(self) -> None:
@@ -272,14 +358,36 @@ def _terminate(self) -> None:
 def _join(self, timeout=None) -> None:
     _originals["join"](self, timeout)
     code = self.exitcode
+    if code is None:
+        return
+    if _running.dir is not None and "_threadline_running" not in self.__dict__:
+        self._threadline_running = _running.take(self.pid)  # a pool worker's last note
+    sender = self.__dict__.get("_threadline_sender")
     if (
-        code is not None
-        and code < 0
+        code < 0
+        and sender is not None
         and not self.__dict__.get("_threadline_reported")
         and not self.__dict__.get("_threadline_stopped")
     ):
         self._threadline_reported = True
-        _died(self.__dict__.get("_threadline_sender"), self.pid, code)
+        _died(sender, self.pid, code)
+
+
+def _pool_worker_died(worker: Any, in_flight: list[Handoff]) -> None:
+    """Tell the sender of the task a dead pool worker was running; if that is not known, the
+    sender of every task in flight, saying so."""
+    code, pid = worker.exitcode, worker.pid
+    running = worker.__dict__.get("_threadline_running") or _running.take(pid)
+    if running is not None:
+        busy, span_id = running
+        if not busy:
+            return  # it died between tasks: nobody's work went with it
+        sender = next((h for h in in_flight if h.span_context.span_id == span_id), None)
+        _died(sender, pid, code, "running")
+        return
+    senders = {h.span_context.span_id: h for h in in_flight}  # each sender once
+    for h in list(senders.values()) or [None]:
+        _died(h, pid, code, "unknown")
 
 
 # Pool: tasks are wrapped when handed off; the pool keeps the senders of its jobs in flight so a
@@ -328,7 +436,8 @@ def _pool_method(name: str):
             return original(self, func, *args, **kwargs)
         handoff = capture()
         args = _bind_callbacks(handoff, callbacks_at, args, kwargs)
-        result = original(self, _Task(func, handoff, _config.child_settings()), *args, **kwargs)
+        task = _Task(func, handoff, _config.child_settings(), _running.board())
+        result = original(self, task, *args, **kwargs)
         if hasattr(result, "_job"):
             _remember(self, result, handoff)
         return result
@@ -342,13 +451,12 @@ def _join_exited_workers(workers):
     owner = _pools_by_workers.get(id(workers))
     if cleaned and owner is not None:
         cache = owner._cache  # noqa: SLF001
-        senders = [
+        in_flight = [
             h for job, h in owner.__dict__.get("_threadline_senders", {}).items() if job in cache
         ]
         for w in before:
             if w not in workers and w.exitcode != 0 and not w.__dict__.get("_threadline_stopped"):
-                for h in senders or [None]:
-                    _died(h, w.pid, w.exitcode)
+                _pool_worker_died(w, in_flight)
     return cleaned
 
 
@@ -360,30 +468,29 @@ def _submit(self, fn, /, *args, **kwargs):
     )
     if already or _config.settings() is None:
         return _originals["submit"](self, fn, *args, **kwargs)
-    return _originals["submit"](
-        self, _Task(fn, capture(), _config.child_settings()), *args, **kwargs
-    )
+    task = _Task(fn, capture(), _config.child_settings(), _running.board())
+    return _originals["submit"](self, task, *args, **kwargs)
 
 
 def _map(self, fn, *iterables, timeout=None, chunksize=1):
     if _config.settings() is not None:
-        fn = _Task(fn, capture(), _config.child_settings())
+        fn = _Task(fn, capture(), _config.child_settings(), _running.board())
     return _originals["map"](self, fn, *iterables, timeout=timeout, chunksize=chunksize)
 
 
 def _terminate_broken(self, cause):
     procs = list(self.processes.values())
     ended = connection.wait([p.sentinel for p in procs], timeout=0)
+    in_flight = []
+    for item in list(self.pending_work_items.values()):
+        fn = item.fn.args[0] if isinstance(item.fn, functools.partial) else item.fn
+        if isinstance(fn, _Task):
+            in_flight.append(fn.handoff)
     for p in procs:
         if p.sentinel in ended:
             p.join(1)  # its exit code: the sentinel closes a moment before the child is reapable
-        code = p.exitcode
-        if code not in (None, 0):
-            for item in list(self.pending_work_items.values()) or [None]:
-                fn = item.fn if item is not None else None
-                if isinstance(fn, functools.partial):
-                    fn = fn.args[0]
-                _died(fn.handoff if isinstance(fn, _Task) else None, p.pid, code)
+        if p.exitcode not in (None, 0):
+            _pool_worker_died(p, in_flight)
     return _originals["terminate_broken"](self, cause)
 
 
