@@ -14,6 +14,7 @@ from process_work import NodeA, NodeB
 
 import threadline as tl
 from threadline import _config
+from threadline.boundaries import nodes
 from threadline.boundaries.processes import rename
 from threadline.testing import hex_ids
 
@@ -126,10 +127,78 @@ def test_a_sampled_out_call_records_nothing_on_the_node(traces):
         try:
             with tl.span("unsampled") as root:
                 assert not root.is_recording()
-                assert node.Counter().add(1) == 1
+                counter = node.Counter()
+                assert counter.add(1) == 1
+            # The control: the same node, the same object, a sampled caller.
+            tl.configure("tests", exporter="none", sample_ratio=1.0)
+            with tl.span("sampled") as sampled:
+                assert counter.add(2) == 3
         finally:
             node.shutdown()
         assert node._process.exitcode == 0  # noqa: SLF001 - flushed and gone
-        assert traces.spans == []
+        trace_id = hex_ids(sampled)[0]
+        served = node_spans(traces, trace_id, 2)
+        assert sorted((s.name, s.kind) for s in served) == [
+            ("Counter/add", "SERVER"),
+            ("count", "INTERNAL"),
+        ]
+        from_node = [s for s in traces.spans if s.pid == node._process.pid]  # noqa: SLF001
+        assert {s.trace_id for s in from_node} == {trace_id}  # nothing of the unsampled call
+        assert len(from_node) == 2
     finally:
         tl.configure("tests", exporter="none")
+
+
+# A node whose Python has no threadline (nor OpenTelemetry): the system interpreter, isolated.
+PLAIN_PYTHON = "/usr/bin/python3"
+PLAIN_NODE = """
+import importlib.util
+from multiprocessing.managers import BaseManager
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, k):
+        self.n += k
+        return self.n
+
+class Node(BaseManager):
+    pass
+
+Node.register("Counter", Counter)
+server = Node(address=("127.0.0.1", 0), authkey=b"plain-key").get_server()
+print(importlib.util.find_spec("threadline") is None, server.address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(PLAIN_PYTHON), reason="needs the system python3")
+def test_a_node_without_threadline_is_called_plainly(traces):
+    node = subprocess.Popen(
+        [PLAIN_PYTHON, "-I", "-c", PLAIN_NODE], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        without, port = node.stdout.readline().split()
+        assert without == "True"  # the node cannot read a carried context
+        client = NodeB(address=("127.0.0.1", int(port)), authkey=b"plain-key")
+        client.connect()
+        with tl.span("client") as root:
+            counter = client.Counter()
+            assert counter.add(4) == 4
+            assert counter.add(1) == 5
+    finally:
+        node.kill()
+        node.wait(WAIT)
+    assert nodes._understood[("127.0.0.1", int(port))] is False  # asked once, remembered
+    trace = traces.one()
+    trace.assert_connected()
+    root_id = hex_ids(root)[1]
+    calls = [s for s in trace.spans if s.kind == "CLIENT"]
+    assert [(s.name, s.parent_id, s.status) for s in calls] == [
+        ("Counter/create", root_id, "UNSET"),
+        ("Counter/add", root_id, "UNSET"),
+        ("Counter/add", root_id, "UNSET"),
+    ]
+    assert {s.attributes["server.port"] for s in calls} == {int(port)}
+    assert len(trace) == 4  # nothing else: the node made no spans

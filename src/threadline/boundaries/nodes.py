@@ -9,8 +9,12 @@ A node that calls a further node does so inside its SERVER span, so the trace st
 The context rides in the request's argument tuple: it pickles to the plain tuple plus the W3C
 carrier, and unpickling in the node hands the carrier to the connection that is reading the
 request. Authentication is untouched (it happens before any request), and a request from an
-untraced client is served as before, in a SERVER span that starts its own trace. The node needs
-threadline importable to read a traced client's requests.
+untraced client is served as before, in a SERVER span that starts its own trace.
+
+Only a node running this boundary can read such a request, so a client asks each server
+address once (a request named ASK, which such a node answers and any other refuses as
+unrecognised) and sends plain requests to a node that does not understand: the call works, and
+the caller still has its CLIENT span.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ _FAILED = ("#ERROR", "#TRACEBACK", "#UNSERIALIZABLE")
 _originals: dict[str, Any] = {}
 _lock = threading.Lock()
 _arrived = threading.local()  # (carrier, typeid) of the request this thread is unpickling
+_creating = threading.local()  # the manager whose _create is calling dispatch in this thread
+
+# Asked of a server before any context is sent to it: a node with this boundary answers it as
+# the no-op 'dummy'; any other says '#TRACEBACK ... unrecognized'.
+ASK = "threadline.carries_context"
+_understood: dict[Any, bool] = {}  # server address -> whether it reads a carried context
 
 
 class _Carried(tuple):
@@ -87,13 +97,51 @@ def _peer(conn: Any) -> Any:
         return None
 
 
+def _understands(address: Any, authkey: bytes | None, client: Any) -> bool:
+    """Whether the server at `address` reads a carried context, asked once per address. When it
+    cannot be asked (unreachable, wrong authkey) the answer is no, left unrecorded: the call
+    itself then fails as it always would."""
+    try:
+        key = address if isinstance(address, str) else tuple(address)
+    except TypeError:
+        return False
+    known = _understood.get(key)
+    if known is None:
+        try:
+            conn = client(address, authkey=authkey)
+        except Exception:  # noqa: BLE001 - the call will say what is wrong
+            return False
+        try:
+            _originals["dispatch"](conn, None, ASK)
+            known = True
+        except managers.RemoteError:  # '#TRACEBACK ... unrecognized': a node without us
+            known = False
+        except Exception:  # noqa: BLE001
+            return False
+        finally:
+            conn.close()
+        _understood[key] = known
+    return known
+
+
 def _callmethod(self, methodname, args=(), kwds={}):  # noqa: B006 - the stdlib's signature
     if _config.settings() is None:
         return _originals["_callmethod"](self, methodname, args, kwds)
     typeid = self._token.typeid
-    attrs = _server(_attributes(typeid, methodname), self._token.address)
+    address = self._token.address
+    attrs = _server(_attributes(typeid, methodname), address)
     with start_span(f"{typeid}/{methodname}", attributes=attrs, kind=SpanKind.CLIENT):
-        return _originals["_callmethod"](self, methodname, _carry(tuple(args), typeid), kwds)
+        if _understands(address, self._authkey, self._Client):
+            args = _carry(tuple(args), typeid)
+        return _originals["_callmethod"](self, methodname, args, kwds)
+
+
+def _create(self, typeid, /, *args, **kwds):
+    _creating.manager = self  # dispatch, below, sends the request: tell it where to
+    try:
+        return _originals["_create"](self, typeid, *args, **kwds)
+    finally:
+        _creating.manager = None
 
 
 def _dispatch(c, id, methodname, args=(), kwds={}):  # noqa: A002, B006 - the stdlib's signature
@@ -102,8 +150,15 @@ def _dispatch(c, id, methodname, args=(), kwds={}):  # noqa: A002, B006 - the st
         return _originals["dispatch"](c, id, methodname, args, kwds)
     typeid = args[0]
     attrs = _server(_attributes(typeid, "create"), _peer(c))
+    manager = getattr(_creating, "manager", None)
     with start_span(f"{typeid}/create", attributes=attrs, kind=SpanKind.CLIENT):
-        return _originals["dispatch"](c, id, methodname, _carry(tuple(args), typeid), kwds)
+        if manager is not None and _understands(
+            manager._address,  # noqa: SLF001
+            manager._authkey,  # noqa: SLF001
+            manager._Client,  # noqa: SLF001
+        ):
+            args = _carry(tuple(args), typeid)
+        return _originals["dispatch"](c, id, methodname, args, kwds)
 
 
 # -- the node's side ---------------------------------------------------------------------------
@@ -127,6 +182,8 @@ class _ServedConnection:
         self._finish(None)
         _arrived.value = None
         request = self._conn.recv()
+        if type(request) is tuple and len(request) == 4 and request[1] == ASK:
+            return (request[0], "dummy", (), {})  # yes: this node reads a carried context
         carrier, typeid = _take_arrived()
         name = self._name(request, typeid)
         if name is not None:
@@ -191,6 +248,7 @@ def _handle_request(self, conn):
 _PATCHES = [
     (managers.BaseProxy, "_callmethod", _callmethod),
     (managers, "dispatch", _dispatch),
+    (managers.BaseManager, "_create", _create),
     (managers.Server, "handle_request", _handle_request),
 ]
 
