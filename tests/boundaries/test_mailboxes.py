@@ -322,3 +322,25 @@ def test_sealed_outside_any_trace_is_processed_in_the_receivers_context(traces):
         with box.receive() as item:
             assert item == "x"
     assert traces.one().find("process orphan").parent_id == hex_ids(consumer)[1]
+
+
+def test_a_batch_from_a_get_without_timeout_is_refused_naming_it(traces):
+    inbox = []
+    box = Mailbox(put=inbox.append, get=inbox.pop, name="list")
+    box.send(1)
+    with pytest.raises(TypeError, match=r"receive_batch needs a get\(block, timeout\).*list\.pop"):
+        box.receive_batch(5, timeout=0.01)
+    with box.receive() as item:  # receive() still works
+        assert item == 1
+
+
+def test_a_batch_from_a_pipe_in_one_process(traces):
+    mine, theirs = Pipe()
+    for n in range(3):
+        with tl.span(f"request {n}"):
+            Mailbox(theirs, "pipe").send(n)
+    theirs.close()  # the other end closes after its messages: the batch ends at them
+    with Mailbox(mine, "pipe").receive_batch(10, timeout=5) as items:
+        assert items == [0, 1, 2]
+    (process,) = traces.find_all("process pipe")
+    assert len(process.links) == 3

@@ -15,7 +15,8 @@ from threadline.boundaries.mailboxes import Mailbox
 from threadline.testing import hex_ids
 
 WAIT = 60
-KINDS = ["Queue", "SimpleQueue", "JoinableQueue", "Pipe", "manager Queue"]
+METHODS = ["fork", "spawn", "forkserver"]
+KINDS = ["Queue", "SimpleQueue", "JoinableQueue", "Pipe", "manager Queue", "manager JoinableQueue"]
 
 
 def ends(ctx, kind: str):
@@ -23,9 +24,9 @@ def ends(ctx, kind: str):
     if kind == "Pipe":
         mine, theirs = ctx.Pipe()
         return mine, theirs, None
-    if kind == "manager Queue":
+    if kind.startswith("manager "):
         manager = ctx.Manager()
-        q = manager.Queue()
+        q = getattr(manager, kind.removeprefix("manager "))()
         return q, q, manager
     q = getattr(ctx, kind)()
     return q, q, None
@@ -37,9 +38,10 @@ def mailbox_spans(trace, name: str = "jobs"):
     return sends, received
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_parent_sends_child_receives(traces, kind):
-    ctx = multiprocessing.get_context("fork")
+def test_parent_sends_child_receives(traces, kind, method):
+    ctx = multiprocessing.get_context(method)
     mine, theirs, manager = ends(ctx, kind)
     try:
         child = ctx.Process(target=consume, args=(theirs, "jobs", 2))
@@ -48,7 +50,7 @@ def test_parent_sends_child_receives(traces, kind):
         with tl.span("producer") as root:
             box.send(1)
             box.send(2)
-        if kind == "JoinableQueue":
+        if kind.endswith("JoinableQueue"):
             mine.join()  # task_done() in the child releases it
         child.join(WAIT)
         assert child.exitcode == 0
@@ -74,8 +76,9 @@ def test_parent_sends_child_receives(traces, kind):
         [("handle", 1)],
         [("handle", 2)],
     ]
-    if kind == "manager Queue":  # the puts are calls to the manager's node, inside the sends
-        puts = [s for s in trace.spans if s.name == "Queue/put"]
+    if kind.startswith("manager "):  # the puts are calls to the manager's node, inside the sends
+        typeid = kind.removeprefix("manager ")
+        puts = [s for s in trace.spans if s.name == f"{typeid}/put"]
         assert sorted(s.kind for s in puts) == ["CLIENT", "CLIENT", "SERVER", "SERVER"]
     else:
         assert len(trace) == 1 + 2 + 2 + 2
@@ -124,3 +127,34 @@ def test_link_on_request(traces):
     assert processed.trace_id != hex_ids(root)[0]
     assert processed.parent_id is None
     assert [(t, s) for t, s, _ in processed.links] == [(sends[0].trace_id, sends[0].span_id)]
+
+
+@pytest.mark.parametrize("kind", ["Queue", "SimpleQueue", "Pipe", "manager Queue"])
+def test_a_batch_received_from_another_process(traces, kind):
+    """receive_batch works on every process mailbox, a Pipe end and a SimpleQueue (whose get
+    takes no timeout) included: one CONSUMER span linked to each send."""
+    ctx = multiprocessing.get_context("fork")
+    mine, theirs, manager = ends(ctx, kind)
+    try:
+        child = ctx.Process(target=produce, args=(theirs, "results", ["a", "b", "c"]))
+        child.start()
+        child.join(WAIT)
+        assert child.exitcode == 0
+        box = Mailbox(mine, "results")
+        with tl.span("collect") as collect:
+            with box.receive_batch(10, timeout=WAIT) as items:
+                assert items == ["a", "b", "c"]
+            with box.receive_batch(10, timeout=0.05) as items:
+                assert items == []  # nothing more came in time: no span
+    finally:
+        if manager is not None:
+            manager.shutdown()
+    traces.wait_for(
+        lambda spans: len([s for s in spans if s.name == "send results"]) == 3, timeout=WAIT
+    )
+    sends = traces.find_all("send results")
+    (batch,) = traces.find_all("process results")
+    assert [s.pid for s in sends] == [child.pid] * 3
+    assert (batch.kind, batch.parent_id) == ("CONSUMER", hex_ids(collect)[1])
+    assert batch.links == [(s.trace_id, s.span_id, {}) for s in sends]
+    assert batch.attributes["messaging.batch.message_count"] == 3

@@ -27,6 +27,7 @@ import inspect
 import queue as stdlib_queue
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.connection import Connection as _Connection
+from multiprocessing.queues import SimpleQueue as _ProcessSimpleQueue
 from typing import Any
 
 from opentelemetry import trace
@@ -250,7 +251,16 @@ class Mailbox:
     (``block``, ``timeout``); ``asend`` / ``areceive`` await them (``asyncio.Queue``).
     """
 
-    __slots__ = ("name", "system", "relation", "_put", "_get", "_attributes", "_awaitable")
+    __slots__ = (
+        "name",
+        "system",
+        "relation",
+        "_put",
+        "_get",
+        "_poll",
+        "_attributes",
+        "_awaitable",
+    )
 
     def __init__(
         self,
@@ -262,10 +272,14 @@ class Mailbox:
         system: str | None = None,
         relation: Relation | None = None,
     ) -> None:
+        # How receive_batch waits when get() itself cannot (a Pipe end, a multiprocessing
+        # SimpleQueue): poll(timeout) -> whether a message is there to take.
+        self._poll: Callable[[float | None], bool] | None = None
         if queue is not None:
             if put is not None or get is not None:
                 raise TypeError("Mailbox takes a queue or put= and get=, not both")
-            if isinstance(queue, _Connection):  # one end of a Pipe: both directions
+            if isinstance(queue, _Connection):
+                self._poll = queue.poll  # one end of a Pipe: both directions
                 put, get = queue.send, queue.recv
             elif isinstance(queue, str):
                 raise TypeError(f"Mailbox(queue, name): the queue comes first, not {queue!r}")
@@ -278,6 +292,8 @@ class Mailbox:
                 )
             else:
                 put, get = queue.put, queue.get
+                if isinstance(queue, _ProcessSimpleQueue):
+                    self._poll = queue._reader.poll  # noqa: SLF001 - its get() has no timeout
         if put is None or get is None:
             raise TypeError("Mailbox needs a queue, or both put= and get= functions")
         if name is not None and (not isinstance(name, str) or not name):
@@ -327,20 +343,37 @@ class Mailbox:
         return self.open(self._get(*args, **kwargs))
 
     def receive_batch(self, max_items: int, timeout: float | None = None) -> Batch:
-        """Wait up to ``timeout`` for one message, then take what else is already there, up to
-        ``max_items``: ``with mailbox.receive_batch(100, 1.0) as items:``. Needs a queue-style
-        ``get(block, timeout)``; an empty batch (nothing arrived in time) makes no span."""
+        """Wait up to ``timeout`` (None: for ever) for one message, then take what else is
+        already there, up to ``max_items``: ``with mailbox.receive_batch(100, 1.0) as items:``.
+        Works with a queue-style ``get(block, timeout)`` and with Pipe connections and
+        multiprocessing SimpleQueues (their ``poll``); an empty batch (nothing arrived in time)
+        makes no span."""
         if not isinstance(max_items, int) or max_items < 1:
             raise ValueError(f"max_items must be a positive int, not {max_items!r}")
         if self._awaitable:
             raise TypeError(f"{self!r} has coroutine put/get: receive_batch needs a blocking get")
         messages = []
-        try:
-            messages.append(self._get(True, timeout))
-            while len(messages) < max_items:
-                messages.append(self._get(False))
-        except (stdlib_queue.Empty, asyncio.QueueEmpty):
-            pass
+        if self._poll is not None:
+            if self._poll(timeout):
+                messages.append(self._get())
+                try:
+                    while len(messages) < max_items and self._poll(0):
+                        messages.append(self._get())
+                except EOFError:  # the other end has closed: the next receive says so
+                    pass
+        elif _takes_block_and_timeout(self._get):
+            try:
+                messages.append(self._get(True, timeout))
+                while len(messages) < max_items:
+                    messages.append(self._get(False))
+            except (stdlib_queue.Empty, asyncio.QueueEmpty):
+                pass
+        else:
+            raise TypeError(
+                f"receive_batch needs a get(block, timeout) or a Pipe / SimpleQueue to poll; "
+                f"{getattr(self._get, '__qualname__', type(self._get).__name__)} takes no timeout: "
+                "take messages with receive() and hand them to open_batch()"
+            )
         return Batch(messages, self.name, attributes=self._attributes)
 
     def areceive(self, *args: Any, **kwargs: Any) -> _Receiving:
@@ -349,6 +382,16 @@ class Mailbox:
 
     def __repr__(self) -> str:
         return f"Mailbox({self.name!r}, system={self.system!r})"
+
+
+def _takes_block_and_timeout(get: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(get).bind(True, 1.0)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read: let the call itself decide
+        pass
+    return True
 
 
 class _Receiving:
