@@ -238,8 +238,8 @@ def test_stamp_writes_the_trace_of_now_without_a_span(traces):
 def test_wrong_arguments_raise_naming_them():
     with pytest.raises(TypeError, match="metadata must be a mapping, not list"):
         events.stamp([("by", "ann")])
-    with pytest.raises(ValueError, match="relation must be one of"):
-        events.handle({}, "project", relation="parent").__enter__()
+    with pytest.raises(ValueError, match="relation must be one of .*, not 'parent'"):
+        events.handle({}, "project", relation="parent", replay=True)
     with pytest.raises(TypeError, match="replay must be True or False, not 'yes'"):
         events.handle({}, "project", replay="yes")
     with pytest.raises(ValueError, match="span name must be a non-empty string"):

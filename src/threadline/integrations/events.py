@@ -177,6 +177,8 @@ def handle(
     (``"child"``) or a clean one (``"none"``, and always with ``replay=True``). ``stream`` and
     ``event_id`` become ``messaging.destination.name`` / ``messaging.message.id``. The previous
     context is current again after the block."""
+    if relation not in _handoff.RELATIONS:  # checked even when a replay overrides it
+        raise ValueError(f"relation must be one of {_handoff.RELATIONS}, not {relation!r}")
     attrs = _attributes(system, stream, event_id, replay, attributes)
     return _handoff.resume(
         None if replay else handoff_of(metadata),
