@@ -21,6 +21,7 @@ start() {  # port, name, command...
   echo "warning: $name is not answering on 127.0.0.1:$port; tests that need it will be skipped" >&2
 }
 
+start 5432 postgresql pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql 2>/dev/null | head -1)" main start
 start 6379 redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
   --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start 5672 rabbitmq rabbitmq-server -detached
