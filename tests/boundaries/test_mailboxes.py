@@ -5,9 +5,10 @@ import threading
 from multiprocessing import Pipe
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, context, trace
 
 import threadline as tl
+from threadline._handoff import Handoff
 from threadline.boundaries import mailboxes
 from threadline.boundaries.mailboxes import Envelope, Mailbox
 from threadline.testing import hex_ids
@@ -217,13 +218,34 @@ def test_envelope_pickles_as_a_w3c_carrier_through_a_pipe(traces):
     assert t.find("process pipe").parent_id == t.find("send pipe").span_id
 
 
-def test_envelope_pickle_holds_no_context_object():
-    with tl.span("s"):
-        env = mailboxes.seal("payload")
-    data = pickle.dumps(env)
-    assert b"traceparent" in data and b"opentelemetry.context" not in data
-    back = pickle.loads(data)
-    assert (back.item, back.handoff.trace_id) == ("payload", env.handoff.trace_id)
+def test_an_envelope_pickles_to_what_its_w3c_carrier_says(traces):
+    """Across processes an envelope carries the traceparent's numbers, or the W3C carrier itself
+    when there is tracestate or baggage; never a context object. Unpickled, its context is the
+    one extracting its carrier gives."""
+    with tl.span("plain"):
+        plain = mailboxes.seal("payload")
+    remote = {"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "tracestate": "k=v"}
+    with tl.resume(remote, "with tracestate"):
+        stated = mailboxes.seal("payload")
+    with tl.span("with baggage"):
+        token = context.attach(baggage.set_baggage("tenant", "t 1"))
+        try:
+            bagged = mailboxes.seal("payload")
+        finally:
+            context.detach(token)
+    for env in (plain, stated, bagged):
+        data = pickle.dumps(env)
+        assert b"opentelemetry.context" not in data
+        back = pickle.loads(data)
+        want = Handoff.from_carrier(env.handoff.carrier)
+        assert back.item == "payload"
+        assert back.handoff.span_context == want.span_context
+        assert back.handoff.span_context.is_remote
+        assert dict(baggage.get_all(back.handoff.context)) == dict(baggage.get_all(want.context))
+        assert back.handoff.carrier == env.handoff.carrier
+    assert b"traceparent" not in pickle.dumps(plain)  # three numbers, no header to parse
+    assert dict(stated.handoff.span_context.trace_state) == {"k": "v"}
+    assert b"tracestate" in pickle.dumps(stated) and b"baggage" in pickle.dumps(bagged)
 
 
 def test_uninstalled_puts_bare_items_and_still_unwraps(traces):

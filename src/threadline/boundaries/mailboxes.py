@@ -30,11 +30,13 @@ from multiprocessing.connection import Connection as _Connection
 from multiprocessing.queues import SimpleQueue as _ProcessSimpleQueue
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from threadline._handoff import RELATIONS, Handoff, Relation, capture, resume
 from threadline._spans import start_span
+from threadline._w3c import KNOWN_FLAGS
 
 __all__ = [
     "Batch",
@@ -63,8 +65,19 @@ class Envelope:
         self.item = item
         self.handoff = handoff
 
-    # Handoff pickles as its W3C carrier, so an Envelope crosses processes as plain headers.
+    # Across processes an Envelope carries what the W3C carrier would: most often just the
+    # traceparent's three numbers, sent as they are and read back without parsing a header.
+    # Anything more (tracestate, baggage, other propagators) travels as the Handoff's carrier.
     def __reduce__(self):
+        ctx = self.handoff.context
+        sc = trace.get_current_span(ctx).get_span_context()
+        if (
+            sc.is_valid
+            and not sc.trace_state
+            and not baggage.get_all(ctx)
+            and getattr(propagate.get_global_textmap(), "_threadline_w3c", False)
+        ):
+            return (_unseal, (self.item, sc.trace_id, sc.span_id, sc.trace_flags & KNOWN_FLAGS))
         return (Envelope, (self.item, self.handoff))
 
     def __lt__(self, other: Any) -> bool:
@@ -81,6 +94,13 @@ class Envelope:
 
     def __repr__(self) -> str:
         return f"Envelope({self.item!r}, {self.handoff!r})"
+
+
+def _unseal(item: Any, trace_id: int, span_id: int, flags: int) -> Envelope:
+    """An Envelope from its compact wire form: the context a W3C extract of the same traceparent
+    gives (a remote span context, no tracestate, no baggage)."""
+    sc = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags))
+    return Envelope(item, Handoff(trace.set_span_in_context(trace.NonRecordingSpan(sc), Context())))
 
 
 def _item(value: Any) -> Any:
