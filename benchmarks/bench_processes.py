@@ -199,7 +199,7 @@ def run() -> list[dict]:
             "us cpu",
             base_q,
             "plain",
-            f"+{carried_q - base_q:.1f} us per item (W3C carrier pickled, resumed)",
+            f"+{carried_q - base_q:.1f} us per item (traceparent numbers pickled, resumed unparsed)",
         ),
         row("spawn child start + join, untraced", base_start, "ms cpu"),
         row(
