@@ -196,6 +196,14 @@ def kill_when_ready(p, ready) -> None:
     assert p.exitcode == -signal.SIGKILL
 
 
+def announcement(traces):
+    """The pending copy of the one "run hang" span (a slow collector may still be reading it)."""
+    traces.wait_for(lambda spans: any(s.name == "run hang" for s in spans), timeout=WAIT)
+    (announced,) = traces.find_all("run hang")
+    assert announced.pending
+    return announced
+
+
 def killed(traces, parent, pid: int, every_span: bool = False, task: str | None = None) -> None:
     """The killed task's span is in the trace as incomplete, and the parent says who died."""
     trace_id, parent_id = hex_ids(parent)
@@ -239,7 +247,7 @@ def test_sigkilled_pool_worker(traces, method):
         with tl.span("parent") as parent:
             pool.apply_async(hang)
             assert ready.wait(WAIT)
-            (announced,) = traces.find_all("run hang")  # the pending copy names the worker
+            announced = announcement(traces)  # the pending copy names the worker
             os.kill(announced.pid, signal.SIGKILL)
             # The single worker's replacement runs this, so the pool has seen the death.
             assert pool.apply(os.getpid) != announced.pid
@@ -254,7 +262,7 @@ def test_sigkilled_executor_worker(traces, method):
         with tl.span("parent") as parent:
             future = ex.submit(hang)
             assert ready.wait(WAIT)
-            (announced,) = traces.find_all("run hang")
+            announced = announcement(traces)
             os.kill(announced.pid, signal.SIGKILL)
             with pytest.raises(BrokenProcessPool):
                 future.result(WAIT)
@@ -294,7 +302,7 @@ def test_a_pool_worker_killed_after_its_senders_span_reports_in_a_span_of_its_ow
         with tl.span("parent") as parent:
             pool.apply_async(hang)
         assert ready.wait(WAIT)
-        (announced,) = traces.find_all("run hang")
+        announced = announcement(traces)
         os.kill(announced.pid, signal.SIGKILL)
         assert pool.apply(os.getpid) != announced.pid  # seen in the pool's handler thread
     worker_died(traces, parent, announced.pid, **{"threadline.worker.task": "running"})
