@@ -346,6 +346,27 @@ def test_a_pool_worker_death_is_told_to_the_sender_of_the_task_it_ran(traces):
     assert got_b.events == [died(running["b"], "unknown")]
 
 
+def test_a_worker_killed_between_tasks_took_nobodys_work_with_it(traces):
+    """A worker whose last task raised is idle: killing it breaks the pool, but no task of the
+    sender's (another is still running elsewhere) was in it."""
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Queue()
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=remember, initargs=(started,)) as ex:
+        with tl.span("sender") as sender:
+            held = ex.submit(hold, "held")  # one worker is busy with this from now on
+            (_, busy) = started.get(timeout=WAIT)
+            with pytest.raises(ValueError):
+                ex.submit(task, "raise").result(WAIT)  # so the other one ran this
+            (raised,) = [s for s in traces.find_all("run task") if s.pending]
+            assert raised.pid != busy
+            os.kill(raised.pid, signal.SIGKILL)
+            with pytest.raises(BrokenProcessPool):
+                held.result(WAIT)
+    (ended,) = traces.find_all("sender")
+    assert ended.events == []
+    assert hex_ids(sender)[1] == ended.span_id
+
+
 def test_a_pool_stopped_on_purpose_reports_no_death(traces):
     """Leaving `with Pool(...)` terminates idle workers (SIGTERM): the pool's own doing, not a
     death to report on the span that handed the work over."""

@@ -218,8 +218,12 @@ class _Task:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         _plant(self.settings)
         _running.mark(self.board, self.handoff.span_context.span_id)
-        with _Unit(self.handoff, _name(self.fn)):
-            result = self.fn(*args, **kwargs)
+        try:
+            with _Unit(self.handoff, _name(self.fn)):
+                result = self.fn(*args, **kwargs)
+        except Exception:
+            _running.mark(self.board, None)
+            raise
         # Not on SystemExit: the worker dies with this task, which its sender should hear of.
         _running.mark(self.board, None)
         return result
