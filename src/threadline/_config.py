@@ -510,10 +510,12 @@ def configure(
     from threadline import _w3c as w3c
 
     w3c.install()
-    if s.boundaries:
-        from threadline import boundaries
+    from threadline import boundaries
 
+    if s.boundaries:
         boundaries.install_defaults()
+    else:
+        boundaries.uninstall_defaults()
     for hook in list(_on_configure):
         hook(s)
     return s

@@ -586,3 +586,23 @@ with tl.span("main"):
     main = by_name["main"]
     assert all(by_name[f"step {i}"].parent_id == main.span_id for i in range(50))
     assert {s.resource["service.name"] for s in received} == {"exits"}
+
+
+def test_boundaries_false_uninstalls_what_configure_installed_not_what_the_user_did():
+    from threadline import boundaries
+    from threadline.boundaries import asyncio as asyncio_boundary
+    from threadline.boundaries import threads
+
+    boundaries.uninstall()
+    threads.install(span=True)  # the user's own, before configure()
+    tl.configure("x", exporter="none")
+    assert boundaries.installed() == ["threads", "asyncio", "processes", "nodes"]
+    tl.configure("x", exporter="none", boundaries=False)
+    assert boundaries.installed() == ["threads"]
+    assert threads.policy().span is True
+    tl.configure("x", exporter="none")
+    boundaries.install("asyncio")  # installed by name after configure(): the user's now
+    tl.configure("x", exporter="none", boundaries=False)
+    assert boundaries.installed() == ["threads", "asyncio"]
+    threads.uninstall()
+    asyncio_boundary.uninstall()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 DEFAULT = ("threads", "asyncio", "processes", "nodes")  # what configure(boundaries=True) installs
+_by_configure: list[str] = []  # what install_defaults() installed, for uninstall_defaults()
 
 
 def _module(name: str):
@@ -18,14 +19,19 @@ def _module(name: str):
 
 
 def install(*names: str) -> None:
-    """Install the named boundaries (all defaults when none are named)."""
+    """Install the named boundaries (all defaults when none are named). Installed this way they
+    are the caller's: a later configure(boundaries=False) leaves them be."""
     for name in names or DEFAULT:
         _module(name).install()
+        if name in _by_configure:
+            _by_configure.remove(name)
 
 
 def uninstall(*names: str) -> None:
     for name in names or DEFAULT:
         _module(name).uninstall()
+        if name in _by_configure:
+            _by_configure.remove(name)
 
 
 def installed() -> list[str]:
@@ -43,6 +49,17 @@ def install_defaults() -> None:
     """What configure(boundaries=True) calls: every default boundary this build ships."""
     for name in DEFAULT:
         try:
-            _module(name).install()
+            module = _module(name)
         except ValueError:
-            pass
+            continue
+        if not module.installed():
+            module.install()
+            if name not in _by_configure:
+                _by_configure.append(name)
+
+
+def uninstall_defaults() -> None:
+    """What configure(boundaries=False) calls: uninstall what an earlier configure() installed.
+    Boundaries installed by name or by their own install() before that stay."""
+    while _by_configure:
+        _module(_by_configure.pop()).uninstall()
