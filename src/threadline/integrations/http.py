@@ -358,9 +358,16 @@ def instrument(
     ``tl.instrument()``, or instrumented with the contrib directly) is instrumented again, with
     these arguments. Instrumenting an app a second time with the same arguments returns what the
     first call returned; with other ones raises ValueError. Idempotent per library.
+    A Celery app goes to threadline.integrations.celery.instrument(app); trust "honour", "link",
+    "ignore" there are the relations "child", "link", "none".
     """
     if trust not in TRUSTS:
         raise ValueError(f"trust must be one of {TRUSTS}, not {trust!r}")
+    if "celery.app.base.Celery" in {f"{c.__module__}.{c.__qualname__}" for c in type(app).__mro__}:
+        from threadline.integrations import celery  # a Celery app: its own integration
+
+        relation = {"honour": "child", "link": "link", "ignore": "none"}[trust]
+        return celery.instrument(app, relation=relation)
     _global_setup(server_timing, clients)
     if app is None:
         if trust != "honour":
