@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, TypeVar
 
 from opentelemetry import baggage as otel_baggage
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
+from threadline._context import attach, current, detach, reset
 from threadline._spans import (
     async_generator_in,
     check_name,
@@ -184,7 +184,7 @@ def garbled_handoffs() -> int:
 
 def capture() -> Handoff:
     """The context of now, to be resumed elsewhere: in another thread, process, node or service."""
-    return Handoff(otel_context.get_current())
+    return Handoff(current())
 
 
 def as_handoff(value: Handoff | Mapping[str, Any] | str | bytes | None) -> Handoff:
@@ -242,13 +242,13 @@ class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
         else:
             ctx = _EMPTY
         if self._name is None:
-            self._token = otel_context.attach(ctx)
+            self._token = attach(ctx)
             return trace.get_current_span(ctx)
         links = None
         if relation == "link":
             sc = h.span_context
             links = [trace.Link(sc)] if sc.is_valid else None
-        self._token = otel_context.attach(ctx)
+        self._token = attach(ctx)
         self._cm = start_span(
             self._name,
             attributes=self._attributes,
@@ -263,7 +263,7 @@ class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
                 return self._cm.__exit__(exc_type, exc, tb)
             return None
         finally:
-            otel_context.detach(self._token)
+            detach(self._token)
 
 
 def _baggage_only(ctx: Context) -> Context:
@@ -277,11 +277,11 @@ def _baggage_only(ctx: Context) -> Context:
 def call(handoff: Handoff, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """fn(*args, **kwargs) with the handoff's context current and the previous one restored after:
     ``with resume(handoff): fn(...)`` as a plain call, for the hot path of in-process hops."""
-    token = otel_context.attach(handoff.context)
+    token = attach(handoff.context)
     try:
         return fn(*args, **kwargs)
     finally:
-        otel_context.detach(token)
+        reset(token)
 
 
 def wrap(fn: F) -> F:

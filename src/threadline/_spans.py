@@ -9,12 +9,13 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mappi
 from types import GeneratorType
 from typing import Any, TypeVar, overload
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 
 from threadline import _config
 from threadline._attributes import clean as clean_attributes
+from threadline._context import attach, detach
 
 log = logging.getLogger("threadline")
 
@@ -86,13 +87,13 @@ class _Scope:
         span = self._span = _config.tracer().start_span(
             self._name, kind=self._kind, attributes=self._attributes, links=self._links
         )
-        self._token = otel_context.attach(trace.set_span_in_context(span))
+        self._token = attach(trace.set_span_in_context(span))
         return span
 
     def __exit__(self, exc_type, exc, tb) -> None:
         span = self._span
         try:
-            otel_context.detach(self._token)
+            detach(self._token)
             if isinstance(exc, Exception) and span.is_recording():
                 _record(span, exc)
         finally:
@@ -135,7 +136,7 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None):
     span_kind = coerce_kind(kind)
     attrs = clean_attributes(attributes)
 
-    def begin() -> tuple[otel_context.Context, trace.Span]:
+    def begin() -> tuple[Context, trace.Span]:
         s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
         return trace.set_span_in_context(s), s
 
@@ -149,14 +150,14 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         ctx, s = begin()
-        token = otel_context.attach(ctx)
+        token = attach(ctx)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             _end(s, exc)
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
         later = continued(result, ctx, s)
         if later is None:
             s.end()
@@ -171,7 +172,7 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None):
 # that made it. Each of these runs `fn`'s steps with the context begin() returns current, and
 # ends the span it returns (if any) when the last step is done.
 
-Begin = Callable[[], "tuple[otel_context.Context, trace.Span | None]"]
+Begin = Callable[[], "tuple[Context, trace.Span | None]"]
 
 
 def generator_in(fn: Callable[..., Any], begin: Begin) -> Callable[..., Any]:
@@ -183,20 +184,20 @@ def generator_in(fn: Callable[..., Any], begin: Begin) -> Callable[..., Any]:
         try:
             gen = fn(*args, **kwargs)
             while True:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     item = gen.throw(thrown) if thrown else gen.send(sent)
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                 sent, thrown = None, None
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    token = otel_context.attach(ctx)
+                    token = attach(ctx)
                     try:
                         gen.close()
                     finally:
-                        otel_context.detach(token)
+                        detach(token)
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
                     thrown = exc
@@ -219,20 +220,20 @@ def async_generator_in(fn: Callable[..., Any], begin: Begin) -> Callable[..., An
         try:
             agen = fn(*args, **kwargs)
             while True:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     item = await (agen.athrow(thrown) if thrown else agen.asend(sent))
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                 sent, thrown = None, None
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    token = otel_context.attach(ctx)
+                    token = attach(ctx)
                     try:
                         await agen.aclose()
                     finally:
-                        otel_context.detach(token)
+                        detach(token)
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded into the generator
                     thrown = exc
@@ -250,21 +251,21 @@ def coroutine_in(fn: Callable[..., Any], begin: Begin) -> Callable[..., Any]:
 
     async def async_wrapper(*args, **kwargs):
         ctx, s = begin()
-        token = otel_context.attach(ctx)
+        token = attach(ctx)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             _end(s, exc)
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
         _end(s, None)
         return result
 
     return async_wrapper
 
 
-def continued(result: Any, ctx: otel_context.Context, s: trace.Span | None) -> Any:
+def continued(result: Any, ctx: Context, s: trace.Span | None) -> Any:
     """For what a plain call returned: the coroutine, generator or async generator it made, run
     under ctx (and inside s) when it is awaited or iterated; None for anything else."""
     if result is None:

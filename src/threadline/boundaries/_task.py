@@ -13,7 +13,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from threadline._handoff import RELATIONS, Handoff, Relation, call, capture, resume
+from threadline._context import attach, current, reset
+from threadline._handoff import RELATIONS, Handoff, Relation, resume
 
 __all__ = ["Policy", "Task", "task_name"]
 
@@ -65,19 +66,28 @@ class Task:
     restores the caller's context afterwards, so a reused worker never keeps a task's context.
     Picklable when fn is (the context travels as its W3C carrier)."""
 
-    __slots__ = ("fn", "handoff", "relation", "name")
+    __slots__ = ("fn", "context", "relation", "name", "plain")
 
     def __init__(self, fn: Callable[..., Any], policy: Policy, name: str | None = None) -> None:
         self.fn = fn
-        self.handoff = capture()
+        self.context = current()  # the capture: the context object itself, nothing formatted
         self.relation = policy.relation
         span = policy.span
         self.name = (span if isinstance(span, str) else name or task_name(fn)) if span else None
+        self.plain = self.name is None and self.relation == "child"
+
+    @property
+    def handoff(self) -> Handoff:
+        return Handoff(self.context)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.name is None and self.relation == "child":
-            return call(self.handoff, self.fn, *args, **kwargs)
-        with resume(self.handoff, self.name, relation=self.relation):
+        if self.plain:  # the hop alone: set, run, reset
+            token = attach(self.context)
+            try:
+                return self.fn(*args, **kwargs)
+            finally:
+                reset(token)
+        with resume(Handoff(self.context), self.name, relation=self.relation):
             return self.fn(*args, **kwargs)
 
     def __reduce__(self):
@@ -96,7 +106,8 @@ def _rebuild(
     fn: Callable[..., Any], handoff: Handoff, relation: Relation, name: str | None
 ) -> Task:
     task = Task.__new__(Task)
-    task.fn, task.handoff, task.relation, task.name = fn, handoff, relation, name
+    task.fn, task.context, task.relation, task.name = fn, handoff.context, relation, name
+    task.plain = name is None and relation == "child"
     return task
 
 

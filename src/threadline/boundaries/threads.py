@@ -86,7 +86,7 @@ def _thread_bootstrap_inner(self: threading.Thread) -> None:
 
 
 def _executor_submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any):
-    return _submit(self, _bind(fn), *args, **kwargs)
+    return _submit(self, fn if type(fn) is Task else Task(fn, _policy), *args, **kwargs)
 
 
 # -- multiprocessing.pool.ThreadPool -----------------------------------------------------------
