@@ -26,7 +26,9 @@ class ExportStats:
     their own."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a SIGTERM handler's final flush (threadline._exit) reports from the main
+        # thread, which the signal may have caught inside one of these methods.
+        self._lock = threading.RLock()
         self.ended = 0  # recorded spans handed to the batch processor
         self.exported = 0
         self.failed = 0  # spans in batches the exporter could not deliver

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
+import time
 from multiprocessing.managers import BaseManager
 
 from opentelemetry import trace
 
 import threadline as tl
-from threadline import _exit
+from threadline import _exit, _export
 from threadline.boundaries.mailboxes import Mailbox
 
 _ready = None
@@ -61,6 +63,16 @@ def burst(count: int, flush_timeout: float) -> None:
     for _ in range(count):
         with tl.span("burst"):
             pass
+
+
+def terminated_while_counting(flush_timeout: float) -> None:
+    """SIGTERM arrives while this process's main thread is inside the export counters."""
+    _exit.FLUSH_TIMEOUT = flush_timeout
+    with tl.span("inner"):
+        pass
+    with _export.stats._lock:  # noqa: SLF001 - where a span's end is counted
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # the handler runs here, in this thread
 
 
 def current_trace_id() -> str | None:

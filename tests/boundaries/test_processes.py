@@ -30,6 +30,7 @@ from process_work import (
     recording,
     remember,
     task,
+    terminated_while_counting,
 )
 
 import threadline as tl
@@ -548,6 +549,20 @@ def test_the_exit_flush_is_bounded_and_its_report_exact(traces, capfd):
     assert exported + failed + dropped == 3000 + 1  # the bursts and the task's own "run burst"
     assert dropped > 0
     assert "dropping spans before export (shutdown_timeout)" in err
+
+
+def test_sigterm_inside_the_export_counters_still_exits(traces):
+    """The final flush of a SIGTERM handler counts and reports from the thread the signal
+    interrupted, which may be counting a span itself: it must not wait on itself."""
+    p = multiprocessing.get_context("fork").Process(target=terminated_while_counting, args=(1.0,))
+    p.start()
+    try:
+        p.join(WAIT)
+        assert p.exitcode == -signal.SIGTERM  # not None: it did not hang on its own lock
+    finally:
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def test_a_batch_processor_of_unknown_shape_is_said_and_its_losses_counted(
