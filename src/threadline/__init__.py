@@ -12,7 +12,6 @@ __version__ = "0.1.0"
 
 from threadline import _handoff
 from threadline._config import Settings, configure, flush, settings, shutdown
-from threadline._export import stats as _stats
 from threadline._handoff import Handoff, capture, extract, inject, resume, wrap
 from threadline._spans import span, traced
 
@@ -29,7 +28,9 @@ def __getattr__(name: str):
 def export_stats() -> dict:
     """Spans exported, failed and dropped by this process so far, with error counts by kind, and
     the handoffs it could not read ("garbled_handoffs": each started a new trace)."""
-    return {**_stats.snapshot(), "garbled_handoffs": _handoff.garbled_handoffs()}
+    from threadline._export import stats  # the SDK's export path, imported when first asked
+
+    return {**stats.snapshot(), "garbled_handoffs": _handoff.garbled_handoffs()}
 
 
 __all__ = [

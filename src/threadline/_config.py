@@ -17,17 +17,19 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from threadline._export import GuardedExporter, PendingAnnouncer, count_drops, stats
-from threadline._tracer import lean_tracer
+if (
+    TYPE_CHECKING
+):  # the SDK is imported when configure() first runs: `import threadline` stays light
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from threadline._export import PendingAnnouncer
 
 log = logging.getLogger("threadline")
 
@@ -104,6 +106,8 @@ class _SwitchTracer(trace.Tracer):
 
     def _tracer(self) -> trace.Tracer:
         if self._gen != _generation:
+            from threadline._tracer import lean_tracer
+
             rt = _runtime
             self._real = (
                 lean_tracer(
@@ -302,7 +306,7 @@ def _resolve(
         exporter_name = _env_exporter()
     elif isinstance(exporter, str):
         exporter_name = _exporter_names(exporter)
-    elif isinstance(exporter, SpanExporter):
+    elif isinstance(exporter, _sdk_exporter()):
         if _was_closed(exporter):
             raise ValueError(
                 "exporter: this SpanExporter instance was shut down by threadline.shutdown(); "
@@ -366,8 +370,15 @@ def _resolve(
     )
 
 
+def _sdk_exporter() -> type:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    return SpanExporter
+
+
 def _resource(s: Settings) -> Resource:
     from threadline import __version__
+    from threadline._tracer import OnceHashedResource
 
     attrs: dict[str, Any] = {
         "service.name": s.service_name,
@@ -388,20 +399,8 @@ def _resource(s: Settings) -> Resource:
         attrs["deployment.environment"] = s.environment
     attrs.update(s.resource_attributes)
     # Resource.create adds telemetry.sdk.* and OTEL_RESOURCE_ATTRIBUTES; explicit values win.
-    created = Resource.create(attrs)
-    return _Resource(created.attributes, created.schema_url)
-
-
-class _Resource(Resource):
-    """A Resource that hashes once: the OTLP encoder groups every span by its resource, and the
-    SDK's Resource re-serialises its attributes to JSON on each hash."""
-
-    def __hash__(self) -> int:
-        try:
-            return self._hash
-        except AttributeError:
-            self._hash: int = super().__hash__()
-            return self._hash
+    created = OnceHashedResource.create(attrs)
+    return OnceHashedResource(created.attributes, created.schema_url)
 
 
 def traces_url(endpoint: str) -> str:
@@ -419,6 +418,10 @@ def _processors(
 ) -> tuple[list[SpanProcessor], PendingAnnouncer | None]:
     """The span processors for these settings, and the announcer of pending spans (a processor
     only when every span is announced; otherwise at hand for announce())."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    from threadline._export import GuardedExporter, PendingAnnouncer, count_drops
+
     procs: list[SpanProcessor] = []
     announcer = None
     for name in s.exporter.split(","):
@@ -470,6 +473,9 @@ def configure(
     announces nothing.
     """
     global _runtime, _generation, _installed_global, _atexit_registered
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
     s = _resolve(
         service_name, service_version, namespace, environment, endpoint, exporter,
         sample_ratio, boundaries, resource_attributes, announce, traces_endpoint,
@@ -485,7 +491,7 @@ def configure(
     for tap in _taps:
         provider.add_span_processor(tap)
     with _lock:
-        custom = exporter if isinstance(exporter, SpanExporter) else None
+        custom = exporter if isinstance(exporter, _sdk_exporter()) else None
         old, _runtime = _runtime, _Runtime(s, provider, custom)
         _runtime.announcer = announcer
         if old is not None and old.exporter is not None:
@@ -529,13 +535,15 @@ def _was_closed(exporter: SpanExporter) -> bool:
 
 
 def _keep_open(rt: _Runtime) -> None:
+    from threadline._export import GuardedExporter
+
     for proc in rt.provider._active_span_processor._span_processors:  # noqa: SLF001
         guard = getattr(proc, "span_exporter", None)
         if isinstance(guard, GuardedExporter):
             guard.keep_open = True
 
 
-class _Successor(SpanProcessor):
+class _Successor:  # a SpanProcessor, in all but the SDK base class (imported only when configured)
     """Takes the place of a retired configuration's processors. A span still open when configure()
     ran again ends in the configuration current by then (keeping its own resource), so no span
     ended after a reconfigure is lost; one that ends after shutdown() is counted as dropped."""
@@ -545,12 +553,25 @@ class _Successor(SpanProcessor):
         if rt is not None:
             rt.provider._active_span_processor.on_start(span, parent_context)  # noqa: SLF001
 
+    def _on_ending(self, span) -> None:
+        rt = _runtime
+        if rt is not None:
+            rt.provider._active_span_processor._on_ending(span)  # noqa: SLF001
+
     def on_end(self, span) -> None:
         rt = _runtime
         if rt is not None:
             rt.provider._active_span_processor.on_end(span)  # noqa: SLF001
         else:
+            from threadline._export import stats
+
             stats.drop(1, "ended_after_shutdown")
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 _successor = _Successor()
@@ -600,6 +621,8 @@ def shutdown() -> None:
                 pass
         for hook in list(_on_configure):
             hook(None)
+        from threadline._export import stats
+
         stats.report()
 
 

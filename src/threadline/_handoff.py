@@ -17,8 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, TypeVar
 
-from opentelemetry import baggage as otel_baggage
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 
 from threadline._context import attach, current, detach, reset
@@ -48,6 +47,14 @@ _garbled_lock = threading.Lock()
 _SHOWN = 64  # characters of an untrusted header a log line shows
 
 
+def _propagate():
+    """opentelemetry.propagate, imported when a context first crosses a process: it loads the
+    configured propagators through package metadata, which is most of what importing costs."""
+    from opentelemetry import propagate
+
+    return propagate
+
+
 def _reset_garbled() -> None:
     global _garbled_count
     _garbled_count = 0
@@ -73,7 +80,7 @@ class Handoff:
         if self._carrier is None:
             self._carrier = {}
             if self._context is not None:
-                propagate.inject(self._carrier, context=self._context)
+                _propagate().inject(self._carrier, context=self._context)
         return dict(self._carrier)
 
     def to_json(self) -> str:
@@ -116,7 +123,7 @@ class Handoff:
         """The OpenTelemetry context to continue from (empty when nothing was captured)."""
         if self._context is None:
             if self._carrier:
-                self._context = propagate.extract(self._carrier, context=_EMPTY)
+                self._context = _propagate().extract(self._carrier, context=_EMPTY)
                 if "traceparent" in self._carrier and not self.span_context.is_valid:
                     _garbled(f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C")
             else:
@@ -267,6 +274,8 @@ class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
 
 
 def _baggage_only(ctx: Context) -> Context:
+    from opentelemetry import baggage as otel_baggage
+
     entries = otel_baggage.get_all(ctx)
     out = _EMPTY
     for key, value in entries.items():
@@ -316,7 +325,7 @@ def inject(carrier: dict[str, str] | None = None, context: Context | None = None
     carrier = {} if carrier is None else carrier
     if not isinstance(carrier, MutableMapping):
         raise TypeError(f"inject writes into a dict of headers, not {type(carrier).__name__}")
-    propagate.inject(carrier, context=context)
+    _propagate().inject(carrier, context=context)
     return carrier
 
 

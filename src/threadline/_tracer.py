@@ -19,6 +19,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
@@ -88,6 +89,18 @@ class LeanSpan(SdkSpan):
     @property
     def links(self) -> tuple:
         return tuple(self._links._dq if self._end_time is not None else self._links)  # noqa: SLF001
+
+
+class OnceHashedResource(Resource):
+    """A Resource that hashes once: the OTLP encoder groups every span by its resource, and the
+    SDK's Resource re-serialises its attributes to JSON on each hash."""
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:
+            self._hash: int = super().__hash__()
+            return self._hash
 
 
 def ratio_bound(sampler: Any) -> int | None:
