@@ -12,10 +12,11 @@ from typing import Any, TypeVar, overload
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from threadline import _config
 from threadline._attributes import clean as clean_attributes
-from threadline._context import attach, detach
+from threadline._context import attach, current, detach
 
 log = logging.getLogger("threadline")
 
@@ -85,9 +86,9 @@ class _Scope:
 
     def __enter__(self) -> trace.Span:
         span = self._span = _config.tracer().start_span(
-            self._name, kind=self._kind, attributes=self._attributes, links=self._links
+            self._name, None, self._kind, self._attributes, self._links
         )
-        self._token = attach(trace.set_span_in_context(span))
+        self._token = attach(Context({**current(), _SPAN_KEY: span}))  # set_span_in_context
         return span
 
     def __exit__(self, exc_type, exc, tb) -> None:

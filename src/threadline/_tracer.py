@@ -11,6 +11,7 @@ they always did. Any other set-up takes the SDK tracer's path unchanged.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import threading
 from time import time_ns
@@ -32,10 +33,13 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.trace.status import Status, StatusCode
 
 from threadline._attributes import PLAIN as _PLAIN
 from threadline._attributes import checked, clean
+from threadline._context import current as _current
 
 try:  # the SDK versions whose tracer and span this one mirrors
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
@@ -48,7 +52,10 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED_RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
-_get_current_span = trace.get_current_span
+_INVALID_SPAN = trace.INVALID_SPAN
+_NONE = BoundedList(0)  # the empty events / links of every span until it gets one; never added to
+_sdk_logger = logging.getLogger("opentelemetry.sdk.trace")
+_tuple_new = tuple.__new__
 _getrandbits = random.getrandbits
 _new = object.__new__
 _Lock = threading.Lock
@@ -60,6 +67,33 @@ class LeanSpan(SdkSpan):
 
     def _readable_span(self) -> LeanSpan:  # type: ignore[override]
         return self
+
+    # Most spans get no event and no link: they share one empty list until their first.
+    def _add_event(self, event: Any) -> None:
+        if self._events is _NONE:
+            with self._lock:
+                if self._events is _NONE:
+                    self._events = BoundedList(self._limits.max_events)
+        SdkSpan._add_event(self, event)  # noqa: SLF001
+
+    def _add_link(self, link: Any) -> None:
+        if self._links is _NONE:
+            with self._lock:
+                if self._links is _NONE:
+                    self._links = BoundedList(self._limits.max_links)
+        SdkSpan._add_link(self, link)  # noqa: SLF001
+
+    def end(self, end_time: int | None = None) -> None:
+        # The SDK's end() for a span that was started here (no end metrics to record).
+        with self._lock:
+            if self._end_time is not None:
+                _sdk_logger.warning("Calling end() on an ended span.")
+                return
+            self._end_time = end_time if end_time is not None else time_ns()
+            self._attributes._immutable = True  # noqa: SLF001
+        processor = self._span_processor
+        processor._on_ending(self)  # noqa: SLF001
+        processor.on_end(self)
 
     # Values set later are checked as span(attributes=...) checks them: kept when the API accepts
     # them, else kept as their repr with a warning naming the key (the SDK's names no key).
@@ -166,7 +200,8 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        parent = _get_current_span(context).get_span_context()
+        current = (context if context is not None else _current()).get(_SPAN_KEY, _INVALID_SPAN)
+        parent = current.get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
         sdk = self.sdk
@@ -191,7 +226,10 @@ class LeanTracer(trace.Tracer):
         span_id = _getrandbits(64)
         while not span_id:
             span_id = _getrandbits(64)
-        span_context = SpanContext(trace_id, span_id, False, flags, trace_state)
+        # SpanContext(trace_id, span_id, False, flags, trace_state) for ids known to be valid
+        span_context = _tuple_new(
+            SpanContext, (trace_id, span_id, False, flags, trace_state or DEFAULT_TRACE_STATE, True)
+        )
         if not sampled:
             return trace.NonRecordingSpan(context=span_context)
 
@@ -217,8 +255,8 @@ class LeanTracer(trace.Tracer):
             "_limits": limits,
             "_lock": _Lock(),
             "_attributes": _attributes(attributes, limits),
-            "_events": BoundedList(limits.max_events),
-            "_links": BoundedList(limits.max_links),
+            "_events": _NONE,
+            "_links": _NONE,
             "_record_end_metrics": None,
         }
         if links:
@@ -251,11 +289,13 @@ def _attributes(attributes: Any, limits: Any) -> BoundedAttributes:
                 break
     if not plain:
         return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
-    out = BoundedAttributes.__new__(BoundedAttributes)
-    out._dict = dict(attributes)  # noqa: SLF001
-    out.maxlen = maxlen
-    out.dropped = 0
-    out.max_value_len = max_value_len
-    out._lock = threading.Lock()  # noqa: SLF001
-    out._immutable = False  # noqa: SLF001
+    out = _new(BoundedAttributes)
+    out.__dict__ = {  # every field BoundedAttributes.__init__ sets
+        "_dict": dict(attributes),
+        "maxlen": maxlen,
+        "dropped": 0,
+        "max_value_len": max_value_len,
+        "_lock": _Lock(),
+        "_immutable": False,
+    }
     return out

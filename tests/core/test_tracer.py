@@ -203,6 +203,28 @@ def test_events_links_status_and_exception():
     assert request.resource_spans[0].scope_spans[0].scope.name == "lean.test"
 
 
+def test_events_and_links_added_later_belong_to_their_span_alone(caplog):
+    lean, _, exporter = _setup(limits=SpanLimits(max_events=1, max_links=1))
+    target = SpanContext(0x1, 0x2, is_remote=True, trace_flags=TraceFlags(1))
+    plain, busy = lean.start_span("plain"), lean.start_span("busy")
+    for i in range(2):  # the second of each is over the limit
+        busy.add_event(f"e{i}")
+        busy.add_link(target, {"i": i})
+    busy.end()
+    plain.end()
+    busy.end()  # a second end is refused with the SDK's warning
+    assert caplog.messages == ["Calling end() on an ended span."]
+    busy.add_event("late")  # and so is an event after the end
+    by_name = {s.name: s for s in exporter.get_finished_spans()}
+    assert [e.name for e in by_name["busy"].events] == ["e1"]
+    assert by_name["busy"].dropped_events == 1
+    assert [dict(link.attributes) for link in by_name["busy"].links] == [{"i": 1}]
+    assert by_name["busy"].dropped_links == 1
+    plain = by_name["plain"]
+    assert (plain.events, plain.links, plain.dropped_events, plain.dropped_links) == ((), (), 0, 0)
+    assert caplog.messages[1:] == ["Tried calling _add_event on an ended span."]
+
+
 def test_use_span_from_the_lean_tracer_records_errors():
     lean, _, exporter = _setup()
     token = otel_context.attach(otel_context.Context())
