@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
@@ -100,6 +102,21 @@ def test_lean_spans_of_every_shape(recorded):
     assert remote_child.trace_id == (0xABC).to_bytes(16, "big")
     assert remote_child.trace_state == "k=v,a=b" and remote_child.flags == 0x300
     assert remote_child.status.code == 1
+
+
+def test_sdk_spans_and_copies_encode_the_same(recorded):
+    provider, exporter = recorded
+    sdk = provider.get_tracer("sdk", "2.0")  # the SDK's own tracer and Span class
+    with sdk.start_as_current_span("plain", attributes={"n": 300, "s": "x" * 200}):
+        pass
+    with sdk.start_as_current_span("busy", kind=SpanKind.PRODUCER) as s:
+        s.add_event("e", {"k": "v"})
+        s.set_status(StatusCode.OK)
+    spans = list(exporter.get_finished_spans())
+    copies = [copy.deepcopy(span) for span in spans]  # plain ReadableSpans
+    request = _same(spans + copies)
+    names = [s.name for s in request.resource_spans[0].scope_spans[0].spans]
+    assert names == ["plain", "busy", "plain", "busy"]
 
 
 def test_values_only_a_readable_span_can_carry():
