@@ -20,6 +20,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _NO_STATE
 
 from threadline._tracer import _UNSET as _STATUS_UNSET
 from threadline._tracer import LeanSpan
@@ -210,7 +211,7 @@ def _own_span(span: Any) -> bytes:
     name = span._name  # noqa: SLF001
     parts = [
         b"\x0a\x10" + ctx[0].to_bytes(16, "big") + b"\x12\x08" + ctx[1].to_bytes(8, "big"),
-        _string(b"\x1a", _trace_state(state)) if state else b"",
+        _string(b"\x1a", _trace_state(state)) if state is not _NO_STATE and state else b"",
         b"\x22\x08" + parent[1].to_bytes(8, "big") if parent else b"",
         _string(b"\x2a", name) if name else b"",
         _KIND_FIELDS[span._kind._value_],  # noqa: SLF001
@@ -297,7 +298,10 @@ def encode_spans(spans: Sequence[Any]) -> bytes:
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     last = (None, None, None)  # resource, scope, their list: most spans follow one of the same
     for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
+        if type(span) in _OWN:
+            resource, scope = span._resource, span._instrumentation_scope or None  # noqa: SLF001
+        else:
+            resource, scope = span.resource, span.instrumentation_scope or None
         if resource is last[0] and scope is last[1]:
             encoded = last[2]
         else:

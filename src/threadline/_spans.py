@@ -23,6 +23,7 @@ log = logging.getLogger("threadline")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _KINDS = {k.name.lower(): k for k in SpanKind}
+_INTERNAL = SpanKind.INTERNAL
 
 
 def coerce_kind(kind: SpanKind | str | None) -> SpanKind:
@@ -109,8 +110,14 @@ def span(
     links: Iterable[Any] | None = None,
 ):
     """A span around a block, current inside it: ``with tl.span("charge") as s: ...``"""
-    check_name(name)
-    return start_span(name, attributes=attributes, kind=coerce_kind(kind), links=links)
+    if type(name) is not str or not name:
+        check_name(name)
+    return _Scope(
+        name,
+        _INTERNAL if kind is None else coerce_kind(kind),
+        clean_attributes(attributes),
+        _links(links) if links else None,
+    )
 
 
 @overload
