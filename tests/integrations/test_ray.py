@@ -6,6 +6,7 @@ as each task ended."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -84,12 +85,14 @@ class Cart:
 
 @pytest.fixture(scope="module", autouse=True)
 def instrumented():
+    sigterm = signal.getsignal(signal.SIGTERM)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_USAGE_STATS_ENABLED", "0")
         tl_ray.instrument()
         yield
         tl_ray.uninstrument()
         ray.shutdown()
+    signal.signal(signal.SIGTERM, sigterm)  # ray.init() leaves a handler of its own behind
 
 
 @pytest.fixture
