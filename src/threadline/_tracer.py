@@ -172,16 +172,38 @@ class LeanTracer(trace.Tracer):
     """Starts spans exactly as the SDK tracer it wraps would, sampling decision, trace flags,
     trace state, attribute limits and processor calls included."""
 
-    __slots__ = ("sdk", "_bound", "_processor", "_resource", "_scope", "_info", "_limits")
+    __slots__ = ("sdk", "_bound", "_processor", "_limits", "_fields")
 
     def __init__(self, sdk_tracer: SdkTracer) -> None:
         self.sdk = sdk_tracer
         self._bound = ratio_bound(sdk_tracer.sampler)
         self._processor = sdk_tracer.span_processor
-        self._resource = sdk_tracer.resource
-        self._scope = sdk_tracer._instrumentation_scope  # noqa: SLF001
-        self._info = sdk_tracer.instrumentation_info
         self._limits = sdk_tracer._span_limits  # noqa: SLF001
+        # Every field SdkSpan.__init__ sets (tests/core/test_tracer.py keeps the two in step), as
+        # they are for every span of this tracer: a span's own are set over a copy of these.
+        self._fields = {
+            "_name": None,
+            "_context": None,
+            "_kind": SpanKind.INTERNAL,
+            "_instrumentation_info": sdk_tracer.instrumentation_info,
+            "_instrumentation_scope": sdk_tracer._instrumentation_scope,  # noqa: SLF001
+            "_parent": None,
+            "_start_time": None,
+            "_end_time": None,
+            "_resource": sdk_tracer.resource,
+            "_status": _UNSET,
+            "_sampler": sdk_tracer.sampler,
+            "_trace_config": None,
+            "_record_exception": True,
+            "_set_status_on_exception": True,
+            "_span_processor": self._processor,
+            "_limits": self._limits,
+            "_lock": None,
+            "_attributes": None,
+            "_events": _NONE,
+            "_links": _NONE,
+            "_record_end_metrics": None,
+        }
 
     def __getattr__(self, name: str) -> Any:  # resource, sampler, ... as on the SDK tracer
         return getattr(self.sdk, name)
@@ -233,32 +255,20 @@ class LeanTracer(trace.Tracer):
         if not sampled:
             return trace.NonRecordingSpan(context=span_context)
 
-        limits = self._limits
         span = _new(LeanSpan)
-        # Every field SdkSpan.__init__ sets (tests/core/test_tracer.py keeps the two in step).
-        span.__dict__ = {
-            "_name": name,
-            "_context": span_context,
-            "_kind": kind,
-            "_instrumentation_info": self._info,
-            "_instrumentation_scope": self._scope,
-            "_parent": parent,
-            "_start_time": None,
-            "_end_time": None,
-            "_resource": self._resource,
-            "_status": _UNSET,
-            "_sampler": sdk.sampler,
-            "_trace_config": None,
-            "_record_exception": record_exception,
-            "_set_status_on_exception": set_status_on_exception,
-            "_span_processor": self._processor,
-            "_limits": limits,
-            "_lock": _Lock(),
-            "_attributes": _attributes(attributes, limits),
-            "_events": _NONE,
-            "_links": _NONE,
-            "_record_end_metrics": None,
-        }
+        fields = self._fields.copy()
+        fields["_name"] = name
+        fields["_context"] = span_context
+        fields["_lock"] = _Lock()
+        fields["_attributes"] = _attributes(attributes, self._limits)
+        if kind is not SpanKind.INTERNAL:
+            fields["_kind"] = kind
+        if parent is not None:
+            fields["_parent"] = parent
+        if record_exception is not True or set_status_on_exception is not True:
+            fields["_record_exception"] = record_exception
+            fields["_set_status_on_exception"] = set_status_on_exception
+        span.__dict__ = fields
         if links:
             span._links = span._new_links(links)  # noqa: SLF001
         span._start_time = start_time if start_time is not None else time_ns()
@@ -267,31 +277,15 @@ class LeanTracer(trace.Tracer):
 
 
 def _attributes(attributes: Any, limits: Any) -> BoundedAttributes:
-    """The span's BoundedAttributes; plain values within the limits skip the SDK's cleaning,
-    which would return them unchanged."""
+    """The span's BoundedAttributes; none, or plain values within the limits, skip the SDK's
+    cleaning, which would return them unchanged."""
     maxlen = limits.max_span_attributes
     max_value_len = limits.max_span_attribute_length
-    plain = (
-        type(attributes) is dict
-        and len(attributes) > 0
-        and (maxlen is None or len(attributes) <= maxlen)
-    )
-    if plain:
-        for key, value in attributes.items():
-            kind = type(value)
-            if (
-                type(key) is not str
-                or not key
-                or kind not in _PLAIN
-                or (kind is str and max_value_len is not None)
-            ):
-                plain = False
-                break
-    if not plain:
+    if attributes and not _plain(attributes, maxlen, max_value_len):
         return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
     out = _new(BoundedAttributes)
     out.__dict__ = {  # every field BoundedAttributes.__init__ sets
-        "_dict": dict(attributes),
+        "_dict": dict(attributes) if attributes else {},
         "maxlen": maxlen,
         "dropped": 0,
         "max_value_len": max_value_len,
@@ -299,3 +293,18 @@ def _attributes(attributes: Any, limits: Any) -> BoundedAttributes:
         "_immutable": False,
     }
     return out
+
+
+def _plain(attributes: Any, maxlen: int | None, max_value_len: int | None) -> bool:
+    if type(attributes) is not dict or (maxlen is not None and len(attributes) > maxlen):
+        return False
+    for key, value in attributes.items():
+        kind = type(value)
+        if (
+            type(key) is not str
+            or not key
+            or kind not in _PLAIN
+            or (kind is str and max_value_len is not None)
+        ):
+            return False
+    return True
