@@ -283,15 +283,15 @@ def _attributes(attributes: Any, limits: Any) -> BoundedAttributes:
     max_value_len = limits.max_span_attribute_length
     if attributes and not _plain(attributes, maxlen, max_value_len):
         return BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=max_value_len)
+    # Every field BoundedAttributes.__init__ sets, one by one: kept in the object itself, not in a
+    # dict of its own, one object less for the garbage collector to visit while spans queue.
     out = _new(BoundedAttributes)
-    out.__dict__ = {  # every field BoundedAttributes.__init__ sets
-        "_dict": dict(attributes) if attributes else {},
-        "maxlen": maxlen,
-        "dropped": 0,
-        "max_value_len": max_value_len,
-        "_lock": _Lock(),
-        "_immutable": False,
-    }
+    out._dict = dict(attributes) if attributes else {}  # noqa: SLF001
+    out.maxlen = maxlen
+    out.dropped = 0
+    out.max_value_len = max_value_len
+    out._lock = _Lock()  # noqa: SLF001
+    out._immutable = False  # noqa: SLF001
     return out
 
 
