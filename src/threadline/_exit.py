@@ -10,12 +10,14 @@ at most FLUSH_TIMEOUT: whatever has not been exported by then is counted as drop
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 from threadline import _config
 from threadline._export import stats
@@ -29,6 +31,8 @@ _guarded_pid = 0
 _callbacks: list[Callable[[int | None, int | None], None]] = []
 _flushing = False
 _deferred: int | None = None  # a signal that arrived during the final flush, re-raised after it
+_terminating = False  # the SIGTERM handler has run
+_relay_fds: tuple[int, int] | None = None  # the wakeup pipe _relay reads
 
 
 def before_exit(callback: Callable[[int | None, int | None], None]) -> None:
@@ -57,7 +61,8 @@ def _final_flush(code: int | None, signum: int | None) -> None:
     # The flush runs beside us so that an endpoint that never answers cannot hold the exit: past
     # FLUSH_TIMEOUT what is still queued or in flight is counted as dropped and said.
     flushing = threading.Thread(target=_shutdown, name="threadline-exit-flush", daemon=True)
-    flushing.start()
+    with sigterm_to_this_thread():
+        flushing.start()
     flushing.join(FLUSH_TIMEOUT)
     if flushing.is_alive():
         stats.report("shutdown_timeout")
@@ -83,7 +88,8 @@ def _exit(code: int = 0) -> None:
 
 
 def _on_sigterm(signum: int, frame) -> None:
-    global _deferred
+    global _deferred, _terminating
+    _terminating = True
     if _flushing:  # the flush we interrupted finishes first (a pool terminates its exiting workers)
         _deferred = signum
         return
@@ -96,6 +102,22 @@ def _die(signum: int) -> None:
     os.kill(os.getpid(), signum)
 
 
+@contextlib.contextmanager
+def sigterm_to_this_thread() -> Iterator[None]:
+    """Threads started inside take no SIGTERM, so the kernel hands it to this one. Python runs
+    signal handlers in the main thread only, and a main thread waiting in a lock (an idle pool
+    worker) wakes for a signal delivered to it, not for one another thread took."""
+    try:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (AttributeError, OSError, ValueError):
+        held = None
+    try:
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def guard() -> None:
     """Flush this process's spans before it exits through os._exit or SIGTERM (idempotent)."""
     global _guarded_pid
@@ -106,5 +128,75 @@ def guard() -> None:
         try:
             if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, _on_sigterm)
+                _start_relay()
         except (ValueError, OSError):
             pass
+
+
+# A SIGTERM can trip Python's handler without waking the main thread, which alone runs it: when
+# it arrives just before the main thread starts waiting in a lock (a fresh pool worker that its
+# pool is already terminating), or when another thread takes it. The handler would then never
+# run, and the worker never exit. Python's wakeup fd still hears of it: a relay thread sends
+# the signal again, to the main thread itself, if the handler has not run soon after.
+
+
+def _start_relay() -> None:
+    global _relay_fds
+    if _relay_fds is not None:
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    if old != -1:  # someone else (an event loop) listens to signals: theirs to keep
+        signal.set_wakeup_fd(old)
+        os.close(r)
+        os.close(w)
+        return
+    _relay_fds = (r, w)
+    relay = threading.Thread(
+        target=_relay, args=(r, threading.get_ident()), name="threadline-sigterm", daemon=True
+    )
+    with sigterm_to_this_thread():
+        relay.start()
+
+
+def _relay(r: int, main: int) -> None:
+    while True:
+        try:
+            received = os.read(r, 64)
+        except OSError:
+            return
+        if not received:
+            return
+        if signal.SIGTERM not in received or _terminating:
+            continue
+        for _ in range(20):  # the main thread handles it in no time when it was woken
+            time.sleep(0.05)
+            if _terminating:
+                break
+        else:
+            signal.pthread_kill(main, signal.SIGTERM)
+
+
+def _forget_relay() -> None:
+    """In a forked child: the pipe and its reader are the parent's."""
+    global _relay_fds, _terminating
+    _terminating = False
+    if _relay_fds is None:
+        return
+    r, w = _relay_fds
+    _relay_fds = None
+    try:
+        current = signal.set_wakeup_fd(-1)
+        if current != w:  # set since by someone else: theirs
+            signal.set_wakeup_fd(current)
+    except ValueError:
+        pass
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+os.register_at_fork(after_in_child=_forget_relay)

@@ -75,6 +75,34 @@ def terminated_while_counting(flush_timeout: float) -> None:
         time.sleep(60)  # the handler runs here, in this thread
 
 
+def threads_taking_sigterm() -> list[int]:
+    """The threads of this process, other than the main one, that do not block SIGTERM."""
+    takers = []
+    for tid in map(int, os.listdir("/proc/self/task")):
+        if tid == os.getpid():
+            continue
+        with open(f"/proc/self/task/{tid}/status") as f:
+            blocked = next(line for line in f if line.startswith("SigBlk:")).split()[1]
+        if not int(blocked, 16) & (1 << (signal.SIGTERM - 1)):
+            takers.append(tid)
+    return takers
+
+
+def wait_behind(lock, helpers) -> None:
+    """Start a helper thread and say which it is, then wait on a lock the parent holds."""
+    started = threading.Event()
+
+    def helper() -> None:
+        helpers.put(threading.get_native_id())
+        started.set()
+        threading.Event().wait(60)
+
+    threading.Thread(target=helper, daemon=True).start()
+    started.wait()
+    with lock:
+        pass
+
+
 def current_trace_id() -> str | None:
     sc = trace.get_current_span().get_span_context()
     return format(sc.trace_id, "032x") if sc.is_valid else None

@@ -4,6 +4,7 @@ trace, under the right parent; killed work stays visible as incomplete spans."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -31,6 +32,8 @@ from process_work import (
     remember,
     task,
     terminated_while_counting,
+    threads_taking_sigterm,
+    wait_behind,
 )
 
 import threadline as tl
@@ -563,6 +566,42 @@ def test_sigterm_inside_the_export_counters_still_exits(traces):
         if p.is_alive():
             p.kill()
             p.join()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_only_a_childs_main_thread_takes_sigterm(traces, method):
+    """A pool's terminate() sends SIGTERM to workers waiting in a lock. Were the export thread to
+    take it, the waiting main thread would never run the handler and never exit."""
+    with multiprocessing.get_context(method).Pool(1) as pool:
+        assert pool.apply(threads_taking_sigterm) == []
+
+
+def test_a_sigterm_another_thread_took_still_ends_a_child_waiting_in_a_lock(traces):
+    """The handler runs in the main thread only; if a SIGTERM trips it without waking a main
+    thread waiting in a lock (here: sent to another thread), the child must end all the same."""
+    ctx = multiprocessing.get_context("fork")
+    lock, helpers = ctx.Lock(), ctx.Queue()
+    lock.acquire()
+    with tl.span("parent") as parent:
+        p = ctx.Process(target=wait_behind, args=(lock, helpers))
+        p.start()
+    try:
+        helper = helpers.get(timeout=WAIT)
+        tgkill = 234  # the x86-64 system call: a signal to one thread of a process
+        assert ctypes.CDLL(None, use_errno=True).syscall(tgkill, p.pid, helper, signal.SIGTERM) == 0
+        p.join(WAIT)
+        assert p.exitcode == -signal.SIGTERM  # not None: the handler ran, the flush too
+    finally:
+        lock.release()
+        if p.is_alive():
+            p.kill()
+            p.join()
+    trace_id, parent_id = hex_ids(parent)
+    traces.wait_for(lambda spans: any(s.name == "run wait_behind" for s in spans), timeout=WAIT)
+    traces.settle()
+    (run,) = traces.find_all("run wait_behind")
+    assert (run.trace_id, run.parent_id, run.pending) == (trace_id, parent_id, False)
+    assert (run.status, run.attributes["process.signal"]) == ("ERROR", "SIGTERM")
 
 
 def test_a_batch_processor_of_unknown_shape_is_said_and_its_losses_counted(

@@ -96,7 +96,8 @@ def _plant(settings: dict[str, Any] | None) -> None:
         return
     _planted_pid = os.getpid()
     try:
-        _config.configure(**settings)
+        with _exit.sigterm_to_this_thread():  # the export thread configure() starts
+            _config.configure(**settings)
         install()
         _exit.guard()
     except Exception:  # noqa: BLE001 - tracing never keeps a child from running
@@ -311,7 +312,8 @@ def rename(service_name: str) -> None:
     args = {**s.to_dict(), "service_name": service_name}
     if s.exporter == "custom":  # the same exporter instance serves on
         args["exporter"] = _config._runtime.exporter  # noqa: SLF001
-    _config.configure(**args)
+    with _exit.sigterm_to_this_thread():
+        _config.configure(**args)
 
 
 # -- the parent's side -------------------------------------------------------------------------
