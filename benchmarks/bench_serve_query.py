@@ -135,6 +135,11 @@ def run() -> list[dict]:
         )
 
         last = store._rows("SELECT max(start_ns) FROM spans")[0][0]
+        # a user.id that is stored (each base value recurs once per copy): a rare value, found
+        rare = store._rows(
+            "SELECT json_extract_string(attributes, '$.\"user.id\"') FROM spans "
+            "WHERE attributes IS NOT NULL LIMIT 1 OFFSET 4242"
+        )[0][0]
         searches = {
             "Jaeger search, last hour: service + tag, 20 traces": lambda: store.find_traces(
                 Query(
@@ -153,7 +158,7 @@ def run() -> list[dict]:
                 )
             ),
             "attribute search: rare value (user.id=)": lambda: store.search(
-                Query(filters=[parse_filter("user.id=u4242")], limit=20)
+                Query(filters=[parse_filter(f"user.id={rare}")], limit=20)
             ),
             "attribute search: numeric range OR": lambda: store.search(
                 Query(

@@ -65,6 +65,7 @@ COLUMNS = {
     "attr_keys": "VARCHAR[]",  # attribute keys, in order
     "attr_nums": "DOUBLE[]",  # numeric value of the key at the same position, else NULL
     "attr_kv": "UBIGINT[]",  # the engine's hash of "key\0text form" of every scalar attribute
+    "attr_sig": "UBIGINT",  # one bit per attr_kv hash: `key=value` reads it before the list
 }
 
 # ------------------------------------------------------------------------------ typed JSON
@@ -466,6 +467,7 @@ ARROW_SCHEMA = pa.schema(
     [
         ("attr_texts", pa.list_(pa.string())) if k == "attr_kv" else (k, _ARROW.get(t) or _LISTS[t])
         for k, t in COLUMNS.items()
+        if k != "attr_sig"  # the engine makes it from attr_kv
     ]
 )
 

@@ -45,15 +45,20 @@ _SELECT = ", ".join(
         _HEX.format("tid_hi") + " || " + _HEX.format("tid_lo"),
         _HEX.format("span_id"),
         f"CASE WHEN parent_id IS NULL THEN '' ELSE {_HEX.format('parent_id')} END",
-        *list(COLUMNS)[4:-3],
+        *list(COLUMNS)[4:-4],
     ]
 )
-# The builders hand over the index's texts ("key\0text form"); the engine hashes them.
+# The builders hand over the index's texts ("key\0text form"); the engine hashes them, and sets
+# one bit of attr_sig per hash: a 64-bit column `key=value` can rule most spans out with.
+_KV = "list_transform(attr_texts, lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"
+_SIG = (
+    "coalesce(list_aggregate(list_transform(list_filter(attr_kv, lambda h: h IS NOT NULL),"
+    " lambda h: 1::UBIGINT << (h % 64)::INTEGER), 'bit_or'), 0)"
+)
 _INSERT = (
     "INSERT INTO spans SELECT "
-    + ", ".join(list(COLUMNS)[:-1])
-    + ", list_transform(attr_texts, lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"
-    + " FROM batch"
+    + ", ".join(list(COLUMNS)[:-2])
+    + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM batch)"
 )
 
 
@@ -137,10 +142,12 @@ class DuckDBStore(Store):
         row = con.execute("SELECT value FROM meta WHERE key = 'attr_kv'").fetchone()
         if row and row[0] == probe:
             return
+        con.execute("ALTER TABLE spans ADD COLUMN IF NOT EXISTS attr_sig UBIGINT")
         if con.execute("SELECT count(*) FROM spans").fetchone()[0]:
             log.warning("threadline: rebuilding the attribute search index of %s", self.path)
             con.execute(f"ALTER TABLE spans ALTER attr_kv TYPE {COLUMNS['attr_kv']} USING NULL")
             con.execute(f"UPDATE spans SET attr_kv = {_REBUILT_KV} WHERE attr_keys IS NOT NULL")
+            con.execute(f"UPDATE spans SET attr_sig = {_SIG}")
         con.execute("INSERT OR REPLACE INTO meta VALUES ('attr_kv', ?)", [probe])
 
     # -- connections: one writer, a cursor per reading thread (DuckDB MVCC lets them overlap)
@@ -322,7 +329,11 @@ class DuckDBStore(Store):
         key = _sql_str(f.key)
         if f.scope in ("span", "any"):
             if f.op == "=":
-                parts.append(f"list_contains(attr_kv, {_kv_hash(f.key, str(f.value))})")
+                h = _kv_hash(f.key, str(f.value))
+                parts.append(
+                    f"((attr_sig & (1::UBIGINT << ({h} % 64)::INTEGER)) <> 0"
+                    f" AND list_contains(attr_kv, {h}))"
+                )
             elif f.op == "!=":
                 kv = _kv_hash(f.key, str(f.value))
                 parts.append(
