@@ -105,6 +105,23 @@ def assert_consumed_elsewhere(traces, root, worker: Worker, sent: str, processed
 # -- the worker program ----------------------------------------------------------------------
 
 
+def assert_one_chain(traces, root, sent: str, processed: str):
+    """The trace of `root` is one tree: root -> PRODUCER `sent` -> CONSUMER `processed` ->
+    "handle". Returns the three spans."""
+    from threadline.testing import hex_ids
+
+    trace_id, root_id = hex_ids(root)
+    t = traces.trace(trace_id)
+    t.assert_connected()
+    send, process, handled = t.find(sent), t.find(processed), t.find("handle")
+    assert [(s.kind, s.parent_id) for s in (send, process, handled)] == [
+        ("PRODUCER", root_id),
+        ("CONSUMER", send.span_id),
+        ("INTERNAL", process.span_id),
+    ]
+    return send, process, handled
+
+
 def handle(body: Any, fields: Any = None) -> None:
     attrs = {"body": text(body)}
     if fields:
