@@ -3,8 +3,6 @@ fetch the spans by trace id from the threadline server, check the services and t
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
@@ -38,16 +36,6 @@ def shop():  # a threadline server, and the shop exporting to it
             tl.shutdown()
 
 
-def wait_for_services(client: Client, trace_id: str, services: set[str], timeout: float = 30):
-    """The trace's spans once every service has reported (services export on their own time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = client.trace(trace_id)
-        if {s.service for s in spans} >= services or time.monotonic() > deadline:
-            return spans
-        time.sleep(0.2)  # polling a remote server: there is no event to wait on
-
-
 def test_checkout_is_one_trace_across_the_services(shop):
     with tl.span("test checkout") as root:
         r = httpx.get(f"{shop.gateway}/checkout", params={"user": "ada", "item": "tea"})
@@ -55,7 +43,7 @@ def test_checkout_is_one_trace_across_the_services(shop):
     trace_id = format(root.get_span_context().trace_id, "032x")
     tl.flush()
 
-    spans = wait_for_services(Client(shop.api), trace_id, SERVICES)
+    spans = Client(shop.api).wait_for_trace(trace_id, timeout=30, services=SERVICES, connected=True)
 
     assert {s.service for s in spans} == SERVICES
     tree = assemble(spans)  # the server's own analysis

@@ -4,8 +4,6 @@ status comes back — one trace from the click to the inventory service, read fr
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 pytest.importorskip("playwright.sync_api")
@@ -24,16 +22,6 @@ def shop():
     with start() as server, Shop(server.urls.otlp_http) as running:
         running.api = server.urls.api
         yield running
-
-
-def wait_for_services(client: Client, trace_id: str, services: set[str], timeout: float = 30):
-    """The trace's spans once every service has reported (services export on their own time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = client.trace(trace_id)
-        if {s.service for s in spans} >= services or time.monotonic() > deadline:
-            return spans
-        time.sleep(0.2)  # polling a remote server: there is no event to wait on
 
 
 def one(spans, name, service):
@@ -59,7 +47,7 @@ def test_click_to_inventory_is_one_trace(shop, browser):
         page.close()
     assert status == "placed" and "1 × coffee for ada: placed" in text
 
-    spans = wait_for_services(Client(shop.api), trace_id, SERVICES)
+    spans = Client(shop.api).wait_for_trace(trace_id, timeout=30, services=SERVICES, connected=True)
     assert {s.service for s in spans} >= SERVICES
     tree = assemble(spans)  # the server's own analysis: one root, no missing parents
     assert [r.name for r in tree.real_roots] == ["click checkout"] and not tree.placeholders

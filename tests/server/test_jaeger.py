@@ -243,3 +243,20 @@ def test_jaeger_dependencies_are_calls_and_messaging_not_plain_links():
         s.ingest.submit(spans).result(30)
         body = c.get("/api/dependencies", params={"endTs": NOW // 1_000_000}).json()
     assert body["data"] == [{"parent": "web", "child": "mail", "callCount": 2}]
+
+
+def test_client_waits_for_services_and_missing_parents(srv, api):
+    from threadline.server.client import Client
+
+    client = Client(srv.urls.api)
+    trace = "d5" * 16
+    srv.ingest.submit([span(trace, "08" * 8, "07" * 8, "child", "db", 3, 80, 1)]).result(30)
+    with pytest.raises(TimeoutError) as waited:
+        client.wait_for_trace(trace, timeout=0.3, services={"db", "web"})
+    assert str(waited.value) == f"trace {trace} after 0.3s: no spans yet from web"
+    with pytest.raises(TimeoutError) as waited:
+        client.wait_for_trace(trace, timeout=0.3, services={"db"}, connected=True)
+    assert str(waited.value) == f"trace {trace} after 0.3s: 1 parent(s) not arrived"
+    srv.ingest.submit([span(trace, "07" * 8, "", "root", "web", 2, 79, 3)]).result(30)
+    spans = client.wait_for_trace(trace, timeout=30, services={"db", "web"}, connected=True)
+    assert sorted(s.name for s in spans) == ["child", "root"]

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 from threadline.server.model import Span
@@ -56,19 +57,40 @@ class Client:
             raise
         return sorted(decode_json(doc["result"]).spans, key=lambda s: (s.start_ns, s.end_ns))
 
-    def wait_for_trace(self, trace_id: str, min_spans: int = 1, timeout: float = 10) -> list[Span]:
-        """Poll until the trace has at least `min_spans` spans; raises TimeoutError with what
-        arrived otherwise."""
+    def wait_for_trace(
+        self,
+        trace_id: str,
+        min_spans: int = 1,
+        timeout: float = 10,
+        *,
+        services: Iterable[str] = (),
+        connected: bool = False,
+    ) -> list[Span]:
+        """Poll until the trace has at least `min_spans` spans, a span from each of `services`
+        and, with `connected`, no span whose parent has not arrived (services export on their
+        own time: a parent may come in a later batch than its child). Raises TimeoutError saying
+        what was missing otherwise."""
+        from threadline.server.analysis import assemble
+
+        wanted = set(services)
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
             spans = self.trace(trace_id)
-            if len(spans) >= min_spans:
+            missing = []
+            if len(spans) < min_spans:
+                missing.append(f"{len(spans)} of {min_spans} spans")
+            absent = wanted - {s.service for s in spans}
+            if absent:
+                missing.append("no spans yet from " + ", ".join(sorted(absent)))
+            if connected and not missing:
+                waiting = assemble(spans).placeholders
+                if waiting:
+                    missing.append(f"{len(waiting)} parent(s) not arrived")
+            if not missing:
                 return spans
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"trace {trace_id}: {len(spans)} of {min_spans} spans after {timeout}s"
-                )
+                raise TimeoutError(f"trace {trace_id} after {timeout}s: " + "; ".join(missing))
             time.sleep(delay)  # polling a remote server: there is no event to wait on
             delay = min(delay * 2, 0.5)
 
