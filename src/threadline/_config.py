@@ -485,7 +485,10 @@ def configure(
         sampler=ParentBased(TraceIdRatioBased(s.sample_ratio)),
         shutdown_on_exit=False,
     )
-    procs, announcer = _processors(s, exporter if exporter is not None else s.exporter)
+    from threadline import _exit
+
+    with _exit.sigterm_blocked():  # the export threads started here never take SIGTERM
+        procs, announcer = _processors(s, exporter if exporter is not None else s.exporter)
     for proc in procs:
         provider.add_span_processor(proc)
     for tap in _taps:

@@ -18,6 +18,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
+
+from opentelemetry.trace import Status, StatusCode
 
 from threadline import _config
 from threadline._export import stats
@@ -41,6 +44,19 @@ def before_exit(callback: Callable[[int | None, int | None], None]) -> None:
         _callbacks.append(callback)
 
 
+def mark_cut_short(span: Any, code: int | None, signum: int | None) -> None:
+    """Say on a span the process's exit cut short how it ended: its exit code (ERROR unless 0)
+    or the signal that stopped it (ERROR)."""
+    if code is not None:
+        span.set_attribute("process.exit_code", code)
+        if code != 0:
+            span.set_status(Status(StatusCode.ERROR, f"process exited with code {code}"))
+    if signum is not None:
+        name = signal.Signals(signum).name
+        span.set_attribute("process.signal", name)
+        span.set_status(Status(StatusCode.ERROR, f"process ended by {name}"))
+
+
 def final_flush(code: int | None = None, signum: int | None = None) -> None:
     global _flushing
     _flushing = True
@@ -61,7 +77,7 @@ def _final_flush(code: int | None, signum: int | None) -> None:
     # The flush runs beside us so that an endpoint that never answers cannot hold the exit: past
     # FLUSH_TIMEOUT what is still queued or in flight is counted as dropped and said.
     flushing = threading.Thread(target=_shutdown, name="threadline-exit-flush", daemon=True)
-    with sigterm_to_this_thread():
+    with sigterm_blocked():
         flushing.start()
     flushing.join(FLUSH_TIMEOUT)
     if flushing.is_alive():
@@ -103,10 +119,12 @@ def _die(signum: int) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_to_this_thread() -> Iterator[None]:
-    """Threads started inside take no SIGTERM, so the kernel hands it to this one. Python runs
-    signal handlers in the main thread only, and a main thread waiting in a lock (an idle pool
-    worker) wakes for a signal delivered to it, not for one another thread took."""
+def sigterm_blocked() -> Iterator[None]:
+    """SIGTERM is blocked in this thread inside the block, and for good in every thread started
+    there (a thread inherits its starter's mask). So threadline's own threads never take it: the
+    kernel hands it to the main thread, where Python runs its handlers, and a main thread waiting
+    in a lock (an idle pool worker) wakes for a signal delivered to it, not for one another thread
+    took. Around work that must not be cut short, it also holds SIGTERM back until the end."""
     try:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     except (AttributeError, OSError, ValueError):
@@ -156,7 +174,7 @@ def _start_relay() -> None:
     relay = threading.Thread(
         target=_relay, args=(r, threading.get_ident()), name="threadline-sigterm", daemon=True
     )
-    with sigterm_to_this_thread():
+    with sigterm_blocked():
         relay.start()
 
 

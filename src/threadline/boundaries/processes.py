@@ -96,8 +96,7 @@ def _plant(settings: dict[str, Any] | None) -> None:
         return
     _planted_pid = os.getpid()
     try:
-        with _exit.sigterm_to_this_thread():  # the export thread configure() starts
-            _config.configure(**settings)
+        _config.configure(**settings)
         install()
         _exit.guard()
     except Exception:  # noqa: BLE001 - tracing never keeps a child from running
@@ -112,19 +111,7 @@ def _arrive(settings: dict[str, Any], handoff: Handoff | None) -> _Seed:
 def _end_open_units(code: int | None, signum: int | None) -> None:
     """At os._exit or SIGTERM mid-task: the task ends with the process; say so on its span."""
     for s in reversed(list(_open)):
-        if code is not None:
-            s.set_attribute("process.exit_code", code)
-            if code != 0:
-                s.set_status(
-                    trace.Status(trace.StatusCode.ERROR, f"process exited with code {code}")
-                )
-        if signum is not None:
-            s.set_attribute("process.signal", signal.Signals(signum).name)
-            s.set_status(
-                trace.Status(
-                    trace.StatusCode.ERROR, f"process ended by {signal.Signals(signum).name}"
-                )
-            )
+        _exit.mark_cut_short(s, code, signum)
         s.end()
     _open.clear()
 
@@ -312,8 +299,7 @@ def rename(service_name: str) -> None:
     args = {**s.to_dict(), "service_name": service_name}
     if s.exporter == "custom":  # the same exporter instance serves on
         args["exporter"] = _config._runtime.exporter  # noqa: SLF001
-    with _exit.sigterm_to_this_thread():
-        _config.configure(**args)
+    _config.configure(**args)
 
 
 # -- the parent's side -------------------------------------------------------------------------

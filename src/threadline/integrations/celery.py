@@ -112,10 +112,10 @@ def _postrun_first(task_id: str | None = None, **_: Any) -> None:
     exc = sys.exc_info()[1]
     if span is not None and isinstance(exc, SystemExit):  # the process is leaving mid-task
         if terminate_handler_fired():
-            _cut_short(span, None, signal.SIGTERM)
+            _exit.mark_cut_short(span, None, signal.SIGTERM)
         else:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            _cut_short(span, code, None)
+            _exit.mark_cut_short(span, code, None)
 
 
 def _postrun_last(task_id: str | None = None, **_: Any) -> None:
@@ -124,23 +124,10 @@ def _postrun_last(task_id: str | None = None, **_: Any) -> None:
         context.detach(token)
 
 
-def _cut_short(span: trace.Span, code: int | None, signum: int | None) -> None:
-    if signum is not None:
-        name = signal.Signals(signum).name
-        span.set_attribute("process.signal", name)
-        span.set_status(trace.Status(trace.StatusCode.ERROR, f"process ended by {name}"))
-    elif code is not None:
-        span.set_attribute("process.exit_code", code)
-        if code != 0:
-            span.set_status(
-                trace.Status(trace.StatusCode.ERROR, f"process exited with code {code}")
-            )
-
-
 def _end_running(code: int | None, signum: int | None) -> None:
     """At os._exit or SIGTERM with tasks still running: their spans end with the process."""
     for key, span in list(_running.items()):
-        _cut_short(span, code, signum)
+        _exit.mark_cut_short(span, code, signum)
         span.end()
         _running.pop(key, None)
 
@@ -207,14 +194,11 @@ def _process_shutdown(exitcode: int | None = None, **_: Any) -> None:
     """A pool process is leaving (max_tasks_per_child, shutdown, SIGTERM): export everything now.
     Next it tells the worker, which answers with SIGTERM; once billiard's handler has run, SIGTERM
     kills at once, so it is blocked until the spans are out (and handled after)."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
+    with _exit.sigterm_blocked():
         if terminate_handler_fired():
             _exit.final_flush(None, signal.SIGTERM)
         else:
             _exit.final_flush(exitcode if isinstance(exitcode, int) else None)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 # -- wiring ------------------------------------------------------------------------------------
