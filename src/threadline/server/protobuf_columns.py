@@ -14,7 +14,6 @@ path then stores it, or says exactly what is wrong with it. Both paths build the
 
 from __future__ import annotations
 
-import json
 import struct
 from functools import cache
 from typing import Any
@@ -22,8 +21,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from threadline.server.columns import ARROW_SCHEMA, encode_attrs, text_form
-from threadline.server.model import PENDING_ATTRIBUTE
+from threadline._collector import any_value
+from threadline.server.columns import (
+    _SCOPE_COLUMNS,
+    ARROW_SCHEMA,
+    _dumps,
+    _link_row,
+    _tag,
+    encode_attrs,
+    text_form,
+)
+from threadline.server.model import PENDING_ATTRIBUTE, Link
 from threadline.server.otlp import Decoded, _service
 
 MIN_BYTES = (
@@ -31,7 +39,6 @@ MIN_BYTES = (
 )  # below this a ptars call's fixed cost (~0.6 ms, and ~3 ms of kernel calls) outweighs its speed
 _INT64_MAX = (1 << 63) - 1
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @cache
@@ -116,8 +123,6 @@ def _python_value(v: dict | None) -> Any:
         x = v.get(k)
         if x is not None:
             return x
-    from threadline._collector import any_value
-
     if v.get("array_value") is not None:
         from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -194,7 +199,7 @@ class _Attributes:
         python = pc.fill_null(python, False)
         if pc.any(python).as_py():
             finished = [
-                _dumps(_tag_value(_python_value(v))) for v in pc.filter(value, python).to_pylist()
+                _dumps(_tag(_python_value(v))) for v in pc.filter(value, python).to_pylist()
             ]
             value_json = pc.replace_with_mask(value_json, python, pa.array(finished, pa.string()))
         value_json = pc.fill_null(value_json, "null")  # an AnyValue with nothing set
@@ -236,12 +241,6 @@ class _Attributes:
     def lists(self, values: pa.Array) -> pa.Array:
         """`values` (one per attribute) as one list per row; NULL for a row without any."""
         return pa.ListArray.from_arrays(self.offsets, values, mask=self.empty)
-
-
-def _tag_value(v: Any) -> Any:
-    from threadline.server.columns import _tag
-
-    return _tag(v)
 
 
 # ------------------------------------------------------------------------------------ spans
@@ -379,9 +378,6 @@ def _events(lists: pa.ListArray) -> pa.Array:
 
 def _links(lists: pa.ListArray) -> pa.Array:
     """Links are few: each span that has some gets its JSON in Python."""
-    from threadline.server.columns import _link_row
-    from threadline.server.model import Link
-
     has = pc.fill_null(pc.greater(pc.list_value_length(lists), 0), False)
     if not pc.any(has).as_py():
         return pa.nulls(len(lists), pa.string())
@@ -433,8 +429,3 @@ def _scope_columns(resources: pa.Array, ss_list: pa.ListArray, scopes: pa.Array)
         cols["schema_urls"].append(f"{rurl}\n{url}" if rurl or url else None)
         cols["dropped"].append(f",{rdropped},{sdropped}" if rdropped or sdropped else None)
     return {k: pa.array(v, pa.string()) for k, v in cols.items()}
-
-
-_SCOPE_COLUMNS = (
-    "service", "resource", "scope_name", "scope_version", "scope_attributes", "schema_urls"
-)  # fmt: skip
