@@ -249,19 +249,33 @@ def test_spans_reach_the_url_the_otlp_variables_name(env, variables, path):
     assert server.paths == [path]
 
 
-def test_console_and_otlp_from_the_environment_both_export():
-    received = []
+def run_exporting(code: str, **env: str) -> tuple[subprocess.CompletedProcess, list]:
+    """Run `code` in a fresh interpreter with no OTEL_* variables but `env`; `{endpoint}` in
+    either is a local collector's. Returns the finished process and the spans it received."""
+    received: list = []
     collector = Collector(received.extend)
     collector.start()
-    code = "import threadline as tl; tl.configure('both')\nwith tl.span('work'): pass\n"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(OTEL_TRACES_EXPORTER="console,otlp", OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    environ.update({k: v.format(endpoint=collector.endpoint) for k, v in env.items()})
     try:
         out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", code.format(endpoint=collector.endpoint)],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         collector.stop()
+    return out, received
+
+
+def test_console_and_otlp_from_the_environment_both_export():
+    out, received = run_exporting(
+        "import threadline as tl; tl.configure('both')\nwith tl.span('work'): pass\n",
+        OTEL_TRACES_EXPORTER="console,otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT="{endpoint}",
+    )
     assert out.returncode == 0, out.stderr
     assert "service=both" in out.stdout and "work" in out.stdout
     assert [s.name for s in received] == ["work"]
@@ -568,24 +582,15 @@ def test_an_exporter_switched_away_from_can_be_used_again():
 
 
 def test_spans_are_flushed_at_a_normal_exit_without_shutdown():
-    received = []
-    collector = Collector(received.extend)
-    collector.start()
-    code = f"""
+    code = """
 import threadline as tl
-tl.configure("exits", endpoint={collector.endpoint!r}, announce=False)
+tl.configure("exits", endpoint={endpoint!r}, announce=False)
 with tl.span("main"):
     for i in range(50):
         with tl.span(f"step {{i}}"):
             pass
 """  # the batch processor would wait 5 s for a batch of 512: only the exit flush sends these
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-        )
-    finally:
-        collector.stop()
+    out, received = run_exporting(code)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     by_name = {s.name: s for s in received}
