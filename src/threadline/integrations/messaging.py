@@ -45,6 +45,7 @@ __all__ = [
     "process_batch",
     "publish",
     "strip",
+    "text",
 ]
 
 OPERATION_TYPES = {"send": "send", "publish": "send", "request": "send", "process": "process"}
@@ -72,13 +73,14 @@ def message_attributes(
         "messaging.operation.name": operation,
     }
     if message_id is not None and message_id != "":
-        attrs["messaging.message.id"] = _text(message_id)
+        attrs["messaging.message.id"] = text(message_id)
     if extra:
         attrs.update({k: v for k, v in extra.items() if v is not None})
     return attrs
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A broker's name, id or header as text (bytes decoded as UTF-8, never raising)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
 
 
@@ -98,10 +100,10 @@ def carrier_of(headers: Any) -> Handoff:
     try:
         picked: dict[str, Any] = {}
         for key, value in headers.items() if isinstance(headers, Mapping) else headers:
-            k = _text(key).lower()
+            k = text(key).lower()
             if k in CARRIER_KEYS:
                 if k in picked:  # the same key twice (MQTT user properties may repeat)
-                    picked[k] = f"{_text(picked[k])},{_text(value)}"
+                    picked[k] = f"{text(picked[k])},{text(value)}"
                 else:
                     picked[k] = value
         h = as_handoff(picked)
@@ -114,7 +116,7 @@ def carrier_of(headers: Any) -> Handoff:
 
 def strip(headers: Mapping[Any, Any]) -> dict[Any, Any]:
     """headers without the trace carrier keys (str or bytes, any case)."""
-    return {k: v for k, v in headers.items() if _text(k).lower() not in CARRIER_KEYS}
+    return {k: v for k, v in headers.items() if text(k).lower() not in CARRIER_KEYS}
 
 
 # -- the producer side -----------------------------------------------------------------------
@@ -134,13 +136,13 @@ class Outgoing:
 
     def set_id(self, message_id: Any) -> None:
         if message_id is not None and self.span.is_recording():
-            self.span.set_attribute("messaging.message.id", _text(message_id))
+            self.span.set_attribute("messaging.message.id", text(message_id))
 
     def __enter__(self) -> Outgoing:
         self.span = self._scope.__enter__()
         # The carrier keys the user passed are replaced: the message carries the send span.
         self.headers = {
-            k: v for k, v in self.headers.items() if _text(k).lower() not in CARRIER_KEYS
+            k: v for k, v in self.headers.items() if text(k).lower() not in CARRIER_KEYS
         }
         inject(self.headers)
         return self

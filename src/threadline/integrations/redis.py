@@ -48,10 +48,6 @@ __all__ = [
 SYSTEM = "redis"
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _server(client: Any) -> dict[str, Any]:
     try:
         kwargs = client.connection_pool.connection_kwargs
@@ -91,7 +87,7 @@ def xadd(client: Any, stream: Any, fields: Mapping[Any, Any], **kwargs: Any) -> 
     if not isinstance(fields, Mapping):
         raise TypeError(f"fields must be a mapping, not {type(fields).__name__}")
     outgoing = messaging.publish(
-        SYSTEM, _text(stream), fields, operation="send", attributes=_server(client)
+        SYSTEM, messaging.text(stream), fields, operation="send", attributes=_server(client)
     )
     if _is_async(client):
         return _axadd(outgoing, client, stream, kwargs)
@@ -140,7 +136,7 @@ def entries(reply: Any, group: str | None = None) -> list[Entry]:
     else:  # RESP2: [[stream, [(id, fields), ...]], ...]
         pairs = [(name, items) for name, items in reply]
     return [
-        Entry(_text(name), entry_id, fields, group)
+        Entry(messaging.text(name), entry_id, fields, group)
         for name, items in pairs
         for entry_id, fields in items
     ]
@@ -193,7 +189,7 @@ def publish(client: Any, channel: Any, message: Any) -> Any:
     """``client.publish(channel, message)`` inside a PRODUCER "publish <channel>" span; a JSON
     object message carries the trace (see the module docs). Returns the receiver count."""
     outgoing = messaging.publish(
-        SYSTEM, _text(channel), None, operation="publish", attributes=_server(client)
+        SYSTEM, messaging.text(channel), None, operation="publish", attributes=_server(client)
     )
     if _is_async(client):
         return _apublish(outgoing, client, channel, message)
@@ -228,7 +224,9 @@ def process(message: Entry | dict, *, relation: Relation | None = None):
             f"process takes an Entry or a Pub/Sub message dict, not {type(message).__name__}"
         )
     message["data"], carrier = unseal(message["data"])
-    return messaging.process(carrier, SYSTEM, _text(message.get("channel", "")), relation=relation)
+    return messaging.process(
+        carrier, SYSTEM, messaging.text(message.get("channel", "")), relation=relation
+    )
 
 
 def process_batch(batch: Iterable[Entry]):
