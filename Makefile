@@ -32,6 +32,7 @@ screenshots: $(STAMP) system
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/pyright
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks
