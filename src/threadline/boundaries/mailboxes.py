@@ -28,7 +28,7 @@ import queue as stdlib_queue
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.connection import Connection as _Connection
 from multiprocessing.queues import SimpleQueue as _ProcessSimpleQueue
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
@@ -131,7 +131,7 @@ class Delivery:
         else:
             self.item, self.handoff = message, None
         self.destination = destination
-        self.relation = _check(relation or _relation)
+        self.relation: Relation = _check(relation or _relation)
         self._attributes = attributes
         self._cm = None
 
@@ -313,7 +313,7 @@ class Mailbox:
             else:
                 put, get = queue.put, queue.get
                 if isinstance(queue, _ProcessSimpleQueue):
-                    self._poll = queue._reader.poll  # noqa: SLF001 - its get() has no timeout
+                    self._poll = queue._reader.poll  # noqa: SLF001 - its get() has no timeout  # pyright: ignore[reportAttributeAccessIssue]
         if put is None or get is None:
             raise TypeError("Mailbox needs a queue, or both put= and get= functions")
         if name is not None and (not isinstance(name, str) or not name):
@@ -323,7 +323,7 @@ class Mailbox:
         self.system = system or (
             type(queue).__module__.split(".")[0].lstrip("_") if queue is not None else "threadline"
         )
-        self.relation = _check(relation) if relation is not None else None
+        self.relation: Relation | None = _check(relation) if relation is not None else None
         self._put, self._get = put, get
         self._awaitable = inspect.iscoroutinefunction(put) or inspect.iscoroutinefunction(get)
         self._attributes = {
@@ -434,7 +434,7 @@ class _Receiving:
         return self._delivery.__enter__()
 
     async def __aexit__(self, exc_type, exc, tb) -> bool | None:
-        return self._delivery.__exit__(exc_type, exc, tb)
+        return cast(Delivery, self._delivery).__exit__(exc_type, exc, tb)  # set by __aenter__
 
 
 # -- install / uninstall: tracing of the explicit API on or off (nothing is patched) ----------

@@ -32,7 +32,7 @@ import threading
 import weakref
 from concurrent.futures import process as futures_process
 from multiprocessing import connection, managers, pool, process
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 
@@ -53,9 +53,9 @@ def _long_lived(target: Any) -> bool:
     """Processes that serve many units of work must not run under their starter's context."""
     target = getattr(target, "__func__", target)
     return target in (
-        pool.worker,
+        pool.worker,  # pyright: ignore[reportAttributeAccessIssue] - not in typeshed
         futures_process._process_worker,
-        managers.BaseManager._run_server.__func__,
+        managers.BaseManager._run_server.__func__,  # pyright: ignore[reportAttributeAccessIssue]
     )
 
 
@@ -140,12 +140,13 @@ class _Unit:
         if self._span in _open:
             _open.remove(self._span)
         if exc_type is SystemExit:
+            span = cast(trace.Span, self._span)  # set by __enter__
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            self._span.set_attribute("process.exit_code", code)
+            span.set_attribute("process.exit_code", code)
             if code == 0:  # sys.exit(0) is a normal end, not an error
                 self._cm.__exit__(None, None, None)
                 return None
-            self._span.set_status(
+            span.set_status(
                 trace.Status(trace.StatusCode.ERROR, f"process exited with code {code}")
             )
         return self._cm.__exit__(exc_type, exc, tb)

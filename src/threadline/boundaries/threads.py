@@ -37,11 +37,12 @@ __all__ = ["CLEAN_TARGETS", "install", "installed", "policy", "uninstall"]
 # or callback to whoever happened to create the pool. Other boundary modules may add to it.
 CLEAN_TARGETS: set[Any] = {
     _futures_thread._worker,
-    _mp_pool.worker,
-    _mp_pool.Pool._handle_workers,
-    _mp_pool.Pool._handle_tasks,
-    _mp_pool.Pool._handle_results,
-    _mp_queues.Queue._feed,
+    # multiprocessing's internals, which typeshed does not declare
+    _mp_pool.worker,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_workers,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_tasks,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_results,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_queues.Queue._feed,  # pyright: ignore[reportAttributeAccessIssue]
 }
 CLEAN_CLASSES: tuple[type, ...] = (_futures_process._ExecutorManagerThread,)
 
