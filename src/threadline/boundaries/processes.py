@@ -284,14 +284,21 @@ _running = _Running()
 def configure_children(**overrides: Any) -> None:
     """configure() arguments children take instead of this process's own, for every child
     started from now on: ``configure_children(service_name="worker", announce=False)``.
-    Without arguments, children are configured like this process again."""
+    Without arguments, children are configured like this process again.
+
+    overrides: keyword arguments of threadline.configure(), by name.
+    """
     _config.children(overrides or None)
 
 
 def rename(service_name: str) -> None:
     """Reconfigure this process as it is, under another service name: for a child or a node
     that should show as its own service (``Process(target=...)`` code, a Pool ``initializer``,
-    ``manager.start(initializer=rename, initargs=("inventory",))``)."""
+    ``manager.start(initializer=rename, initargs=("inventory",))``).
+
+    service_name: the service.name this process reports from now on. Raises RuntimeError when
+    threadline is not configured in this process.
+    """
     s = _config.settings()
     if s is None:
         raise RuntimeError(
@@ -506,6 +513,7 @@ _PATCHES = [
 
 
 def install() -> None:
+    """Patch Process, Pool and ProcessPoolExecutor (once)."""
     with _lock:
         if _originals:
             return
@@ -517,6 +525,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    """Put every original back. Idempotent."""
     with _lock:
         for owner, attr, _ in _PATCHES:
             if attr in _originals:
@@ -530,4 +539,5 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether this boundary is installed."""
     return bool(_originals)
