@@ -24,12 +24,17 @@ import importlib
 import importlib.util
 import inspect
 import logging
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from opentelemetry import trace
 
 from threadline._handoff import CARRIER_KEYS
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
+
+    from opentelemetry.propagators.textmap import Getter
 
 log = logging.getLogger("threadline")
 
@@ -120,7 +125,9 @@ def parse_server_timing(header: str | None) -> str | None:
 def _remote_context(carried: dict[str, list[str]]) -> trace.SpanContext:
     from threadline._w3c import TraceContextPropagator
 
-    ctx = TraceContextPropagator().extract(carried, getter=_ListGetter())
+    # A Getter by duck type (the propagator calls get and keys), its module not imported for it
+    getter = cast("Getter[dict[str, list[str]]]", _ListGetter())
+    ctx = TraceContextPropagator().extract(carried, getter=getter)
     return trace.get_current_span(ctx).get_span_context()
 
 
@@ -140,7 +147,7 @@ class AsgiEdge:
         self.app = app
         self.trust = trust
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Mapping[str, Any], receive, send):
         if scope.get("type") in ("http", "websocket"):
             kept, carried = [], {}
             for key, value in scope.get("headers") or ():
@@ -277,7 +284,7 @@ def _reinstrument(instrumentor: Any, app: Any, **kwargs: Any) -> None:
 
 def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Callable | None):
     hook = _request_hook(request_hook)
-    exclude = None if asgi_spans else ["receive", "send"]
+    exclude: list[Literal["receive", "send"]] | None = None if asgi_spans else ["receive", "send"]
     mro = {f"{c.__module__}.{c.__qualname__}" for c in type(app).__mro__}
     if "fastapi.applications.FastAPI" in mro:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -313,7 +320,9 @@ def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Call
         return AsgiEdge(wrapped, trust) if trust != "honour" else wrapped
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as WsgiMiddleware
 
-    wrapped = WsgiMiddleware(app, request_hook=hook, response_hook=_wsgi_server_timing)
+    # callable and not ASGI: a WSGI application
+    wsgi_app = cast("WSGIApplication", app)
+    wrapped = WsgiMiddleware(wsgi_app, request_hook=hook, response_hook=_wsgi_server_timing)
     return WsgiEdge(wrapped, trust) if trust != "honour" else wrapped
 
 

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
 
@@ -55,15 +55,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "threadline.integrations.live needs Starlette: pip install 'threadline[live]'"
     ) from exc
 
-try:  # what Jinja2 and other autoescaping template engines take as markup, not text
+if TYPE_CHECKING:
     from markupsafe import Markup
-except ImportError:  # pragma: no cover - depends on the environment
+else:
+    try:  # what Jinja2 and other autoescaping template engines take as markup, not text
+        from markupsafe import Markup
+    except ImportError:  # pragma: no cover - depends on the environment
 
-    class Markup(str):  # type: ignore[no-redef]
-        """Markup by the ``__html__`` protocol that template engines honour."""
+        class Markup(str):
+            """Markup by the ``__html__`` protocol that template engines honour."""
 
-        def __html__(self) -> str:
-            return self
+            def __html__(self) -> str:
+                return self
 
 
 log = logging.getLogger("threadline")
@@ -219,7 +222,7 @@ class LiveSocket:
         if session not in SESSION_RELATIONS:
             raise ValueError(f"session must be one of {SESSION_RELATIONS}, not {session!r}")
         self.websocket = websocket
-        self.relation = session
+        self.relation: Session = session
         self.path = name or websocket.url.path
         params = websocket.query_params
         # The browser module announces itself by putting its context on the URL; only then are
