@@ -66,8 +66,9 @@ def _remember(event: object, carrier: Any) -> None:
 
 
 def metadata(domain_event: object) -> dict[str, Any] | None:
-    """``{events.KEY: carrier}`` for an event read through a TracingMapper (or by a plain mapper,
-    which leaves the carrier in its state), for ``events.handle``; None when it carries none."""
+    """``{events.KEY: carrier}`` for ``domain_event``, an event read through a TracingMapper (or
+    by a plain mapper, which leaves the carrier in its state), for ``events.handle``; None when
+    it carries none."""
     carrier = _carriers.get(id(domain_event))
     if carrier is None:
         carrier = getattr(domain_event, "__dict__", {}).get(STATE_KEY)

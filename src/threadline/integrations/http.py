@@ -70,6 +70,7 @@ _missing_reported: set[str] = set()
 
 
 def traceresponse_value(span_context: trace.SpanContext) -> str:
+    """The ``traceresponse`` header value that names ``span_context`` (version 00)."""
     return (
         f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
         f"{int(span_context.trace_flags):02x}"
@@ -77,6 +78,7 @@ def traceresponse_value(span_context: trace.SpanContext) -> str:
 
 
 def server_timing_value(span_context: trace.SpanContext) -> str:
+    """The ``Server-Timing`` header value that names ``span_context``, once per metric name."""
     value = traceresponse_value(span_context)
     return ", ".join(f'{metric};desc="{value}"' for metric in SERVER_TIMING_METRICS)
 
@@ -141,7 +143,8 @@ class _ListGetter:
 
 class AsgiEdge:
     """Outermost ASGI layer of an untrusted edge: takes the caller's trace headers away from the
-    instrumentation and the app, keeping the caller's span context (for "link") in the scope."""
+    instrumentation and the app, keeping the caller's span context (for "link") in the scope.
+    ``app`` is the ASGI application it wraps, ``trust`` "link" or "ignore"."""
 
     def __init__(self, app: Any, trust: Trust) -> None:
         self.app = app
@@ -164,7 +167,8 @@ class AsgiEdge:
 
 
 class WsgiEdge:
-    """The WSGI counterpart of AsgiEdge."""
+    """The WSGI counterpart of AsgiEdge: ``app`` is the WSGI application it wraps, ``trust``
+    "link" or "ignore" (for "link" the caller's span context waits in the environ)."""
 
     _ENVIRON_KEYS = {f"HTTP_{k.upper()}": k for k in CARRIER_KEYS}
 
@@ -360,7 +364,8 @@ def instrument(
     app to serve: the same object for framework apps, a wrapping middleware for bare callables.
 
     trust: "honour" (continue the caller's trace), "link" (new trace, linked to the caller's),
-    "ignore" (new trace). asgi_spans=True keeps the ASGI instrumentation's per-message
+    "ignore" (new trace). clients=False leaves the HTTP clients alone. server_timing=False
+    adds no Server-Timing / traceresponse headers to responses. asgi_spans=True keeps the ASGI instrumentation's per-message
     send/receive spans (apps instrumented with no app given keep the contrib's defaults).
     request_hook(span, scope_or_environ) runs for every server span.
     An app the contrib instrumentation has instrumented already (one created after a global
