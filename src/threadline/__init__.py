@@ -8,12 +8,19 @@ with tl.span("charge"):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from threadline import _handoff
 from threadline._config import Settings, configure, flush, settings, shutdown
 from threadline._handoff import Handoff, capture, extract, inject, resume, wrap
 from threadline._spans import span, traced
+
+if TYPE_CHECKING:
+    # Resolved lazily at runtime by __getattr__ below; imported here so editors and type checkers
+    # see it.
+    from threadline.integrations.http import instrument
 
 
 def __getattr__(name: str):

@@ -6,13 +6,18 @@ import sys
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import TextIO, cast
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanContext, StatusCode
 
 PRINTED_KEPT = 10_000
+
+
+def _context(span: ReadableSpan) -> SpanContext:
+    # The SDK types it Optional, but every span it hands an exporter was started with one.
+    return cast(SpanContext, span.context)
 
 
 def _ms(span: ReadableSpan) -> float:
@@ -23,7 +28,7 @@ def render(spans: Sequence[ReadableSpan], printed: Mapping[int, str] | None = No
     """A tree of one trace's spans: nesting, duration, kind, status and errors. `printed` names
     spans shown in an earlier tree, for spans that continue from one of them."""
     printed = printed or {}
-    by_id = {s.context.span_id: s for s in spans}
+    by_id = {_context(s).span_id: s for s in spans}
     children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
     for s in spans:
         parent = s.parent.span_id if s.parent else None
@@ -32,7 +37,7 @@ def render(spans: Sequence[ReadableSpan], printed: Mapping[int, str] | None = No
         group.sort(key=lambda s: s.start_time or 0)
     first = spans[0]
     service = first.resource.attributes.get("service.name", "?")
-    lines = [f"trace {first.context.trace_id:032x}  service={service}"]
+    lines = [f"trace {_context(first).trace_id:032x}  service={service}"]
 
     def walk(s: ReadableSpan, prefix: str, last: bool, top: bool) -> None:
         branch = "" if top else ("└─ " if last else "├─ ")
@@ -49,7 +54,7 @@ def render(spans: Sequence[ReadableSpan], printed: Mapping[int, str] | None = No
             elif s.parent.is_remote:
                 extra += f"  (remote parent {s.parent.span_id:016x})"
         lines.append(f"{label:<60} {_ms(s):>9.2f} ms{extra}")
-        kids = children.get(s.context.span_id, [])
+        kids = children.get(_context(s).span_id, [])
         inner = prefix + ("" if top else ("   " if last else "│  "))
         for i, kid in enumerate(kids):
             walk(kid, inner, i == len(kids) - 1, False)
@@ -72,10 +77,10 @@ class ConsoleTreeExporter(SpanExporter):
         # One lock around collecting and printing: a tree "printed above" really is above.
         with self._lock:
             for s in spans:
-                self._pending[s.context.trace_id].append(s)
+                self._pending[_context(s).trace_id].append(s)
                 parent = s.parent
                 if parent is None or parent.is_remote or parent.span_id in self._printed:
-                    self._print(self._pending.pop(s.context.trace_id))  # its local root ended
+                    self._print(self._pending.pop(_context(s).trace_id))  # its local root ended
         return SpanExportResult.SUCCESS
 
     def _print(self, group: list[ReadableSpan]) -> None:
@@ -84,7 +89,7 @@ class ConsoleTreeExporter(SpanExporter):
         except (BrokenPipeError, ValueError):  # stdout closed (`| head`): tracing must not break
             pass
         for s in group:
-            self._printed[s.context.span_id] = s.name
+            self._printed[_context(s).span_id] = s.name
         while len(self._printed) > PRINTED_KEPT:
             self._printed.popitem(last=False)
 

@@ -8,11 +8,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanContext
+
+if TYPE_CHECKING:
+    import http.client
 
 log = logging.getLogger("threadline")
 
@@ -199,9 +203,9 @@ def count_drops(batch_span_processor) -> None:
     original = bsp.on_end
 
     def on_end(span: ReadableSpan) -> None:
-        if span.context.trace_flags.sampled:  # what the processor queues
+        if cast(SpanContext, span.context).trace_flags.sampled:  # what the processor queues
             stats.end()
-            if queue is not None and len(queue) >= queue.maxlen:  # the SDK drops the oldest
+            if queue is not None and len(queue) >= (queue.maxlen or 0):  # the SDK drops the oldest
                 stats.drop(1, "queue_full")
         original(span)
 
@@ -295,12 +299,12 @@ class _PlainOTLP(SpanExporter):
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port, self.path = (
-            parts.hostname,
+            cast(str, parts.hostname),  # suits() admits only http:// URLs
             parts.port or 80,
             parts.path or "/v1/traces",
         )
         self._lock = threading.Lock()
-        self._conn: Any = None  # http.client.HTTPConnection, imported when first used
+        self._conn: http.client.HTTPConnection | None = None  # imported when first used
         self._pid = 0
 
     @classmethod
@@ -324,18 +328,19 @@ class _PlainOTLP(SpanExporter):
         headers = {"Content-Type": "application/x-protobuf"}
         with self._lock:
             while True:
-                reused = self._conn is not None and self._pid == os.getpid()
-                if not reused:
-                    self._conn = http.client.HTTPConnection(
+                conn = self._conn if self._pid == os.getpid() else None
+                reused = conn is not None
+                if conn is None:
+                    conn = self._conn = http.client.HTTPConnection(
                         self.host, self.port, timeout=ANNOUNCE_TIMEOUT
                     )
                     self._pid = os.getpid()
                 try:
-                    self._conn.request("POST", self.path, body, headers)
-                    response = self._conn.getresponse()
+                    conn.request("POST", self.path, body, headers)
+                    response = conn.getresponse()
                     response.read()
                 except (OSError, http.client.HTTPException) as exc:
-                    self._conn.close()
+                    conn.close()
                     self._conn = None
                     # A kept-alive connection the server has closed since: reconnect, once.
                     # Anything else (a timeout above all) is a failure now, not a retry.
@@ -363,13 +368,14 @@ class PendingAnnouncer(SpanProcessor):
     def __init__(self, guarded: GuardedExporter) -> None:
         real = guarded.exporter
         if _PlainOTLP.suits(real, guarded.endpoint):
-            real = _PlainOTLP(getattr(guarded.exporter, "_endpoint", guarded.endpoint))
+            # suits() saw an http:// endpoint
+            real = _PlainOTLP(cast(str, getattr(guarded.exporter, "_endpoint", guarded.endpoint)))
         self.exporter = real
         self.endpoint = guarded.endpoint
         self._paused_until = 0.0
 
     def on_start(self, span: Span, parent_context=None) -> None:
-        if not span.context.trace_flags.sampled:
+        if not cast(SpanContext, span.context).trace_flags.sampled:
             return
         if self._paused_until and time.monotonic() < self._paused_until:
             stats.skip_announce()

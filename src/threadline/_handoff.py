@@ -15,7 +15,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any, Literal, TypeVar
+from contextvars import Token
+from typing import Any, Literal, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -270,7 +271,7 @@ class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
                 return self._cm.__exit__(exc_type, exc, tb)
             return None
         finally:
-            detach(self._token)
+            detach(cast("Token[Context]", self._token))  # set by __enter__
 
 
 def _baggage_only(ctx: Context) -> Context:

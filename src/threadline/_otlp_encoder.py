@@ -224,8 +224,8 @@ def _own_span(span: Any) -> bytes:
         and span._status is _STATUS_UNSET  # noqa: SLF001
         and type(events) is BoundedList
         and type(links) is BoundedList
-        and not events._dq  # noqa: SLF001
-        and not links._dq  # noqa: SLF001
+        and not events._dq  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue] - the SDK's stub omits it
+        and not links._dq  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue] - the SDK's stub omits it
         and not events.dropped
         and not links.dropped
     ):
@@ -296,7 +296,8 @@ def _scope(scope: Any) -> bytes:
 def encode_spans(spans: Sequence[Any]) -> bytes:
     """A serialised ExportTraceServiceRequest for these spans, grouped by resource and scope."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
-    last = (None, None, None)  # resource, scope, their list: most spans follow one of the same
+    # resource, scope, their list: most spans follow one of the same
+    last: tuple[Any, Any, Any] = (None, None, None)
     for span in spans:
         if type(span) in _OWN:
             resource, scope = span._resource, span._instrumentation_scope or None  # noqa: SLF001

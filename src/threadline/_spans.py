@@ -128,7 +128,7 @@ def traced(
 ) -> Callable[[F], F]: ...
 
 
-def traced(fn=None, /, *, name=None, attributes=None, kind=None):
+def traced(fn=None, /, *, name=None, attributes=None, kind=None) -> Any:
     """Trace every call of a function, coroutine, generator or async generator.
 
     The span is named after the function's qualified name unless `name` is given. For generators

@@ -16,7 +16,7 @@ import random
 import threading
 from time import time_ns
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -118,11 +118,11 @@ class LeanSpan(SdkSpan):
 
     @property
     def events(self) -> tuple:
-        return tuple(self._events._dq if self._end_time is not None else self._events)  # noqa: SLF001
+        return tuple(self._events._dq if self._end_time is not None else self._events)  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue] - the SDK's stub omits it
 
     @property
     def links(self) -> tuple:
-        return tuple(self._links._dq if self._end_time is not None else self._links)  # noqa: SLF001
+        return tuple(self._links._dq if self._end_time is not None else self._links)  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue] - the SDK's stub omits it
 
 
 class OnceHashedResource(Resource):
@@ -176,7 +176,8 @@ class LeanTracer(trace.Tracer):
 
     def __init__(self, sdk_tracer: SdkTracer) -> None:
         self.sdk = sdk_tracer
-        self._bound = ratio_bound(sdk_tracer.sampler)
+        # lean_tracer() builds one only over a sampler that has a bound
+        self._bound = cast(int, ratio_bound(sdk_tracer.sampler))
         self._processor = sdk_tracer.span_processor
         self._limits = sdk_tracer._span_limits  # noqa: SLF001
         # Every field SdkSpan.__init__ sets (tests/core/test_tracer.py keeps the two in step), as
@@ -222,7 +223,10 @@ class LeanTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        current = (context if context is not None else _current()).get(_SPAN_KEY, _INVALID_SPAN)
+        current = cast(
+            "trace.Span",
+            (context if context is not None else _current()).get(_SPAN_KEY, _INVALID_SPAN),
+        )
         parent = current.get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
@@ -268,7 +272,7 @@ class LeanTracer(trace.Tracer):
         if record_exception is not True or set_status_on_exception is not True:
             fields["_record_exception"] = record_exception
             fields["_set_status_on_exception"] = set_status_on_exception
-        span.__dict__ = fields
+        span.__dict__ = fields  # pyright: ignore[reportAttributeAccessIssue] - an instance's is a dict
         if links:
             span._links = span._new_links(links)  # noqa: SLF001
         span._start_time = start_time if start_time is not None else time_ns()

@@ -20,7 +20,11 @@ def _module(name: str):
 
 def install(*names: str) -> None:
     """Install the named boundaries (all defaults when none are named). Installed this way they
-    are the caller's: a later configure(boundaries=False) leaves them be."""
+    are the caller's: a later configure(boundaries=False) leaves them be.
+
+    names: module names under threadline.boundaries ("threads", "asyncio", "processes",
+    "nodes", "mailboxes"); an unknown name raises ValueError.
+    """
     for name in names or DEFAULT:
         _module(name).install()
         if name in _by_configure:
@@ -28,6 +32,8 @@ def install(*names: str) -> None:
 
 
 def uninstall(*names: str) -> None:
+    """Uninstall the named boundaries (all defaults when none are named), as install() names
+    them. Idempotent."""
     for name in names or DEFAULT:
         _module(name).uninstall()
         if name in _by_configure:
@@ -35,6 +41,7 @@ def uninstall(*names: str) -> None:
 
 
 def installed() -> list[str]:
+    """The default boundaries installed now, by name."""
     out = []
     for name in DEFAULT:
         try:

@@ -71,7 +71,7 @@ class Task:
     def __init__(self, fn: Callable[..., Any], policy: Policy, name: str | None = None) -> None:
         self.fn = fn
         self.context = current()  # the capture: the context object itself, nothing formatted
-        self.relation = policy.relation
+        self.relation: Relation = policy.relation
         span = policy.span
         self.name = (span if isinstance(span, str) else name or task_name(fn)) if span else None
         self.plain = self.name is None and self.relation == "child"

@@ -44,8 +44,8 @@ _policy = Policy()
 
 
 def _wrap(loop: asyncio.BaseEventLoop, fn: Any, method: str) -> Any:
-    if loop._debug:  # the loop's own debug check, made before the callable is wrapped
-        loop._check_callback(fn, method)
+    if loop._debug:  # the loop's own debug check, made before the callable is wrapped  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
+        loop._check_callback(fn, method)  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
     if type(fn) is Task or _internal(fn):
         return fn
     return Task(fn, _policy)
@@ -67,7 +67,7 @@ def _internal(fn: Any) -> bool:
 def _executor_boundary(loop: asyncio.BaseEventLoop, executor: Any) -> bool:
     """Whether the executor's own boundary (threads, processes) is installed to carry the context:
     then it captures, at the same moment and by its own policy, and asyncio stays out of the way."""
-    ex = executor if executor is not None else loop._default_executor
+    ex = executor if executor is not None else loop._default_executor  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
     if ex is None:  # asyncio will make a plain ThreadPoolExecutor
         return threads.installed()
     if isinstance(ex, ThreadPoolExecutor):
@@ -106,7 +106,12 @@ def _loop_call_at(self, when, callback, *args, context=None):  # call_later call
 
 def install(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
     """Patch the loop's executor hand-off (once); set the policy when given, as threads.install
-    does. The callback methods are patched while the policy is other than plain "child"."""
+    does. The callback methods are patched while the policy is other than plain "child".
+
+    relation: "child" (the default), "link" or "none": how scheduled work continues the
+    scheduler's trace (see Policy). span: whether each callback or executor call gets a span of
+    its own, and its name (see Policy). With neither, the current policy stays.
+    """
     global _policy
     if relation is not None or span is not None:
         _policy = Policy(relation or "child", span)
@@ -121,6 +126,7 @@ def install(*, relation: Relation | None = None, span: bool | str | None = None)
 
 
 def uninstall() -> None:
+    """Put the loop's methods back and the policy to its default. Idempotent."""
     global _policy
     _callback_patches.restore()
     _executor_patches.restore()
@@ -128,8 +134,10 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether this boundary is installed."""
     return bool(_executor_patches)
 
 
 def policy() -> Policy:
+    """The policy scheduled work follows now."""
     return _policy

@@ -28,7 +28,7 @@ import queue as stdlib_queue
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.connection import Connection as _Connection
 from multiprocessing.queues import SimpleQueue as _ProcessSimpleQueue
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
@@ -57,7 +57,8 @@ _relation: Relation = "child"
 
 
 class Envelope:
-    """An item sealed with the context it was sent from. Compares by its item (PriorityQueue)."""
+    """An item sealed with the context it was sent from (``handoff``, what capture() returned
+    then). Compares by its item (PriorityQueue)."""
 
     __slots__ = ("item", "handoff")
 
@@ -108,13 +109,19 @@ def _item(value: Any) -> Any:
 
 
 def seal(item: Any) -> Any:
-    """The item sealed with the context of now (the bare item while mailboxes are uninstalled)."""
+    """The item sealed with the context of now (the bare item while mailboxes are uninstalled).
+    ``item`` is any value; it must pickle when the envelope crosses processes."""
     return Envelope(item, capture()) if _installed else item
 
 
 class Delivery:
     """One received message. ``with delivery as item:`` runs the block in a CONSUMER
-    "process <destination>" span continuing the sender's trace; ``.item`` is the payload."""
+    "process <destination>" span continuing the sender's trace; ``.item`` is the payload.
+
+    ``message`` is an Envelope or a bare item (processed under the receiver's own context);
+    ``destination`` names the span and ``messaging.destination.name``; ``relation`` ("child",
+    "link" or "none") defaults to the one install() set; ``attributes`` are added to the span.
+    """
 
     __slots__ = ("item", "handoff", "destination", "relation", "_attributes", "_cm")
 
@@ -131,7 +138,7 @@ class Delivery:
         else:
             self.item, self.handoff = message, None
         self.destination = destination
-        self.relation = _check(relation or _relation)
+        self.relation: Relation = _check(relation or _relation)
         self._attributes = attributes
         self._cm = None
 
@@ -173,7 +180,8 @@ def open(  # noqa: A001 - the messaging verb; shadows the builtin only inside th
     relation: Relation | None = None,
     attributes: Mapping[str, Any] | None = None,
 ) -> Delivery:
-    """A Delivery for a message obtained any way at all (an envelope or a bare item)."""
+    """A Delivery for a message obtained any way at all (an envelope or a bare item).
+    ``destination``, ``relation`` and ``attributes`` are as for Delivery."""
     return Delivery(message, destination, relation=relation, attributes=attributes)
 
 
@@ -182,7 +190,8 @@ MAX_LINKS = 128  # the SDK's default span link limit: a batch links at most this
 
 def sender_links(handoffs: Iterable[Handoff]) -> tuple[list[trace.SpanContext], int]:
     """The distinct valid senders among handoffs, in order, at most MAX_LINKS of them, and how
-    many more there were (for ``threadline.links.dropped``)."""
+    many more there were (for ``threadline.links.dropped``). ``handoffs`` are the messages'
+    Handoffs, one per message."""
     senders: dict[tuple[int, int], trace.SpanContext] = {}
     for h in handoffs:
         sc = h.span_context
@@ -195,7 +204,11 @@ def sender_links(handoffs: Iterable[Handoff]) -> tuple[list[trace.SpanContext], 
 class Batch:
     """Messages received together. ``with batch as items:`` runs the block in one CONSUMER
     "process <destination>" span under the receiver's context, linked to every distinct sender
-    (at most MAX_LINKS; the rest are counted in ``threadline.links.dropped``)."""
+    (at most MAX_LINKS; the rest are counted in ``threadline.links.dropped``).
+
+    ``messages`` are Envelopes or bare items, mixed; ``destination`` names the span and
+    ``messaging.destination.name``; ``attributes`` are added to the span.
+    """
 
     __slots__ = ("items", "handoffs", "destination", "_attributes", "_cm")
 
@@ -245,7 +258,8 @@ class Batch:
 def open_batch(
     messages: Iterable[Any], destination: str, *, attributes: Mapping[str, Any] | None = None
 ) -> Batch:
-    """A Batch for messages obtained any way at all (envelopes or bare items, mixed)."""
+    """A Batch for messages obtained any way at all (envelopes or bare items, mixed).
+    ``destination`` and ``attributes`` are as for Batch."""
     return Batch(messages, destination, attributes=attributes)
 
 
@@ -269,6 +283,13 @@ class Mailbox:
 
     ``send`` / ``receive`` take the same extra arguments as the queue's own ``put`` / ``get``
     (``block``, ``timeout``); ``asend`` / ``areceive`` await them (``asyncio.Queue``).
+
+    ``queue``: the queue or connection to wrap (it needs ``put`` and ``get``, or is a Pipe
+    end); or, instead of it, ``put`` and ``get``: the functions that send and take one message.
+    ``name``: the destination, in span names and ``messaging.destination.name`` (default: the
+    queue's class name, or "mailbox"). ``system``: ``messaging.system`` (default: the queue's
+    library, or "threadline"). ``relation``: "child", "link" or "none" for this mailbox's
+    receives (default: the one install() set).
     """
 
     __slots__ = (
@@ -313,7 +334,7 @@ class Mailbox:
             else:
                 put, get = queue.put, queue.get
                 if isinstance(queue, _ProcessSimpleQueue):
-                    self._poll = queue._reader.poll  # noqa: SLF001 - its get() has no timeout
+                    self._poll = queue._reader.poll  # noqa: SLF001 - its get() has no timeout  # pyright: ignore[reportAttributeAccessIssue]
         if put is None or get is None:
             raise TypeError("Mailbox needs a queue, or both put= and get= functions")
         if name is not None and (not isinstance(name, str) or not name):
@@ -323,7 +344,7 @@ class Mailbox:
         self.system = system or (
             type(queue).__module__.split(".")[0].lstrip("_") if queue is not None else "threadline"
         )
-        self.relation = _check(relation) if relation is not None else None
+        self.relation: Relation | None = _check(relation) if relation is not None else None
         self._put, self._get = put, get
         self._awaitable = inspect.iscoroutinefunction(put) or inspect.iscoroutinefunction(get)
         self._attributes = {
@@ -337,7 +358,8 @@ class Mailbox:
         )
 
     def send(self, item: Any, *args: Any, **kwargs: Any) -> Any:
-        """Put the item, sealed, inside a PRODUCER "send <name>" span. Returns what put returns."""
+        """Put the item, sealed, inside a PRODUCER "send <name>" span. Returns what put returns.
+        ``args`` and ``kwargs`` go to put as they are."""
         if self._awaitable:
             raise TypeError(f"{self!r} has coroutine put/get: use `await mailbox.asend(item)`")
         if not _installed:
@@ -346,13 +368,15 @@ class Mailbox:
             return self._put(Envelope(item, capture()), *args, **kwargs)
 
     async def asend(self, item: Any, *args: Any, **kwargs: Any) -> Any:
+        """send() for a coroutine put (``asyncio.Queue``): awaits it."""
         if not _installed:
             return await self._put(item, *args, **kwargs)
         with self._send_span():
             return await self._put(Envelope(item, capture()), *args, **kwargs)
 
     def open(self, message: Any) -> Delivery:
-        """A Delivery for a message taken from this mailbox some other way."""
+        """A Delivery for a message (an Envelope or a bare item) taken from this mailbox some
+        other way."""
         return Delivery(message, self.name, relation=self.relation, attributes=self._attributes)
 
     def receive(self, *args: Any, **kwargs: Any) -> Delivery:
@@ -397,7 +421,8 @@ class Mailbox:
         return Batch(messages, self.name, attributes=self._attributes)
 
     def areceive(self, *args: Any, **kwargs: Any) -> _Receiving:
-        """``async with mailbox.areceive() as item:`` or ``delivery = await mailbox.areceive()``."""
+        """``async with mailbox.areceive() as item:`` or ``delivery = await mailbox.areceive()``.
+        ``args`` and ``kwargs`` go to the awaited get as they are."""
         return _Receiving(self, args, kwargs)
 
     def __repr__(self) -> str:
@@ -434,7 +459,7 @@ class _Receiving:
         return self._delivery.__enter__()
 
     async def __aexit__(self, exc_type, exc, tb) -> bool | None:
-        return self._delivery.__exit__(exc_type, exc, tb)
+        return cast(Delivery, self._delivery).__exit__(exc_type, exc, tb)  # set by __aenter__
 
 
 # -- install / uninstall: tracing of the explicit API on or off (nothing is patched) ----------
@@ -456,4 +481,5 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether send / receive are traced now."""
     return _installed

@@ -254,6 +254,7 @@ _PATCHES = [
 
 
 def install() -> None:
+    """Patch the multiprocessing managers' client and server sides (once)."""
     with _lock:
         if _originals:
             return
@@ -263,6 +264,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    """Put every original back. Idempotent."""
     with _lock:
         for owner, attr, _ in _PATCHES:
             if attr in _originals:
@@ -271,4 +273,5 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether this boundary is installed."""
     return bool(_originals)

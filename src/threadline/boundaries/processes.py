@@ -32,7 +32,7 @@ import threading
 import weakref
 from concurrent.futures import process as futures_process
 from multiprocessing import connection, managers, pool, process
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 
@@ -53,9 +53,9 @@ def _long_lived(target: Any) -> bool:
     """Processes that serve many units of work must not run under their starter's context."""
     target = getattr(target, "__func__", target)
     return target in (
-        pool.worker,
+        pool.worker,  # pyright: ignore[reportAttributeAccessIssue] - not in typeshed
         futures_process._process_worker,
-        managers.BaseManager._run_server.__func__,
+        managers.BaseManager._run_server.__func__,  # pyright: ignore[reportAttributeAccessIssue]
     )
 
 
@@ -140,12 +140,13 @@ class _Unit:
         if self._span in _open:
             _open.remove(self._span)
         if exc_type is SystemExit:
+            span = cast(trace.Span, self._span)  # set by __enter__
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            self._span.set_attribute("process.exit_code", code)
+            span.set_attribute("process.exit_code", code)
             if code == 0:  # sys.exit(0) is a normal end, not an error
                 self._cm.__exit__(None, None, None)
                 return None
-            self._span.set_status(
+            span.set_status(
                 trace.Status(trace.StatusCode.ERROR, f"process exited with code {code}")
             )
         return self._cm.__exit__(exc_type, exc, tb)
@@ -283,14 +284,21 @@ _running = _Running()
 def configure_children(**overrides: Any) -> None:
     """configure() arguments children take instead of this process's own, for every child
     started from now on: ``configure_children(service_name="worker", announce=False)``.
-    Without arguments, children are configured like this process again."""
+    Without arguments, children are configured like this process again.
+
+    overrides: keyword arguments of threadline.configure(), by name.
+    """
     _config.children(overrides or None)
 
 
 def rename(service_name: str) -> None:
     """Reconfigure this process as it is, under another service name: for a child or a node
     that should show as its own service (``Process(target=...)`` code, a Pool ``initializer``,
-    ``manager.start(initializer=rename, initargs=("inventory",))``)."""
+    ``manager.start(initializer=rename, initargs=("inventory",))``).
+
+    service_name: the service.name this process reports from now on. Raises RuntimeError when
+    threadline is not configured in this process.
+    """
     s = _config.settings()
     if s is None:
         raise RuntimeError(
@@ -505,6 +513,7 @@ _PATCHES = [
 
 
 def install() -> None:
+    """Patch Process, Pool and ProcessPoolExecutor (once)."""
     with _lock:
         if _originals:
             return
@@ -516,6 +525,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    """Put every original back. Idempotent."""
     with _lock:
         for owner, attr, _ in _PATCHES:
             if attr in _originals:
@@ -529,4 +539,5 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether this boundary is installed."""
     return bool(_originals)

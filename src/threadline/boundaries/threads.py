@@ -37,11 +37,12 @@ __all__ = ["CLEAN_TARGETS", "install", "installed", "policy", "uninstall"]
 # or callback to whoever happened to create the pool. Other boundary modules may add to it.
 CLEAN_TARGETS: set[Any] = {
     _futures_thread._worker,
-    _mp_pool.worker,
-    _mp_pool.Pool._handle_workers,
-    _mp_pool.Pool._handle_tasks,
-    _mp_pool.Pool._handle_results,
-    _mp_queues.Queue._feed,
+    # multiprocessing's internals, which typeshed does not declare
+    _mp_pool.worker,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_workers,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_tasks,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_results,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_queues.Queue._feed,  # pyright: ignore[reportAttributeAccessIssue]
 }
 CLEAN_CLASSES: tuple[type, ...] = (_futures_process._ExecutorManagerThread,)
 
@@ -124,7 +125,11 @@ _POOL_METHODS = {
 def install(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
     """Patch threads, ThreadPoolExecutor and ThreadPool (once). Given a relation ("child" by
     default | "link" | "none") or span (see Policy), set the policy; with neither, keep it (so
-    configure() installing the defaults again leaves a chosen policy alone)."""
+    configure() installing the defaults again leaves a chosen policy alone).
+
+    relation: how the work continues the sender's trace: "child", "link" or "none".
+    span: False for no span per task, True for one named after the function, or its name.
+    """
     global _policy
     if relation is not None or span is not None:
         _policy = Policy(relation or "child", span)
@@ -145,8 +150,10 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether this boundary is installed."""
     return bool(_patches)
 
 
 def policy() -> Policy:
+    """The policy handed-off work follows now."""
     return _policy

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import math
 import multiprocessing
+import multiprocessing.process
 import random
 import signal
 import socket

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, cast
 
 from threadline.demo.services import PEERS, SERVICES
 
@@ -137,7 +137,7 @@ class Shop:
         )
 
         def read(proc: subprocess.Popen = svc.proc, name: str = svc.name) -> None:
-            for line in proc.stdout:
+            for line in cast(IO[str], proc.stdout):  # stdout=PIPE, text=True
                 ready.put((name, line.strip()))
             ready.put((name, "exited"))
 

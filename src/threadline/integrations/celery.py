@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+from contextvars import Token
 from typing import Any
 
 try:
@@ -68,11 +69,11 @@ _lock = threading.Lock()
 _wanted: dict[str, Any] | None = None  # instrument()'s arguments, once instrumented
 # The run span and the empty-context token of each task running in this process, by (task id,
 # thread): a retry can run under the same task id while its first attempt is finishing.
-_running: dict[tuple[str, int], trace.Span] = {}
-_slates: dict[tuple[str, int], object] = {}
+_running: dict[tuple[str | None, int], trace.Span] = {}
+_slates: dict[tuple[str | None, int], Token[context.Context]] = {}
 
 
-def _key(task_id: str) -> tuple[str, int]:
+def _key(task_id: str | None) -> tuple[str | None, int]:
     return task_id, threading.get_ident()
 
 

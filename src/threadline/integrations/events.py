@@ -65,7 +65,8 @@ class Append:
     """Events being appended inside a PRODUCER span: ``metadata(m)`` is ``m`` with that span's
     carrier under ``KEY``, for each event. ``count`` (the calls to ``metadata()``, or set it)
     becomes ``messaging.batch.message_count`` when it is not 1; ``set_id(id)`` records
-    ``messaging.message.id`` for a single event."""
+    ``messaging.message.id`` for a single event. Made by append(), over the ``outgoing``
+    ``messaging.Outgoing`` whose span it is."""
 
     __slots__ = ("count", "_outgoing")
 
@@ -99,7 +100,9 @@ def append(
     stream: str, *, system: str = SYSTEM, attributes: Mapping[str, Any] | None = None
 ) -> Append:
     """``with append(stream) as out:`` — a PRODUCER span "send <stream>" around appending
-    events; write ``out.metadata(event_metadata)`` with each of them."""
+    events; write ``out.metadata(event_metadata)`` with each of them. ``stream`` is also
+    ``messaging.destination.name``, ``system`` is ``messaging.system`` ("eventstore" unless
+    given), and ``attributes`` are added to the span."""
     return Append(messaging.publish(system, stream, None, operation="send", attributes=attributes))
 
 
@@ -176,7 +179,9 @@ def handle(
     a new trace linked to the span that appended the event (``relation="link"``), a child of it
     (``"child"``) or a clean one (``"none"``, and always with ``replay=True``). ``stream`` and
     ``event_id`` become ``messaging.destination.name`` / ``messaging.message.id``. The previous
-    context is current again after the block."""
+    context is current again after the block. ``metadata`` is what handoff_of() reads, ``name``
+    the span's name, ``system`` its ``messaging.system`` ("eventstore" unless given), and
+    ``attributes`` are added to it."""
     if relation not in _handoff.RELATIONS:  # checked even when a replay overrides it
         raise ValueError(f"relation must be one of {_handoff.RELATIONS}, not {relation!r}")
     attrs = _attributes(system, stream, event_id, replay, attributes)
@@ -201,7 +206,9 @@ def handle_batch(
     """``with handle_batch([metadata, ...], name) as span:`` — one CONSUMER span for many
     events, under the handler's own context, linked to each distinct appending span (at most
     ``mailboxes.MAX_LINKS``; ``threadline.links.dropped`` counts the rest), with
-    ``messaging.batch.message_count``. A replay links none."""
+    ``messaging.batch.message_count``. A replay links none. ``metadatas``: each event's
+    metadata, as handle() takes it; ``name``, ``stream``, ``system`` and ``attributes`` are as
+    for handle()."""
     check_name(name)
     attrs = _attributes(system, stream, None, replay, attributes)
     handoffs = [handoff_of(m) for m in metadatas]

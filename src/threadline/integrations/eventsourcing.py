@@ -27,7 +27,7 @@ collects are stored under that span. Elsewhere (a ``Projection``, a runner of yo
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from eventsourcing.domain import Snapshot
@@ -40,6 +40,12 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from threadline._handoff import Relation, inject
 from threadline.integrations import events
+
+if TYPE_CHECKING:
+    # What the mixin is mixed into, for the checker: the application's methods it extends.
+    from eventsourcing.system import ProcessApplication as _Application
+else:
+    _Application = object
 
 __all__ = ["STATE_KEY", "Traced", "TracingMapper", "metadata"]
 
@@ -60,8 +66,9 @@ def _remember(event: object, carrier: Any) -> None:
 
 
 def metadata(domain_event: object) -> dict[str, Any] | None:
-    """``{events.KEY: carrier}`` for an event read through a TracingMapper (or by a plain mapper,
-    which leaves the carrier in its state), for ``events.handle``; None when it carries none."""
+    """``{events.KEY: carrier}`` for ``domain_event``, an event read through a TracingMapper (or
+    by a plain mapper, which leaves the carrier in its state), for ``events.handle``; None when
+    it carries none."""
     carrier = _carriers.get(id(domain_event))
     if carrier is None:
         carrier = getattr(domain_event, "__dict__", {}).get(STATE_KEY)
@@ -92,7 +99,7 @@ class TracingMapper(Mapper):
         return domain_event
 
 
-class Traced:
+class Traced(_Application):
     """Mixin for an ``eventsourcing`` application (first among its bases): traced saves, and
     for a follower, a span per processed event."""
 

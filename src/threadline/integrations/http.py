@@ -24,12 +24,17 @@ import importlib
 import importlib.util
 import inspect
 import logging
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from opentelemetry import trace
 
 from threadline._handoff import CARRIER_KEYS
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
+
+    from opentelemetry.propagators.textmap import Getter
 
 log = logging.getLogger("threadline")
 
@@ -65,6 +70,7 @@ _missing_reported: set[str] = set()
 
 
 def traceresponse_value(span_context: trace.SpanContext) -> str:
+    """The ``traceresponse`` header value that names ``span_context`` (version 00)."""
     return (
         f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
         f"{int(span_context.trace_flags):02x}"
@@ -72,6 +78,7 @@ def traceresponse_value(span_context: trace.SpanContext) -> str:
 
 
 def server_timing_value(span_context: trace.SpanContext) -> str:
+    """The ``Server-Timing`` header value that names ``span_context``, once per metric name."""
     value = traceresponse_value(span_context)
     return ", ".join(f'{metric};desc="{value}"' for metric in SERVER_TIMING_METRICS)
 
@@ -120,7 +127,9 @@ def parse_server_timing(header: str | None) -> str | None:
 def _remote_context(carried: dict[str, list[str]]) -> trace.SpanContext:
     from threadline._w3c import TraceContextPropagator
 
-    ctx = TraceContextPropagator().extract(carried, getter=_ListGetter())
+    # A Getter by duck type (the propagator calls get and keys), its module not imported for it
+    getter = cast("Getter[dict[str, list[str]]]", _ListGetter())
+    ctx = TraceContextPropagator().extract(carried, getter=getter)
     return trace.get_current_span(ctx).get_span_context()
 
 
@@ -134,13 +143,14 @@ class _ListGetter:
 
 class AsgiEdge:
     """Outermost ASGI layer of an untrusted edge: takes the caller's trace headers away from the
-    instrumentation and the app, keeping the caller's span context (for "link") in the scope."""
+    instrumentation and the app, keeping the caller's span context (for "link") in the scope.
+    ``app`` is the ASGI application it wraps, ``trust`` "link" or "ignore"."""
 
     def __init__(self, app: Any, trust: Trust) -> None:
         self.app = app
         self.trust = trust
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Mapping[str, Any], receive, send):
         if scope.get("type") in ("http", "websocket"):
             kept, carried = [], {}
             for key, value in scope.get("headers") or ():
@@ -157,7 +167,8 @@ class AsgiEdge:
 
 
 class WsgiEdge:
-    """The WSGI counterpart of AsgiEdge."""
+    """The WSGI counterpart of AsgiEdge: ``app`` is the WSGI application it wraps, ``trust``
+    "link" or "ignore" (for "link" the caller's span context waits in the environ)."""
 
     _ENVIRON_KEYS = {f"HTTP_{k.upper()}": k for k in CARRIER_KEYS}
 
@@ -277,7 +288,7 @@ def _reinstrument(instrumentor: Any, app: Any, **kwargs: Any) -> None:
 
 def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Callable | None):
     hook = _request_hook(request_hook)
-    exclude = None if asgi_spans else ["receive", "send"]
+    exclude: list[Literal["receive", "send"]] | None = None if asgi_spans else ["receive", "send"]
     mro = {f"{c.__module__}.{c.__qualname__}" for c in type(app).__mro__}
     if "fastapi.applications.FastAPI" in mro:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -313,7 +324,9 @@ def _instrument_app(app: Any, trust: Trust, asgi_spans: bool, request_hook: Call
         return AsgiEdge(wrapped, trust) if trust != "honour" else wrapped
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as WsgiMiddleware
 
-    wrapped = WsgiMiddleware(app, request_hook=hook, response_hook=_wsgi_server_timing)
+    # callable and not ASGI: a WSGI application
+    wsgi_app = cast("WSGIApplication", app)
+    wrapped = WsgiMiddleware(wsgi_app, request_hook=hook, response_hook=_wsgi_server_timing)
     return WsgiEdge(wrapped, trust) if trust != "honour" else wrapped
 
 
@@ -351,7 +364,8 @@ def instrument(
     app to serve: the same object for framework apps, a wrapping middleware for bare callables.
 
     trust: "honour" (continue the caller's trace), "link" (new trace, linked to the caller's),
-    "ignore" (new trace). asgi_spans=True keeps the ASGI instrumentation's per-message
+    "ignore" (new trace). clients=False leaves the HTTP clients alone. server_timing=False
+    adds no Server-Timing / traceresponse headers to responses. asgi_spans=True keeps the ASGI instrumentation's per-message
     send/receive spans (apps instrumented with no app given keep the contrib's defaults).
     request_hook(span, scope_or_environ) runs for every server span.
     An app the contrib instrumentation has instrumented already (one created after a global

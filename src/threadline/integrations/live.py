@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
 
@@ -55,15 +55,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "threadline.integrations.live needs Starlette: pip install 'threadline[live]'"
     ) from exc
 
-try:  # what Jinja2 and other autoescaping template engines take as markup, not text
+if TYPE_CHECKING:
     from markupsafe import Markup
-except ImportError:  # pragma: no cover - depends on the environment
+else:
+    try:  # what Jinja2 and other autoescaping template engines take as markup, not text
+        from markupsafe import Markup
+    except ImportError:  # pragma: no cover - depends on the environment
 
-    class Markup(str):  # type: ignore[no-redef]
-        """Markup by the ``__html__`` protocol that template engines honour."""
+        class Markup(str):
+            """Markup by the ``__html__`` protocol that template engines honour."""
 
-        def __html__(self) -> str:
-            return self
+            def __html__(self) -> str:
+                return self
 
 
 log = logging.getLogger("threadline")
@@ -113,7 +116,8 @@ def script_tag(
     its own trace linked to the session ("link") or a child of the session ("child");
     `sample_ratio`: the share of the traces the browser starts that are recorded (default:
     this process's ``configure(sample_ratio=)``), decided once per trace as the server's
-    sampler decides from the trace id; spans under the server's context follow its decision."""
+    sampler decides from the trace id; spans under the server's context follow its decision;
+    `src`: the URL the browser module is served at (`script_route`'s path)."""
     if interactions not in SESSION_RELATIONS:
         raise ValueError(f"interactions must be one of {SESSION_RELATIONS}, not {interactions!r}")
     settings = tl.settings()
@@ -137,12 +141,13 @@ def script_tag(
 
 
 def head(endpoint: str | None = None, **options: Any) -> Markup:
-    """The meta tags and the script tag, for a template's ``<head>`` (as markup)."""
+    """The meta tags and the script tag, for a template's ``<head>`` (as markup). `endpoint` and
+    the keyword `options` are `script_tag`'s."""
     return Markup(f"{meta_tags()}\n{script_tag(endpoint, **options)}")
 
 
 def script_route(path: str = SCRIPT_PATH) -> Route:
-    """A Starlette route serving the browser module (no Node needed at run time)."""
+    """A Starlette route serving the browser module (no Node needed at run time) at `path`."""
 
     async def threadline_js(request: Any) -> FileResponse:
         return FileResponse(SCRIPT_FILE, media_type="text/javascript")
@@ -211,6 +216,10 @@ class LiveSocket:
     that sent the message, linked to the session. Leaving the block ends the current message
     span (recording an exception that escaped) and closes the socket; a client that went away
     ends the block quietly.
+
+    `websocket` is the Starlette WebSocket to serve; `session`: a message that carries no
+    context is its own trace linked to the session ("link"), or a child of the session
+    ("child"); `name` is the path in the spans' names (default: the socket's URL path).
     """
 
     def __init__(
@@ -219,7 +228,7 @@ class LiveSocket:
         if session not in SESSION_RELATIONS:
             raise ValueError(f"session must be one of {SESSION_RELATIONS}, not {session!r}")
         self.websocket = websocket
-        self.relation = session
+        self.relation: Session = session
         self.path = name or websocket.url.path
         params = websocket.query_params
         # The browser module announces itself by putting its context on the URL; only then are
@@ -392,7 +401,9 @@ def endpoint(
 ) -> Callable[[WebSocket], Awaitable[None]]:
     """A Starlette/FastAPI WebSocket endpoint: ``on_message(sock, data)`` for each message, under
     its span. ``WebSocketRoute("/live", live.endpoint(on_message))`` or
-    ``app.add_api_websocket_route("/live", live.endpoint(on_message))``."""
+    ``app.add_api_websocket_route("/live", live.endpoint(on_message))``. `on_connect(sock)` runs
+    once the socket is accepted, `on_disconnect(sock)` when it is done, whatever ended it;
+    `session` is as for `LiveSocket`."""
     if session not in SESSION_RELATIONS:
         raise ValueError(f"session must be one of {SESSION_RELATIONS}, not {session!r}")
 

@@ -66,6 +66,11 @@ def message_attributes(
     message_id: Any = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The messaging semantic-convention attributes of one span: ``messaging.system``,
+    ``messaging.destination.name``, ``messaging.operation.name`` (``operation``, such as
+    "publish") and ``.type`` (``operation_type``: "send", "receive" or "process"), and
+    ``messaging.message.id`` when ``message_id`` is given; ``extra`` adds to them (None values
+    left out)."""
     attrs: dict[str, Any] = {
         "messaging.system": system,
         "messaging.destination.name": destination,
@@ -80,7 +85,8 @@ def message_attributes(
 
 
 def text(value: Any) -> str:
-    """A broker's name, id or header as text (bytes decoded as UTF-8, never raising)."""
+    """``value``, a broker's name, id or header, as text (bytes decoded as UTF-8, never
+    raising)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
 
 
@@ -125,7 +131,7 @@ def strip(headers: Mapping[Any, Any]) -> dict[Any, Any]:
 class Outgoing:
     """A message being published: ``headers`` (the user's, with the carrier of the send span
     added) go out with it. ``set_id(id)`` records ``messaging.message.id`` once the broker has
-    told it."""
+    told it. Made by publish(), around ``scope``, the span's context manager."""
 
     __slots__ = ("headers", "span", "_scope")
 
@@ -163,7 +169,11 @@ def publish(
 ) -> Outgoing:
     """``with publish(system, destination, headers) as out:`` — a PRODUCER span
     "<operation> <destination>" around the block; ``out.headers`` is a copy of headers with
-    traceparent / tracestate / baggage of that span (the user's mapping is left as it was)."""
+    traceparent / tracestate / baggage of that span (the user's mapping is left as it was).
+    ``system`` and ``destination`` become ``messaging.system`` and
+    ``messaging.destination.name``; ``message_id``, when known before sending,
+    ``messaging.message.id``; ``kind`` is the span's kind (PRODUCER, or CLIENT for a request);
+    ``attributes`` are added to the span."""
     _check_names(system, destination)
     if headers is not None and not isinstance(headers, Mapping):
         raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
@@ -190,7 +200,10 @@ def process(
     """``with process(headers, system, destination) as span:`` — the block runs in a CONSUMER
     span "<operation> <destination>": a child of the sender's span (``relation="child"``), a new
     trace linked to it (``"link"``) or a clean one (``"none"``). Headers that carry no readable
-    context give a new trace. The previous context is current again after the block."""
+    context give a new trace. The previous context is current again after the block.
+    ``headers`` are what carrier_of() reads; ``system``, ``destination``, ``message_id`` and
+    ``attributes`` are as for publish(); ``kind`` is the span's kind (CONSUMER, or SERVER for a
+    request's handler)."""
     _check_names(system, destination)
     attrs = message_attributes(system, destination, operation, "process", message_id, attributes)
     return _handoff.resume(
@@ -213,7 +226,9 @@ def process_batch(
     """``with process_batch([headers, ...], system, destination) as span:`` — one CONSUMER
     span for many messages, under the consumer's own context, linked to each distinct sender
     (at most ``mailboxes.MAX_LINKS``; ``threadline.links.dropped`` counts the rest) with
-    ``messaging.batch.message_count``."""
+    ``messaging.batch.message_count``. ``headers``: each message's, as carrier_of() reads them;
+    ``operation`` names the span; ``system``, ``destination`` and ``attributes`` are as for
+    publish()."""
     _check_names(system, destination)
     handoffs = [carrier_of(h) for h in headers]
     links, dropped = sender_links(handoffs)

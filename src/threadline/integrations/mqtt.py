@@ -66,7 +66,8 @@ def publish(
 ) -> Any:
     """``client.publish(...)`` inside a PRODUCER "publish <topic>" span; on MQTT 5 the trace is
     added to the user properties (the caller's properties object is not changed). Returns the
-    MQTTMessageInfo."""
+    MQTTMessageInfo. ``client`` is the paho-mqtt Client; ``topic``, ``payload``, ``qos``,
+    ``retain`` and ``properties`` go to its ``publish`` as they are."""
     if not callable(getattr(client, "publish", None)):
         raise TypeError(f"publish takes a paho-mqtt Client, not {type(client).__name__}")
     v5 = getattr(client, "protocol", None) == MQTTv5
@@ -91,7 +92,7 @@ def process(message: Any, *, relation: Relation | None = None):
 
 
 def process_batch(messages: Iterable[Any]):
-    """One CONSUMER "process <topic>" span for messages collected together, linked to each
+    """One CONSUMER "process <topic>" span for ``messages`` collected together, linked to each
     publisher."""
     messages = list(messages)
     topics = {m.topic for m in messages}
@@ -106,7 +107,8 @@ def handler(
     fn: Callable[[Any, Any, Any], Any], *, relation: Relation | None = None
 ) -> Callable[[Any, Any, Any], Any]:
     """An ``on_message`` callback (``client.on_message = handler(fn)``, or
-    ``message_callback_add``) with each message processed in its own CONSUMER span."""
+    ``message_callback_add``) with each message processed in its own CONSUMER span. ``fn`` is
+    the callback, ``fn(client, userdata, message)``; ``relation`` is as for process()."""
     if not callable(fn):
         raise TypeError(f"handler takes a function, not {type(fn).__name__}")
 

@@ -79,7 +79,9 @@ async def request(
 ) -> Any:
     """``client.request(...)`` inside a CLIENT "request <subject>" span, the trace in the
     request's headers; a responder using ``handler()`` serves it in a SERVER span of that
-    trace. Returns the reply (timeouts and no-responders errors propagate as usual)."""
+    trace. Returns the reply (timeouts and no-responders errors propagate as usual).
+    ``client`` is the connection; ``subject``, ``payload``, ``timeout``, ``headers`` (copied,
+    the trace added) and ``kwargs`` go to its ``request``."""
     with messaging.publish(
         SYSTEM,
         subject,
@@ -121,7 +123,8 @@ def _consumer_group(msg: Any) -> str | None:
 def process(msg: Any, *, relation: Relation | None = None):
     """``with process(msg):`` — the block in a CONSUMER "process <subject>" span continuing the
     publisher's trace, or, for a request (a reply subject that is not a JetStream ack), a SERVER
-    "request <subject>" span continuing the requester's."""
+    "request <subject>" span continuing the requester's. ``relation`` ("child" unless given,
+    "link" or "none") is how the span continues the sender's trace."""
     if not hasattr(msg, "subject") or not hasattr(msg, "headers"):
         raise TypeError(f"process takes a nats Msg, not {type(msg).__name__}")
     is_request = bool(msg.reply) and not _from_jetstream(msg)
@@ -138,8 +141,8 @@ def process(msg: Any, *, relation: Relation | None = None):
 
 
 def process_batch(msgs: Iterable[Any]):
-    """One CONSUMER "process <subject>" span for many messages (a JetStream ``fetch()``), linked
-    to each publisher."""
+    """One CONSUMER "process <subject>" span for ``msgs``, many messages (a JetStream
+    ``fetch()``), linked to each publisher."""
     msgs = list(msgs)
     subjects = {m.subject for m in msgs}
     groups = {_consumer_group(m) for m in msgs}
@@ -155,7 +158,8 @@ def handler(
     cb: Callable[[Any], Awaitable[Any]], *, relation: Relation | None = None
 ) -> Callable[[Any], Awaitable[Any]]:
     """A subscription callback (``nc.subscribe(subject, cb=handler(cb))``, ``js.subscribe``),
-    each message processed in its own span (see process())."""
+    each message processed in its own span (see process()). ``cb`` is the coroutine function
+    to call with each message; ``relation`` is as for process()."""
     if not callable(cb):
         raise TypeError(f"handler takes a coroutine function, not {type(cb).__name__}")
 

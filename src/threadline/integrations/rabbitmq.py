@@ -44,7 +44,9 @@ SYSTEM = "rabbitmq"
 
 
 def destination(exchange: str, routing_key: str = "", queue: str | None = None) -> str:
-    """``messaging.destination.name`` for a publish (queue None) or a delivery from a queue."""
+    """``messaging.destination.name`` for a publish (queue None) or a delivery from a queue:
+    ``exchange``, ``routing_key`` (left out when it is the queue's name) and ``queue``, joined
+    with ":"."""
     if queue is None:
         return ":".join(p for p in (exchange, routing_key) if p) or "amq.default"
     if routing_key == queue:
@@ -91,7 +93,8 @@ def publish(target: Any, *args: Any, **kwargs: Any) -> Any:
     properties=None, mandatory=False)``, as ``channel.basic_publish``.
     aio-pika: ``await publish(exchange, message, routing_key, **publish_kwargs)``, as
     ``exchange.publish``. The caller's properties / message are not changed: a copy carrying the
-    headers is published."""
+    headers is published. ``target`` is the pika channel or the aio-pika exchange; ``args`` and
+    ``kwargs`` are the rest of the arguments above."""
     if _is_aio_exchange(target):
         return _apublish(target, *args, **kwargs)
     return _publish(target, *args, **kwargs)
@@ -169,7 +172,9 @@ def process(
     """``with process(method, properties, queue=...)`` (pika) or ``with process(message,
     queue=...)`` (aio-pika): the block in a CONSUMER "process <destination>" span continuing the
     publisher's trace (``relation="link"`` / ``"none"`` on request). Messages from untraced
-    publishers are processed in a new trace."""
+    publishers are processed in a new trace. ``delivery`` is pika's Basic.Deliver or
+    Basic.GetOk, with its ``properties``, or aio-pika's IncomingMessage alone; ``queue`` is the
+    queue it was taken from, for the destination's name."""
     if not hasattr(delivery, "routing_key"):
         raise TypeError(
             "process takes a pika delivery (Basic.Deliver / Basic.GetOk) and its properties, or "
@@ -188,7 +193,8 @@ def process(
 
 def process_batch(deliveries: Iterable[Any], *, queue: str | None = None):
     """One CONSUMER "process <destination>" span for many deliveries (pika ``(method,
-    properties, body)`` tuples or aio-pika messages), linked to each publisher."""
+    properties, body)`` tuples or aio-pika messages), linked to each publisher. ``queue`` is
+    the queue they were taken from, as for process()."""
     headers, names = [], set()
     for d in deliveries:
         exchange, routing_key, _, props = (
@@ -208,7 +214,8 @@ def consumer(
 
     pika: ``channel.basic_consume(queue, consumer(on_message, queue=queue))`` with
     ``on_message(channel, method, properties, body)``. aio-pika: ``await
-    queue.consume(consumer(handler, queue=queue.name))`` with ``async def handler(message)``."""
+    queue.consume(consumer(handler, queue=queue.name))`` with ``async def handler(message)``.
+    ``queue`` and ``relation`` are as for process()."""
     if not callable(callback):
         raise TypeError(f"consumer takes a callback, not {type(callback).__name__}")
     if inspect.iscoroutinefunction(callback):

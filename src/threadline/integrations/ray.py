@@ -52,7 +52,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 try:
     import ray
@@ -208,15 +208,19 @@ async def _call_async(fn, name, attributes, carried, args, kwargs):
 def _runner(fn: Callable[..., Any], name: str, attributes: dict[str, Any]):
     """fn, run under its task's span: the function Ray ships to the workers in fn's place. It
     is pickled by value, so all it refers to is fn and module-level functions."""
+    run: Any
     if inspect.iscoroutinefunction(fn):
 
-        async def run(*args: Any, _threadline: Any = None, **kwargs: Any) -> Any:
+        async def run_async(*args: Any, _threadline: Any = None, **kwargs: Any) -> Any:
             return await _call_async(fn, name, attributes, _threadline, args, kwargs)
 
+        run = run_async
     else:
 
-        def run(*args: Any, _threadline: Any = None, **kwargs: Any) -> Any:
+        def run_sync(*args: Any, _threadline: Any = None, **kwargs: Any) -> Any:
             return _call(fn, name, attributes, _threadline, args, kwargs)
+
+        run = run_sync
 
     functools.update_wrapper(run, fn)
     # Ray reads an actor method's signature through inspect.unwrap(): it must stop here.
@@ -322,7 +326,7 @@ def _actor_attributes(class_name: str, method: str) -> dict[str, Any]:
 
 def _prepare_actor_class(actor_class: ActorClass) -> bool:
     """Trace the methods of an actor class before it is first exported; False if too late."""
-    meta = actor_class.__ray_metadata__
+    meta = actor_class.__ray_metadata__  # pyright: ignore[reportAttributeAccessIssue] - set by Ray, undeclared
     ready = getattr(meta, "_threadline_traced", None)
     if ready is not None:
         return ready
@@ -340,7 +344,7 @@ def _prepare_actor_class(actor_class: ActorClass) -> bool:
         )
         if ready:
             try:
-                _trace_methods(cls, meta)
+                _trace_methods(cast(type, cls), meta)  # ready: not None
             except Exception:  # noqa: BLE001 - an odd class stays untraced
                 log.debug("threadline: could not trace Ray actor %r", cls, exc_info=True)
                 ready = False
@@ -370,7 +374,7 @@ def _actor_remote(self: ActorClass, args=None, kwargs=None, **options: Any):
     original = _originals["actor"]
     if not _prepare_actor_class(self):
         return original(self, args, kwargs, **options)
-    class_name = self.__ray_metadata__.class_name
+    class_name = self.__ray_metadata__.class_name  # pyright: ignore[reportAttributeAccessIssue]
     return _submit(
         f"{class_name}.__init__",
         _actor_attributes(class_name, "__init__"),

@@ -66,7 +66,8 @@ def _is_async(client: Any) -> bool:
 
 class Entry:
     """One stream entry as read: ``stream``, ``id``, ``fields`` (the payload, without the trace
-    carrier), ``headers`` (every field as stored) and the consumer ``group`` it was read in."""
+    carrier), ``headers`` (every field as stored) and the consumer ``group`` it was read in.
+    ``entry_id`` is the entry's id as Redis returned it."""
 
     __slots__ = ("stream", "id", "fields", "headers", "group")
 
@@ -230,7 +231,8 @@ def process(message: Entry | dict, *, relation: Relation | None = None):
 
 
 def process_batch(batch: Iterable[Entry]):
-    """One CONSUMER "process <stream>" span for many entries, linked to each producer."""
+    """One CONSUMER "process <stream>" span for the entries of ``batch``, linked to each
+    producer."""
     batch = list(batch)
     streams = {e.stream for e in batch}
     groups = {e.group for e in batch}
@@ -244,7 +246,8 @@ def process_batch(batch: Iterable[Entry]):
 
 def handler(fn: Callable[[dict], Any], *, relation: Relation | None = None) -> Callable:
     """A Pub/Sub message handler (``pubsub.subscribe(**{channel: handler(fn)})``), each message
-    processed in its own CONSUMER span; ``fn`` may be a coroutine function (redis.asyncio)."""
+    processed in its own CONSUMER span; ``fn`` may be a coroutine function (redis.asyncio).
+    ``relation`` is as for process()."""
     if not callable(fn):
         raise TypeError(f"handler takes a function, not {type(fn).__name__}")
     if inspect.iscoroutinefunction(fn):
