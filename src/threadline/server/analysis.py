@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from threadline.semconv import CLOCK_CORRECTION, WORKER_DIED
 from threadline.server.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
@@ -28,21 +29,16 @@ from threadline.server.model import (
     STATUS_ERROR,
     Span,
 )
+from threadline.server.storage.base import one_per_span
 
-WORKER_DIED_EVENT = "threadline.worker.died"
 _ASYNC_KINDS = (KIND_PRODUCER, KIND_CONSUMER)
 _SENDER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
 
 
 def dedupe(spans: Iterable[Span]) -> list[Span]:
-    """One span per (trace, span id): the completed version wins over its pending announcement."""
-    kept: dict[tuple[str, str], Span] = {}
-    for s in spans:
-        key = (s.trace_id, s.span_id)
-        old = kept.get(key)
-        if old is None or (old.pending and not s.pending):
-            kept[key] = s
-    return list(kept.values())
+    """One span per (trace, span id): the completed version wins over its pending announcement
+    (`storage.base.one_per_span`, the one statement of that rule), in first-seen order."""
+    return one_per_span(spans, lambda s: (s.trace_id, s.span_id), lambda s: s.pending)
 
 
 # ---------------------------------------------------------------------------------------- tree
@@ -344,7 +340,7 @@ def incomplete(tree: Tree) -> list[Incomplete]:
     for s in tree.spans:
         for e in s.events:
             pid = e.attributes.get("process.pid")
-            if e.name == WORKER_DIED_EVENT and isinstance(pid, int):
+            if e.name == WORKER_DIED and isinstance(pid, int):
                 deaths.setdefault(pid, (s, e.attributes))
     out = []
     for node in tree.walk():
@@ -644,9 +640,6 @@ def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
         offsets[node.span_id] = inherited + delta
     moved = [_shifted(s, offsets.get(s.span_id, 0)) for s in tree.spans]
     return moved, shifts
-
-
-CLOCK_CORRECTION = "threadline.clock.correction_ns"
 
 
 def clock_correction(span: Span) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from threadline.server.model import Span
-from threadline.server.otlp import decode_json
+from threadline.server.otlp.json_format import decode_json
 
 
 class ClientError(RuntimeError):
@@ -97,7 +97,7 @@ class Client:
     def captured(self, trace_id: str, min_spans: int = 1, timeout: float = 10) -> list:
         """The trace as `threadline.testing.CapturedSpan`s, for the `traces` fixture:
         `traces.add(client.captured(trace_id, 3))` then `traces.trace(trace_id)...`."""
-        from threadline.testing import CapturedSpan
+        from threadline.testing.captured import CapturedSpan
 
         kinds = {
             0: "INTERNAL",
