@@ -9,15 +9,24 @@ analysis or web (the OTLP decoders import layout.py to build rows, not the other
 Engines are imported on first use, by `open_store`.
 """
 
+from __future__ import annotations
+
 from threadline.server.storage.base import (
     Dependency,
     Store,
     StoreUnavailable,
     TraceSummary,
-    open_store,
     supersede,
 )
 from threadline.server.storage.query import Filter, Query, parse_filter
+
+
+def open_store(db: str | None = None) -> Store:
+    """The default engine for a path (or ":memory:")."""
+    from threadline.server.storage.duckdb import DuckDBStore
+
+    return DuckDBStore(db or ":memory:")
+
 
 __all__ = [
     "Dependency",

@@ -142,10 +142,3 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - engines without resources need not override
         """Release the engine's resources."""
-
-
-def open_store(db: str | None = None) -> Store:
-    """The default engine for a path (or ":memory:")."""
-    from threadline.server.storage.duckdb import DuckDBStore
-
-    return DuckDBStore(db or ":memory:")
