@@ -120,8 +120,8 @@ def assemble(spans: Iterable[Span]) -> Tree:
             f"assemble() takes one trace's spans; got {len(trace_ids)} trace ids: {sorted(trace_ids)[:3]}"
         )
     nodes = {s.span_id: Node(s.span_id, s, start_ns=s.start_ns, end_ns=s.end_ns) for s in spans}
-    for node in list(nodes.values()):
-        parent_id = node.span.parent_span_id
+    for s in {s.span_id: s for s in spans}.values():  # the span each node was made from
+        node, parent_id = nodes[s.span_id], s.parent_span_id
         if not parent_id:
             continue
         parent = nodes.get(parent_id)
@@ -165,7 +165,8 @@ def _cut_cycles(nodes: dict[str, Node], roots: list[Node]) -> list[Node]:
     cut = []
     while len(seen) < len(nodes):
         node = min((n for n in nodes.values() if n.span_id not in seen), key=_order)
-        node.parent.children.remove(node)
+        if node.parent is not None:  # unreachable from a root: it has a parent, in the loop
+            node.parent.children.remove(node)
         node.parent = None
         roots.append(node)
         cut.append(node)
@@ -242,7 +243,10 @@ def breaks(tree: Tree, *, search_budget: int = 2_000_000) -> list[Break]:
         out.append(_break("extra_root", tree, "", sender, extra, what, finder))
     for node in tree.cycles:
         what = f"parent ids loop back to span {node.span_id}; the loop was cut there"
-        out.append(_break("parent_cycle", tree, node.span.parent_span_id, None, node, what, None))
+        parent_id = (
+            node.span.parent_span_id if node.span else ""
+        )  # a cut span is never a placeholder
+        out.append(_break("parent_cycle", tree, parent_id, None, node, what, None))
     return out
 
 
@@ -255,6 +259,8 @@ def _break(
     what: str,
     finder: _SenderFinder | None,
 ) -> Break:
+    if node.span is None:
+        raise ValueError(f"a break is on a span, not on the placeholder {node.span_id}")
     before = Side.of(sender) if sender else None
     after = Side.of(node.span)
     if before:
@@ -273,11 +279,13 @@ class _SenderFinder:
 
     def __init__(self, tree: Tree, budget: int) -> None:
         self.tree = tree
-        self.spans: list[Span] | None = None
+        self.spans: list[Span] = []
+        self.indexed = False
         self.budget = budget
         self.exhausted = False
 
     def _index(self) -> None:
+        self.indexed = True
         self.spans = sorted(self.tree.spans, key=lambda s: s.start_ns)
         self.starts = [s.start_ns for s in self.spans]
         # to stop early: how many senders, and spans of each service, come before an index
@@ -291,7 +299,7 @@ class _SenderFinder:
     def find(self, node: Node, service: str) -> Span | None:
         if self.exhausted:
             return None
-        if self.spans is None:
+        if not self.indexed:
             self._index()
         excluded = _subtree_ids(node)
         t = node.start_ns

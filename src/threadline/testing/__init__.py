@@ -151,7 +151,7 @@ class Capture(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context.trace_flags.sampled:
+        if span.context is not None and span.context.trace_flags.sampled:
             self.add([CapturedSpan.from_readable(span)])
 
     def shutdown(self) -> None:

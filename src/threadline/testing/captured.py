@@ -59,10 +59,13 @@ class CapturedSpan:
 
     @classmethod
     def from_readable(cls, s: ReadableSpan) -> CapturedSpan:
+        ctx = s.context
+        if ctx is None:  # the SDK gives every span it ends a context
+            raise ValueError(f"span {s.name!r} has no context")
         return cls(
             name=s.name,
-            trace_id=format(s.context.trace_id, "032x"),
-            span_id=format(s.context.span_id, "016x"),
+            trace_id=format(ctx.trace_id, "032x"),
+            span_id=format(ctx.span_id, "016x"),
             parent_id=format(s.parent.span_id, "016x") if s.parent else None,
             kind=s.kind.name,
             status=s.status.status_code.name,

@@ -24,7 +24,7 @@ def grpc_handler(ingest: Ingest, commit_timeout: float | None = None) -> Any:
         except OTLPError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            ingest.submit(decoded.columns).result(commit_timeout)
+            ingest.submit(decoded.rows).result(commit_timeout)
         except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry
             retry, message = not_stored(exc, commit_timeout)
             if not retry:

@@ -95,7 +95,7 @@ def http_handler(
         except OTLPError as exc:
             return error(400, 3, str(exc))
         try:
-            fut = ingest.submit(decoded.columns)
+            fut = ingest.submit(decoded.rows)
             await asyncio.wait_for(asyncio.wrap_future(fut), commit_timeout)
         except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry
             retry, message = not_stored(exc, commit_timeout)

@@ -109,7 +109,7 @@ class Ingest:
                 return  # closing and drained
             try:
                 self._store(taken)
-            except Exception as exc:  # noqa: BLE001 - the writer outlives any failure
+            except Exception as exc:  # the writer outlives any failure (logged)
                 log.exception("ingest writer failed")
                 self._fail(taken, exc)
             finally:
@@ -147,7 +147,7 @@ class Ingest:
         for listener in listeners:
             try:
                 listener(trace_ids)
-            except Exception:  # noqa: BLE001 - a slow/broken live viewer never stops ingest
+            except Exception:  # a slow/broken live viewer never stops ingest (logged)
                 log.exception("live listener failed")
         return None
 
@@ -170,7 +170,7 @@ class Ingest:
             deleted = self.store.delete_before(max(0, time.time_ns() - self.retention_ns))
             if deleted:
                 log.info("retention: deleted %d spans", deleted)
-        except Exception:  # noqa: BLE001 - retention retries next minute
+        except Exception:  # retention retries next minute (logged)
             log.exception("retention failed")
 
     def close(self, timeout: float = 30) -> None:

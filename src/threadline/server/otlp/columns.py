@@ -31,8 +31,9 @@ def columns_from_request(req: Any) -> Decoded:
     """The spans of a parsed ExportTraceServiceRequest as `Decoded.columns`; invalid ones are
     counted in the result (OTLP partial success) and malformed ones raise OTLPError, as
     `reference.decode_request` does."""
-    out = Decoded(columns=SpanColumns())
-    _add_request(out.columns, req, out)
+    rows = SpanColumns()
+    out = Decoded(columns=rows)
+    _add_request(rows, req, out)
     return out
 
 

@@ -43,6 +43,13 @@ class Decoded:
             self.reasons.append(f"{where}: all-zero {which} is invalid")
 
     @property
+    def rows(self) -> Rows:
+        """The accepted spans as span table rows, which every decoder on the ingest path sets."""
+        if self.columns is None:
+            raise ValueError("these spans were decoded without their rows")
+        return self.columns
+
+    @property
     def message(self) -> str:
         if not self.rejected:
             return ""

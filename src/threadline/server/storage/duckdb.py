@@ -108,6 +108,14 @@ def _link_target(trace_id: Any, span_id: Any) -> tuple[int, int, int] | None:
     return (*_split_trace(trace_id), _enc_id(span_id))
 
 
+def _scalar(result: duckdb.DuckDBPyConnection) -> Any:
+    """The one value of a statement that always returns one row (an aggregate, a DELETE)."""
+    row = result.fetchone()
+    if row is None:
+        raise duckdb.InternalException("expected one row, got none")
+    return row[0]
+
+
 def _json_path(key: str) -> str:
     return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -145,12 +153,12 @@ class DuckDBStore(Store):
         `key=value` search stays right."""
         con = self._con
         con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        probe = str(con.execute(f"SELECT {_kv_hash('threadline', 'probe')}").fetchone()[0])
+        probe = str(_scalar(con.execute(f"SELECT {_kv_hash('threadline', 'probe')}")))
         row = con.execute("SELECT value FROM meta WHERE key = 'attr_kv'").fetchone()
         if row and row[0] == probe:
             return
         con.execute("ALTER TABLE spans ADD COLUMN IF NOT EXISTS attr_sig UBIGINT")
-        if con.execute("SELECT count(*) FROM spans").fetchone()[0]:
+        if _scalar(con.execute("SELECT count(*) FROM spans")):
             log.warning("threadline: rebuilding the attribute search index of %s", self.path)
             con.execute(f"ALTER TABLE spans ALTER attr_kv TYPE {COLUMNS['attr_kv']} USING NULL")
             con.execute(f"UPDATE spans SET attr_kv = {_REBUILT_KV} WHERE attr_keys IS NOT NULL")
@@ -351,9 +359,7 @@ class DuckDBStore(Store):
             elif f.op == "!exists":
                 parts.append(f"NOT coalesce(list_contains(attr_keys, {key}), false)")
             else:
-                parts.append(
-                    f"attr_nums[list_position(attr_keys, {key})] {f.op} {float(f.value)!r}"
-                )
+                parts.append(f"attr_nums[list_position(attr_keys, {key})] {f.op} {f.number!r}")
         if f.scope in ("resource", "any"):
             present = f"contains(resource, {_sql_str(json.dumps(f.key, ensure_ascii=False) + ':')})"
             value = f"json_extract_string(resource, {_sql_str(_json_path(f.key))})"
@@ -364,9 +370,7 @@ class DuckDBStore(Store):
             elif f.op in ("=", "!="):
                 parts.append(f"({present} AND {value} {f.op} {_sql_str(str(f.value))})")
             else:
-                parts.append(
-                    f"({present} AND TRY_CAST({value} AS DOUBLE) {f.op} {float(f.value)!r})"
-                )
+                parts.append(f"({present} AND TRY_CAST({value} AS DOUBLE) {f.op} {f.number!r})")
         joiner = " AND " if f.op == "!exists" else " OR "
         return "(" + joiner.join(parts) + ")"
 
@@ -496,7 +500,7 @@ class DuckDBStore(Store):
 
     def delete_before(self, ns: int) -> int:
         with self._transaction() as con:
-            deleted = con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]).fetchone()[0]
+            deleted = _scalar(con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]))
             con.execute("DELETE FROM traces WHERE last_ns < ?", [ns])
         return deleted
 

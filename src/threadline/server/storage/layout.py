@@ -23,7 +23,9 @@ import json
 import math
 import struct
 from itertools import accumulate, chain, count, repeat
-from json.encoder import c_make_encoder
+from json.encoder import (  # the C accelerator, which the stubs leave out
+    c_make_encoder,  # pyright: ignore[reportAttributeAccessIssue]
+)
 from json.encoder import encode_basestring as _encode_str
 from typing import Any, Protocol
 
@@ -284,7 +286,7 @@ class SpanColumns:
     def add_spans(self, spans: list[Span]) -> SpanColumns:
         c = self.cols
         resource_json: dict[int, str] = {}  # spans of one export share their resource dict
-        scope_json: dict[int, str] = {}
+        scope_json: dict[int, str | None] = {}
         for s in spans:
             self.tids.append(bytes.fromhex(s.trace_id))
             self.sids.append(bytes.fromhex(s.span_id))

@@ -40,6 +40,13 @@ class Filter:
                     f"{self.key} {self.op} needs a number, got {self.value!r}"
                 ) from None
 
+    @property
+    def number(self) -> float:
+        """The value of a numeric comparison (`<`, `>`, `<=`, `>=`): a float, made so at init."""
+        if not isinstance(self.value, float):
+            raise TypeError(f"{self.key} {self.op} compares no number")
+        return self.value
+
 
 _TERM = re.compile(
     r"^\s*(!?)\s*(?:(span|resource|any):)?([^\s=!<>]+)\s*(?:(!=|<=|>=|=|<|>)\s*(.*?))?\s*$"

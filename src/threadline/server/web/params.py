@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, overload
 
 from threadline.server.durations import parse_duration
 from threadline.server.model import KIND_NAMES
@@ -20,6 +20,10 @@ def trace_id_param(raw: str) -> str:
     return raw.lower().rjust(32, "0")
 
 
+@overload
+def int_param(params: Any, name: str, default: int) -> int: ...
+@overload
+def int_param(params: Any, name: str, default: None = None) -> int | None: ...
 def int_param(params: Any, name: str, default: int | None = None) -> int | None:
     """Parameter `name` as an integer; `default` when absent or empty."""
     raw = params.get(name)

@@ -111,6 +111,7 @@ def routes(store: Store, ingest: Ingest | None) -> list[BaseRoute]:
     async def live(request: Request) -> Response:
         if ingest is None:
             return error_response(404, "no receiver in this app")
+        feed = ingest
         loop = asyncio.get_running_loop()
         changed: asyncio.Queue[set[str]] = asyncio.Queue(maxsize=1000)
 
@@ -118,7 +119,7 @@ def routes(store: Store, ingest: Ingest | None) -> list[BaseRoute]:
             loop.call_soon_threadsafe(lambda: changed.full() or changed.put_nowait(ids))
 
         async def events() -> AsyncIterator[str]:
-            unsubscribe = ingest.subscribe(on_commit)
+            unsubscribe = feed.subscribe(on_commit)
             try:
                 yield ": connected\n\n"
                 while True:
