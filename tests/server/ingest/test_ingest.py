@@ -312,10 +312,10 @@ def picky(tmp_path):
     so one export's commit fails while others succeed."""
     import duckdb
 
-    from threadline.server.storage.layout import COLUMNS
+    from threadline.server.storage.duckdb import TABLE
 
     db = str(tmp_path / "picky.duckdb")
-    cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+    cols = ", ".join(f"{k} {v}" for k, v in TABLE.items())
     with duckdb.connect(db) as con:
         con.execute(f"CREATE TABLE spans ({cols}, CHECK (name <> 'poison'))")
     with server.start(db=db) as s:

@@ -42,6 +42,23 @@ from threadline.server.storage.query import Filter, Query
 
 log = logging.getLogger("threadline.server")
 
+# The spans table: the layout's columns in DuckDB's types, with the attribute index DuckDB makes
+# from attr_texts in its place: attr_kv (DuckDB's hash of each "key\0text form") and attr_sig
+# (one bit per attr_kv hash: `key=value` reads it before the list).
+_SQL_TYPES = {
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "uint32": "UINTEGER",
+    "string": "VARCHAR",
+    "bool": "BOOLEAN",
+    "list<item: string>": "VARCHAR[]",
+    "list<item: double>": "DOUBLE[]",
+}
+TABLE = {
+    **{k: _SQL_TYPES[str(t)] for k, t in COLUMNS.items() if k != "attr_texts"},
+    "attr_kv": "UBIGINT[]",
+    "attr_sig": "UBIGINT",
+}
 _MASK = (1 << 64) - 1
 _HEX_ID = re.compile(r"[0-9a-fA-F]{32}:[0-9a-fA-F]{16}")
 _SIGN = 1 << 63
@@ -52,7 +69,7 @@ _SELECT = ", ".join(
         _HEX.format("tid_hi") + " || " + _HEX.format("tid_lo"),
         _HEX.format("span_id"),
         f"CASE WHEN parent_id IS NULL THEN '' ELSE {_HEX.format('parent_id')} END",
-        *list(COLUMNS)[4:-4],
+        *list(TABLE)[4:-4],
     ]
 )
 # The builders hand over the index's texts ("key\0text form"); the engine hashes them, and sets
@@ -64,7 +81,7 @@ _SIG = (
 )
 _INSERT = (
     "INSERT INTO spans SELECT "
-    + ", ".join(list(COLUMNS)[:-2])
+    + ", ".join(list(TABLE)[:-2])
     + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM batch)"
 )
 
@@ -135,7 +152,7 @@ class DuckDBStore(Store):
             raise StoreUnavailable(f"cannot open {path}: {exc.strerror or exc}") from None
         except duckdb.IOException as exc:
             raise StoreUnavailable(f"cannot open {path}: {exc}") from None
-        cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+        cols = ", ".join(f"{k} {v}" for k, v in TABLE.items())
         self._con.execute(f"CREATE TABLE IF NOT EXISTS spans ({cols})")
         # where each trace's spans lie in time, one row per trace per commit: a lookup reads
         # this small table, then the spans scan is pruned to the row groups of that time range
@@ -160,7 +177,7 @@ class DuckDBStore(Store):
         con.execute("ALTER TABLE spans ADD COLUMN IF NOT EXISTS attr_sig UBIGINT")
         if _scalar(con.execute("SELECT count(*) FROM spans")):
             log.warning("threadline: rebuilding the attribute search index of %s", self.path)
-            con.execute(f"ALTER TABLE spans ALTER attr_kv TYPE {COLUMNS['attr_kv']} USING NULL")
+            con.execute(f"ALTER TABLE spans ALTER attr_kv TYPE {TABLE['attr_kv']} USING NULL")
             con.execute(f"UPDATE spans SET attr_kv = {_REBUILT_KV} WHERE attr_keys IS NOT NULL")
             con.execute(f"UPDATE spans SET attr_sig = {_SIG}")
         con.execute("INSERT OR REPLACE INTO meta VALUES ('attr_kv', ?)", [probe])

@@ -36,36 +36,40 @@ from threadline.server.model import Event, Link, Span
 
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
 
-COLUMNS = {
-    "tid_hi": "BIGINT",
-    "tid_lo": "BIGINT",
-    "span_id": "BIGINT",
-    "parent_id": "BIGINT",  # NULL when a root
-    "service": "VARCHAR",
-    "name": "VARCHAR",
-    "kind": "INTEGER",  # OTLP enums are open: keep any int32 as sent
-    "start_ns": "BIGINT",
-    "duration_ns": "BIGINT",
-    "status_code": "INTEGER",
-    "status_message": "VARCHAR",
-    "pending": "BOOLEAN",
-    "attributes": "VARCHAR",
-    "resource": "VARCHAR",
-    "scope_name": "VARCHAR",
-    "scope_version": "VARCHAR",
-    "scope_attributes": "VARCHAR",
-    "events": "VARCHAR",  # NULL when none
-    "links": "VARCHAR",
-    "trace_state": "VARCHAR",
-    "flags": "UINTEGER",
-    "dropped": "VARCHAR",  # dropped_text(): "attrs,events,links[,resource,scope]" counts
-    "schema_urls": "VARCHAR",  # "resource\nscope"; NULL when both empty
+_I64, _I32, _TEXT = pa.int64(), pa.int32(), pa.string()
+# The span table, column by column, in Arrow types: what every engine stores (each in its own
+# types) and what `Rows.table()` holds. The attribute index's texts are handed over for the
+# engine to index as it does best (DuckDB hashes them into attr_kv and attr_sig).
+COLUMNS: dict[str, pa.DataType] = {
+    "tid_hi": _I64,  # the trace id as two signed 64-bit halves
+    "tid_lo": _I64,
+    "span_id": _I64,
+    "parent_id": _I64,  # NULL when a root
+    "service": _TEXT,
+    "name": _TEXT,
+    "kind": _I32,  # OTLP enums are open: keep any int32 as sent
+    "start_ns": _I64,
+    "duration_ns": _I64,
+    "status_code": _I32,
+    "status_message": _TEXT,
+    "pending": pa.bool_(),
+    "attributes": _TEXT,
+    "resource": _TEXT,
+    "scope_name": _TEXT,
+    "scope_version": _TEXT,
+    "scope_attributes": _TEXT,
+    "events": _TEXT,  # NULL when none
+    "links": _TEXT,
+    "trace_state": _TEXT,
+    "flags": pa.uint32(),
+    "dropped": _TEXT,  # dropped_text(): "attrs,events,links[,resource,scope]" counts
+    "schema_urls": _TEXT,  # "resource\nscope"; NULL when both empty
     # search index over span attributes (fixed-width scans instead of parsing JSON text):
-    "attr_keys": "VARCHAR[]",  # attribute keys, in order
-    "attr_nums": "DOUBLE[]",  # numeric value of the key at the same position, else NULL
-    "attr_kv": "UBIGINT[]",  # the engine's hash of "key\0text form" of every scalar attribute
-    "attr_sig": "UBIGINT",  # one bit per attr_kv hash: `key=value` reads it before the list
+    "attr_keys": pa.list_(_TEXT),  # attribute keys, in order
+    "attr_nums": pa.list_(pa.float64()),  # numeric value of the key at that position, else NULL
+    "attr_texts": pa.list_(_TEXT),  # "key\0text form" of every scalar attribute, else NULL
 }
+ARROW_SCHEMA = pa.schema(list(COLUMNS.items()))
 
 # ------------------------------------------------------------------------------ typed JSON
 
@@ -229,7 +233,9 @@ class SpanColumns:
         self.sids: list[bytes] = []
         self.pids: list[bytes] = []  # b"" for a root
         self.cols: dict[str, list] = {
-            k: [] for k, t in COLUMNS.items() if t in _ARROW and k not in _IDS + SCOPE_COLUMNS
+            k: []
+            for k, t in COLUMNS.items()
+            if not pa.types.is_list(t) and k not in _IDS + SCOPE_COLUMNS
         }
         self.scopes: list[tuple] = []  # SCOPE_COLUMNS values, one tuple per run of spans
         self.scope_counts: list[int] = []
@@ -348,7 +354,7 @@ class SpanColumns:
             ),
         }
         for k, v in self.cols.items():
-            arrays[k] = pa.array(v, _ARROW[COLUMNS[k]])
+            arrays[k] = pa.array(v, COLUMNS[k])
         # one value per ScopeSpans, spread over its spans by Arrow rather than per span in Python
         which = pa.array(chain.from_iterable(map(repeat, count(), self.scope_counts)), pa.int32())
         for i, k in enumerate(SCOPE_COLUMNS):
@@ -368,20 +374,3 @@ _IDS = ("tid_hi", "tid_lo", "span_id", "parent_id")  # made from the joined raw 
 SCOPE_COLUMNS = (
     "service", "resource", "scope_name", "scope_version", "scope_attributes", "schema_urls"
 )  # fmt: skip
-_LISTS = {"VARCHAR[]": pa.list_(pa.string()), "DOUBLE[]": pa.list_(pa.float64())}
-_ARROW = {  # SQL type -> Arrow type of the scalar columns
-    "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(),
-    "UINTEGER": pa.uint32(),
-    "VARCHAR": pa.string(),
-    "BOOLEAN": pa.bool_(),
-}
-# What the builders hand the store: the span table's columns, with the texts of the attribute
-# index in place of their hashes (attr_kv), which the store's engine computes.
-ARROW_SCHEMA = pa.schema(
-    [
-        ("attr_texts", pa.list_(pa.string())) if k == "attr_kv" else (k, _ARROW.get(t) or _LISTS[t])
-        for k, t in COLUMNS.items()
-        if k != "attr_sig"  # the engine makes it from attr_kv
-    ]
-)
