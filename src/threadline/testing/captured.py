@@ -11,6 +11,10 @@ from threadline.semconv import PENDING
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
+# OTLP's integer span kinds and status codes as CapturedSpan names them (unspecified: INTERNAL)
+OTLP_KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+OTLP_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
 
 @dataclass
 class CapturedSpan:

@@ -11,12 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from threadline.seam import any_value
-from threadline.testing.captured import CapturedSpan
+from threadline.testing.captured import OTLP_KINDS, OTLP_STATUS, CapturedSpan
 
 log = logging.getLogger("threadline")
-
-_KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
-_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 
 def attrs(kvs: Any) -> dict[str, Any]:
@@ -40,8 +37,8 @@ def decode(body: bytes) -> list[CapturedSpan]:
                         trace_id=s.trace_id.hex(),
                         span_id=s.span_id.hex(),
                         parent_id=s.parent_span_id.hex() or None,
-                        kind=_KINDS.get(s.kind, "INTERNAL"),
-                        status=_STATUS.get(s.status.code, "UNSET"),
+                        kind=OTLP_KINDS.get(s.kind, "INTERNAL"),
+                        status=OTLP_STATUS.get(s.status.code, "UNSET"),
                         status_message=s.status.message,
                         start_ns=s.start_time_unix_nano,
                         end_ns=s.end_time_unix_nano,

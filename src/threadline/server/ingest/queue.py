@@ -25,7 +25,7 @@ from threadline.server.storage.layout import Rows, SpanColumns
 
 log = logging.getLogger("threadline.server")
 
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the largest export taken, over HTTP or gRPC
 RETRY_AFTER_S = 2
 COMMIT_TIMEOUT_S = 60
 

@@ -25,6 +25,9 @@ class OTLPError(ValueError):
 
 @dataclass(slots=True)
 class Decoded:
+    """One decoded export: its accepted spans (`spans`, from the JSON and reference decoders) or
+    their span table rows (`columns`, on the ingest path), and the spans it rejected, with why."""
+
     spans: list[Span] = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)

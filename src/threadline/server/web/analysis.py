@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from threadline.server import analysis as an
 from threadline.server.model import KIND_NAMES, Span
+from threadline.server.storage.base import Store
 from threadline.server.web.params import duration_param, trace_id_param
 from threadline.server.web.responses import BadRequest, CompactJSON, error_response
 
@@ -38,7 +39,7 @@ PREFIX = "/api/threadline/analysis"
 _TRACE_ID = re.compile(r"^[0-9a-f]{1,32}$")
 
 
-def traces_started_in(store: Any, start_ns: int, end_ns: int) -> list[Span]:
+def traces_started_in(store: Store, start_ns: int, end_ns: int) -> list[Span]:
     """Every span of the traces whose first span starts in [start_ns, end_ns)."""
     ids = sorted({s.trace_id for s in store.spans_between(start_ns, end_ns)})
     traces = store.get_traces(ids) if ids else {}
@@ -50,7 +51,7 @@ def traces_started_in(store: Any, start_ns: int, end_ns: int) -> list[Span]:
     ]
 
 
-def routes(store: Any) -> list[Route]:
+def routes(store: Store) -> list[Route]:
     """The analysis routes over a store (reads run in the thread pool: the store is sync)."""
 
     async def trace_view(request: Request) -> JSONResponse:

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from threadline.server import analysis as an
 from threadline.server.model import KIND_NAMES, Span
+from threadline.server.storage.base import Store
 from threadline.server.web.analysis import PREFIX, trace_facts
 from threadline.server.web.params import trace_id_param
 from threadline.server.web.responses import CompactJSON, error_response
@@ -139,7 +140,7 @@ def span_payload(shown: Shown, span: Span, linked: dict[tuple[str, str], Span]) 
     }
 
 
-def routes(store: Any, recent: Recent | None = None) -> list[Route]:
+def routes(store: Store, recent: Recent | None = None) -> list[Route]:
     recent = recent or Recent()
 
     async def shown_trace(request: Request) -> Shown | Response:
@@ -188,7 +189,7 @@ def routes(store: Any, recent: Recent | None = None) -> list[Route]:
     ]
 
 
-def _link_targets(store: Any, shown: Shown, span: Span) -> dict[tuple[str, str], Span]:
+def _link_targets(store: Store, shown: Shown, span: Span) -> dict[tuple[str, str], Span]:
     """The spans the links point at, where known: in the trace shown, or in up to
     MAX_LINKED_TRACES other traces read from the store."""
     own = shown.result.tree.trace_id
