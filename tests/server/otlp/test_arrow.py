@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not arrow.available(), reason="ptars not install
 
 
 def both(body: bytes):
-    fast = arrow.decode(body, min_bytes=0)
+    fast = arrow.decode(body)
     assert fast is not None, "the Arrow path refused a request it should take"
     slow = columns_from_request(parse_protobuf(body))
     return fast.columns.table(), slow.columns.table()
@@ -79,7 +79,7 @@ def test_hand_written_request_with_every_value_type_reads_back_exactly():
     fast, slow = both(body)
     assert_same(fast, slow)
     store = DuckDBStore()
-    store.write_columns([arrow.decode(body, min_bytes=0).columns])
+    store.write_columns([arrow.decode(body).columns])
     [span] = store.get_trace(TRACE)
     check(span)
 
@@ -102,17 +102,17 @@ def test_what_the_arrow_path_does_not_take_goes_the_other_way(spoil):
     req = make_request(200, seed=3)
     spoil(req.resource_spans[0].scope_spans[0].spans[5])
     body = req.SerializeToString()
-    assert arrow.decode(body, min_bytes=0) is None
+    assert arrow.decode(body) is None
 
 
 def test_undecodable_bytes_go_the_other_way():
     body = make_request(200, seed=3).SerializeToString()
-    assert arrow.decode(body[:-7], min_bytes=0) is None
-    assert arrow.decode(b"\xff" * 64, min_bytes=0) is None
+    assert arrow.decode(body[:-7]) is None
+    assert arrow.decode(b"\xff" * 64) is None
 
 
 def test_an_empty_export_is_an_empty_table():
-    decoded = arrow.decode(b"", min_bytes=0)
+    decoded = arrow.decode(b"")
     assert decoded is not None and len(decoded.columns) == 0
 
 
@@ -149,7 +149,7 @@ def test_resource_and_scope_dropped_counts_are_kept_on_both_paths():
     fast, slow = both(body)
     assert_same(fast, slow)
     store = DuckDBStore()
-    store.write_columns([arrow.decode(body, min_bytes=0).columns])
+    store.write_columns([arrow.decode(body).columns])
     for rs, counts in ((req.resource_spans[1], (3, 0)), (req.resource_spans[2], (0, 4))):
         span = rs.scope_spans[0].spans[0]
         [stored] = [

@@ -41,9 +41,6 @@ from threadline.server.storage.layout import (
 # pyarrow.compute makes its kernels at import time, so its stubs cannot name them
 pc: Any = _compute
 
-MIN_BYTES = (
-    64 * 1024
-)  # below this a ptars call's fixed cost (~0.6 ms, and ~3 ms of kernel calls) outweighs its speed
 _INT64_MAX = (1 << 63) - 1
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
@@ -63,6 +60,7 @@ def _handler() -> Any:
 
 
 def available() -> bool:
+    """Whether this path can run (ptars is installed)."""
     return _handler() is not None
 
 
@@ -70,11 +68,12 @@ class _Fallback(Exception):
     """This request goes through the message-by-message path."""
 
 
-def decode(body: bytes, min_bytes: int = MIN_BYTES) -> Decoded | None:
-    """The spans of an OTLP protobuf export as `Decoded.columns`, or None when this request
-    should take the message-by-message path instead."""
+def decode(body: bytes) -> Decoded | None:
+    """The spans of an OTLP protobuf export as `Decoded.columns`, or None when this path does
+    not take the request as it is (or ptars is not installed): the message-by-message path
+    must decode it instead."""
     handler = _handler()
-    if handler is None or len(body) < min_bytes:
+    if handler is None:
         return None
     try:
         batch = handler.list_to_record_batch([body])
