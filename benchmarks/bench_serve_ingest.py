@@ -27,19 +27,19 @@ def _store_path(n: int, rounds: int, part: str = "all") -> tuple[float, float]:
     ("store"), or both ("all"). Enough rounds that DuckDB checkpoints its WAL into the file
     along the way, and a last checkpoint inside the timing: the cost of keeping spans, not only
     of acknowledging them."""
-    from threadline.server.columns import columns_from_protobuf
-    from threadline.server.duckdb_store import DuckDBStore
+    from threadline.server.ingest.decode import decode_protobuf_export
+    from threadline.server.storage.duckdb import DuckDBStore
 
     bodies = [make_request(n, seed=i).SerializeToString() for i in range(rounds)]
-    decoded = [columns_from_protobuf(b).columns for b in bodies] if part == "store" else None
+    decoded = [decode_protobuf_export(b).columns for b in bodies] if part == "store" else None
     with tempfile.TemporaryDirectory() as tmp:
         store = DuckDBStore(os.path.join(tmp, "bench.duckdb"))
         store._con.execute("SET threads = 1")
         warm = make_request(100, seed=999).SerializeToString()
-        store.write_columns([columns_from_protobuf(warm).columns])
+        store.write_columns([decode_protobuf_export(warm).columns])
         wall, cpu = time.perf_counter(), time.process_time()
         for i, body in enumerate(bodies):  # what the receiver does: protobuf to columns, commit
-            columns = decoded[i] if decoded else columns_from_protobuf(body).columns
+            columns = decoded[i] if decoded else decode_protobuf_export(body).columns
             if part != "decode":
                 store.write_columns([columns])
         if part != "decode":

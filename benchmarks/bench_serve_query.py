@@ -26,7 +26,7 @@ BASE = 100_000
 
 
 def _fill(store, total: int) -> None:
-    from threadline.server.otlp import decode_protobuf
+    from threadline.server.otlp.reference import decode_protobuf
 
     made = 0
     seed = 0
@@ -88,8 +88,8 @@ def _row(name: str, timing: tuple[float, float, float], baseline: float, goal: s
 
 
 def run() -> list[dict]:
-    from threadline.server.duckdb_store import DuckDBStore
-    from threadline.server.store import Query, parse_filter
+    from threadline.server.storage import Query, parse_filter
+    from threadline.server.storage.duckdb import DuckDBStore
 
     total = int(os.environ.get("THREADLINE_BENCH_SPANS", "1000000"))
     label = f"{total / 1e6:g}M"

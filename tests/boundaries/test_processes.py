@@ -38,9 +38,9 @@ from process_work import (
 
 import threadline as tl
 from threadline import _config, _export
-from threadline._collector import Collector, decode
 from threadline.boundaries import processes
 from threadline.testing import hex_ids
+from threadline.testing.collector import Collector, decode
 
 METHODS = ["fork", "spawn", "forkserver"]
 WAIT = 60  # seconds; spawn children start slowly on a busy machine

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import threadline as tl
 from threadline import _config
-from threadline._collector import Collector
+from threadline.testing.collector import Collector
 
 
 @pytest.fixture(autouse=True)

@@ -240,8 +240,8 @@ def test_text_that_is_not_valid_unicode_is_sent_with_replacements():
 
 
 def test_one_bad_value_never_costs_the_batch_at_a_real_receiver():
-    from threadline._collector import Collector
     from threadline._otlp_exporter import OTLPExporter
+    from threadline.testing.collector import Collector
 
     received = []
     collector = Collector(received.extend)

@@ -17,7 +17,7 @@ from threadline.demo.breaker import EVENT
 from threadline.demo.services import SERVICES
 from threadline.report.render import ERRORS_LEGEND
 from threadline.server.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STATUS_UNSET
-from threadline.server.store import open_store
+from threadline.server.storage import open_store
 
 SHOP = {"gateway", "users", "auth", "orders", "inventory", "payments"}
 

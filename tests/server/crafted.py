@@ -8,19 +8,19 @@ import json
 import random
 import urllib.request
 
+from threadline.semconv import PENDING
 from threadline.server.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
     KIND_INTERNAL,
     KIND_PRODUCER,
     KIND_SERVER,
-    PENDING_ATTRIBUTE,
     STATUS_ERROR,
     Event,
     Link,
     Span,
 )
-from threadline.server.otlp import encode_json
+from threadline.server.otlp.json_format import encode_json
 
 MS = 1_000_000
 XSS = '<img src=x onerror="window.__xss=1">'
@@ -102,7 +102,7 @@ def crashed(base_ns: int) -> list[Span]:
     return [
         span(t, "9000000000000001", "", "nightly report", "jobs", KIND_INTERNAL, 0, 60, b, pid=300, events=[died]),
         span(t, "9000000000000002", "9000000000000001", "crunch part 1", "jobs", KIND_INTERNAL, 2, 30, b, pid=302),
-        span(t, "9000000000000003", "9000000000000001", "crunch part 2", "jobs", KIND_INTERNAL, 3, 3, b, pid=301, attributes={PENDING_ATTRIBUTE: True}),
+        span(t, "9000000000000003", "9000000000000001", "crunch part 2", "jobs", KIND_INTERNAL, 3, 3, b, pid=301, attributes={PENDING: True}),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from threadline.semconv import CLOCK_CORRECTION, PENDING, WORKER_DIED
 from threadline.server import analysis as an
 from threadline.server.model import (
     KIND_CLIENT,
@@ -11,7 +12,6 @@ from threadline.server.model import (
     KIND_INTERNAL,
     KIND_PRODUCER,
     KIND_SERVER,
-    PENDING_ATTRIBUTE,
     STATUS_ERROR,
     Event,
     Link,
@@ -101,7 +101,7 @@ def test_assemble_refuses_spans_of_two_traces():
 
 
 def test_completed_span_supersedes_its_pending_announcement():
-    pending = sp("w", "a", start=1, end=1, attributes={PENDING_ATTRIBUTE: True})
+    pending = sp("w", "a", start=1, end=1, attributes={PENDING: True})
     done = sp("w", "a", start=1, end=8)
     for order in ([pending, done], [done, pending]):
         tree = an.assemble([sp("a", end=10), *order])
@@ -199,7 +199,7 @@ def test_connected_trace_has_no_breaks():
 
 @pytest.mark.parametrize("signal", [9, "SIGKILL"])  # the processes boundary writes the name
 def test_pending_span_names_the_worker_death_reported_by_its_parent(signal):
-    died = Event(50 * MS, an.WORKER_DIED_EVENT, {"process.pid": 4242, "process.signal": signal})
+    died = Event(50 * MS, WORKER_DIED, {"process.pid": 4242, "process.signal": signal})
     spans = [
         sp(
             "pool",
@@ -216,7 +216,7 @@ def test_pending_span_names_the_worker_death_reported_by_its_parent(signal):
             name="crunch",
             start=5,
             end=5,
-            attributes={PENDING_ATTRIBUTE: True},
+            attributes={PENDING: True},
             resource={"process.pid": 4242},
         ),
         sp(
@@ -226,7 +226,7 @@ def test_pending_span_names_the_worker_death_reported_by_its_parent(signal):
             name="crunch",
             start=6,
             end=6,
-            attributes={PENDING_ATTRIBUTE: True},
+            attributes={PENDING: True},
             resource={"process.pid": 777},
         ),
     ]
@@ -243,7 +243,7 @@ def test_pending_span_names_the_worker_death_reported_by_its_parent(signal):
 
 
 def test_pending_span_with_exit_code():
-    died = Event(1, an.WORKER_DIED_EVENT, {"process.pid": 9, "process.exit_code": 3})
+    died = Event(1, WORKER_DIED, {"process.pid": 9, "process.exit_code": 3})
     spans = [
         sp("p", events=[died]),
         sp(
@@ -251,7 +251,7 @@ def test_pending_span_with_exit_code():
             "p",
             start=1,
             end=1,
-            attributes={PENDING_ATTRIBUTE: True},
+            attributes={PENDING: True},
             resource={"process.pid": 9},
         ),
     ]
@@ -351,7 +351,7 @@ def test_producer_parent_of_consumer_is_a_messaging_edge():
 
 
 def test_link_edges_are_classified_as_the_store_classifies_them():
-    from threadline.server.duckdb_store import DuckDBStore
+    from threadline.server.storage.duckdb import DuckDBStore
 
     other = "1" * 32
 
@@ -405,7 +405,7 @@ def test_completeness_shares_and_worst_broken_hops_with_examples():
             )
         )
         parent = "lost" if broken else "c"
-        attrs = {PENDING_ATTRIBUTE: True} if pending else {}
+        attrs = {PENDING: True} if pending else {}
         out.append(
             sp(
                 "s",
@@ -529,7 +529,7 @@ def live_render(correction=-3_600_000 * MS):
     browser's spans already placed on the server's clock (times below are after correction)."""
     server = {"host.name": "app-1", "service.name": "shop", "telemetry.sdk.language": "python"}
     browser = {"service.name": "shop-browser", "telemetry.sdk.language": "webjs"}
-    placed = {an.CLOCK_CORRECTION: correction, "threadline.clock.uncertainty_ns": 400_000}
+    placed = {CLOCK_CORRECTION: correction, "threadline.clock.uncertainty_ns": 400_000}
     return [
         sp("get", service="shop", kind=KIND_SERVER, start=0, end=5, name="GET /", resource=server),
         # the navigation started before the request reached the server; the load ends later
@@ -561,7 +561,7 @@ def test_skew_treats_browser_to_server_hops_as_asynchronous():
     that starts before its parent is still moved."""
     spans = live_render()
     for s in spans:
-        s.attributes.pop(an.CLOCK_CORRECTION, None)
+        s.attributes.pop(CLOCK_CORRECTION, None)
     spans[2].start_ns, spans[2].end_ns = 2 * MS, 10 * MS  # outlives the render: async, kept
     moved, (shift,) = an.adjust_clock_skew(spans)
     assert (shift.span_id, shift.delta_ns, shift.spans_moved) == ("load", 3 * MS, 1)

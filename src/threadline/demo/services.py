@@ -26,6 +26,7 @@ import socket
 import sys
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import httpx
@@ -184,7 +185,7 @@ def untraced():
         yield
 
 
-def _start_worker(queue: Any) -> multiprocessing.process.BaseProcess:
+def _start_worker(queue: Any) -> BaseProcess:
     proc = multiprocessing.get_context("spawn").Process(
         target=work, args=(queue,), name=WORKER, daemon=True
     )

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
+from threadline.demo.outcome import Outcome
 from threadline.demo.services import PEERS, SERVICES
 
 SERVICE_MAIN = "import sys; from threadline.demo.services import main; sys.exit(main())"
@@ -31,26 +32,6 @@ SERVICE_MAIN = "import sys; from threadline.demo.services import main; sys.exit(
 
 class ShopError(RuntimeError):
     pass
-
-
-@dataclass
-class Outcome:
-    """One checkout as the customer saw it."""
-
-    status: int
-    body: dict[str, Any]
-    trace_id: str | None
-    retry_after: float | None = None
-    sampled: bool = True
-
-    @property
-    def label(self) -> str:
-        return {
-            200: "placed",
-            402: "declined",
-            502: "payment failed",
-            503: "circuit open",
-        }.get(self.status, f"HTTP {self.status}")
 
 
 @dataclass

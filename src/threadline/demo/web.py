@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route, WebSocketRoute
 
+from threadline.demo.outcome import Outcome
 from threadline.integrations import live
 
 ITEMS = ("tea", "coffee", "cocoa")
@@ -110,8 +111,6 @@ def web_app(peers: dict[str, str]) -> Starlette:
         await sock.send_json({"id": order["id"], "status": "placing", "text": f"placing {what}…"})
         params = {k: order[k] for k in ("user", "item", "qty")}
         r = await state["http"].get(f"{peers['gateway']}/checkout", params=params)
-        from threadline.demo.shop import Outcome  # (shop imports the services, this among them)
-
         outcome = Outcome(r.status_code, r.json(), None)
         text = f"{what}: {outcome.label}"
         if outcome.body.get("reason"):

@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import urllib.error
 from dataclasses import dataclass
 from typing import Any
 
+from threadline.server.durations import parse_duration
+
 DEFAULT_SERVER = "http://127.0.0.1:16686"
-_SINCE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_SECONDS = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,15 @@ class Since:
 
 
 def since(text: str) -> Since:
-    m = _SINCE.fullmatch(text.strip())
-    if not m or float(m[1]) <= 0:
+    try:
+        ns = parse_duration(text, days=True)
+    except ValueError:
+        ns = 0
+    if ns <= 0:
         raise argparse.ArgumentTypeError(
             f"takes a duration such as 30s, 10m, 1h or 2d, not {text!r}"
         )
-    return Since(text.strip(), float(m[1]) * _SECONDS[m[2]])
+    return Since(text.strip(), ns / 1e9)
 
 
 def add_since_argument(parser: argparse.ArgumentParser) -> None:

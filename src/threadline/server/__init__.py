@@ -5,11 +5,26 @@
         srv.urls.otlp_http, srv.urls.api
         server.Client(srv.urls.api).wait_for_trace(trace_id)
 
-Never imports threadline.boundaries or threadline.integrations; submodules load on first use."""
+Layers, imports pointing down only:
+
+    model.py, durations.py   the span model; the duration parser
+    otlp/                    OTLP wire formats <-> model (and the rows the decoder builds)
+    storage/                 the Store interface, query language, table layout, one module per engine
+    ingest/                  queue + writer, OTLP/HTTP and gRPC handlers, the decode-path choice
+    analysis.py              pure functions over spans
+    web/                     the Starlette app, routes, shared responses, the UI's static files
+    serving.py, command.py   the server process and `threadline serve`; client.py reads a server
+
+Never imports threadline.boundaries or threadline.integrations; submodules load on first use.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from threadline.server.client import Client
+    from threadline.server.serving import PortInUse, Server, serve_argv, spawn, start
 
 _EXPORTS = {
     "Server": "serving",
@@ -29,4 +44,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'threadline.server' has no attribute {name!r}")
 
 
-__all__ = list(_EXPORTS)
+__all__ = ["Client", "PortInUse", "Server", "serve_argv", "spawn", "start"]

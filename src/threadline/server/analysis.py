@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from threadline.semconv import CLOCK_CORRECTION, WORKER_DIED
 from threadline.server.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
@@ -28,21 +29,16 @@ from threadline.server.model import (
     STATUS_ERROR,
     Span,
 )
+from threadline.server.storage.base import one_per_span
 
-WORKER_DIED_EVENT = "threadline.worker.died"
 _ASYNC_KINDS = (KIND_PRODUCER, KIND_CONSUMER)
 _SENDER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
 
 
 def dedupe(spans: Iterable[Span]) -> list[Span]:
-    """One span per (trace, span id): the completed version wins over its pending announcement."""
-    kept: dict[tuple[str, str], Span] = {}
-    for s in spans:
-        key = (s.trace_id, s.span_id)
-        old = kept.get(key)
-        if old is None or (old.pending and not s.pending):
-            kept[key] = s
-    return list(kept.values())
+    """One span per (trace, span id): the completed version wins over its pending announcement
+    (`storage.base.one_per_span`, the one statement of that rule), in first-seen order."""
+    return one_per_span(spans, lambda s: (s.trace_id, s.span_id), lambda s: s.pending)
 
 
 # ---------------------------------------------------------------------------------------- tree
@@ -124,8 +120,8 @@ def assemble(spans: Iterable[Span]) -> Tree:
             f"assemble() takes one trace's spans; got {len(trace_ids)} trace ids: {sorted(trace_ids)[:3]}"
         )
     nodes = {s.span_id: Node(s.span_id, s, start_ns=s.start_ns, end_ns=s.end_ns) for s in spans}
-    for node in list(nodes.values()):
-        parent_id = node.span.parent_span_id
+    for s in {s.span_id: s for s in spans}.values():  # the span each node was made from
+        node, parent_id = nodes[s.span_id], s.parent_span_id
         if not parent_id:
             continue
         parent = nodes.get(parent_id)
@@ -169,7 +165,8 @@ def _cut_cycles(nodes: dict[str, Node], roots: list[Node]) -> list[Node]:
     cut = []
     while len(seen) < len(nodes):
         node = min((n for n in nodes.values() if n.span_id not in seen), key=_order)
-        node.parent.children.remove(node)
+        if node.parent is not None:  # unreachable from a root: it has a parent, in the loop
+            node.parent.children.remove(node)
         node.parent = None
         roots.append(node)
         cut.append(node)
@@ -246,7 +243,10 @@ def breaks(tree: Tree, *, search_budget: int = 2_000_000) -> list[Break]:
         out.append(_break("extra_root", tree, "", sender, extra, what, finder))
     for node in tree.cycles:
         what = f"parent ids loop back to span {node.span_id}; the loop was cut there"
-        out.append(_break("parent_cycle", tree, node.span.parent_span_id, None, node, what, None))
+        parent_id = (
+            node.span.parent_span_id if node.span else ""
+        )  # a cut span is never a placeholder
+        out.append(_break("parent_cycle", tree, parent_id, None, node, what, None))
     return out
 
 
@@ -259,6 +259,8 @@ def _break(
     what: str,
     finder: _SenderFinder | None,
 ) -> Break:
+    if node.span is None:
+        raise ValueError(f"a break is on a span, not on the placeholder {node.span_id}")
     before = Side.of(sender) if sender else None
     after = Side.of(node.span)
     if before:
@@ -277,11 +279,13 @@ class _SenderFinder:
 
     def __init__(self, tree: Tree, budget: int) -> None:
         self.tree = tree
-        self.spans: list[Span] | None = None
+        self.spans: list[Span] = []
+        self.indexed = False
         self.budget = budget
         self.exhausted = False
 
     def _index(self) -> None:
+        self.indexed = True
         self.spans = sorted(self.tree.spans, key=lambda s: s.start_ns)
         self.starts = [s.start_ns for s in self.spans]
         # to stop early: how many senders, and spans of each service, come before an index
@@ -295,7 +299,7 @@ class _SenderFinder:
     def find(self, node: Node, service: str) -> Span | None:
         if self.exhausted:
             return None
-        if self.spans is None:
+        if not self.indexed:
             self._index()
         excluded = _subtree_ids(node)
         t = node.start_ns
@@ -344,7 +348,7 @@ def incomplete(tree: Tree) -> list[Incomplete]:
     for s in tree.spans:
         for e in s.events:
             pid = e.attributes.get("process.pid")
-            if e.name == WORKER_DIED_EVENT and isinstance(pid, int):
+            if e.name == WORKER_DIED and isinstance(pid, int):
                 deaths.setdefault(pid, (s, e.attributes))
     out = []
     for node in tree.walk():
@@ -644,9 +648,6 @@ def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
         offsets[node.span_id] = inherited + delta
     moved = [_shifted(s, offsets.get(s.span_id, 0)) for s in tree.spans]
     return moved, shifts
-
-
-CLOCK_CORRECTION = "threadline.clock.correction_ns"
 
 
 def clock_correction(span: Span) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from threadline.server.model import Span
-from threadline.server.otlp import decode_json
+from threadline.server.otlp.json_format import decode_json
 
 
 class ClientError(RuntimeError):
@@ -97,26 +97,16 @@ class Client:
     def captured(self, trace_id: str, min_spans: int = 1, timeout: float = 10) -> list:
         """The trace as `threadline.testing.CapturedSpan`s, for the `traces` fixture:
         `traces.add(client.captured(trace_id, 3))` then `traces.trace(trace_id)...`."""
-        from threadline.testing import CapturedSpan
+        from threadline.testing.captured import OTLP_KINDS, OTLP_STATUS, CapturedSpan
 
-        kinds = {
-            0: "INTERNAL",
-            1: "INTERNAL",
-            2: "SERVER",
-            3: "CLIENT",
-            4: "PRODUCER",
-            5: "CONSUMER",
-        }
         return [
             CapturedSpan(
                 name=s.name,
                 trace_id=s.trace_id,
                 span_id=s.span_id,
                 parent_id=s.parent_span_id or None,
-                kind=kinds.get(s.kind, "INTERNAL"),
-                status=("UNSET", "OK", "ERROR")[s.status_code]
-                if 0 <= s.status_code <= 2
-                else "UNSET",
+                kind=OTLP_KINDS.get(s.kind, "INTERNAL"),
+                status=OTLP_STATUS.get(s.status_code, "UNSET"),
                 status_message=s.status_message,
                 start_ns=s.start_ns,
                 end_ns=s.end_ns,

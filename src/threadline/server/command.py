@@ -6,15 +6,13 @@ import argparse
 import logging
 import sys
 
-from threadline.server.jaeger import BadRequest, parse_duration
+from threadline.server.durations import parse_duration
 
 
 def _duration(text: str) -> int:
     try:  # Go durations have no days; accept them anyway ("7d")
-        if text.endswith("d") and text[:-1].replace(".", "", 1).isdigit():
-            return int(float(text[:-1]) * 24 * 3600 * 10**9)
-        ns = parse_duration(text)
-    except BadRequest as exc:
+        ns = parse_duration(text, days=True)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if ns <= 0:
         raise argparse.ArgumentTypeError("retention must be positive")
@@ -108,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from threadline.server.serving import PortInUse, Server
-    from threadline.server.store import StoreUnavailable
+    from threadline.server.storage import StoreUnavailable
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,4 +1,6 @@
-"""The server's span: what the receiver decodes to, the store keeps and analysis reads.
+"""The server's span: what stores return on reads, analysis and the query API work on, and
+the OTLP/JSON and reference decoders produce (protobuf ingest skips it: it decodes straight into
+the span table's rows, storage/layout.py).
 
 Ids are lowercase hex strings ("" for an absent parent). Kinds, status codes and flags keep their
 OTLP integer values, so nothing is lost between OTLP and the store. Attribute values are Python
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from threadline.semconv import PENDING
 
 # OTLP Span.SpanKind
 KIND_UNSPECIFIED, KIND_INTERNAL, KIND_SERVER, KIND_CLIENT, KIND_PRODUCER, KIND_CONSUMER = range(6)
@@ -22,9 +26,6 @@ KIND_NAMES = {
 }
 # OTLP Status.StatusCode
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
-
-# A span announced at start by a worker that may die before it ends (see docs/internals.md).
-PENDING_ATTRIBUTE = "threadline.pending"
 
 
 @dataclass(slots=True)
@@ -77,7 +78,7 @@ class Span:
     @property
     def pending(self) -> bool:
         """Announced at start and never completed (the worker died, or it is still running)."""
-        return bool(self.attributes.get(PENDING_ATTRIBUTE))
+        return bool(self.attributes.get(PENDING))
 
     @property
     def duration_ns(self) -> int:

@@ -87,9 +87,10 @@ class Server:
     ) -> None:
         import grpc
 
-        from threadline.server import api
-        from threadline.server.receiver import MAX_REQUEST_BYTES, Ingest, grpc_handler
-        from threadline.server.store import open_store
+        from threadline.server.ingest.otlp_grpc import grpc_handler
+        from threadline.server.ingest.queue import MAX_REQUEST_BYTES, Ingest
+        from threadline.server.storage import open_store
+        from threadline.server.web import app as web_app
 
         self.max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
         self.db = db or default_db_path()
@@ -132,13 +133,13 @@ class Server:
         )
         if self._grpc is not None:
             self._grpc.add_generic_rpc_handlers((grpc_handler(self.ingest),))
-        self.app = api.build_app(
+        self.app = web_app.build_app(
             self.store,
             self.ingest,
             cors_origins=cors_origins,
             max_request_bytes=self.max_request_bytes,
         )
-        self.otlp_app = api.otlp_app(self.ingest, cors_origins, self.max_request_bytes)
+        self.otlp_app = web_app.otlp_app(self.ingest, cors_origins, self.max_request_bytes)
         ports = [s.getsockname()[1] for s in self._sockets]
         self.urls = URLs(
             _url(host, ports[0]),

@@ -11,12 +11,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-from threadline._collector import Collector
+from threadline.testing.captured import CapturedSpan
+from threadline.testing.collector import Collector
 
 __all__ = ["Capture", "CapturedSpan", "Trace", "TraceAssertionError", "hex_ids"]
 
@@ -33,78 +33,6 @@ def hex_ids(span: Any) -> tuple[str, str]:
         else getattr(span, "span_context", span)
     )
     return format(sc.trace_id, "032x"), format(sc.span_id, "016x")
-
-
-@dataclass
-class CapturedSpan:
-    """One finished span, from this process or another, in plain values (ids in lowercase hex)."""
-
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    kind: str  # INTERNAL | SERVER | CLIENT | PRODUCER | CONSUMER
-    status: str  # UNSET | OK | ERROR
-    status_message: str
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, Any] = field(default_factory=dict)
-    resource: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    links: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # trace, span, attrs
-    scope: str = ""
-
-    @property
-    def service(self) -> str:
-        return str(self.resource.get("service.name", "?"))
-
-    @property
-    def pid(self) -> int | None:
-        return self.resource.get("process.pid")
-
-    @property
-    def pending(self) -> bool:
-        """True for a span announced at start whose completed version never arrived: the work
-        stopped mid-span (a killed process)."""
-        return self.attributes.get("threadline.pending") is True
-
-    @property
-    def duration_ms(self) -> float:
-        return (self.end_ns - self.start_ns) / 1e6
-
-    def event(self, name: str) -> dict[str, Any] | None:
-        """Attributes of the first event with this name, or None."""
-        return next((attrs for n, attrs in self.events if n == name), None)
-
-    def __repr__(self) -> str:
-        pending = " PENDING" if self.pending else ""
-        return f"<{self.name!r} {self.kind}{pending} service={self.service} span={self.span_id} parent={self.parent_id}>"
-
-    @classmethod
-    def from_readable(cls, s: ReadableSpan) -> CapturedSpan:
-        return cls(
-            name=s.name,
-            trace_id=format(s.context.trace_id, "032x"),
-            span_id=format(s.context.span_id, "016x"),
-            parent_id=format(s.parent.span_id, "016x") if s.parent else None,
-            kind=s.kind.name,
-            status=s.status.status_code.name,
-            status_message=s.status.description or "",
-            start_ns=s.start_time or 0,
-            end_ns=s.end_time or 0,
-            attributes=dict(s.attributes or {}),
-            resource=dict(s.resource.attributes),
-            events=[(e.name, dict(e.attributes or {})) for e in s.events],
-            links=[
-                (
-                    format(lk.context.trace_id, "032x"),
-                    format(lk.context.span_id, "016x"),
-                    dict(lk.attributes or {}),
-                )
-                for lk in s.links
-            ],
-            scope=s.instrumentation_scope.name if s.instrumentation_scope else "",
-        )
 
 
 class Trace:
@@ -223,7 +151,7 @@ class Capture(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context.trace_flags.sampled:
+        if span.context is not None and span.context.trace_flags.sampled:
             self.add([CapturedSpan.from_readable(span)])
 
     def shutdown(self) -> None:
@@ -235,7 +163,11 @@ class Capture(SpanProcessor):
     # collecting
     def add(self, spans: Iterable[CapturedSpan]) -> None:
         """Keep each span once: a completed span replaces its pending announcement (same ids),
-        and an announcement arriving after its completed twin is ignored."""
+        and an announcement arriving after its completed twin is ignored.
+
+        The rule is the server's (`threadline.server.storage.supersede`), applied here as spans
+        arrive rather than over a finished read: this keeps arrival order in place, and the
+        testing plugin depends on the core only, so it cannot import the server."""
         with self._lock:
             for s in spans:
                 key = (s.trace_id, s.span_id)

@@ -1,0 +1,419 @@
+"""The production OTLP protobuf decoder's fast path: exports decoded straight into the span
+table's Arrow columns.
+
+ptars (Rust) reads the serialized ExportTraceServiceRequest into one Arrow record batch in the
+request's own nested shape; Arrow compute kernels flatten it to a row per span and build every
+stored column, attribute JSON included, with no Python object per span or attribute. What the
+kernels cannot write — strings that need JSON escapes, bytes, nested arrays and maps, non-finite
+doubles, links — is finished in Python for just those values.
+
+A request this path does not take as it is (not decodable, ids of the wrong size, all-zero ids,
+times beyond int64, a repeated attribute key) makes `decode` return None: the message-by-message
+path (columns.py) then stores it, or says exactly what is wrong with it; `ingest.decode` is the
+one place that chooses. Both paths build the same table (tests/server/otlp/test_arrow.py holds
+them together).
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as _compute
+
+from threadline.seam import any_value
+from threadline.semconv import PENDING
+from threadline.server.model import Link
+from threadline.server.otlp.decoded import Decoded, service_name
+from threadline.server.storage.layout import (
+    ARROW_SCHEMA,
+    SCOPE_COLUMNS,
+    ArrowColumns,
+    encode_attrs,
+    json_text,
+    link_row,
+    tag_value,
+    text_form,
+)
+
+# pyarrow.compute makes its kernels at import time, so its stubs cannot name them
+pc: Any = _compute
+
+_INT64_MAX = (1 << 63) - 1
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+
+
+@cache
+def _handler() -> Any:
+    """ptars' decoder for ExportTraceServiceRequest, or None when ptars is not installed."""
+    try:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+        from ptars import HandlerPool
+    except ImportError:
+        return None
+    pool = HandlerPool([ExportTraceServiceRequest.DESCRIPTOR.file])
+    return pool.get_for_message(ExportTraceServiceRequest.DESCRIPTOR)
+
+
+def available() -> bool:
+    """Whether this path can run (ptars is installed)."""
+    return _handler() is not None
+
+
+class _Fallback(Exception):
+    """This request goes through the message-by-message path."""
+
+
+def decode(body: bytes) -> Decoded | None:
+    """The spans of an OTLP protobuf export as `Decoded.columns`, or None when this path does
+    not take the request as it is (or ptars is not installed): the message-by-message path
+    must decode it instead."""
+    handler = _handler()
+    if handler is None:
+        return None
+    try:
+        batch = handler.list_to_record_batch([body])
+    except (ValueError, RuntimeError):
+        return None  # the other path parses it again and names what is wrong
+    try:
+        table = _spans_table(batch)
+    except _Fallback:
+        return None
+    return Decoded(columns=ArrowColumns(table))
+
+
+# ------------------------------------------------------------------------------------ values
+
+
+def _field(arr: pa.Array, name: str) -> pa.Array:
+    return pc.struct_field(arr, name)
+
+
+def _rebased(lists: pa.ListArray) -> pa.Array:
+    """The offsets of `lists`, counted from its first value (as `flatten()` returns them)."""
+    offsets = lists.offsets
+    return pc.subtract(offsets, offsets[0]) if len(offsets) and offsets[0].as_py() else offsets
+
+
+def _python_value(v: dict | None) -> Any:
+    """A ptars AnyValue (a dict) as the Python value; nested values arrive as protobuf bytes."""
+    if v is None:
+        return None
+    for k in ("string_value", "bool_value", "int_value", "double_value", "bytes_value"):
+        x = v.get(k)
+        if x is not None:
+            return x
+    if v.get("array_value") is not None:
+        from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+        return [any_value(AnyValue.FromString(b)) for b in v["array_value"]["values"]]
+    if v.get("kvlist_value") is not None:
+        from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+        out = {}
+        for b in v["kvlist_value"]["values"]:
+            kv = KeyValue.FromString(b)
+            out[kv.key] = any_value(kv.value)
+        return out
+    return None
+
+
+def _python_attrs(kvs: list[dict]) -> dict[str, Any]:
+    return {kv["key"]: _python_value(kv["value"]) for kv in kvs}
+
+
+def _json_strings(s: pa.Array) -> pa.Array:
+    """Each string as JSON text, worked out once per distinct string; escaped in Python only
+    where it needs escapes."""
+    coded = pc.dictionary_encode(s)
+    distinct = coded.dictionary
+    out = pc.binary_join_element_wise('"', distinct, '"', "")
+    special = pc.match_substring_regex(distinct, _NEEDS_ESCAPE)
+    if pc.any(special).as_py():
+        fixed = [json_text(x) for x in pc.filter(distinct, special).to_pylist()]
+        out = pc.replace_with_mask(out, special, pa.array(fixed, pa.string()))
+    return out.take(coded.indices)
+
+
+_NULL_TEXT = pa.scalar(None, pa.string())
+_COMMA, _EMPTY = pa.scalar(","), pa.scalar("")
+
+
+class _Attributes:
+    """The stored columns of one list<KeyValue> per row: attribute JSON text (NULL when empty),
+    and the flat keys, numbers and "key\\0text" texts of the search index. The JSON is an object
+    for span attributes, the tagged kvlist {"m": [[key, value], ...]} for events' (layout.py)."""
+
+    def __init__(self, lists: pa.ListArray, tagged: bool = False) -> None:
+        kvs = lists.flatten()
+        self.offsets = _rebased(lists)
+        self.empty = pc.equal(pc.list_value_length(lists), 0)
+        self.keys = _field(kvs, "key")
+        self.owner = pc.list_parent_indices(lists)  # the row of each attribute
+        coded = pc.dictionary_encode(self.keys)
+        self.key_codes, names = coded.indices, coded.dictionary.to_pylist()
+        value = _field(kvs, "value")
+        s = _field(value, "string_value")
+        b = _field(value, "bool_value")
+        i = _field(value, "int_value")
+        d = _field(value, "double_value")
+        finite = pc.is_finite(d)
+        d_text = self._reprs(d)
+        i_text = pc.cast(i, pa.string())
+        b_text = pc.if_else(b, "true", "false")
+        self.nums = pc.coalesce(pc.cast(i, pa.float64(), safe=False), d)
+        texts = pc.coalesce(s, i_text, d_text, b_text)
+        key_nul = pa.array([k + "\x00" for k in names], pa.string()).take(self.key_codes)
+        self.texts = pc.binary_join_element_wise(key_nul, texts, "")
+        # JSON of each value; Python finishes bytes, arrays, maps and non-finite doubles
+        value_json = pc.coalesce(
+            _json_strings(s), i_text, pc.if_else(finite, d_text, _NULL_TEXT), b_text
+        )
+        python = pc.or_kleene(
+            pc.or_kleene(pc.is_valid(_field(value, "bytes_value")), pc.invert(finite)),
+            pc.or_kleene(
+                pc.is_valid(_field(value, "array_value")),
+                pc.is_valid(_field(value, "kvlist_value")),
+            ),
+        )
+        python = pc.fill_null(python, False)
+        if pc.any(python).as_py():
+            finished = [
+                json_text(tag_value(_python_value(v))) for v in pc.filter(value, python).to_pylist()
+            ]
+            value_json = pc.replace_with_mask(value_json, python, pa.array(finished, pa.string()))
+        value_json = pc.fill_null(value_json, "null")  # an AnyValue with nothing set
+        if tagged:
+            heads = [f"[{json_text(k)}," for k in names]
+            value_json = pc.binary_join_element_wise(value_json, "]", "")
+            before, after = '{"m":[', "]}"
+        else:
+            heads = [f"{json_text(k)}:" for k in names]
+            before, after = "{", "}"
+        head = pa.array(heads, pa.string()).take(self.key_codes)
+        pieces = pc.binary_join_element_wise(head, value_json, "")
+        joined = pc.binary_join(pa.ListArray.from_arrays(self.offsets, pieces), ",")
+        self.json = pc.if_else(
+            self.empty, _NULL_TEXT, pc.binary_join_element_wise(before, joined, after, "")
+        )
+
+    @staticmethod
+    def _reprs(d: pa.Array) -> pa.Array:
+        """Doubles as Python's repr writes them (what JSON and `key=value` search use)."""
+        valid = pc.is_valid(d)
+        if not pc.any(valid).as_py():
+            return pa.nulls(len(d), pa.string())
+        values = pc.filter(d, valid)
+        if pc.all(pc.is_finite(values)).as_py():
+            texts = list(map(float.__repr__, values.to_pylist()))
+        else:
+            texts = list(map(text_form, values.to_pylist()))
+        return pc.replace_with_mask(pa.nulls(len(d), pa.string()), valid, pa.array(texts))
+
+    def unique_keys(self) -> bool:
+        """No row repeats a key (the other path keeps the last value of a repeated key)."""
+        if len(self.keys) < 2:
+            return True
+        width = len(pc.unique(self.key_codes))
+        pairs = pc.add(pc.multiply(self.owner, width), pc.cast(self.key_codes, pa.int64()))
+        return pc.count_distinct(pairs).as_py() == len(self.keys)
+
+    def lists(self, values: pa.Array) -> pa.Array:
+        """`values` (one per attribute) as one list per row; NULL for a row without any."""
+        return pa.ListArray.from_arrays(self.offsets, values, mask=self.empty)
+
+
+# ------------------------------------------------------------------------------------ spans
+
+
+def _ids(arr: pa.Array, size: int) -> tuple[int, ...]:
+    """Fixed-size binary ids (checked) as signed big-endian 64-bit halves, in one unpack."""
+    n = len(arr)
+    if not n:
+        return ()
+    validity, offsets, data = arr.buffers()
+    first = struct.unpack_from("<i", offsets, 4 * arr.offset)[0]
+    raw = data[first : first + n * size].to_pybytes()
+    return struct.unpack(f">{n * size // 8}q", raw)
+
+
+def _check(cond: Any) -> None:
+    if not cond:
+        raise _Fallback
+
+
+def _spans_table(batch: pa.RecordBatch) -> pa.Table:
+    rs_list = batch.column(0)
+    resources = rs_list.flatten()
+    ss_list = _field(resources, "scope_spans")
+    scopes = ss_list.flatten()
+    sp_list = _field(scopes, "spans")
+    spans = sp_list.flatten()
+    n = len(spans)
+    if not n:
+        return ARROW_SCHEMA.empty_table()
+
+    tid, sid, pid = (_field(spans, k) for k in ("trace_id", "span_id", "parent_span_id"))
+    tlen, slen, plen = (pc.binary_length(a) for a in (tid, sid, pid))
+    _check(pc.all(pc.equal(tlen, 16)).as_py() and pc.all(pc.equal(slen, 8)).as_py())
+    roots = pc.equal(plen, 0)
+    _check(pc.all(pc.or_(roots, pc.equal(plen, 8))).as_py())
+    _check(not pc.any(pc.equal(tid, pa.scalar(bytes(16)))).as_py())
+    _check(not pc.any(pc.equal(sid, pa.scalar(bytes(8)))).as_py())
+    start, end = _field(spans, "start_time_unix_nano"), _field(spans, "end_time_unix_nano")
+    _check(max(pc.max(start).as_py(), pc.max(end).as_py()) <= _INT64_MAX)
+
+    attrs = _Attributes(_field(spans, "attributes"))
+    _check(attrs.unique_keys())
+    trace_halves = _ids(tid, 16)
+    parents = _ids(pc.filter(pid, pc.invert(roots)), 8)
+    parent_id = pc.replace_with_mask(
+        pa.nulls(n, pa.int64()), pc.invert(roots), pa.array(parents, pa.int64())
+    )
+
+    status = _field(spans, "status")
+    start64, end64 = pc.cast(start, pa.int64()), pc.cast(end, pa.int64())
+    dropped = [
+        pc.fill_null(_field(spans, k), 0)
+        for k in ("dropped_attributes_count", "dropped_events_count", "dropped_links_count")
+    ]
+    scope_of_span = pc.list_parent_indices(sp_list)
+    per_scope = _scope_columns(resources, ss_list, scopes)
+    arrays: dict[str, Any] = {
+        "tid_hi": pa.array(trace_halves[0::2], pa.int64()),
+        "tid_lo": pa.array(trace_halves[1::2], pa.int64()),
+        "span_id": pa.array(_ids(sid, 8), pa.int64()),
+        "parent_id": parent_id,
+        "name": _field(spans, "name"),
+        "kind": _field(spans, "kind"),
+        "start_ns": start64,
+        "duration_ns": pc.subtract(end64, start64),
+        "status_code": pc.fill_null(_field(status, "code"), 0),
+        "status_message": _empty_null(_field(status, "message")),
+        "pending": _pending(attrs, n),
+        "attributes": attrs.json,
+        "events": _events(_field(spans, "events")),
+        "links": _links(_field(spans, "links")),
+        "trace_state": _empty_null(_field(spans, "trace_state")),
+        "flags": pc.fill_null(_field(spans, "flags"), 0),
+        "dropped": _dropped(dropped, per_scope.pop("dropped").take(scope_of_span)),
+        "attr_keys": attrs.lists(attrs.keys),
+        "attr_nums": attrs.lists(attrs.nums),
+        "attr_texts": attrs.lists(attrs.texts),
+    }
+    for k, column in per_scope.items():
+        arrays[k] = column.take(scope_of_span)
+    return pa.Table.from_arrays(
+        [arrays[f.name].cast(f.type) for f in ARROW_SCHEMA], schema=ARROW_SCHEMA
+    )
+
+
+def _empty_null(s: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(pc.fill_null(s, ""), ""), pa.scalar(None, s.type), s)
+
+
+def _pending(attrs: _Attributes, n: int) -> pa.Array:
+    marked = pc.and_(pc.equal(attrs.keys, PENDING), pc.equal(attrs.texts, _PENDING_TRUE))
+    rows = pc.unique(pc.filter(attrs.owner, pc.fill_null(marked, False)))
+    return pc.is_in(pa.array(range(n), pa.int64()), value_set=rows.cast(pa.int64()))
+
+
+_PENDING_TRUE = f"{PENDING}\x00true"
+
+
+def _dropped(counts: list[pa.Array], outer: pa.Array) -> pa.Array:
+    """layout.dropped_text() of each span; `outer` is ",resource,scope" or NULL per span."""
+    a, e, lk = counts
+    zero = pa.scalar(0, a.type)
+    none = pc.and_(pc.and_(pc.equal(a, zero), pc.equal(e, zero)), pc.equal(lk, zero))
+    text = pc.binary_join_element_wise(*(pc.cast(x, pa.string()) for x in counts), _COMMA)
+    text = pc.binary_join_element_wise(text, pc.fill_null(outer, _EMPTY), _EMPTY)
+    return pc.if_else(pc.and_(none, pc.is_null(outer)), _NULL_TEXT, text)
+
+
+def _events(lists: pa.ListArray) -> pa.Array:
+    """Each span's events as JSON rows [time, name, attributes | null, dropped]; NULL if none."""
+    events = lists.flatten()
+    if not len(events):
+        return pa.nulls(len(lists), pa.string())
+    attrs = _Attributes(_field(events, "attributes"), tagged=True)
+    rows = pc.binary_join_element_wise(
+        "[",
+        pc.cast(_field(events, "time_unix_nano"), pa.string()),
+        ",",
+        _json_strings(_field(events, "name")),
+        ",",
+        pc.fill_null(attrs.json, "null"),
+        ",",
+        pc.cast(pc.fill_null(_field(events, "dropped_attributes_count"), 0), pa.string()),
+        "]",
+        "",
+    )
+    joined = pc.binary_join(pa.ListArray.from_arrays(_rebased(lists), rows), ",")
+    empty = pc.equal(pc.list_value_length(lists), 0)
+    return pc.if_else(
+        empty, pa.scalar(None, pa.string()), pc.binary_join_element_wise("[", joined, "]", "")
+    )
+
+
+def _links(lists: pa.ListArray) -> pa.Array:
+    """Links are few: each span that has some gets its JSON in Python."""
+    has = pc.fill_null(pc.greater(pc.list_value_length(lists), 0), False)
+    if not pc.any(has).as_py():
+        return pa.nulls(len(lists), pa.string())
+    texts = []
+    for links in pc.filter(lists, has).to_pylist():
+        rows = []
+        for lk in links:
+            t, s = lk["trace_id"], lk["span_id"]
+            _check(len(t) == 16 and len(s) == 8)
+            link = Link(
+                t.hex(),
+                s.hex(),
+                lk["trace_state"],
+                _python_attrs(lk["attributes"]),
+                lk["dropped_attributes_count"],
+                lk["flags"],
+            )
+            rows.append(link_row(link))
+        texts.append(json_text(rows))
+    return pc.replace_with_mask(pa.nulls(len(lists), pa.string()), has, pa.array(texts))
+
+
+def _scope_columns(resources: pa.Array, ss_list: pa.ListArray, scopes: pa.Array) -> dict:
+    """The columns that hold one value per ScopeSpans (service, resource, scope, schema URLs, the
+    resource's and scope's dropped counts), made in Python: an export has few of them."""
+    resource_rows = _field(resources, "resource").to_pylist()
+    resource_urls = _field(resources, "schema_url").to_pylist()
+    resource_of_scope = pc.list_parent_indices(ss_list).to_pylist()
+    made = []
+    for res in resource_rows:
+        attrs = _python_attrs(res["attributes"]) if res else {}
+        made.append(
+            (
+                service_name(attrs),
+                encode_attrs(attrs),
+                (res or {}).get("dropped_attributes_count") or 0,
+            )
+        )
+    cols: dict[str, list] = {k: [] for k in (*SCOPE_COLUMNS, "dropped")}
+    scope_rows = _field(scopes, "scope").to_pylist()
+    scope_urls = _field(scopes, "schema_url").to_pylist()
+    for ri, scope, url in zip(resource_of_scope, scope_rows, scope_urls, strict=True):
+        service, rjson, rdropped = made[ri]
+        scope = scope or {}
+        sdropped = scope.get("dropped_attributes_count") or 0
+        sattrs = _python_attrs(scope.get("attributes") or [])
+        rurl = resource_urls[ri] or ""
+        cols["service"].append(service)
+        cols["resource"].append(rjson)
+        cols["scope_name"].append(scope.get("name") or "")
+        cols["scope_version"].append(scope.get("version") or None)
+        cols["scope_attributes"].append(encode_attrs(sattrs) if sattrs else None)
+        cols["schema_urls"].append(f"{rurl}\n{url}" if rurl or url else None)
+        cols["dropped"].append(f",{rdropped},{sdropped}" if rdropped or sdropped else None)
+    return {k: pa.array(v, pa.string()) for k, v in cols.items()}

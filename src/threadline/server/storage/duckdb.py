@@ -1,0 +1,539 @@
+"""The embedded engine: one DuckDB file (or ":memory:").
+
+Layout, chosen for the two hot reads: trace ids are two BIGINT columns (a by-id lookup scans one
+8-byte column, ~15 ms for 10M spans on one core, no index to maintain at ingest); spans append
+in arrival order through Arrow (columnar, ~4x faster than parameter lists). Attribute maps are
+kept as typed JSON text (layout.py), exact for every OTLP value type and searchable with
+DuckDB's JSON functions; a cheap `contains` on the key runs before any JSON is parsed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, STATUS_ERROR, Event, Link, Span
+from threadline.server.storage.base import (
+    Dependency,
+    Store,
+    StoreUnavailable,
+    TraceSummary,
+    one_per_span,
+    supersede,
+)
+from threadline.server.storage.layout import (
+    COLUMNS,
+    Rows,
+    SpanColumns,
+    decode_attrs,
+    read_dropped,
+    untag_value,
+)
+from threadline.server.storage.query import Filter, Query
+
+log = logging.getLogger("threadline.server")
+
+# The spans table: the layout's columns in DuckDB's types, with the attribute index DuckDB makes
+# from attr_texts in its place: attr_kv (DuckDB's hash of each "key\0text form") and attr_sig
+# (one bit per attr_kv hash: `key=value` reads it before the list).
+_SQL_TYPES = {
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "uint32": "UINTEGER",
+    "string": "VARCHAR",
+    "bool": "BOOLEAN",
+    "list<item: string>": "VARCHAR[]",
+    "list<item: double>": "DOUBLE[]",
+}
+TABLE = {
+    **{k: _SQL_TYPES[str(t)] for k, t in COLUMNS.items() if k != "attr_texts"},
+    "attr_kv": "UBIGINT[]",
+    "attr_sig": "UBIGINT",
+}
+_MASK = (1 << 64) - 1
+_HEX_ID = re.compile(r"[0-9a-fA-F]{32}:[0-9a-fA-F]{16}")
+_SIGN = 1 << 63
+# what a Span is read from, its ids as hex text made by the engine (cheaper than in Python)
+_HEX = "lower(lpad(hex({}), 16, '0'))"
+_SELECT = ", ".join(
+    [
+        _HEX.format("tid_hi") + " || " + _HEX.format("tid_lo"),
+        _HEX.format("span_id"),
+        f"CASE WHEN parent_id IS NULL THEN '' ELSE {_HEX.format('parent_id')} END",
+        *list(TABLE)[4:-4],
+    ]
+)
+# The builders hand over the index's texts ("key\0text form"); the engine hashes them, and sets
+# one bit of attr_sig per hash: a 64-bit column `key=value` can rule most spans out with.
+_KV = "list_transform(attr_texts, lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"
+_SIG = (
+    "coalesce(list_aggregate(list_transform(list_filter(attr_kv, lambda h: h IS NOT NULL),"
+    " lambda h: 1::UBIGINT << (h % 64)::INTEGER), 'bit_or'), 0)"
+)
+_INSERT = (
+    "INSERT INTO spans SELECT "
+    + ", ".join(list(TABLE)[:-2])
+    + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM batch)"
+)
+
+
+def _kv_hash(key: str, value: str) -> str:
+    """The SQL for attr_kv's entry of key=value."""
+    return f"hash({_sql_str(key)} || chr(0) || {_sql_str(value)})"
+
+
+# attr_kv again from the attribute JSON: each key's scalar as text (the JSON number text is the
+# form the builders index), {"f": ...} for a non-finite double, NULL for anything else
+_KEY_PATH = """'$."' || replace(replace(k, '\\', '\\\\'), '"', '\\"') || '"'"""
+_REBUILT_KV = f"""list_transform(list_transform(attr_keys, lambda k: k || chr(0) || CASE
+    WHEN json_type(attributes, {_KEY_PATH}) IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN')
+    THEN json_extract_string(attributes, {_KEY_PATH})
+    WHEN json_type(attributes, {_KEY_PATH}) = 'OBJECT'
+    THEN json_extract_string(attributes, {_KEY_PATH} || '.f') END),
+    lambda t: CASE WHEN t IS NULL THEN NULL ELSE hash(t) END)"""
+
+
+def _enc_id(hex_id: str) -> int:
+    n = int(hex_id, 16)
+    return n - (1 << 64) if n & _SIGN else n
+
+
+def _dec_id(n: int) -> str:
+    return format(n & _MASK, "016x")
+
+
+def _split_trace(trace_id: str) -> tuple[int, int]:
+    return _enc_id(trace_id[:16]), _enc_id(trace_id[16:])
+
+
+def _link_target(trace_id: Any, span_id: Any) -> tuple[int, int, int] | None:
+    """(tid_hi, tid_lo, span_id) of the span a stored link points at; None for malformed ids
+    (links written through `write` are not validated as the receiver's are)."""
+    if not (isinstance(trace_id, str) and isinstance(span_id, str)):
+        return None
+    if not _HEX_ID.fullmatch(f"{trace_id}:{span_id}"):
+        return None
+    return (*_split_trace(trace_id), _enc_id(span_id))
+
+
+def _scalar(result: duckdb.DuckDBPyConnection) -> Any:
+    """The one value of a statement that always returns one row (an aggregate, a DELETE)."""
+    row = result.fetchone()
+    if row is None:
+        raise duckdb.InternalException("expected one row, got none")
+    return row[0]
+
+
+def _json_path(key: str) -> str:
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class DuckDBStore(Store):
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        try:
+            if path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._con = duckdb.connect(path)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {path}: {exc.strerror or exc}") from None
+        except duckdb.IOException as exc:
+            raise StoreUnavailable(f"cannot open {path}: {exc}") from None
+        cols = ", ".join(f"{k} {v}" for k, v in TABLE.items())
+        self._con.execute(f"CREATE TABLE IF NOT EXISTS spans ({cols})")
+        # where each trace's spans lie in time, one row per trace per commit: a lookup reads
+        # this small table, then the spans scan is pruned to the row groups of that time range
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS traces (tid_hi BIGINT, tid_lo BIGINT, first_ns BIGINT, last_ns BIGINT)"
+        )
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._check_index()
+
+    def _check_index(self) -> None:
+        """attr_kv holds DuckDB's hash(), which DuckDB does not promise to keep across versions:
+        the file records the hash of a probe, and a file written by another hash (another DuckDB,
+        or an older layout of this store) has its index rebuilt from the attribute JSON, so that
+        `key=value` search stays right."""
+        con = self._con
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        probe = str(_scalar(con.execute(f"SELECT {_kv_hash('threadline', 'probe')}")))
+        row = con.execute("SELECT value FROM meta WHERE key = 'attr_kv'").fetchone()
+        if row and row[0] == probe:
+            return
+        con.execute("ALTER TABLE spans ADD COLUMN IF NOT EXISTS attr_sig UBIGINT")
+        if _scalar(con.execute("SELECT count(*) FROM spans")):
+            log.warning("threadline: rebuilding the attribute search index of %s", self.path)
+            con.execute(f"ALTER TABLE spans ALTER attr_kv TYPE {TABLE['attr_kv']} USING NULL")
+            con.execute(f"UPDATE spans SET attr_kv = {_REBUILT_KV} WHERE attr_keys IS NOT NULL")
+            con.execute(f"UPDATE spans SET attr_sig = {_SIG}")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('attr_kv', ?)", [probe])
+
+    # -- connections: one writer, a cursor per reading thread (DuckDB MVCC lets them overlap)
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._con.cursor()
+        return cur
+
+    def _rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self._cursor().execute(sql, params or []).fetchall()
+
+    # -- write
+
+    def write(self, spans: list[Span]) -> None:
+        self.write_columns([SpanColumns().add_spans(spans)])
+
+    def write_columns(self, columns: list[Rows]) -> None:
+        columns = [c for c in columns if len(c)]
+        if not columns:
+            return
+        batch = pa.concat_tables([c.table() for c in columns])  # noqa: F841 - read by DuckDB's replacement scan below
+        with self._transaction() as con:
+            con.execute(_INSERT)
+            con.execute(
+                "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
+                "FROM batch GROUP BY tid_hi, tid_lo"
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN .. COMMIT on the writer connection. Any error rolls back (else the connection
+        stays in the failed transaction and every later BEGIN fails); an I/O error is raised as
+        StoreUnavailable."""
+        with self._write_lock:
+            con = self._con
+            con.execute("BEGIN")
+            try:
+                yield con
+                con.execute("COMMIT")  # durable: DuckDB syncs its WAL on commit
+            except BaseException as exc:
+                with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                    con.execute("ROLLBACK")
+                if isinstance(exc, duckdb.IOException):
+                    raise StoreUnavailable(f"cannot write {self.path}: {exc}") from exc
+                raise
+
+    # -- read
+
+    @staticmethod
+    def _spans(rows: list[tuple]) -> list[Span]:
+        shared: dict[str | None, dict] = {}  # spans of one resource share one decoded dict
+
+        def decode_shared(text: str | None) -> dict:
+            d = shared.get(text)
+            if d is None:
+                d = shared[text] = decode_attrs(text)
+            return d
+
+        return supersede(DuckDBStore._span(r, decode_shared) for r in rows)
+
+    @staticmethod
+    def _span(row: tuple, decode_shared: Any = decode_attrs) -> Span:
+        (trace_id, span_id, parent_id, service, name, kind, start_ns, duration_ns, status_code,
+         status_message, _pending, attributes, resource, scope_name, scope_version, scope_attributes,
+         events, links, trace_state, flags, dropped, schema_urls) = row  # fmt: skip
+        d = read_dropped(dropped)
+        urls = schema_urls.split("\n", 1) if schema_urls else ("", "")
+        return Span(
+            trace_id,
+            span_id,
+            parent_id,
+            name,
+            kind,
+            start_ns,
+            start_ns + duration_ns,
+            service,
+            status_code,
+            status_message or "",
+            decode_attrs(attributes),
+            decode_shared(resource),
+            scope_name,
+            scope_version or "",
+            decode_shared(scope_attributes),
+            [
+                Event(t, n, untag_value(a) if a else {}, da)
+                for t, n, a, da in (json.loads(events) if events else [])
+            ],
+            [
+                Link(t, sid, ts, untag_value(a) if a else {}, da, f)
+                for t, sid, ts, a, da, f in (json.loads(links) if links else [])
+            ],
+            trace_state or "",
+            flags,
+            d[0],
+            d[1],
+            d[2],
+            urls[0],
+            urls[1],
+            d[3],
+            d[4],
+        )
+
+    @staticmethod
+    def _keys(trace_ids: list[str]) -> list[tuple[int, int]]:
+        keys = []
+        for t in dict.fromkeys(t.lower() for t in trace_ids):
+            if len(t) == 32:
+                try:
+                    keys.append(_split_trace(t))
+                except ValueError:
+                    continue
+        return keys
+
+    def _located(self, trace_ids: list[str]) -> list[tuple[int, int, str]]:
+        """(tid_hi, tid_lo, SQL condition selecting the trace's spans) for each known id.
+
+        One query per trace: DuckDB applies `col = constant` and a start_ns range inside the
+        scan (zone maps skip row groups; other columns are read only where rows match), while
+        an IN list or OR is applied only after every column has been read."""
+        keys = self._keys(trace_ids)
+        if not keys:
+            return []
+        his = ", ".join(str(hi) for hi, _ in keys)
+        where = dict(
+            ((hi, lo), (a, b))
+            for hi, lo, a, b in self._rows(
+                f"SELECT tid_hi, tid_lo, min(first_ns), max(last_ns) FROM traces "
+                f"WHERE tid_hi IN ({his}) GROUP BY tid_hi, tid_lo"
+            )
+        )
+        return [
+            (
+                hi,
+                lo,
+                f"tid_hi = {hi} AND tid_lo = {lo} AND start_ns BETWEEN {where[hi, lo][0]} AND {where[hi, lo][1]}",
+            )
+            for hi, lo in keys
+            if (hi, lo) in where
+        ]
+
+    def get_traces(self, trace_ids: list[str]) -> dict[str, list[Span]]:
+        out: dict[str, list[Span]] = {}
+        for hi, lo, cond in self._located(trace_ids):
+            rows = self._rows(f"SELECT {_SELECT} FROM spans WHERE {cond}")
+            if rows:
+                out[_dec_id(hi) + _dec_id(lo)] = self._spans(rows)
+        return out
+
+    # Query field -> SQL condition on one bound value
+    _CONDITIONS = (
+        ("service", "service = ?"),
+        ("operation", "name = ?"),
+        ("kind", "kind = ?"),
+        ("start_ns", "start_ns >= ?"),
+        ("end_ns", "start_ns < ?"),
+        ("min_duration_ns", "duration_ns >= ?"),
+        ("max_duration_ns", "duration_ns <= ?"),
+        ("status_code", "status_code = ?"),
+    )
+
+    def _where(self, q: Query) -> tuple[str, list]:
+        conds, params = ["true"], []
+        for name, sql in self._CONDITIONS:
+            value = getattr(q, name)
+            if value is not None and value != "":
+                conds.append(sql)
+                params.append(value)
+        for alternatives in q.filters:
+            conds.append("(" + " OR ".join(self._filter_sql(f) for f in alternatives) + ")")
+        return " AND ".join(conds), params
+
+    @staticmethod
+    def _filter_sql(f: Filter) -> str:
+        """Span attributes through the list index; resource attributes through their JSON
+        (one text per resource, dictionary-compressed, so cheap to scan)."""
+        parts = []
+        key = _sql_str(f.key)
+        if f.scope in ("span", "any"):
+            if f.op == "=":
+                h = _kv_hash(f.key, str(f.value))
+                parts.append(
+                    f"((attr_sig & (1::UBIGINT << ({h} % 64)::INTEGER)) <> 0"
+                    f" AND list_contains(attr_kv, {h}))"
+                )
+            elif f.op == "!=":
+                kv = _kv_hash(f.key, str(f.value))
+                parts.append(
+                    f"(list_contains(attr_keys, {key}) AND NOT list_contains(attr_kv, {kv}))"
+                )
+            elif f.op == "exists":
+                parts.append(f"list_contains(attr_keys, {key})")
+            elif f.op == "!exists":
+                parts.append(f"NOT coalesce(list_contains(attr_keys, {key}), false)")
+            else:
+                parts.append(f"attr_nums[list_position(attr_keys, {key})] {f.op} {f.number!r}")
+        if f.scope in ("resource", "any"):
+            present = f"contains(resource, {_sql_str(json.dumps(f.key, ensure_ascii=False) + ':')})"
+            value = f"json_extract_string(resource, {_sql_str(_json_path(f.key))})"
+            if f.op == "exists":
+                parts.append(f"({present} AND {value} IS NOT NULL)")
+            elif f.op == "!exists":
+                parts.append(f"NOT coalesce({present} AND {value} IS NOT NULL, false)")
+            elif f.op in ("=", "!="):
+                parts.append(f"({present} AND {value} {f.op} {_sql_str(str(f.value))})")
+            else:
+                parts.append(f"({present} AND TRY_CAST({value} AS DOUBLE) {f.op} {f.number!r})")
+        joiner = " AND " if f.op == "!exists" else " OR "
+        return "(" + joiner.join(parts) + ")"
+
+    def find_trace_ids(self, query: Query) -> list[str]:
+        # the latest matching spans (a top-N, cheap) rather than grouping every match by trace;
+        # widen the window until it holds `limit` distinct traces or every match
+        where, params = self._where(query)
+        limit = int(query.limit)
+        window = limit * 4
+        while True:
+            rows = self._rows(
+                f"SELECT tid_hi, tid_lo FROM spans WHERE {where} ORDER BY start_ns DESC LIMIT {window}",
+                params,
+            )
+            ids = list(dict.fromkeys(rows))
+            if len(ids) >= limit or len(rows) < window:
+                return [_dec_id(h) + _dec_id(lo) for h, lo in ids[:limit]]
+            window *= 8
+
+    def summaries(self, trace_ids: list[str]) -> list[TraceSummary]:
+        out = []
+        for hi, lo, cond in self._located(trace_ids):
+            rows = self._rows(
+                "SELECT span_id, parent_id IS NULL, service, name, start_ns, duration_ns, "
+                f"status_code, pending FROM spans WHERE {cond}"
+            )
+            kept = one_per_span(rows, lambda r: r[0], lambda r: r[7])  # by span id, pending
+            if not kept:
+                continue
+            spans = sorted(kept, key=lambda r: r[4])
+            root = next((r for r in spans if r[1]), spans[0])
+            start = spans[0][4]
+            out.append(
+                TraceSummary(
+                    trace_id=_dec_id(hi) + _dec_id(lo),
+                    root_service=root[2],
+                    root_name=root[3],
+                    start_ns=start,
+                    duration_ns=max(r[4] + r[5] for r in spans) - start,
+                    span_count=len(spans),
+                    services=sorted({r[2] for r in spans}),
+                    error_count=sum(1 for r in spans if r[6] == STATUS_ERROR),
+                    incomplete_count=sum(1 for r in spans if r[7]),
+                )
+            )
+        return out
+
+    def spans_between(
+        self, start_ns: int, end_ns: int, service: str | None = None, limit: int | None = None
+    ) -> list[Span]:
+        sql = f"SELECT {_SELECT} FROM spans WHERE start_ns >= ? AND start_ns < ?"
+        params: list = [start_ns, end_ns]
+        if service:
+            sql += " AND service = ?"
+            params.append(service)
+        sql += " ORDER BY start_ns"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self._spans(self._rows(sql, params))
+
+    def services(self) -> list[str]:
+        return [r[0] for r in self._rows("SELECT DISTINCT service FROM spans ORDER BY 1")]
+
+    def operations(
+        self, service: str | None = None, kind: int | None = None
+    ) -> list[tuple[str, int]]:
+        sql, params = "SELECT DISTINCT name, kind FROM spans WHERE true", []
+        if service:
+            sql += " AND service = ?"
+            params.append(service)
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        return [(n, k) for n, k in self._rows(sql + " ORDER BY 1, 2", params)]
+
+    def dependencies(self, start_ns: int, end_ns: int) -> list[Dependency]:
+        # one row per span, `base.one_per_span` in SQL: a completed span supersedes its pending
+        # copy (pending sorts false first), and a re-sent span counts once
+        one_per_span = (
+            "QUALIFY row_number() OVER (PARTITION BY tid_hi, tid_lo, span_id ORDER BY pending) = 1"
+        )
+        rows = self._rows(
+            f"""
+            WITH w AS (SELECT tid_hi, tid_lo, span_id, parent_id, service, kind FROM spans
+                       WHERE start_ns >= ? AND start_ns < ? {one_per_span})
+            SELECT p.service, c.service,
+                   CASE WHEN p.kind = {KIND_PRODUCER} AND c.kind = {KIND_CONSUMER}
+                        THEN 'messaging' ELSE 'call' END,
+                   count(*)
+            FROM w c JOIN w p ON c.tid_hi = p.tid_hi AND c.tid_lo = p.tid_lo AND c.parent_id = p.span_id
+            WHERE c.service <> p.service
+            GROUP BY 1, 2, 3
+            """,
+            [start_ns, end_ns],
+        )
+        deps = {(p, c, k): n for p, c, k, n in rows}
+        # across traces: a span links to the span that caused it (a consumer to its producer)
+        linked = self._rows(
+            f"SELECT service, kind, links FROM spans WHERE start_ns >= ? AND start_ns < ? "
+            f"AND links IS NOT NULL {one_per_span}",
+            [start_ns, end_ns],
+        )
+        targets: dict[tuple[int, int, int], list[tuple[str, int]]] = {}
+        malformed = 0
+        for service, kind, links in linked:
+            for lk in json.loads(links):
+                target = _link_target(lk[0], lk[1])
+                if target is None:
+                    malformed += 1
+                else:
+                    targets.setdefault(target, []).append((service, kind))
+        if malformed:
+            log.warning("dependencies: %d link(s) with malformed ids skipped", malformed)
+        if targets:
+            triples = ", ".join(f"({h}, {lo}, {s})" for h, lo, s in targets)
+            his = ", ".join(str(h) for h, _, _ in targets)
+            for h, lo, s, service, kind in self._rows(
+                f"SELECT tid_hi, tid_lo, span_id, any_value(service), any_value(kind) FROM spans "
+                f"WHERE tid_hi IN ({his}) AND (tid_hi, tid_lo, span_id) IN ({triples}) GROUP BY 1, 2, 3"
+            ):
+                for child, child_kind in targets[(h, lo, s)]:
+                    if child != service:
+                        messaging = kind == KIND_PRODUCER or child_kind == KIND_CONSUMER
+                        key = (service, child, "messaging" if messaging else "link")
+                        deps[key] = deps.get(key, 0) + 1
+        return [Dependency(p, c, n, k) for (p, c, k), n in sorted(deps.items())]
+
+    def delete_before(self, ns: int) -> int:
+        with self._transaction() as con:
+            deleted = _scalar(con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]))
+            con.execute("DELETE FROM traces WHERE last_ns < ?", [ns])
+        return deleted
+
+    def stats(self) -> dict[str, Any]:
+        n = self._rows("SELECT count(*) FROM spans")[0][0]
+        out: dict[str, Any] = {"engine": "duckdb", "path": self.path, "spans": n}
+        if self.path != ":memory:":
+            size = os.path.getsize(self.path)
+            wal = self.path + ".wal"
+            out["bytes_on_disk"] = size + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+        return out
+
+    def checkpoint(self) -> None:
+        with self._write_lock:
+            self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._con.close()

@@ -1,0 +1,48 @@
+"""The responses and errors every route shares: one `BadRequest`, one error response, and the
+JSON form of attribute values that plain JSON cannot hold."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+
+class BadRequest(ValueError):
+    """A request parameter is malformed; the message says which and how (answered with 400)."""
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    """threadline's own error body, `{"error": message}` (Jaeger's routes answer in Jaeger's
+    shapes instead)."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def json_safe(v: Any) -> Any:
+    """An attribute value as plain JSON: bytes as base64 text, non-finite floats as text."""
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [json_safe(x) for x in v]
+    return v
+
+
+class CompactJSON(JSONResponse):
+    """Compact JSON; attribute values JSON cannot hold (bytes, NaN) as `json_safe` writes them."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return _compact(content)
+        except (TypeError, ValueError):
+            return _compact(json_safe(content))
+
+
+def _compact(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()

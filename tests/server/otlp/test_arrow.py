@@ -1,0 +1,161 @@
+"""The Arrow path from OTLP protobuf to the span table builds exactly the table of the message by
+message path, and hands every request it does not take to that path."""
+
+import math
+import os
+import sys
+
+import pytest
+from crafted import history, showcase
+from otlp_sample import TRACE, check, every_value_request
+from test_columns import _protobuf
+
+from threadline.server.ingest.decode import decode_protobuf_export
+from threadline.server.otlp import arrow
+from threadline.server.otlp.columns import columns_from_request
+from threadline.server.otlp.json_format import encode_json
+from threadline.server.otlp.protobuf import parse_protobuf
+from threadline.server.storage import Filter, Query
+from threadline.server.storage.duckdb import DuckDBStore
+from threadline.server.storage.layout import ArrowColumns
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "benchmarks"))
+from serve_data import make_request  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not arrow.available(), reason="ptars not installed")
+
+
+def both(body: bytes):
+    fast = arrow.decode(body)
+    assert fast is not None, "the Arrow path refused a request it should take"
+    slow = columns_from_request(parse_protobuf(body))
+    return fast.columns.table(), slow.columns.table()
+
+
+def assert_same(fast, slow):
+    assert fast.schema.equals(slow.schema)
+    for name in fast.column_names:
+        a, b = fast.column(name), slow.column(name)
+        assert repr(a.to_pylist()) == repr(b.to_pylist()), name  # repr: NaN equals NaN
+
+
+def test_realistic_exports_make_the_same_table():
+    fast, slow = both(make_request(3000, seed=7).SerializeToString())
+    assert fast.num_rows == 3000
+    assert_same(fast, slow)
+
+
+def test_every_value_type_event_link_and_pending_copy_makes_the_same_table():
+    spans = showcase(1_700_000_000_000_000_000) + history(1_700_000_000_000_000_000, n=5)
+    spans[0].attributes.update(
+        {
+            "blob": b"\x00\xff",
+            "ratio": math.inf,
+            "nan": math.nan,
+            "tags": ["a", 1, [True]],
+            "m": {"x": None, "y": {"z": 1.5}},
+            "empty": "",
+            "zero": 0,
+            "no": False,
+            "quote": 'say "hi"\n\ttab \\ back \x01',
+            'key "quoted"\n': "v",
+            "unicode": "héllo ✓ \u2028",
+            "big": -(1 << 63),
+            "tiny": 5e-324,
+            "round": 2.0,
+        }
+    )
+    spans[1].name = 'GET "/x"\n'
+    fast, slow = both(_protobuf(encode_json(spans)).SerializeToString())
+    assert fast.num_rows == len(spans)
+    assert_same(fast, slow)
+    assert any(v is not None for v in fast.column("links").to_pylist())
+    assert any(v is not None for v in fast.column("events").to_pylist())
+    assert True in fast.column("pending").to_pylist()
+
+
+def test_hand_written_request_with_every_value_type_reads_back_exactly():
+    body = _protobuf(every_value_request()).SerializeToString()
+    fast, slow = both(body)
+    assert_same(fast, slow)
+    store = DuckDBStore()
+    store.write_columns([arrow.decode(body).columns])
+    [span] = store.get_trace(TRACE)
+    check(span)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda s: setattr(s, "trace_id", b"\x01" * 15),
+        lambda s: setattr(s, "span_id", b"\x01" * 9),
+        lambda s: setattr(s, "parent_span_id", b"\x01" * 7),
+        lambda s: setattr(s, "trace_id", bytes(16)),
+        lambda s: setattr(s, "span_id", bytes(8)),
+        lambda s: setattr(s, "start_time_unix_nano", 1 << 63),
+        lambda s: setattr(s, "end_time_unix_nano", (1 << 64) - 1),
+        lambda s: s.attributes.add().MergeFrom(s.attributes[0]),  # a repeated key
+        lambda s: setattr(s.links.add(), "trace_id", b"\x01" * 3),
+    ],
+)
+def test_what_the_arrow_path_does_not_take_goes_the_other_way(spoil):
+    req = make_request(200, seed=3)
+    spoil(req.resource_spans[0].scope_spans[0].spans[5])
+    body = req.SerializeToString()
+    assert arrow.decode(body) is None
+
+
+def test_undecodable_bytes_go_the_other_way():
+    body = make_request(200, seed=3).SerializeToString()
+    assert arrow.decode(body[:-7]) is None
+    assert arrow.decode(b"\xff" * 64) is None
+
+
+def test_an_empty_export_is_an_empty_table():
+    decoded = arrow.decode(b"")
+    assert decoded is not None and len(decoded.columns) == 0
+
+
+def test_large_exports_take_the_arrow_path_and_search_finds_their_values():
+    req = make_request(2000, seed=11)
+    target = req.resource_spans[3].scope_spans[0].spans[7]
+    for kv in target.attributes:
+        if kv.key == "user.id":
+            kv.value.string_value = "u-needle"
+        if kv.key == "duration_bucket":
+            kv.value.double_value = 0.125
+    body = req.SerializeToString()
+    decoded = decode_protobuf_export(body)
+    assert isinstance(decoded.columns, ArrowColumns)
+    store = DuckDBStore()
+    store.write_columns([decoded.columns])
+    trace = target.trace_id.hex()
+    assert trace in decoded.columns.trace_ids()
+    assert store.find_trace_ids(Query(filters=[[Filter("user.id", "=", "u-needle")]])) == [trace]
+    assert store.find_trace_ids(Query(filters=[[Filter("duration_bucket", "=", "0.125")]])) == [
+        trace
+    ]
+    assert len(store.get_trace(trace)) == sum(
+        1 for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans
+        if s.trace_id == target.trace_id
+    )  # fmt: skip
+
+
+def test_resource_and_scope_dropped_counts_are_kept_on_both_paths():
+    req = make_request(300, seed=5)
+    req.resource_spans[1].resource.dropped_attributes_count = 3
+    req.resource_spans[2].scope_spans[0].scope.dropped_attributes_count = 4
+    body = req.SerializeToString()
+    fast, slow = both(body)
+    assert_same(fast, slow)
+    store = DuckDBStore()
+    store.write_columns([arrow.decode(body).columns])
+    for rs, counts in ((req.resource_spans[1], (3, 0)), (req.resource_spans[2], (0, 4))):
+        span = rs.scope_spans[0].spans[0]
+        [stored] = [
+            s for s in store.get_trace(span.trace_id.hex()) if s.span_id == span.span_id.hex()
+        ]
+        assert (
+            stored.resource_dropped_attributes_count,
+            stored.scope_dropped_attributes_count,
+        ) == counts
