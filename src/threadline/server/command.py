@@ -20,7 +20,8 @@ def _duration(text: str) -> int:
 
 
 DESCRIPTION = (
-    "Receive OTLP traces (HTTP on :4318, gRPC on :4317), store every span in one DuckDB file, "
+    "Receive OTLP traces (HTTP on :4318, gRPC on :4317), store every span in one DuckDB file "
+    "(or in ClickHouse, on the OpenTelemetry Collector's tables: --store), "
     "and serve the Jaeger query API and the web UI on :16686. Listens on loopback unless --host "
     "says otherwise; point exporters at it with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318."
 )
@@ -81,11 +82,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "under $XDG_DATA_HOME when set)",
     )
     parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="where spans are kept: duckdb:PATH (the default; --db PATH is its shorthand), "
+        "chdb:DIR (ClickHouse embedded) or clickhouse://[user[:password]@]host[:port]/database "
+        "(a ClickHouse server over HTTP; the password may come from "
+        "THREADLINE_CLICKHOUSE_PASSWORD)",
+    )
+    parser.add_argument(
+        "--clickhouse-database",
+        default=None,
+        metavar="NAME",
+        help="ClickHouse database (default: the URL's, else otel)",
+    )
+    parser.add_argument(
+        "--clickhouse-traces-table",
+        default="otel_traces",
+        metavar="NAME",
+        help="the collector's traces table (default otel_traces; also NAME_trace_id_ts and "
+        "NAME_trace_id_ts_mv)",
+    )
+    parser.add_argument(
+        "--clickhouse-cluster",
+        default=None,
+        metavar="NAME",
+        help="create missing tables ON CLUSTER NAME with Replicated engines",
+    )
+    parser.add_argument(
         "--retention",
         type=_duration,
         default=None,
         metavar="DURATION",
-        help="delete spans older than this (e.g. 72h, 7d); default: keep all",
+        help="delete spans older than this (e.g. 72h, 7d); with ClickHouse, the TTL of the "
+        "tables threadline creates; default: keep all",
     )
     parser.add_argument(
         "--cors-origin",
@@ -106,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from threadline.server.serving import PortInUse, Server
-    from threadline.server.storage import StoreUnavailable
+    from threadline.server.storage import StoreUnavailable, StoreURLError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -115,12 +145,17 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             otlp_http_port=args.otlp_http_port,
             otlp_grpc_port=args.otlp_grpc_port,
-            db=args.db,
+            db=args.store or args.db,
             retention_ns=args.retention,
+            clickhouse={
+                "clickhouse_database": args.clickhouse_database,
+                "clickhouse_table": args.clickhouse_traces_table,
+                "clickhouse_cluster": args.clickhouse_cluster,
+            },
             cors_origins=args.cors_origin,
             max_request_bytes=args.max_request_bytes,
         )
-    except (PortInUse, StoreUnavailable) as exc:
+    except (PortInUse, StoreUnavailable, StoreURLError) as exc:
         print(f"threadline serve: {exc}", file=sys.stderr)
         return 1
     urls = server.urls

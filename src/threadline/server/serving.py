@@ -84,12 +84,14 @@ class Server:
         cors_origins: Iterable[str] | None = None,
         max_request_bytes: int | None = None,
         max_queued_spans: int = 200_000,
+        clickhouse: dict[str, Any] | None = None,
     ) -> None:
         import grpc
 
         from threadline.server.ingest.otlp_grpc import grpc_handler
         from threadline.server.ingest.queue import MAX_REQUEST_BYTES, Ingest
         from threadline.server.storage import open_store
+        from threadline.server.storage.clickhouse_connection import redact
         from threadline.server.web import app as web_app
 
         self.max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
@@ -124,12 +126,15 @@ class Server:
                     f"cannot listen on {host}:{otlp_grpc_port} (--otlp-grpc-port): address in use"
                 )
         try:
-            self.store = open_store(self.db)
+            self.store = open_store(self.db, retention_ns=retention_ns, **(clickhouse or {}))
         except Exception:
             self._close_sockets()
             raise
+        self.db = redact(self.db)  # what banners and ready lines show
         self.ingest = Ingest(
-            self.store, max_queued_spans=max_queued_spans, retention_ns=retention_ns
+            self.store,
+            max_queued_spans=max_queued_spans,
+            retention_ns=None if self.store.retention_by_ttl else retention_ns,
         )
         if self._grpc is not None:
             self._grpc.add_generic_rpc_handlers((grpc_handler(self.ingest),))

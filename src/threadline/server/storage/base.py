@@ -1,6 +1,6 @@
 """The store interface: what ingest writes to and the query API, analysis and UI read.
 
-One interface, several engines (DuckDB now; ClickHouse on the collector's `otel_traces` later).
+One interface, several engines (DuckDB; ClickHouse on the collector's `otel_traces`).
 Engine SQL stays inside the engine module. Reads return `model.Span` lists with pending copies
 already superseded by their completed twins (`supersede`, the one statement of that rule).
 """
@@ -79,7 +79,10 @@ def supersede(spans: Iterable[Span]) -> list[Span]:
 
 class Store(ABC):
     """Engines implement these. Writes are durable when `write` returns; reads may run
-    concurrently with writes from other threads."""
+    concurrently with writes from other threads. `retention_by_ttl`: the engine expires old spans
+    itself (a table TTL set when it was opened), so ingest never calls `delete_before`."""
+
+    retention_by_ttl: bool = False
 
     @abstractmethod
     def write(self, spans: list[Span]) -> None: ...

@@ -1,0 +1,852 @@
+"""The ClickHouse engine, on the OpenTelemetry Collector's own tables.
+
+The layout is the `clickhouseexporter`'s: `otel_traces` (one row per span), the trace-id lookup
+`otel_traces_trace_id_ts` (first and last second of each trace) and the materialized view
+`otel_traces_trace_id_ts_mv` that fills it; database and table names are configurable. Missing
+tables are created (`IF NOT EXISTS`; `ON CLUSTER` with Replicated engines when a cluster is
+named); an existing table is never altered, and one whose columns differ from this layout is
+refused with the first differing column named. Retention is the tables' TTL, set when threadline
+creates them.
+
+Values are written as the exporter writes them: ids as lowercase hex, `SPAN_KIND_SERVER` ...,
+`STATUS_CODE_ERROR` ..., attribute values as strings in pdata's `AsString` forms (`true`, `42`,
+`2.5`, base64 bytes, JSON arrays and maps), Duration in nanoseconds, events and links in their
+Nested columns. threadline's own data rides in attribute maps, so any reader sees ordinary spans:
+`threadline.pending` (pending announcements, superseded on read by `supersede()`), and OWN_KEYS
+(dropped counts, flags, schema URLs, scope attributes), taken off again on read.
+
+What the string layout loses: a value's type. Reads give types back where the text tells them
+(`true`/`false` -> bool, an integer -> int, a decimal -> float, a JSON array or map -> list or
+dict), so the string "42" and the int 42 read back alike, bytes read back as their base64 text,
+and a double 2.0 as the int 2. Numeric filters compare `toFloat64OrNull` of the text.
+
+Engine SQL stays here; every value of a search is a bound parameter, never SQL text.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import re
+from decimal import Decimal
+from typing import Any
+
+from threadline.semconv import PENDING
+from threadline.server.model import (
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    STATUS_ERROR,
+    Event,
+    Link,
+    Span,
+)
+from threadline.server.storage.base import (
+    Dependency,
+    Store,
+    StoreUnavailable,
+    TraceSummary,
+    one_per_span,
+    supersede,
+)
+from threadline.server.storage.clickhouse_connection import Connection
+from threadline.server.storage.layout import (
+    Rows,
+    SpanColumns,
+    decode_attrs,
+    read_dropped,
+    untag_value,
+)
+from threadline.server.storage.query import Filter, Query
+
+log = logging.getLogger("threadline.server")
+
+KIND_NAMES = [
+    "SPAN_KIND_UNSPECIFIED",
+    "SPAN_KIND_INTERNAL",
+    "SPAN_KIND_SERVER",
+    "SPAN_KIND_CLIENT",
+    "SPAN_KIND_PRODUCER",
+    "SPAN_KIND_CONSUMER",
+]
+STATUS_NAMES = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
+# read also the short forms other writers use (pdata's String(): "Server", "Error")
+_KINDS = {n: i for i, n in enumerate(KIND_NAMES)} | {
+    n: i
+    for i, n in enumerate(["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"])
+}
+_STATUSES = {n: i for i, n in enumerate(STATUS_NAMES)} | {
+    n: i for i, n in enumerate(["Unset", "Ok", "Error"])
+}
+
+# threadline's data that OTLP has a field for and the layout has no column for
+DROPPED = "threadline.dropped"  # "attrs,events,links[,resource,scope]" (layout.dropped_text)
+FLAGS = "threadline.flags"
+SCHEMA_URLS = "threadline.schema_urls"  # "resource\nscope"
+SCOPE_ATTRIBUTES = "threadline.scope_attributes"  # typed JSON (layout.encode_attrs)
+KIND = "threadline.kind"  # a kind or status code beyond the names above, as sent
+STATUS = "threadline.status_code"
+OWN_KEYS = (DROPPED, FLAGS, SCHEMA_URLS, SCOPE_ATTRIBUTES, KIND, STATUS)
+
+_MAP = "Map(LowCardinality(String), String)"
+# (name, type, codec) of otel_traces, in the exporter's order; Nested columns flattened as
+# ClickHouse lists them
+TRACES_COLUMNS: list[tuple[str, str]] = [
+    ("Timestamp", "DateTime64(9)"),
+    ("TraceId", "String"),
+    ("SpanId", "String"),
+    ("ParentSpanId", "String"),
+    ("TraceState", "String"),
+    ("SpanName", "LowCardinality(String)"),
+    ("SpanKind", "LowCardinality(String)"),
+    ("ServiceName", "LowCardinality(String)"),
+    ("ResourceAttributes", _MAP),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "String"),
+    ("SpanAttributes", _MAP),
+    ("Duration", "UInt64"),
+    ("StatusCode", "LowCardinality(String)"),
+    ("StatusMessage", "String"),
+    ("Events.Timestamp", "Array(DateTime64(9))"),
+    ("Events.Name", "Array(LowCardinality(String))"),
+    ("Events.Attributes", f"Array({_MAP})"),
+    ("Links.TraceId", "Array(String)"),
+    ("Links.SpanId", "Array(String)"),
+    ("Links.TraceState", "Array(String)"),
+    ("Links.Attributes", f"Array({_MAP})"),
+    ("ResourceAttributeItems", "Array(String)"),
+    ("SpanAttributeItems", "Array(String)"),
+]
+LOOKUP_COLUMNS: list[tuple[str, str]] = [
+    ("TraceId", "String"),
+    ("Start", "SimpleAggregateFunction(min, DateTime)"),
+    ("End", "SimpleAggregateFunction(max, DateTime)"),
+]
+
+_TRACES_DDL = """CREATE TABLE IF NOT EXISTS {table}{on_cluster} (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
+    SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(SpanAttributes, 'Array(Tuple(String, String))')),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = {engine}
+PARTITION BY toDate(Timestamp)
+PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+{ttl}SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+
+_LOOKUP_DDL = """CREATE TABLE IF NOT EXISTS {table}{on_cluster} (
+    TraceId String CODEC(ZSTD(1)),
+    Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),
+    End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))
+) ENGINE = {engine}
+PARTITION BY toStartOfWeek(Start)
+ORDER BY (TraceId)
+{ttl}SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+
+_VIEW_DDL = """CREATE MATERIALIZED VIEW IF NOT EXISTS {view}{on_cluster}
+TO {lookup}
+AS SELECT
+    TraceId,
+    min(Timestamp) AS Start,
+    max(Timestamp) AS End
+FROM {table}
+WHERE TraceId != ''
+GROUP BY TraceId"""
+
+
+def ident(name: str) -> str:
+    """A quoted identifier: names come from flags, never trusted as SQL."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def ttl_expr(column: str, ttl_ns: int | None) -> str:
+    """The exporter's TTL clause for a retention: whole days as toIntervalDay, else the largest
+    unit (hour, minute, second) that divides it; "" for none."""
+    if not ttl_ns:
+        return ""
+    seconds = max(1, ttl_ns // 1_000_000_000)
+    for unit, size in (("Day", 86400), ("Hour", 3600), ("Minute", 60), ("Second", 1)):
+        if seconds % size == 0:
+            return f"TTL toDateTime({column}) + toInterval{unit}({seconds // size})\n"
+    raise AssertionError("unreachable: every whole second divides by 1")
+
+
+def create_statements(
+    database: str, table: str, cluster: str | None = None, ttl_ns: int | None = None
+) -> list[str]:
+    """The DDL that makes the layout: database, traces table, lookup table, view. With a cluster,
+    each runs ON CLUSTER and the tables use Replicated engines (replica paths from the servers'
+    default_replica_path / {replica} macros), as the exporter's cluster_name and table_engine
+    options make them."""
+    on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
+    rep = "Replicated" if cluster else ""
+    db = ident(database)
+    traces = f"{db}.{ident(table)}"
+    lookup = f"{db}.{ident(table + '_trace_id_ts')}"
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}{on}",
+        _TRACES_DDL.format(
+            table=traces,
+            on_cluster=on,
+            engine=f"{rep}MergeTree()",
+            ttl=ttl_expr("Timestamp", ttl_ns),
+        ),
+        _LOOKUP_DDL.format(
+            table=lookup,
+            on_cluster=on,
+            engine=f"{rep}AggregatingMergeTree()",
+            ttl=ttl_expr("Start", ttl_ns),
+        ),
+        _VIEW_DDL.format(
+            view=f"{db}.{ident(table + '_trace_id_ts_mv')}",
+            on_cluster=on,
+            lookup=lookup,
+            table=traces,
+        ),
+    ]
+
+
+class LayoutMismatch(StoreUnavailable):
+    """An existing table whose columns are not the exporter's layout: nothing is written to it."""
+
+
+# ------------------------------------------------------------------------- value forms
+
+
+def _go_float(v: float) -> str:
+    """A double as Go's strconv.FormatFloat(v, 'f', -1, 64): shortest digits, no exponent."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    text = format(Decimal(repr(v)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _raw(v: Any) -> Any:
+    """A value inside a JSON array or map as pdata's AsRaw marshals it."""
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    if isinstance(v, dict):
+        return {k: _raw(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_raw(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return _go_float(v)
+    return v
+
+
+def as_string(v: Any) -> str:
+    """An attribute value as the exporter stores it (pdata Value.AsString)."""
+    t = type(v)
+    if t is str:
+        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return str(v)
+    if t is float:
+        return _go_float(v)
+    if t is bytes:
+        return base64.b64encode(v).decode()
+    if v is None:
+        return ""
+    return json.dumps(_raw(v), ensure_ascii=False, separators=(",", ":"), sort_keys=t is dict)
+
+
+_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+
+
+def typed(s: str) -> Any:
+    """A stored string back as the value it most likely was (see the module docstring)."""
+    if s == "true":
+        return True
+    if s == "false":
+        return False
+    if _INT.fullmatch(s):
+        n = int(s)
+        return n if -(2**63) <= n < 2**63 else s
+    if _DECIMAL.fullmatch(s):
+        return float(s)
+    if s in ("NaN", "+Inf", "-Inf"):
+        return float(s.replace("Inf", "inf"))
+    if s[:1] in ("[", "{"):
+        try:
+            value = json.loads(s)
+        except ValueError:
+            return s
+        if isinstance(value, list | dict):
+            return value
+    return s
+
+
+def _typed_map(m: dict[str, str]) -> dict[str, Any]:
+    return {k: typed(v) for k, v in m.items()}
+
+
+def _strings(attrs: dict[str, Any]) -> dict[str, str]:
+    return {k: as_string(v) for k, v in attrs.items()}
+
+
+# --------------------------------------------------------------------------- the rows
+
+_INSERT_COLUMNS = (
+    "Timestamp, TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, "
+    "ResourceAttributes, ScopeName, ScopeVersion, SpanAttributes, Duration, StatusCode, "
+    "StatusMessage, `Events.Timestamp`, `Events.Name`, `Events.Attributes`, `Links.TraceId`, "
+    "`Links.SpanId`, `Links.TraceState`, `Links.Attributes`"
+)
+_INSERT_STRUCTURE = (
+    "ts Int64, tid String, sid String, pid String, tstate String, name String, kind String, "
+    "service String, res Map(String, String), sname String, sver String, "
+    "attrs Map(String, String), dur UInt64, status String, smsg String, ets Array(Int64), "
+    "en Array(String), ea Array(Map(String, String)), lt Array(String), ls Array(String), "
+    "lst Array(String), la Array(Map(String, String))"
+)
+_INSERT_SELECT = (
+    "fromUnixTimestamp64Nano(ts), tid, sid, pid, tstate, name, kind, service, res, sname, sver, "
+    "attrs, dur, status, smsg, arrayMap(x -> fromUnixTimestamp64Nano(x), ets), en, ea, lt, ls, "
+    "lst, la"
+)
+_MASK = (1 << 64) - 1
+
+
+def _hex(n: int | None) -> str:
+    return "" if n is None else format(n & _MASK, "016x")
+
+
+def export_lines(columns: list[Rows]) -> str:
+    """The rows as JSONCompactEachRow lines in _INSERT_STRUCTURE: the exporter's values."""
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    resources: dict[str | None, dict[str, str]] = {}
+    out = []
+    for rows in columns:
+        for r in rows.table().to_pylist():
+            attrs = _strings(decode_attrs(r["attributes"]))
+            kind, status = r["kind"], r["status_code"]
+            kind_name = KIND_NAMES[kind] if 0 <= kind < len(KIND_NAMES) else ""
+            if not kind_name:
+                attrs[KIND] = str(kind)
+            status_name = STATUS_NAMES[status] if 0 <= status < len(STATUS_NAMES) else ""
+            if not status_name:
+                attrs[STATUS] = str(status)
+            if r["dropped"]:
+                attrs[DROPPED] = r["dropped"]
+            if r["flags"]:
+                attrs[FLAGS] = str(r["flags"])
+            if r["schema_urls"]:
+                attrs[SCHEMA_URLS] = r["schema_urls"]
+            if r["scope_attributes"]:
+                attrs[SCOPE_ATTRIBUTES] = r["scope_attributes"]
+            res = resources.get(r["resource"])
+            if res is None:
+                res = resources[r["resource"]] = _strings(decode_attrs(r["resource"]))
+            events = json.loads(r["events"]) if r["events"] else []
+            links = json.loads(r["links"]) if r["links"] else []
+            event_attrs = []
+            for _, _, a, dropped in events:
+                m = _strings(untag_value(a)) if a else {}
+                if dropped:
+                    m[DROPPED] = str(dropped)
+                event_attrs.append(m)
+            link_attrs = []
+            for _, _, _, a, dropped, flags in links:
+                m = _strings(untag_value(a)) if a else {}
+                if dropped:
+                    m[DROPPED] = str(dropped)
+                if flags:
+                    m[FLAGS] = str(flags)
+                link_attrs.append(m)
+            out.append(
+                dumps(
+                    [
+                        r["start_ns"],
+                        _hex(r["tid_hi"]) + _hex(r["tid_lo"]),
+                        _hex(r["span_id"]),
+                        _hex(r["parent_id"]),
+                        r["trace_state"] or "",
+                        r["name"],
+                        kind_name,
+                        r["service"],
+                        res,
+                        r["scope_name"] or "",
+                        r["scope_version"] or "",
+                        attrs,
+                        max(0, r["duration_ns"]),
+                        status_name,
+                        r["status_message"] or "",
+                        [e[0] for e in events],
+                        [e[1] for e in events],
+                        event_attrs,
+                        [lk[0] for lk in links],
+                        [lk[1] for lk in links],
+                        [lk[2] or "" for lk in links],
+                        link_attrs,
+                    ]
+                )
+            )
+    return "\n".join(out)
+
+
+_SELECT = (
+    "TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, "
+    "ResourceAttributes, ScopeName, ScopeVersion, SpanAttributes, "
+    "toUnixTimestamp64Nano(Timestamp), Duration, StatusCode, StatusMessage, "
+    "arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`), `Events.Name`, "
+    "`Events.Attributes`, `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, "
+    "`Links.Attributes`"
+)
+_PENDING_SQL = f"SpanAttributes['{PENDING}'] = 'true'"
+
+
+def _count(m: dict[str, Any], key: str) -> int:
+    try:
+        return int(m.pop(key, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def read_span(row: list[Any], resources: dict[Any, dict[str, Any]] | None = None) -> Span:
+    (trace_id, span_id, parent_id, trace_state, name, kind_name, service, resource, scope_name,
+     scope_version, attributes, start_ns, duration_ns, status_name, status_message, event_times,
+     event_names, event_attrs, link_traces, link_spans, link_states, link_attrs) = row  # fmt: skip
+    raw = dict(attributes)
+    own = {k: raw.pop(k) for k in OWN_KEYS if k in raw}
+    attrs = _typed_map(raw)
+    kind = _KINDS.get(kind_name, 0)
+    if KIND in own:
+        kind = int(own[KIND]) if _INT.fullmatch(own[KIND]) else kind
+    status = _STATUSES.get(status_name, 0)
+    if STATUS in own:
+        status = int(own[STATUS]) if _INT.fullmatch(own[STATUS]) else status
+    d = read_dropped(own.get(DROPPED))
+    urls = own[SCHEMA_URLS].split("\n", 1) if SCHEMA_URLS in own else ["", ""]
+    if len(urls) < 2:
+        urls.append("")
+    key = json.dumps(resource, sort_keys=True) if resources is not None else None
+    res = resources.get(key) if resources is not None else None
+    if res is None:
+        res = _typed_map(resource)
+        if resources is not None:
+            resources[key] = res
+    events = []
+    for t, n, a in zip(event_times, event_names, event_attrs, strict=False):
+        a = dict(a)
+        dropped = _count(a, DROPPED)
+        events.append(Event(t, n, _typed_map(a), dropped))
+    links = []
+    for t, s, ts, a in zip(link_traces, link_spans, link_states, link_attrs, strict=False):
+        a = dict(a)
+        dropped, flags = _count(a, DROPPED), _count(a, FLAGS)
+        links.append(Link(t, s, ts, _typed_map(a), dropped, flags))
+    return Span(
+        trace_id.lower(),
+        span_id.lower(),
+        parent_id.lower(),
+        name,
+        kind,
+        start_ns,
+        start_ns + duration_ns,
+        service,
+        status,
+        status_message,
+        attrs,
+        res,
+        scope_name,
+        scope_version,
+        decode_attrs(own.get(SCOPE_ATTRIBUTES)),
+        events,
+        links,
+        trace_state,
+        int(own[FLAGS]) if _INT.fullmatch(own.get(FLAGS, "")) else 0,
+        d[0],
+        d[1],
+        d[2],
+        urls[0],
+        urls[1],
+        d[3],
+        d[4],
+    )
+
+
+class _Params:
+    """Bound parameters of one statement: `add` returns the placeholder of a value."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def add(self, value: Any, type_: str) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"{{{name}:{type_}}}"
+
+
+def _names_of(code: int, table: dict[str, int]) -> list[str]:
+    return [n for n, c in table.items() if c == code]
+
+
+class ClickHouseStore(Store):
+    """Spans in the exporter's tables, through a Connection (embedded chdb or HTTP)."""
+
+    retention_by_ttl = True
+
+    def __init__(
+        self,
+        conn: Connection,
+        database: str = "otel",
+        table: str = "otel_traces",
+        cluster: str | None = None,
+        ttl_ns: int | None = None,
+    ) -> None:
+        self._conn = conn
+        self.database, self.table, self.cluster = database, table, cluster
+        self._t = f"{ident(database)}.{ident(table)}"
+        self._lookup = f"{ident(database)}.{ident(table + '_trace_id_ts')}"
+        try:
+            self._check_layout()
+            for sql in create_statements(database, table, cluster, ttl_ns):
+                conn.execute(sql)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _check_layout(self) -> None:
+        """Refuse tables that exist with other columns (before anything is created or written)."""
+        for name, expected in (
+            (self.table, TRACES_COLUMNS),
+            (self.table + "_trace_id_ts", LOOKUP_COLUMNS),
+        ):
+            have = self._conn.rows(
+                "SELECT name, type FROM system.columns WHERE database = {db:String} "
+                "AND table = {t:String} ORDER BY position",
+                {"db": self.database, "t": name},
+            )
+            if not have:
+                continue
+            for i, want in enumerate(expected):
+                got = tuple(have[i]) if i < len(have) else None
+                if got != want:
+                    found = f"{got[0]} {got[1]}" if got else "nothing"
+                    raise LayoutMismatch(
+                        f"table {self.database}.{name} is not the collector's layout: column "
+                        f"{i + 1} should be {want[0]} {want[1]}, found {found}; refusing to use it"
+                    )
+            if len(have) > len(expected):
+                extra = have[len(expected)]
+                raise LayoutMismatch(
+                    f"table {self.database}.{name} is not the collector's layout: extra column "
+                    f"{extra[0]} {extra[1]}; refusing to use it"
+                )
+
+    # -- write
+
+    def write(self, spans: list[Span]) -> None:
+        self.write_columns([SpanColumns().add_spans(spans)])
+
+    def write_columns(self, columns: list[Rows]) -> None:
+        columns = [c for c in columns if len(c)]
+        if not columns:
+            return
+        # one synchronous insert: acknowledged once ClickHouse has stored it
+        self._conn.insert(
+            self._t, _INSERT_COLUMNS, _INSERT_SELECT, _INSERT_STRUCTURE, export_lines(columns)
+        )
+
+    # -- read
+
+    def _spans(self, sql: str, params: dict[str, Any]) -> list[Span]:
+        resources: dict[Any, dict[str, Any]] = {}
+        return supersede(read_span(r, resources) for r in self._conn.rows(sql, params))
+
+    def _trace_rows(self, ids: list[str]) -> list[list[Any]]:
+        """Rows of the given traces: the lookup table bounds the scan in time; ids it does not
+        know (rows written before its view existed) are looked up by id alone."""
+        known = self._conn.rows(
+            f"SELECT TraceId, toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) "
+            f"FROM {self._lookup} WHERE TraceId IN {{ids:Array(String)}} GROUP BY TraceId",
+            {"ids": ids},
+        )
+        rows: list[list[Any]] = []
+        if known:
+            rows += self._conn.rows(
+                f"SELECT {_SELECT} FROM {self._t} WHERE TraceId IN {{ids:Array(String)}} "
+                "AND Timestamp >= fromUnixTimestamp64Nano({lo:Int64}) "
+                "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64})",
+                {
+                    "ids": [k[0] for k in known],
+                    "lo": min(k[1] for k in known) * 1_000_000_000,
+                    "hi": (max(k[2] for k in known) + 1) * 1_000_000_000,
+                },
+            )
+        rest = sorted(set(ids) - {k[0] for k in known})
+        if rest:
+            rows += self._conn.rows(
+                f"SELECT {_SELECT} FROM {self._t} WHERE TraceId IN {{ids:Array(String)}}",
+                {"ids": rest},
+            )
+        return rows
+
+    def get_traces(self, trace_ids: list[str]) -> dict[str, list[Span]]:
+        ids = [t for t in dict.fromkeys(t.lower() for t in trace_ids) if _is_hex(t, 32)]
+        if not ids:
+            return {}
+        by_trace: dict[str, list[list[Any]]] = {}
+        for r in self._trace_rows(ids):
+            by_trace.setdefault(r[0].lower(), []).append(r)
+        out = {}
+        for t in ids:
+            if t in by_trace:
+                resources: dict[Any, dict[str, Any]] = {}
+                out[t] = supersede(read_span(r, resources) for r in by_trace[t])
+        return out
+
+    def _where(self, q: Query, p: _Params) -> str:
+        conds = ["1"]
+        if q.service:
+            conds.append(f"ServiceName = {p.add(q.service, 'String')}")
+        if q.operation:
+            conds.append(f"SpanName = {p.add(q.operation, 'String')}")
+        if q.kind is not None:
+            conds.append(f"SpanKind IN {p.add(_names_of(q.kind, _KINDS), 'Array(String)')}")
+        if q.start_ns is not None:
+            conds.append(f"Timestamp >= fromUnixTimestamp64Nano({p.add(q.start_ns, 'Int64')})")
+        if q.end_ns is not None:
+            conds.append(f"Timestamp < fromUnixTimestamp64Nano({p.add(q.end_ns, 'Int64')})")
+        if q.min_duration_ns is not None:
+            conds.append(f"Duration >= {p.add(max(0, q.min_duration_ns), 'UInt64')}")
+        if q.max_duration_ns is not None:
+            conds.append(f"toInt64(Duration) <= {p.add(q.max_duration_ns, 'Int64')}")
+        if q.status_code is not None:
+            names = _names_of(q.status_code, _STATUSES)
+            conds.append(f"StatusCode IN {p.add(names, 'Array(String)')}")
+        for alternatives in q.filters:
+            conds.append("(" + " OR ".join(self._filter_sql(f, p) for f in alternatives) + ")")
+        return " AND ".join(conds)
+
+    @staticmethod
+    def _filter_sql(f: Filter, p: _Params) -> str:
+        """`=`/`!=` compare the stored text (the value's text form); `<`... compare
+        toFloat64OrNull of it; `!=` needs the key (as the Filter contract says)."""
+        key = p.add(f.key, "String")
+        parts = []
+        for column, scope in (("SpanAttributes", "span"), ("ResourceAttributes", "resource")):
+            if f.scope not in (scope, "any"):
+                continue
+            present = f"mapContains({column}, {key})"
+            if f.op == "exists":
+                parts.append(present)
+            elif f.op == "!exists":
+                parts.append(f"NOT {present}")
+            elif f.op in ("=", "!="):
+                value = p.add(str(f.value), "String")
+                parts.append(f"({present} AND {column}[{key}] {f.op} {value})")
+            else:
+                number = p.add(f.number, "Float64")
+                parts.append(f"(toFloat64OrNull({column}[{key}]) {f.op} {number})")
+        joiner = " AND " if f.op == "!exists" else " OR "
+        return "(" + joiner.join(parts) + ")"
+
+    def find_trace_ids(self, query: Query) -> list[str]:
+        # the latest matching spans, widening the window until it holds `limit` traces
+        p = _Params()
+        where = self._where(query, p)
+        limit = int(query.limit)
+        window = limit * 4
+        while True:
+            rows = self._conn.rows(
+                f"SELECT TraceId FROM {self._t} WHERE {where} "
+                f"ORDER BY Timestamp DESC, TraceId DESC LIMIT {int(window)}",
+                p.values,
+            )
+            ids = list(dict.fromkeys(r[0].lower() for r in rows))
+            if len(ids) >= limit or len(rows) < window:
+                return ids[:limit]
+            window *= 8
+
+    def summaries(self, trace_ids: list[str]) -> list[TraceSummary]:
+        traces = self.get_traces(trace_ids)
+        out = []
+        for t in dict.fromkeys(x.lower() for x in trace_ids):
+            spans = traces.get(t)
+            if not spans:
+                continue
+            root = next((s for s in spans if not s.parent_span_id), spans[0])
+            start = spans[0].start_ns
+            out.append(
+                TraceSummary(
+                    trace_id=t,
+                    root_service=root.service,
+                    root_name=root.name,
+                    start_ns=start,
+                    duration_ns=max(s.end_ns for s in spans) - start,
+                    span_count=len(spans),
+                    services=sorted({s.service for s in spans}),
+                    error_count=sum(1 for s in spans if s.status_code == STATUS_ERROR),
+                    incomplete_count=sum(1 for s in spans if s.pending),
+                )
+            )
+        return out
+
+    def spans_between(
+        self, start_ns: int, end_ns: int, service: str | None = None, limit: int | None = None
+    ) -> list[Span]:
+        p = _Params()
+        sql = (
+            f"SELECT {_SELECT} FROM {self._t} "
+            f"WHERE Timestamp >= fromUnixTimestamp64Nano({p.add(start_ns, 'Int64')}) "
+            f"AND Timestamp < fromUnixTimestamp64Nano({p.add(end_ns, 'Int64')})"
+        )
+        if service:
+            sql += f" AND ServiceName = {p.add(service, 'String')}"
+        sql += " ORDER BY Timestamp"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self._spans(sql, p.values)
+
+    def services(self) -> list[str]:
+        return [
+            r[0] for r in self._conn.rows(f"SELECT DISTINCT ServiceName FROM {self._t} ORDER BY 1")
+        ]
+
+    def operations(
+        self, service: str | None = None, kind: int | None = None
+    ) -> list[tuple[str, int]]:
+        p = _Params()
+        sql = f"SELECT DISTINCT SpanName, SpanKind, SpanAttributes['{KIND}'] FROM {self._t} WHERE 1"
+        if service:
+            sql += f" AND ServiceName = {p.add(service, 'String')}"
+        found = set()
+        for name, kind_name, own_kind in self._conn.rows(sql, p.values):
+            k = int(own_kind) if _INT.fullmatch(own_kind) else _KINDS.get(kind_name, 0)
+            if kind is None or k == kind:
+                found.add((name, k))
+        return sorted(found)
+
+    def dependencies(self, start_ns: int, end_ns: int) -> list[Dependency]:
+        rows = self._conn.rows(
+            f"SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanKind, {_PENDING_SQL}, "
+            f"`Links.TraceId`, `Links.SpanId` FROM {self._t} "
+            "WHERE Timestamp >= fromUnixTimestamp64Nano({lo:Int64}) "
+            "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64})",
+            {"lo": start_ns, "hi": end_ns},
+        )
+        # one row per span, `base.one_per_span`: a completed span supersedes its pending copy
+        kept = one_per_span(rows, lambda r: (r[0].lower(), r[1].lower()), lambda r: bool(r[5]))
+        spans = {(r[0].lower(), r[1].lower()): r for r in kept}
+        deps: dict[tuple[str, str, str], int] = {}
+        for r in kept:
+            parent = spans.get((r[0].lower(), r[2].lower())) if r[2] else None
+            if parent is None or parent[3] == r[3]:
+                continue
+            messaging = _KINDS.get(parent[4]) == KIND_PRODUCER and _KINDS.get(r[4]) == KIND_CONSUMER
+            key = (parent[3], r[3], "messaging" if messaging else "call")
+            deps[key] = deps.get(key, 0) + 1
+        # across traces: a span links to the span that caused it (a consumer to its producer)
+        targets: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        malformed = 0
+        for r in kept:
+            for t, s in zip(r[6], r[7], strict=False):
+                if _is_hex(t, 32) and _is_hex(s, 16):
+                    targets.setdefault((t.lower(), s.lower()), []).append(
+                        (r[3], _KINDS.get(r[4], 0))
+                    )
+                else:
+                    malformed += 1
+        if malformed:
+            log.warning("dependencies: %d link(s) with malformed ids skipped", malformed)
+        if targets:
+            found = self._conn.rows(
+                f"SELECT TraceId, SpanId, any(ServiceName), any(SpanKind) FROM {self._t} "
+                "WHERE TraceId IN {tids:Array(String)} AND (TraceId, SpanId) IN "
+                "(SELECT tupleElement(x, 1), tupleElement(x, 2) "
+                "FROM (SELECT arrayJoin(arrayZip({tids2:Array(String)}, {sids:Array(String)})) AS x)) "
+                "GROUP BY TraceId, SpanId",
+                {
+                    "tids": sorted({t for t, _ in targets}),
+                    "tids2": [t for t, _ in targets],
+                    "sids": [s for _, s in targets],
+                },
+            )
+            for t, s, service, kind_name in found:
+                kind = _KINDS.get(kind_name, 0)
+                for child, child_kind in targets.get((t.lower(), s.lower()), []):
+                    if child != service:
+                        messaging = kind == KIND_PRODUCER or child_kind == KIND_CONSUMER
+                        key = (service, child, "messaging" if messaging else "link")
+                        deps[key] = deps.get(key, 0) + 1
+        return [Dependency(p, c, n, k) for (p, c, k), n in sorted(deps.items())]
+
+    def delete_before(self, ns: int) -> int:
+        """Retention is the tables' TTL; this deletes at once (a lightweight DELETE), for callers
+        that ask for it."""
+        params = {"ns": ns}
+        cond = "Timestamp < fromUnixTimestamp64Nano({ns:Int64})"
+        n = self._conn.rows(f"SELECT count() FROM {self._t} WHERE {cond}", params)[0][0]
+        if n:
+            self._conn.execute(f"DELETE FROM {self._t} WHERE {cond}", params)
+        return n
+
+    def stats(self) -> dict[str, Any]:
+        n = self._conn.rows(f"SELECT count() FROM {self._t}")[0][0]
+        size = self._conn.rows(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active "
+            "AND database = {db:String} AND table = {t:String}",
+            {"db": self.database, "t": self.table},
+        )
+        out: dict[str, Any] = {
+            "engine": self._conn.engine,
+            "path" if self._conn.engine == "chdb" else "url": self._conn.where,
+            "table": f"{self.database}.{self.table}",
+            "spans": n,
+        }
+        if size and size[0][0] is not None:
+            out["bytes_on_disk"] = int(size[0][0])
+        return out
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _is_hex(s: Any, n: int) -> bool:
+    if not isinstance(s, str) or len(s) != n:
+        return False
+    try:
+        int(s, 16)
+    except ValueError:
+        return False
+    return True

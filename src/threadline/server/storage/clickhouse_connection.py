@@ -1,0 +1,243 @@
+"""Connections to ClickHouse for its engine (clickhouse.py), and clickhouse:// URLs.
+
+Two connections behind one small interface (`Connection`): `ChdbConnection`, the engine embedded
+in this process (the `chdb` package, one data directory per process), and `HttpConnection`, a
+server or cluster over HTTP (`clickhouse-connect`). Both take `{name:Type}` placeholders with
+their values passed apart from the SQL text, return rows as Python values (maps as dicts,
+arrays as lists, 64-bit integers as ints), and insert JSONCompactEachRow lines through a SELECT that
+converts them (`insert`).
+
+A password (from the URL or THREADLINE_CLICKHOUSE_PASSWORD) appears in no error and no log line:
+`ClickHouseURL.display` is the URL without it, and errors from the client are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from threadline.server.storage.base import StoreUnavailable
+
+PASSWORD_ENV = "THREADLINE_CLICKHOUSE_PASSWORD"
+
+
+class StoreURLError(ValueError):
+    """A --store URL that cannot be used; the message names the part at fault."""
+
+
+@dataclass(frozen=True)
+class ClickHouseURL:
+    host: str
+    port: int
+    database: str | None
+    user: str
+    password: str = ""
+
+    @property
+    def display(self) -> str:
+        """The URL as it may be shown: never with the password."""
+        user = f"{self.user}@" if self.user != "default" else ""
+        return f"clickhouse://{user}{self.host}:{self.port}/{self.database or ''}"
+
+
+def parse_clickhouse_url(url: str) -> ClickHouseURL:
+    """`clickhouse://[user[:password]@]host[:port]/database`; the password may instead come from
+    THREADLINE_CLICKHOUSE_PASSWORD. Raises StoreURLError naming the part at fault (never
+    quoting the password)."""
+    try:
+        parts = urlsplit(url)
+        port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+        port = parts.port
+    except ValueError:
+        port_text = url.split("@")[-1].split("/")[0].rpartition(":")[2]
+        raise StoreURLError(f"--store: port {port_text!r} is not a port number (0-65535)") from None
+    if parts.scheme != "clickhouse":
+        raise StoreURLError(f"--store: scheme {parts.scheme!r} is not clickhouse://")
+    if not parts.hostname:
+        raise StoreURLError("--store clickhouse://: the host is missing (clickhouse://HOST/db)")
+    if port_text and port is None:
+        raise StoreURLError(f"--store: port {port_text!r} is not a port number")
+    if parts.query or parts.fragment:
+        raise StoreURLError("--store clickhouse://: a query string or fragment is not accepted")
+    path = parts.path.strip("/")
+    if "/" in path:
+        raise StoreURLError(f"--store clickhouse://: the database {path!r} is not one name")
+    password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV, "")
+    return ClickHouseURL(
+        host=parts.hostname,
+        port=port or 8123,
+        database=unquote(path) or None,
+        user=unquote(parts.username) if parts.username else "default",
+        password=password,
+    )
+
+
+def redact(url: str) -> str:
+    """A --store URL as it may be shown: a clickhouse:// URL without its password."""
+    if not url.startswith("clickhouse:"):
+        return url
+    try:
+        return parse_clickhouse_url(url).display
+    except StoreURLError:
+        return "clickhouse://(malformed)"
+
+
+class Connection(ABC):
+    """One ClickHouse, local or remote. Calls may come from several threads."""
+
+    engine: str  # "chdb" or "clickhouse"
+    where: str  # what stats() and messages show: a path, or the URL without its password
+
+    @abstractmethod
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]: ...
+
+    @abstractmethod
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def insert(self, table: str, columns: str, select: str, structure: str, lines: str) -> None:
+        """`INSERT INTO table (columns) SELECT select` over JSONCompactEachRow `lines` whose columns are
+        `structure` ("name Type, ..."), acknowledged once stored."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        pass
+
+
+def _quoted(s: str) -> str:
+    """A string literal in ClickHouse's text form (array elements of a parameter)."""
+    return (
+        "'"
+        + s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\t", "\\t")
+        + "'"
+    )
+
+
+def _param_text(v: Any) -> str:
+    """A parameter's value as the embedded engine parses it: strings in escaped TSV form, arrays
+    and tuples as literals."""
+    if isinstance(v, str):
+        return (
+            v.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+        )
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        inner = ", ".join(_quoted(x) if isinstance(x, str) else _param_text(x) for x in v)
+        return f"[{inner}]" if isinstance(v, list) else f"({inner})"
+    raise TypeError(f"no parameter form for {type(v).__name__}")
+
+
+class ChdbConnection(Connection):
+    """ClickHouse in this process, its data in one directory. chdb serves one data directory per
+    process, so one store at a time; calls are serialised (one session)."""
+
+    engine = "chdb"
+
+    def __init__(self, path: str) -> None:
+        try:
+            from chdb import session
+        except ImportError:
+            raise StoreUnavailable(
+                "chdb: is not installed (pip install 'threadline[clickhouse]')"
+            ) from None
+        self.where = path
+        self._lock = threading.Lock()
+        try:
+            os.makedirs(path, exist_ok=True)
+            self._session = session.Session(path)
+        except Exception as exc:  # noqa: BLE001 - chdb raises RuntimeError subclasses
+            raise StoreUnavailable(f"cannot open chdb:{path}: {_first_line(exc)}") from None
+        self.execute("SET output_format_json_quote_64bit_integers = 0")
+
+    def _query(self, sql: str, params: dict[str, Any] | None, fmt: str) -> bytes:
+        p = {k: _param_text(v) for k, v in params.items()} if params else None
+        with self._lock:
+            return self._session.query(sql, fmt, params=p).bytes()
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        out = self._query(sql, params, "JSONCompactEachRow")
+        return [json.loads(line) for line in out.splitlines() if line]
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._query(sql, params, "CSV")
+
+    def insert(self, table: str, columns: str, select: str, structure: str, lines: str) -> None:
+        self.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {select} "
+            "FROM format(JSONCompactEachRow, {structure:String}, {data:String})",
+            {"structure": structure, "data": lines},
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+class HttpConnection(Connection):
+    """A ClickHouse server (or cluster) over HTTP through clickhouse-connect."""
+
+    engine = "clickhouse"
+
+    def __init__(self, url: ClickHouseURL) -> None:
+        try:
+            import clickhouse_connect
+        except ImportError:
+            raise StoreUnavailable(
+                "clickhouse-connect is not installed (pip install 'threadline[clickhouse]')"
+            ) from None
+        self.where = url.display
+        self._password = url.password
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=url.host,
+                port=url.port,
+                username=url.user,
+                password=url.password,
+                connect_timeout=5,
+                # acknowledged means stored: an async insert is answered once it is flushed
+                settings={"wait_for_async_insert": 1},
+                autogenerate_session_id=False,  # several threads share the client
+            )
+        except Exception as exc:  # noqa: BLE001 - connect errors come in many types
+            raise StoreUnavailable(
+                f"cannot reach ClickHouse at {url.host}:{url.port}: {self._scrub(exc)}"
+            ) from None
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = _first_line(exc)
+        return text.replace(self._password, "***") if self._password else text
+
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except Exception as exc:  # noqa: BLE001 - re-raised without the password
+            from clickhouse_connect.driver.exceptions import OperationalError
+
+            cls = StoreUnavailable if isinstance(exc, OperationalError) else RuntimeError
+            raise cls(f"ClickHouse at {self.where}: {self._scrub(exc)}") from None
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        result = self._call(self._client.query, sql, parameters=params or {})
+        return [list(r) for r in result.result_rows]
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._call(self._client.command, sql, parameters=params or None)
+
+    def insert(self, table: str, columns: str, select: str, structure: str, lines: str) -> None:
+        sql = f"INSERT INTO {table} ({columns}) SELECT {select} FROM input({_quoted(structure)}) FORMAT JSONCompactEachRow"
+        self._call(self._client.command, sql, data=lines.encode())
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
