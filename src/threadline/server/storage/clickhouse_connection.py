@@ -14,6 +14,7 @@ A password (from the URL or THREADLINE_CLICKHOUSE_PASSWORD) appears in no error 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -49,19 +50,23 @@ def parse_clickhouse_url(url: str) -> ClickHouseURL:
     """`clickhouse://[user[:password]@]host[:port]/database`; the password may instead come from
     THREADLINE_CLICKHOUSE_PASSWORD. Raises StoreURLError naming the part at fault (never
     quoting the password)."""
+    parts = urlsplit(url)
+    hostport = parts.netloc.rpartition("@")[2]
+    port_text = (
+        hostport.rpartition("]")[2].lstrip(":")
+        if hostport.startswith("[")
+        else hostport.partition(":")[2]
+    )
     try:
-        parts = urlsplit(url)
-        port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
         port = parts.port
     except ValueError:
-        port_text = url.split("@")[-1].split("/")[0].rpartition(":")[2]
-        raise StoreURLError(f"--store: port {port_text!r} is not a port number (0-65535)") from None
+        port = None
     if parts.scheme != "clickhouse":
         raise StoreURLError(f"--store: scheme {parts.scheme!r} is not clickhouse://")
     if not parts.hostname:
         raise StoreURLError("--store clickhouse://: the host is missing (clickhouse://HOST/db)")
     if port_text and port is None:
-        raise StoreURLError(f"--store: port {port_text!r} is not a port number")
+        raise StoreURLError(f"--store: port {port_text!r} is not a port number (0-65535)")
     if parts.query or parts.fragment:
         raise StoreURLError("--store clickhouse://: a query string or fragment is not accepted")
     path = parts.path.strip("/")
@@ -194,6 +199,9 @@ class HttpConnection(Connection):
             ) from None
         self.where = url.display
         self._password = url.password
+        # the client's retries are logged by it as warnings; our errors say what failed, once
+        for name in ("urllib3.connectionpool", "clickhouse_connect"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         try:
             self._client = clickhouse_connect.get_client(
                 host=url.host,

@@ -1,0 +1,308 @@
+"""The ClickHouse engine on the collector's tables: values in the exporter's forms, rows the
+collector wrote read everywhere, the DDL (cluster, TTL), a foreign layout refused, bad URLs."""
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from threadline.server.model import Event, Link, Span
+from threadline.server.storage import StoreUnavailable, StoreURLError, open_store
+
+pytest.importorskip("chdb")
+
+from threadline.server.storage.clickhouse import (  # noqa: E402 - after the skip
+    LayoutMismatch,
+    as_string,
+    create_statements,
+    ttl_expr,
+    typed,
+)
+from threadline.server.storage.clickhouse_connection import (  # noqa: E402
+    ChdbConnection,
+    parse_clickhouse_url,
+    redact,
+)
+
+T1, T2 = "ab" * 16, "0f" * 16
+NOW = time.time_ns()
+
+
+@pytest.fixture
+def ch(tmp_path):
+    s = open_store(f"chdb:{tmp_path / 'ch'}")
+    yield s
+    s.close()
+
+
+def test_values_are_written_as_the_exporter_writes_them(ch):
+    ch.write(
+        [
+            Span(
+                T1, "cd" * 8, "ef" * 8, "GET /", 2, 1_000, 3_500, "api", 2, "boom",
+                {"i": 42, "d": 2.5, "whole": 2.0, "b": True, "by": b"\x00\xff", "arr": [1, "x"],
+                 "kv": {"z": 1, "a": [True]}, "s": "42", "threadline.pending": False},
+                {"service.name": "api", "host.name": "h"}, "lib", "1.2", {},
+                [Event(2_000, "exception", {"exception.message": "m"}, 3)],
+                [Link(T2, "11" * 8, "k=v", {"n": 1}, 0, 1)],
+            )
+        ]
+    )  # fmt: skip
+    [row] = ch._conn.rows(
+        "SELECT toUnixTimestamp64Nano(Timestamp), TraceId, SpanId, ParentSpanId, SpanName, "
+        "SpanKind, ServiceName, ResourceAttributes, ScopeName, ScopeVersion, SpanAttributes, "
+        "Duration, StatusCode, StatusMessage, arrayMap(t -> toUnixTimestamp64Nano(t), "
+        "Events.Timestamp), Events.Name, Events.Attributes, Links.TraceId, Links.SpanId, "
+        "Links.TraceState, Links.Attributes FROM otel.otel_traces"
+    )
+    assert row == [
+        1_000, T1, "cd" * 8, "ef" * 8, "GET /", "SPAN_KIND_SERVER", "api",
+        {"service.name": "api", "host.name": "h"}, "lib", "1.2",
+        {"i": "42", "d": "2.5", "whole": "2", "b": "true", "by": "AP8=", "arr": '[1,"x"]',
+         "kv": '{"a":[true],"z":1}', "s": "42", "threadline.pending": "false"},
+        2_500, "STATUS_CODE_ERROR", "boom", [2_000], ["exception"],
+        [{"exception.message": "m", "threadline.dropped": "3"}], [T2], ["11" * 8], ["k=v"],
+        [{"n": "1", "threadline.flags": "1"}],
+    ]  # fmt: skip
+    # the lookup table the view fills
+    assert ch._conn.rows("SELECT TraceId FROM otel.otel_traces_trace_id_ts") == [[T1]]
+    # read back: types where the text tells them; what the string layout loses
+    [got] = ch.get_trace(T1)
+    assert got.attributes == {
+        "i": 42, "d": 2.5, "whole": 2, "b": True, "by": "AP8=", "arr": [1, "x"],
+        "kv": {"a": [True], "z": 1}, "s": 42, "threadline.pending": False,
+    }  # fmt: skip
+    assert (got.kind, got.status_code, got.end_ns, got.events[0].dropped_attributes_count) == (
+        2,
+        2,
+        3_500,
+        3,
+    )
+    assert (got.links[0].flags, got.links[0].attributes) == (1, {"n": 1})
+
+
+def test_string_forms_follow_pdata():
+    assert [as_string(v) for v in (1e21, 1e-7, -0.0, float("inf"), float("nan"), None)] == [
+        "1000000000000000000000",
+        "0.0000001",
+        "0",
+        "+Inf",
+        "NaN",
+        "",
+    ]
+    assert [typed(s) for s in ("007", "1.50", "-3", "2" * 30, "[oops", "+Inf")] == [
+        "007",
+        1.5,
+        -3,
+        "2" * 30,
+        "[oops",
+        float("inf"),
+    ]
+
+
+def _insert_as_the_collector_does(conn: ChdbConnection) -> None:
+    """Rows in the exporter's forms, through plain SQL: what a collector would have written."""
+    t0 = NOW - 60_000_000_000
+    rows = [
+        # (start offset ms, trace, span, parent, name, kind, service, attrs, dur ms, status, links)
+        (0, T1, "01" * 8, "", "GET /checkout", "SPAN_KIND_SERVER", "frontend",
+         "{'http.response.status_code': '200', 'user': 'ann'}", 120, "STATUS_CODE_UNSET", ""),
+        (10, T1, "02" * 8, "01" * 8, "charge", "SPAN_KIND_CLIENT", "frontend",
+         "{'retries': '3'}", 50, "STATUS_CODE_ERROR", ""),
+        (15, T1, "03" * 8, "02" * 8, "POST /charge", "SPAN_KIND_SERVER", "payments",
+         "{'amount': '12.5'}", 40, "STATUS_CODE_ERROR", ""),
+        (20, T1, "04" * 8, "01" * 8, "publish", "SPAN_KIND_PRODUCER", "frontend", "{}", 1,
+         "STATUS_CODE_UNSET", ""),
+        (30, T2, "05" * 8, "", "process", "SPAN_KIND_CONSUMER", "mailer", "{}", 5,
+         "STATUS_CODE_OK", f"'{T1}'|'{'04' * 8}'"),
+    ]  # fmt: skip
+    values = []
+    for off, tid, sid, pid, name, kind, svc, attrs, dur, status, link in rows:
+        lt, ls = link.split("|") if link else ("", "")
+        lst, la = ("''", "{}") if link else ("", "")
+        values.append(
+            f"(fromUnixTimestamp64Nano(toInt64({t0 + off * 1_000_000})), '{tid}', '{sid}', "
+            f"'{pid}', '', '{name}', '{kind}', '{svc}', {{'service.name': '{svc}'}}, "
+            f"'io.opentelemetry.sdk', '1.0', {attrs}, {dur * 1_000_000}, '{status}', '', "
+            f"[fromUnixTimestamp64Nano(toInt64({t0}))], ['started'], [{{'k': 'v'}}], "
+            f"[{lt}], [{ls}], [{lst}], [{la}])"
+        )
+    conn.execute(
+        "INSERT INTO otel.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, TraceState, "
+        "SpanName, SpanKind, ServiceName, ResourceAttributes, ScopeName, ScopeVersion, "
+        "SpanAttributes, Duration, StatusCode, StatusMessage, Events.Timestamp, Events.Name, "
+        "Events.Attributes, Links.TraceId, Links.SpanId, Links.TraceState, Links.Attributes) "
+        "VALUES " + ", ".join(values)
+    )
+
+
+def test_rows_the_collector_wrote_show_up_in_threadline_serve(tmp_path):
+    from threadline.server.serving import spawn
+
+    path = tmp_path / "ch"
+    conn = ChdbConnection(str(path))  # as a new user would: the collector's tables, its rows
+    for sql in create_statements("otel", "otel_traces"):
+        conn.execute(sql)
+    _insert_as_the_collector_does(conn)
+    conn.close()
+
+    with (
+        spawn(str(tmp_path / "unused.duckdb"), "--store", f"chdb:{path}") as srv,
+        httpx.Client(base_url=srv.urls.api, timeout=30) as api,
+    ):
+        assert srv.db == f"chdb:{path}"
+        assert api.get("/api/services").json()["data"] == ["frontend", "mailer", "payments"]
+        ops = api.get("/api/operations", params={"service": "frontend"}).json()["data"]
+        assert sorted((o["name"], o["spanKind"]) for o in ops) == [
+            ("GET /checkout", "server"),
+            ("charge", "client"),
+            ("publish", "producer"),
+        ]
+        # Jaeger v1: search, then by id
+        found = api.get("/api/traces", params={"service": "payments"}).json()["data"]
+        assert [t["traceID"] for t in found] == [T1]
+        [trace] = api.get(f"/api/traces/{T1}").json()["data"]
+        by_id = {s["spanID"]: s for s in trace["spans"]}
+        assert len(by_id) == 4 and by_id["02" * 8]["duration"] == 50_000
+        tags = {t["key"]: t for t in by_id["01" * 8]["tags"]}
+        assert tags["http.response.status_code"]["value"] == 200  # typed back from "200"
+        assert {t["key"]: t["value"] for t in by_id["02" * 8]["tags"]}["error"] is True
+        # v3: OTLP JSON, kinds and statuses back as OTLP enums
+        v3 = api.get(f"/api/v3/traces/{T2}").json()["result"]["resourceSpans"]
+        [s] = v3[0]["scopeSpans"][0]["spans"]
+        assert (s["kind"], s["status"].get("code")) == (5, 1)
+        assert s["links"][0]["traceId"] == T1
+        # the filter language: numeric comparisons on the stored text, resource scope, OR
+        for flt, want in (
+            ("amount>12", [T1]),
+            ("amount<12", []),
+            ("retries>=3 OR user=nobody", [T1]),
+            ("resource:service.name=mailer", [T2]),
+            ("!user", [T2, T1]),
+        ):
+            body = api.get("/api/threadline/search", params={"filter": flt}).json()
+            assert [t["trace_id"] for t in body["traces"]] == want, flt
+        [summary] = api.get("/api/threadline/search", params={"service": "mailer"}).json()["traces"]
+        assert (summary["span_count"], summary["root_name"]) == (1, "process")
+        # dependencies: calls, and the consumer's link to its producer
+        end_ms = NOW // 1_000_000 + 1
+        deps = api.get("/api/dependencies", params={"endTs": end_ms, "lookback": 3_600_000})
+        assert deps.json()["data"] == [
+            {"parent": "frontend", "child": "mailer", "callCount": 1},
+            {"parent": "frontend", "child": "payments", "callCount": 1},
+        ]
+        analysis = api.get(f"/api/threadline/analysis/trace/{T1}")
+        assert analysis.status_code == 200
+        stats = api.get("/api/threadline/stats").json()
+        assert stats["store"]["spans"] == 5 if "store" in stats else stats["spans"] == 5
+
+
+def test_cluster_ddl_and_ttl():
+    db, traces, lookup, view = create_statements("obs", "spans", "three", ttl_ns=72 * 3600 * 10**9)
+    assert db == "CREATE DATABASE IF NOT EXISTS `obs` ON CLUSTER `three`"
+    assert traces.startswith("CREATE TABLE IF NOT EXISTS `obs`.`spans` ON CLUSTER `three` (\n")
+    assert "\n) ENGINE = ReplicatedMergeTree()\nPARTITION BY toDate(Timestamp)\n" in traces
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(3)\nSETTINGS index_granularity" in traces
+    assert lookup.startswith(
+        "CREATE TABLE IF NOT EXISTS `obs`.`spans_trace_id_ts` ON CLUSTER `three` ("
+    )
+    assert "ENGINE = ReplicatedAggregatingMergeTree()" in lookup
+    assert "TTL toDateTime(Start) + toIntervalDay(3)\n" in lookup
+    assert view.startswith(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS `obs`.`spans_trace_id_ts_mv` ON CLUSTER `three`\n"
+        "TO `obs`.`spans_trace_id_ts`\n"
+    )
+    single = create_statements("otel", "otel_traces")
+    assert "ON CLUSTER" not in "".join(single) and "TTL" not in "".join(single)
+    assert "ENGINE = MergeTree()" in single[1]
+    assert ttl_expr("Timestamp", 90 * 60 * 10**9) == (
+        "TTL toDateTime(Timestamp) + toIntervalMinute(90)\n"
+    )
+
+
+def test_retention_becomes_the_tables_ttl(tmp_path):
+    s = open_store(f"chdb:{tmp_path / 'ch'}", retention_ns=7 * 86400 * 10**9)
+    try:
+        [[ddl]] = s._conn.rows("SELECT create_table_query FROM system.tables "
+                               "WHERE database = 'otel' AND name = 'otel_traces'")  # fmt: skip
+        assert "TTL toDateTime(Timestamp) + toIntervalDay(7)" in ddl
+        assert s.retention_by_ttl
+    finally:
+        s.close()
+
+
+def test_a_table_of_another_layout_is_refused_and_left_alone(tmp_path):
+    path = str(tmp_path / "ch")
+    conn = ChdbConnection(path)
+    conn.execute("CREATE DATABASE otel")
+    # an older exporter's table: Duration was Int64 then, and no Scope columns
+    conn.execute(
+        "CREATE TABLE otel.otel_traces (Timestamp DateTime64(9), TraceId String, SpanId String, "
+        "ParentSpanId String, TraceState String, SpanName LowCardinality(String), "
+        "SpanKind LowCardinality(String), ServiceName LowCardinality(String), "
+        "ResourceAttributes Map(LowCardinality(String), String), "
+        "ScopeName String, ScopeVersion String, "
+        "SpanAttributes Map(LowCardinality(String), String), Duration Int64) "
+        "ENGINE = MergeTree ORDER BY Timestamp"
+    )
+    conn.close()
+    with pytest.raises(
+        LayoutMismatch,
+        match=r"table otel.otel_traces is not the collector's layout: column 13 should be "
+        r"Duration UInt64, found Duration Int64; refusing to use it",
+    ):
+        open_store(f"chdb:{path}")
+    conn = ChdbConnection(path)
+    try:
+        assert conn.rows("SELECT count() FROM otel.otel_traces") == [[0]]
+        assert conn.rows("EXISTS TABLE otel.otel_traces_trace_id_ts") == [[0]]  # nothing made
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("clickhouse://h:port/db", "--store: port 'port' is not a port number"),
+        ("clickhouse:///db", "--store clickhouse://: the host is missing"),
+        ("clickhouse://h/a/b", "--store clickhouse://: the database 'a/b' is not one name"),
+        (
+            "clickhouse://h/db?x=1",
+            "--store clickhouse://: a query string or fragment is not accepted",
+        ),
+        ("mysql://h/db", "--store: unknown engine 'mysql'"),
+        ("chdb:", "--store chdb: the path is missing"),
+        ("duckdb:", "--store duckdb: the path is missing"),
+    ],
+)
+def test_a_malformed_url_names_the_part_at_fault(url, message):
+    with pytest.raises(StoreURLError, match="^" + message.replace("?", r"\?")):
+        open_store(url)
+
+
+def test_the_password_is_never_shown(monkeypatch):
+    url = parse_clickhouse_url("clickhouse://ann:s3cret@db.example:9000/obs")
+    assert (url.user, url.password, url.port, url.database) == ("ann", "s3cret", 9000, "obs")
+    assert url.display == "clickhouse://ann@db.example:9000/obs"
+    assert redact("clickhouse://ann:s3cret@h/obs") == "clickhouse://ann@h:8123/obs"
+    monkeypatch.setenv("THREADLINE_CLICKHOUSE_PASSWORD", "fromenv")
+    assert parse_clickhouse_url("clickhouse://h/obs").password == "fromenv"
+    pytest.importorskip("clickhouse_connect")
+    with pytest.raises(StoreUnavailable) as err:
+        open_store("clickhouse://ann:s3cret@127.0.0.1:9/obs")  # nothing listens there
+    assert str(err.value).startswith("cannot reach ClickHouse at 127.0.0.1:9: ")
+    assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_serve_reports_an_unreachable_server_in_one_line(tmp_path):
+    pytest.importorskip("clickhouse_connect")
+    out = subprocess.run(
+        [sys.executable, "-m", "threadline.cli", "serve", "--port", "0", "--otlp-http-port",
+         "0", "--otlp-grpc-port", "0", "--store", "clickhouse://ann:s3cret@127.0.0.1:9/obs"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("threadline serve: cannot reach ClickHouse at 127.0.0.1:9: ")
+    assert out.stderr.count("\n") == 1 and "s3cret" not in out.stderr + out.stdout
