@@ -306,3 +306,44 @@ def test_serve_reports_an_unreachable_server_in_one_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("threadline serve: cannot reach ClickHouse at 127.0.0.1:9: ")
     assert out.stderr.count("\n") == 1 and "s3cret" not in out.stderr + out.stdout
+
+
+def test_a_lost_server_is_retry_later_and_other_errors_are_not():
+    """ClickHouse gone mid-way: StoreUnavailable (ingest answers 503 + Retry-After); an error
+    ClickHouse reports: a plain error (500 with the reason); neither shows the password."""
+    pytest.importorskip("clickhouse_connect")
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    from threadline.server.ingest.queue import not_stored
+    from threadline.server.storage.clickhouse_connection import HttpConnection
+
+    conn = object.__new__(HttpConnection)
+    conn.where, conn._password = "clickhouse://ann@h:8123/otel", "s3cret"
+
+    def fail(exc):
+        def call(*a, **kw):
+            raise exc
+
+        return call
+
+    with pytest.raises(StoreUnavailable) as lost:
+        conn._call(fail(OperationalError("connection refused for ann:s3cret")))
+    assert str(lost.value) == (
+        "ClickHouse at clickhouse://ann@h:8123/otel: connection refused for ann:***"
+    )
+    assert not_stored(lost.value, 60)[0] is True  # retryable: 503
+    with pytest.raises(RuntimeError) as refused:
+        conn._call(fail(DatabaseError("Code: 27. Cannot parse input")))
+    assert not isinstance(refused.value, OSError)
+    assert not_stored(refused.value, 60) == (
+        False,
+        "spans not stored: ClickHouse at clickhouse://ann@h:8123/otel: Code: 27. Cannot parse input",
+    )
+
+
+def test_serve_on_chdb_leaves_retention_to_the_ttl(tmp_path):
+    from threadline import server
+
+    with server.start(db=f"chdb:{tmp_path / 'ch'}", retention_ns=3600 * 10**9) as srv:
+        assert srv.ingest.retention_ns is None and srv.store.retention_by_ttl
+        assert srv.store.stats()["engine"] == "chdb"
