@@ -3,7 +3,8 @@ and durably committed to the DuckDB file, on one core (DuckDB limited to one thr
 
 Goal: >= 250k spans/s. Anchor: Jaeger on ClickHouse, 52k spans/s on 4 cores (13k per core).
 Rows: the store path (decode + commit, no HTTP) and the full HTTP path (POST /v1/traces to a
-running server, answered after commit). The figure is spans per CPU-second of this process with
+running server, answered after commit); with the clickhouse extra, the same into chdb (the
+collector's tables, embedded ClickHouse, using its own threads). The figure is spans per CPU-second of this process with
 DuckDB on one thread, i.e. on one core, which stays meaningful on a shared, busy machine; the
 wall-clock rate is in the note."""
 
@@ -44,6 +45,28 @@ def _store_path(n: int, rounds: int, part: str = "all") -> tuple[float, float]:
                 store.write_columns([columns])
         if part != "decode":
             store._con.execute("CHECKPOINT")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        store.close()
+    return n * rounds / cpu, n * rounds / wall
+
+
+def _chdb_path(n: int, rounds: int, part: str = "all") -> tuple[float, float]:
+    """Spans per CPU-second (every thread of this process: chdb runs inside it) and per second
+    into the collector's tables on embedded ClickHouse: decode + insert ("all") or the insert
+    alone ("store"), each insert acknowledged once stored."""
+    from threadline.server.ingest.decode import decode_protobuf_export
+    from threadline.server.storage import open_store
+
+    bodies = [make_request(n, seed=i).SerializeToString() for i in range(rounds)]
+    decoded = [decode_protobuf_export(b).columns for b in bodies] if part == "store" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"chdb:{os.path.join(tmp, 'ch')}")
+        store.write_columns(
+            [decode_protobuf_export(make_request(100, seed=999).SerializeToString()).columns]
+        )
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i, body in enumerate(bodies):
+            store.write_columns([decoded[i] if decoded else decode_protobuf_export(body).columns])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         store.close()
     return n * rounds / cpu, n * rounds / wall
@@ -94,4 +117,18 @@ def run() -> list[dict]:
         row("  of which decode (protobuf -> Arrow columns)", _store_path(10_000, 10, "decode")),
         row("  of which DuckDB (commit + checkpoint)", _store_path(10_000, 10, "store")),
         row("ingest 10k-span batches over OTLP/HTTP, ack after commit", _http_path(10_000, 4)),
+        *(
+            [
+                row("chdb: ingest 10k-span batches: decode + insert", _chdb_path(10_000, 10)),
+                row("  of which chdb (the collector's tables)", _chdb_path(10_000, 10, "store")),
+            ]
+            if _has_chdb()
+            else []
+        ),
     ]
+
+
+def _has_chdb() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("chdb") is not None

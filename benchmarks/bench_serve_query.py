@@ -4,12 +4,15 @@ spans, HTTP attributes): trace by id and attribute search, plus bytes on disk pe
 1M spans by default; THREADLINE_BENCH_SPANS=10000000 for the 10M figures (slow to build on a
 small machine). A base of 100k spans goes through the real write path; the rest are copies made
 inside DuckDB with fresh trace and span ids and later times (same layout, built in seconds).
+With the clickhouse extra, the same rows for chdb (the collector's tables, embedded ClickHouse);
+THREADLINE_BENCH_CHDB_SPANS sets its size apart.
 
 Goals at 10M: trace by id <= 20 ms, attribute search <= 200 ms. Anchor: Jaeger on ClickHouse,
 101 ms and 1,769 ms."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import statistics
@@ -173,8 +176,110 @@ def run() -> list[dict]:
         for name, fn in searches.items():
             rows.append(_row(f"{name}, {label}", _timed(fn, 7), JAEGER_SEARCH_MS, "200 ms"))
         rows.append(
+            _row(
+                f"dependencies over an hour, {label}",
+                _timed(lambda: store.dependencies(last - 3600 * 10**9, last + 1), 3),
+                JAEGER_SEARCH_MS,
+                "200 ms",
+            )
+        )
+        rows.append(
             {
                 "name": f"bytes on disk per span ({label})",
+                "value": stored["bytes_on_disk"] / stored["spans"],
+                "unit": "B",
+                "note": f"{stored['spans']:,} spans, built in {build_s:.0f}s",
+            }
+        )
+        store.close()
+    if importlib.util.find_spec("chdb") is not None:
+        chdb_total = int(os.environ.get("THREADLINE_BENCH_CHDB_SPANS", str(total)))
+        rows += _chdb_rows(chdb_total)
+    return rows
+
+
+def _fill_chdb(store, total: int) -> None:
+    """BASE spans through the store's own insert, then copies made by ClickHouse (trace ids
+    changed, a day later each: the base spans under two hours, so a copy never copies a copy)."""
+    from threadline.server.ingest.decode import decode_protobuf_export
+
+    made, seed = 0, 0
+    while made < min(BASE, total):
+        n = min(10_000, min(BASE, total) - made)
+        start = 1_700_000_000_000_000_000 + seed * 600 * 10**9
+        body = make_request(n, seed=seed, start_ns=start).SerializeToString()
+        store.write_columns([decode_protobuf_export(body).columns])
+        made += n
+        seed += 1
+    t = store._t
+    base_end = store._conn.rows(f"SELECT max(Timestamp) FROM {t}")[0][0]
+    k = 1
+    while made < total:
+        n = min(BASE, total - made)
+        store._conn.execute(
+            f"INSERT INTO {t} SELECT * REPLACE ("
+            f"concat(leftPad(lower(hex({k})), 6, '0'), substring(TraceId, 7)) AS TraceId, "
+            f"Timestamp + toIntervalDay({k}) AS Timestamp) "
+            f"FROM (SELECT * FROM {t} WHERE Timestamp <= toDateTime64('{base_end}', 9) LIMIT {n})"
+        )
+        made += n
+        k += 1
+    store._conn.execute(f"OPTIMIZE TABLE {t} FINAL")
+
+
+def _chdb_rows(total: int) -> list[dict]:
+    from threadline.server.storage import Query, open_store, parse_filter
+
+    label = f"{total / 1e6:g}M"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"chdb:{os.path.join(tmp, 'ch')}")
+        started = time.perf_counter()
+        _fill_chdb(store, total)
+        build_s = time.perf_counter() - started
+        stored = store.stats()
+        conn, t = store._conn, store._t
+        sample = conn.rows(
+            f"SELECT TraceId, count() FROM {t} GROUP BY TraceId ORDER BY rand() LIMIT 200"
+        )
+        ids = [r[0] for r in sample]
+        rng = random.Random(7)
+        rows.append(
+            _row(
+                f"chdb: trace by id, {label} spans ({statistics.mean(r[1] for r in sample):.0f} "
+                "spans/trace avg)",
+                _timed(lambda: store.get_trace(rng.choice(ids)), 30),
+                JAEGER_BY_ID_MS,
+                "20 ms",
+            )
+        )
+        last = conn.rows(f"SELECT toUnixTimestamp64Nano(max(Timestamp)) FROM {t}")[0][0]
+        rare = conn.rows(f"SELECT SpanAttributes['user.id'] FROM {t} LIMIT 1 OFFSET 4242")[0][0]
+        searches = {
+            "chdb: Jaeger search, last hour: service + tag, 20 traces": lambda: store.find_traces(
+                Query(
+                    service="payments",
+                    filters=[[parse_filter("http.status_code=500")[0]]],
+                    start_ns=last - 3600 * 10**9,
+                    end_ns=last + 1,
+                    limit=20,
+                )
+            ),
+            "chdb: Jaeger search, all time: service + tag, 20 traces": lambda: store.find_traces(
+                Query(service="payments", filters=[parse_filter("http.status_code=500")], limit=20)
+            ),
+            "chdb: attribute search: rare value (user.id=)": lambda: store.search(
+                Query(filters=[parse_filter(f"user.id={rare}")], limit=20)
+            ),
+            "chdb: dependencies over an hour": lambda: store.dependencies(
+                last - 3600 * 10**9, last + 1
+            ),
+        }
+        for name, fn in searches.items():
+            rows.append(_row(f"{name}, {label}", _timed(fn, 5), JAEGER_SEARCH_MS, "200 ms"))
+        rows.append(
+            {
+                "name": f"chdb: bytes on disk per span ({label})",
                 "value": stored["bytes_on_disk"] / stored["spans"],
                 "unit": "B",
                 "note": f"{stored['spans']:,} spans, built in {build_s:.0f}s",
