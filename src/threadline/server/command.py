@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db",
         default=None,
         metavar="FILE",
-        help="DuckDB file, or :memory: (default: ~/.local/share/threadline/traces.duckdb, "
-        "under $XDG_DATA_HOME when set)",
+        help="DuckDB file, or :memory:; shorthand for --store duckdb:FILE (default: "
+        "~/.local/share/threadline/traces.duckdb, under $XDG_DATA_HOME when set)",
     )
     parser.add_argument(
         "--store",

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from threadline import server
+from threadline.server.model import Event, Link, Span
 
 pytest.importorskip("chdb")
 sys.path.insert(0, str(Path(__file__).parents[3] / "benchmarks"))
@@ -51,6 +52,12 @@ def _answers(srv) -> dict[str, object]:
             get(f"/api/v3/traces/{t}")
             get(f"/api/threadline/traces/{t}")
             get(f"/api/threadline/analysis/trace/{t}")
+        for t in (P, C):
+            get(f"/api/traces/{t}")
+            get(f"/api/v3/traces/{t}")
+            get(f"/api/threadline/traces/{t}")
+            get(f"/api/threadline/analysis/waterfall/{t}")
+        get("/api/traces", service="billing")
         get("/api/v3/traces", **{"query.service_name": "cart", "query.num_traces": 5})
         for flt in (
             "http.status_code>=500",
@@ -79,15 +86,45 @@ def _load(srv, body: bytes) -> None:
     assert r.status_code == 200, r.text
 
 
+P, C = "d1" * 16, "e2" * 16  # a producer's trace, its consumer's
+
+
+def _threadline_spans() -> list[Span]:
+    """What serve_data lacks: pending announcements (one completed later, one not), a consumer
+    linking to its producer across traces, dropped counts, flags, trace state."""
+    t = START + 5 * 10**9
+    pending = {"threadline.pending": True}
+    res = {"service.name": "orders", "host.name": "orders-1"}
+
+    def span(trace, sid, parent, name, service, kind, start, end, **kw):
+        r = {**res, "service.name": service}
+        return Span(trace, sid, parent, name, kind, start, end, service, resource=r, **kw)
+
+    return [
+        span(P, "01" * 8, "", "POST /order", "orders", 2, t, t + 9_000_000, attributes={"n": 3}),
+        span(P, "02" * 8, "01" * 8, "publish", "orders", 4, t + 10, t + 10, attributes=pending),
+        span(P, "02" * 8, "01" * 8, "publish", "orders", 4, t + 10, t + 500_000, flags=1,
+             trace_state="k=v", dropped_attributes_count=2, dropped_events_count=1,
+             events=[Event(t + 20, "sent", {"bytes": 512}, 1)]),
+        span(C, "03" * 8, "", "consume", "billing", 5, t + 10**6, t + 10**6, attributes=pending,
+             links=[Link(P, "02" * 8, "", {"messaging.batch": True}, 0, 1)]),
+    ]  # fmt: skip
+
+
 def test_duckdb_and_chdb_give_every_api_answer_alike(tmp_path):
     body = make_request(4_000, seed=3, start_ns=START).SerializeToString()
     answers = {}
     for name, db in (("duckdb", str(tmp_path / "d.duckdb")), ("chdb", f"chdb:{tmp_path / 'ch'}")):
         with server.start(db=db) as srv:
             _load(srv, body)
+            srv.ingest.submit(_threadline_spans()).result(30)
             answers[name] = _answers(srv)
     duck, ch = answers["duckdb"], answers["chdb"]
     assert duck.keys() == ch.keys()
     differing = [k for k in duck if duck[k] != ch[k]]
     assert differing == [], differing[:3]
     assert len(duck) > 40
+    deps = duck[f"/api/dependencies?endTs={END_MS}&lookback=3600000"][1]["data"]  # type: ignore[index]
+    assert {"parent": "orders", "child": "billing", "callCount": 1} in deps
+    [[pending]] = [t["spans"] for t in duck[f"/api/traces/{C}?"][1]["data"]]  # type: ignore[index]
+    assert {"key": "threadline.incomplete", "type": "bool", "value": True} in pending["tags"]
