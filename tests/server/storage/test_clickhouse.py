@@ -347,3 +347,28 @@ def test_serve_on_chdb_leaves_retention_to_the_ttl(tmp_path):
     with server.start(db=f"chdb:{tmp_path / 'ch'}", retention_ns=3600 * 10**9) as srv:
         assert srv.ingest.retention_ns is None and srv.store.retention_by_ttl
         assert srv.store.stats()["engine"] == "chdb"
+
+
+def test_an_insert_clickhouse_refuses_fails_that_export_only(tmp_path):
+    """Someone else's constraint on the shared table refuses one export: 500 with ClickHouse's
+    reason for it, 200 for the next, and ingest goes on."""
+    from threadline import server
+    from threadline.server.otlp.json_format import encode_json
+
+    path = str(tmp_path / "ch")
+    conn = ChdbConnection(path)
+    for sql in create_statements("otel", "otel_traces"):
+        conn.execute(sql)
+    conn.execute("ALTER TABLE otel.otel_traces ADD CONSTRAINT no_evil CHECK SpanName != 'evil'")
+    conn.close()
+
+    def export(name: str, span_id: str) -> httpx.Response:
+        body = encode_json([Span(T1, span_id, "", name, 2, NOW, NOW + 5, "api")])
+        return httpx.post(srv.urls.otlp_http + "/v1/traces", json=body, timeout=30)
+
+    with server.start(db=f"chdb:{path}") as srv:
+        refused = export("evil", "01" * 8)
+        assert refused.status_code == 500
+        assert "no_evil" in refused.text and "VIOLATED_CONSTRAINT" in refused.text
+        assert export("fine", "02" * 8).status_code == 200
+        assert [s.name for s in srv.store.get_trace(T1)] == ["fine"]
