@@ -443,6 +443,15 @@ _SELECT = (
     "`Links.Attributes`"
 )
 _PENDING_SQL = f"SpanAttributes['{PENDING}'] = 'true'"
+_SUMMARY_SELECT = (
+    "TraceId, SpanId, ParentSpanId, ServiceName, SpanName, toUnixTimestamp64Nano(Timestamp), "
+    f"Duration, StatusCode, {_PENDING_SQL}, SpanAttributes['{STATUS}']"
+)
+
+
+def _status(name: str, own: str) -> int:
+    """A status code from its column and threadline's own attribute (codes beyond the names)."""
+    return int(own) if _INT.fullmatch(own) else _STATUSES.get(name, 0)
 
 
 def _count(m: dict[str, Any], key: str) -> int:
@@ -604,9 +613,10 @@ class ClickHouseStore(Store):
         resources: dict[Any, dict[str, Any]] = {}
         return supersede(read_span(r, resources) for r in self._conn.rows(sql, params))
 
-    def _trace_rows(self, ids: list[str]) -> list[list[Any]]:
-        """Rows of the given traces: the lookup table bounds the scan in time; ids it does not
-        know (rows written before its view existed) are looked up by id alone."""
+    def _trace_rows(self, ids: list[str], select: str = _SELECT) -> list[list[Any]]:
+        """Rows of the given traces (`select`, TraceId first): the lookup table bounds the scan
+        in time; ids it does not know (rows written before its view existed) are looked up by
+        id alone."""
         known = self._conn.rows(
             f"SELECT TraceId, toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) "
             f"FROM {self._lookup} WHERE TraceId IN {{ids:Array(String)}} GROUP BY TraceId",
@@ -615,7 +625,7 @@ class ClickHouseStore(Store):
         rows: list[list[Any]] = []
         if known:
             rows += self._conn.rows(
-                f"SELECT {_SELECT} FROM {self._t} WHERE TraceId IN {{ids:Array(String)}} "
+                f"SELECT {select} FROM {self._t} WHERE TraceId IN {{ids:Array(String)}} "
                 "AND Timestamp >= fromUnixTimestamp64Nano({lo:Int64}) "
                 "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64})",
                 {
@@ -627,7 +637,7 @@ class ClickHouseStore(Store):
         rest = sorted(set(ids) - {k[0] for k in known})
         if rest:
             rows += self._conn.rows(
-                f"SELECT {_SELECT} FROM {self._t} WHERE TraceId IN {{ids:Array(String)}}",
+                f"SELECT {select} FROM {self._t} WHERE TraceId IN {{ids:Array(String)}}",
                 {"ids": rest},
             )
         return rows
@@ -710,25 +720,33 @@ class ClickHouseStore(Store):
             window *= 8
 
     def summaries(self, trace_ids: list[str]) -> list[TraceSummary]:
-        traces = self.get_traces(trace_ids)
+        # the few columns a summary needs, not the attribute maps, events and links
+        ids = [t for t in dict.fromkeys(t.lower() for t in trace_ids) if _is_hex(t, 32)]
+        if not ids:
+            return []
+        by_trace: dict[str, list[list[Any]]] = {}
+        for r in self._trace_rows(ids, _SUMMARY_SELECT):
+            by_trace.setdefault(r[0].lower(), []).append(r)
         out = []
-        for t in dict.fromkeys(x.lower() for x in trace_ids):
-            spans = traces.get(t)
-            if not spans:
+        for t in ids:
+            # one row per span (`base.one_per_span`): a completed span supersedes its pending copy
+            kept = one_per_span(by_trace.get(t, []), lambda r: r[1].lower(), lambda r: bool(r[8]))
+            if not kept:
                 continue
-            root = next((s for s in spans if not s.parent_span_id), spans[0])
-            start = spans[0].start_ns
+            spans = sorted(kept, key=lambda r: r[5])
+            root = next((r for r in spans if not r[2]), spans[0])
+            start = spans[0][5]
             out.append(
                 TraceSummary(
                     trace_id=t,
-                    root_service=root.service,
-                    root_name=root.name,
+                    root_service=root[3],
+                    root_name=root[4],
                     start_ns=start,
-                    duration_ns=max(s.end_ns for s in spans) - start,
+                    duration_ns=max(r[5] + r[6] for r in spans) - start,
                     span_count=len(spans),
-                    services=sorted({s.service for s in spans}),
-                    error_count=sum(1 for s in spans if s.status_code == STATUS_ERROR),
-                    incomplete_count=sum(1 for s in spans if s.pending),
+                    services=sorted({r[3] for r in spans}),
+                    error_count=sum(1 for r in spans if _status(r[7], r[9]) == STATUS_ERROR),
+                    incomplete_count=sum(1 for r in spans if r[8]),
                 )
             )
         return out
