@@ -787,32 +787,40 @@ class ClickHouseStore(Store):
         return sorted(found)
 
     def dependencies(self, start_ns: int, end_ns: int) -> list[Dependency]:
-        rows = self._conn.rows(
-            f"SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanKind, {_PENDING_SQL}, "
-            f"`Links.TraceId`, `Links.SpanId` FROM {self._t} "
+        window = {"lo": start_ns, "hi": end_ns}
+        # one row per span, `base.one_per_span` in SQL: a completed span supersedes its pending
+        # copy (pending sorts false first), and a re-sent span counts once
+        spans = (
+            "SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanKind, Links.TraceId AS lt, "
+            f"Links.SpanId AS ls FROM {self._t} "
             "WHERE Timestamp >= fromUnixTimestamp64Nano({lo:Int64}) "
-            "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64})",
-            {"lo": start_ns, "hi": end_ns},
+            "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64}) "
+            f"ORDER BY {_PENDING_SQL} LIMIT 1 BY TraceId, SpanId"
         )
-        # one row per span, `base.one_per_span`: a completed span supersedes its pending copy
-        kept = one_per_span(rows, lambda r: (r[0].lower(), r[1].lower()), lambda r: bool(r[5]))
-        spans = {(r[0].lower(), r[1].lower()): r for r in kept}
-        deps: dict[tuple[str, str, str], int] = {}
-        for r in kept:
-            parent = spans.get((r[0].lower(), r[2].lower())) if r[2] else None
-            if parent is None or parent[3] == r[3]:
-                continue
-            messaging = _KINDS.get(parent[4]) == KIND_PRODUCER and _KINDS.get(r[4]) == KIND_CONSUMER
-            key = (parent[3], r[3], "messaging" if messaging else "call")
-            deps[key] = deps.get(key, 0) + 1
+        producer, consumer = (
+            "('" + "', '".join(_names_of(k, _KINDS)) + "')" for k in (KIND_PRODUCER, KIND_CONSUMER)
+        )
+        rows = self._conn.rows(
+            f"WITH w AS ({spans}) "
+            "SELECT p.ServiceName, c.ServiceName, "
+            f"if(p.SpanKind IN {producer} AND c.SpanKind IN {consumer}, 'messaging', 'call'), "
+            "count() FROM w AS c INNER JOIN w AS p "
+            "ON c.TraceId = p.TraceId AND c.ParentSpanId = p.SpanId "
+            "WHERE c.ServiceName != p.ServiceName GROUP BY 1, 2, 3",
+            window,
+        )
+        deps: dict[tuple[str, str, str], int] = {(p, c, k): n for p, c, k, n in rows}
         # across traces: a span links to the span that caused it (a consumer to its producer)
+        linked = self._conn.rows(
+            f"SELECT ServiceName, SpanKind, lt, ls FROM ({spans}) WHERE notEmpty(lt)", window
+        )
         targets: dict[tuple[str, str], list[tuple[str, int]]] = {}
         malformed = 0
-        for r in kept:
-            for t, s in zip(r[6], r[7], strict=False):
+        for service, kind_name, lts, lss in linked:
+            for t, s in zip(lts, lss, strict=False):
                 if _is_hex(t, 32) and _is_hex(s, 16):
                     targets.setdefault((t.lower(), s.lower()), []).append(
-                        (r[3], _KINDS.get(r[4], 0))
+                        (service, _KINDS.get(kind_name, 0))
                     )
                 else:
                     malformed += 1
