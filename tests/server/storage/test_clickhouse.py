@@ -372,3 +372,13 @@ def test_an_insert_clickhouse_refuses_fails_that_export_only(tmp_path):
         assert "no_evil" in refused.text and "VIOLATED_CONSTRAINT" in refused.text
         assert export("fine", "02" * 8).status_code == 200
         assert [s.name for s in srv.store.get_trace(T1)] == ["fine"]
+
+
+def test_strings_another_writer_left_invalid_are_read_repaired(ch):
+    ch._conn.execute(
+        "INSERT INTO otel.otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName, "
+        f"SpanAttributes) VALUES (now64(9), '{T1}', '{'01' * 8}', 'bad\\xff', 'api', "
+        "{'k': 'v\\xfe'})"
+    )
+    [span] = ch.get_trace(T1)
+    assert (span.name, span.attributes) == ("bad\ufffd", {"k": "v\ufffd"})

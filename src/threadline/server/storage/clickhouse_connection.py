@@ -159,7 +159,9 @@ class ChdbConnection(Connection):
             self._session = session.Session(path)
         except Exception as exc:  # noqa: BLE001 - chdb raises RuntimeError subclasses
             raise StoreUnavailable(f"cannot open chdb:{path}: {_first_line(exc)}") from None
+        # 64-bit integers as JSON numbers; strings someone wrote with invalid UTF-8 repaired
         self.execute("SET output_format_json_quote_64bit_integers = 0")
+        self.execute("SET output_format_json_validate_utf8 = 1")
 
     def _query(self, sql: str, params: dict[str, Any] | None, fmt: str) -> bytes:
         p = {k: _param_text(v) for k, v in params.items()} if params else None
