@@ -11,8 +11,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from threadline import _handoff
-from threadline._config import Settings, configure, flush, settings, shutdown
 from threadline._handoff import Handoff, capture, extract, inject, resume, wrap
+from threadline._runtime import configure, flush, settings, shutdown
+from threadline._settings import Settings
 from threadline._spans import span, traced
 
 

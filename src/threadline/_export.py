@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from threadline.semconv import PENDING
+
 log = logging.getLogger("threadline")
 
 
@@ -261,7 +263,6 @@ class GuardedExporter(SpanExporter):
         return flush(timeout_millis) if flush else True
 
 
-PENDING = "threadline.pending"
 
 
 def pending_copy(span: ReadableSpan) -> ReadableSpan:

@@ -92,7 +92,7 @@ class Handoff:
         if not carrier:
             return cls(carrier={})
         if not isinstance(carrier, Mapping):
-            _garbled(f"a handoff carrier must be a mapping, got {type(carrier).__name__}")
+            count_garbled(f"a handoff carrier must be a mapping, got {type(carrier).__name__}")
             return cls(carrier={})
         picked: dict[str, str] = {}
         for key, value in carrier.items():
@@ -110,7 +110,7 @@ class Handoff:
         try:
             return cls.from_carrier(json.loads(text))
         except (ValueError, TypeError) as exc:
-            _garbled(f"handoff JSON could not be read: {exc}")
+            count_garbled(f"handoff JSON could not be read: {exc}")
             return cls(carrier={})
 
     def __reduce__(self):
@@ -125,7 +125,7 @@ class Handoff:
             if self._carrier:
                 self._context = _propagate().extract(self._carrier, context=_EMPTY)
                 if "traceparent" in self._carrier and not self.span_context.is_valid:
-                    _garbled(f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C")
+                    count_garbled(f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C")
             else:
                 self._context = _EMPTY
         return self._context
@@ -164,7 +164,9 @@ class Handoff:
         return f"Handoff(trace_id={sc.trace_id:032x}, span_id={sc.span_id:016x}, sampled={sc.trace_flags.sampled})"
 
 
-def _garbled(message: str) -> None:
+def count_garbled(message: str) -> None:
+    """Count a handoff that could not be read (``export_stats()["garbled_handoffs"]``) and log
+    the first one, saying why in `message`; the receiver then starts a new trace."""
     global _warned_garbled, _garbled_count
     with _garbled_lock:
         _garbled_count += 1

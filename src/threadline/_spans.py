@@ -14,7 +14,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from threadline import _config
+from threadline import _runtime
 from threadline._attributes import clean as clean_attributes
 from threadline._context import attach, current, detach
 
@@ -86,7 +86,7 @@ class _Scope:
         self._links = links
 
     def __enter__(self) -> trace.Span:
-        span = self._span = _config.tracer().start_span(
+        span = self._span = _runtime.tracer().start_span(
             self._name, None, self._kind, self._attributes, self._links
         )
         self._token = attach(Context({**current(), _SPAN_KEY: span}))  # set_span_in_context
@@ -145,7 +145,7 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None):
     attrs = clean_attributes(attributes)
 
     def begin() -> tuple[Context, trace.Span]:
-        s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
+        s = _runtime.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
         return trace.set_span_in_context(s), s
 
     if inspect.isasyncgenfunction(fn):

@@ -13,7 +13,7 @@ import pytest
 from process_work import NodeA, NodeB
 
 import threadline as tl
-from threadline import _config
+from threadline import seam
 from threadline.boundaries import nodes
 from threadline.boundaries.processes import rename
 from threadline.testing import hex_ids
@@ -121,7 +121,7 @@ def test_a_sampled_out_call_records_nothing_on_the_node(traces):
     try:
         tl.configure("tests", exporter="none", sample_ratio=0.0)
         # The node would sample everything on its own: the caller's decision must win.
-        _config.children({"exporter": "otlp", "endpoint": traces.endpoint, "sample_ratio": 1.0})
+        seam.children({"exporter": "otlp", "endpoint": traces.endpoint, "sample_ratio": 1.0})
         node = NodeB(address=LOCAL, authkey=b"b-key")
         node.start()
         try:

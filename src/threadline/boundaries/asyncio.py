@@ -25,10 +25,10 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from threadline._handoff import Relation
 from threadline.boundaries import threads
 from threadline.boundaries._patches import Patches
 from threadline.boundaries._task import Policy, Task
+from threadline.seam import Relation
 
 __all__ = ["install", "installed", "policy", "uninstall"]
 

@@ -26,9 +26,9 @@ from multiprocessing import pool as _mp_pool
 from multiprocessing import queues as _mp_queues
 from typing import Any
 
-from threadline._handoff import Relation
 from threadline.boundaries._patches import Patches
 from threadline.boundaries._task import Policy, Task
+from threadline.seam import Relation
 
 __all__ = ["CLEAN_TARGETS", "install", "installed", "policy", "uninstall"]
 

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from opentelemetry import trace
 
-from threadline._handoff import CARRIER_KEYS
+from threadline import semconv
+from threadline.seam import CARRIER_KEYS
 
 log = logging.getLogger("threadline")
 
@@ -39,10 +40,8 @@ TRUSTS = ("honour", "link", "ignore")
 SERVER_TIMING = "Server-Timing"
 TRACERESPONSE = "traceresponse"
 SERVER_TIMING_METRICS = ("traceparent", "trace")  # what parse_server_timing reads, in order
-REMOTE_KEY = (
-    "threadline.remote_context"  # where an untrusted caller's context waits in scope/environ
-)
-LINK_ATTRIBUTES = {"threadline.trust": "link"}
+REMOTE_KEY = semconv.REMOTE_CONTEXT  # where an untrusted caller's context waits in scope/environ
+LINK_ATTRIBUTES = {semconv.TRUST: "link"}
 
 # library -> (contrib module, instrumentor class)
 CLIENTS = {
@@ -118,9 +117,9 @@ def parse_server_timing(header: str | None) -> str | None:
 
 
 def _remote_context(carried: dict[str, list[str]]) -> trace.SpanContext:
-    from threadline._w3c import TraceContextPropagator
+    from threadline.seam import w3c
 
-    ctx = TraceContextPropagator().extract(carried, getter=_ListGetter())
+    ctx = w3c.TraceContextPropagator().extract(carried, getter=_ListGetter())
     return trace.get_current_span(ctx).get_span_context()
 
 
@@ -223,9 +222,9 @@ def _contrib(library: str, table: dict[str, tuple[str, str]]):
 def _global_setup(server_timing: bool, clients: bool) -> None:
     from opentelemetry.instrumentation import propagators as response
 
-    from threadline import _w3c
+    from threadline.seam import w3c
 
-    _w3c.install()
+    w3c.install()
     if server_timing and response.get_global_response_propagator() is None:
         response.set_global_response_propagator(_server_timing_propagator())
     if clients:

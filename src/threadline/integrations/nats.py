@@ -20,8 +20,8 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from threadline._handoff import Relation
 from threadline.integrations import messaging
+from threadline.seam import Relation
 
 __all__ = ["handler", "process", "process_batch", "publish", "request"]
 

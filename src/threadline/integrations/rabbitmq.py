@@ -35,8 +35,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from threadline._handoff import Relation
 from threadline.integrations import messaging
+from threadline.seam import Relation
 
 __all__ = ["consumer", "destination", "process", "process_batch", "publish"]
 

@@ -26,7 +26,7 @@ this integration does instead:
 * The context travels in a keyword argument (``_threadline``) that instrument() adds to the
   signature of each remote function and actor method, when it is first submitted or created
   (one submitted or created before instrument() stays untraced). With it go the relation and the
-  configure() arguments of the caller's children (threadline._config.child_settings()), so
+  configure() arguments of the caller's children (threadline.seam.child_settings()), so
   every worker is configured like the driver, on any cluster, and reconfigured when they change.
 * A worker exports every span it ended before the task returns (a flush of at most
   FLUSH_TIMEOUT; after one that failed or ran out of time, tasks stop waiting for FLUSH_PAUSE
@@ -68,10 +68,8 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from threadline import _config
-from threadline._export import stats
-from threadline._handoff import RELATIONS, inject, resume
-from threadline._spans import start_span
+from threadline import seam, semconv
+from threadline.seam import RELATIONS, inject, resume, start_span
 
 __all__ = ["FLUSH_PAUSE", "FLUSH_TIMEOUT", "KWARG", "RELATIONS", "instrument", "uninstrument"]
 
@@ -113,7 +111,7 @@ def _settle_worker(settings: dict[str, Any] | None, relation: str) -> None:
             if settings != _applied:
                 _applied, _paused_until = settings, 0.0  # a new endpoint gets a fresh chance
                 try:
-                    _config.configure(**settings)
+                    seam.configure(**settings)
                 except Exception:  # noqa: BLE001 - tracing never keeps a task from running
                     log.warning("threadline: could not configure a Ray worker", exc_info=True)
     if _wanted is None and relation in RELATIONS:
@@ -125,13 +123,13 @@ def _flush() -> None:
     flush runs beside the task, which waits for it at most FLUSH_TIMEOUT; an endpoint that fails
     or is slow makes tasks stop waiting for FLUSH_PAUSE seconds."""
     global _paused_until, _warned_flush
-    if _config.settings() is None or (_paused_until and time.monotonic() < _paused_until):
+    if seam.settings() is None or (_paused_until and time.monotonic() < _paused_until):
         return
-    failed = stats.failed
-    flushing = threading.Thread(target=_config.flush, name="threadline-ray-flush", daemon=True)
+    failed = seam.exports_failed()
+    flushing = threading.Thread(target=seam.flush, name="threadline-ray-flush", daemon=True)
     flushing.start()
     flushing.join(FLUSH_TIMEOUT)
-    if not flushing.is_alive() and stats.failed == failed:
+    if not flushing.is_alive() and seam.exports_failed() == failed:
         return
     _paused_until = time.monotonic() + FLUSH_PAUSE
     if not _warned_flush:
@@ -173,7 +171,7 @@ class _Run:
     def __enter__(self) -> trace.Span:
         self._token = _running.set(True)
         span = self._cm.__enter__()
-        _config.announce(span)  # a worker may be killed mid-task: make the task visible now
+        seam.announce(span)  # a worker may be killed mid-task: make the task visible now
         return span
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -247,7 +245,7 @@ def _traceable(fn: Any) -> bool:
 
 def _carried() -> tuple[dict[str, str], dict[str, Any] | None, str]:
     """What a task takes along: the context of now, how workers are configured, the relation."""
-    settings = _config.child_settings()
+    settings = seam.child_settings()
     if settings is not None:  # a raylet starts the workers, not this process
         settings["resource_attributes"].pop("process.parent_pid", None)
     return inject({}), settings, _wanted["relation"] if _wanted else "child"
@@ -306,7 +304,7 @@ def _function_attributes(fn: Any) -> dict[str, Any]:
     return {
         "ray.remote": "function",
         "ray.function": f"{fn.__module__}.{fn.__qualname__}",
-        "threadline.boundary": BOUNDARY,
+        semconv.BOUNDARY: BOUNDARY,
     }
 
 
@@ -316,7 +314,7 @@ def _actor_attributes(class_name: str, method: str) -> dict[str, Any]:
         "ray.function": f"{class_name}.{method}",
         "ray.actor_class": class_name,
         "ray.actor_method": method,
-        "threadline.boundary": BOUNDARY,
+        semconv.BOUNDARY: BOUNDARY,
     }
 
 

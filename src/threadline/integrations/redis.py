@@ -31,8 +31,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from threadline._handoff import CARRIER_KEYS, Relation
 from threadline.integrations import messaging
+from threadline.seam import CARRIER_KEYS, Relation
 
 __all__ = [
     "Entry",
