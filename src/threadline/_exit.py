@@ -71,7 +71,7 @@ def _final_flush(code: int | None, signum: int | None) -> None:
     for callback in list(_callbacks):
         try:
             callback(code, signum)
-        except Exception:  # noqa: BLE001 - never stand between the program and its exit
+        except Exception:  # never stand between the program and its exit
             log.debug("threadline: exit callback failed", exc_info=True)
     # The flush runs beside us so that an endpoint that never answers cannot hold the exit: past
     # FLUSH_TIMEOUT what is still queued or in flight is counted as dropped and said.
@@ -94,7 +94,7 @@ def _final_flush(code: int | None, signum: int | None) -> None:
 def _shutdown() -> None:
     try:
         _runtime.shutdown()
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.debug("threadline: flush at exit failed", exc_info=True)
 
 

@@ -125,7 +125,9 @@ class Handoff:
             if self._carrier:
                 self._context = _propagate().extract(self._carrier, context=_EMPTY)
                 if "traceparent" in self._carrier and not self.span_context.is_valid:
-                    count_garbled(f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C")
+                    count_garbled(
+                        f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C"
+                    )
             else:
                 self._context = _EMPTY
         return self._context
@@ -207,7 +209,7 @@ def as_handoff(value: Handoff | Mapping[str, Any] | str | bytes | None) -> Hando
     return Handoff.from_carrier(value)
 
 
-class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
+class resume:  # used like a function: `with tl.resume(h, "work"):`
     """Continue from a Handoff around a unit of work, then restore what was current before.
 
     relation="child" continues the captured trace; "link" starts a new trace whose span links to

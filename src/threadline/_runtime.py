@@ -85,7 +85,8 @@ class _SwitchTracer(trace.Tracer):
         self._gen = -1
         self._real: trace.Tracer = trace.NoOpTracer()
 
-    def _tracer(self) -> trace.Tracer:
+    def real(self) -> trace.Tracer:
+        """The current configuration's tracer (a no-op one when not configured)."""
         if self._gen != _generation:
             from threadline._tracer import lean_tracer
 
@@ -103,10 +104,10 @@ class _SwitchTracer(trace.Tracer):
         return self._real
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
-        return self._tracer().start_span(*args, **kwargs)
+        return self.real().start_span(*args, **kwargs)
 
     def start_as_current_span(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-        return self._tracer().start_as_current_span(*args, **kwargs)
+        return self.real().start_as_current_span(*args, **kwargs)
 
 
 class _SwitchProvider(trace.TracerProvider):
@@ -138,7 +139,7 @@ def tracer() -> trace.Tracer:
     so a program that set up the SDK itself still gets its spans."""
     if _runtime is None and not _installed_global:
         return trace.get_tracer("threadline")
-    return _tracer._tracer()  # the switchboard's current tracer: one call less per span
+    return _tracer.real()  # the switchboard's current tracer: one call less per span
 
 
 # -- configure ---------------------------------------------------------------------------------
@@ -383,7 +384,7 @@ def _retire(rt: Runtime) -> None:
     for p in own:
         try:
             p.shutdown()
-        except Exception:  # noqa: BLE001 - tracing never breaks the program
+        except Exception:  # tracing never breaks the program
             log.debug("threadline: span processor shutdown failed", exc_info=True)
 
 

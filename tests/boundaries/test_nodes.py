@@ -135,14 +135,14 @@ def test_a_sampled_out_call_records_nothing_on_the_node(traces):
                 assert counter.add(2) == 3
         finally:
             node.shutdown()
-        assert node._process.exitcode == 0  # noqa: SLF001 - flushed and gone
+        assert node._process.exitcode == 0  # flushed and gone
         trace_id = hex_ids(sampled)[0]
         served = node_spans(traces, trace_id, 2)
         assert sorted((s.name, s.kind) for s in served) == [
             ("Counter/add", "SERVER"),
             ("count", "INTERNAL"),
         ]
-        from_node = [s for s in traces.spans if s.pid == node._process.pid]  # noqa: SLF001
+        from_node = [s for s in traces.spans if s.pid == node._process.pid]
         assert {s.trace_id for s in from_node} == {trace_id}  # nothing of the unsampled call
         assert len(from_node) == 2
     finally:

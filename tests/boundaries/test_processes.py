@@ -334,7 +334,7 @@ def test_a_pool_worker_death_is_told_to_the_sender_of_the_task_it_ran(traces):
         running = dict(started.get(timeout=WAIT) for _ in range(2))
         os.kill(running["a"], signal.SIGKILL)
         until(lambda: len(a.events) == 1, "the death of a's worker")
-        os.unlink(os.path.join(processes._running.dir, str(running["b"])))  # noqa: SLF001
+        os.unlink(os.path.join(processes._running.dir, str(running["b"])))
         os.kill(running["b"], signal.SIGKILL)
         until(lambda: len(b.events) == 1 and len(a.events) == 2, "the death of b's worker")
         a.end()
@@ -440,7 +440,7 @@ class _Endpoint:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 spans = decode(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 n = len(endpoint.requests)
                 endpoint.requests.append(spans)

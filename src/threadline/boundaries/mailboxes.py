@@ -174,7 +174,7 @@ class Delivery:
         return f"Delivery({self.item!r} from {self.destination!r}, {self.handoff!r})"
 
 
-def open(  # noqa: A001 - the messaging verb; shadows the builtin only inside this module
+def open(  # the messaging verb; shadows the builtin only inside this module
     message: Any,
     destination: str,
     *,
@@ -415,7 +415,7 @@ class _Receiving:
         self._delivery: Delivery | None = None
 
     async def _take(self) -> Delivery:
-        return self._mailbox.open(await self._mailbox._get(*self._args, **self._kwargs))
+        return self._mailbox.open(await self._mailbox._get(*self._args, **self._kwargs))  # noqa: SLF001
 
     def __await__(self):
         return self._take().__await__()

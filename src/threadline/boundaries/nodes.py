@@ -143,7 +143,7 @@ def _create(self, typeid, /, *args, **kwds):
         _creating.manager = None
 
 
-def _dispatch(c, id, methodname, args=(), kwds={}):  # noqa: A002, B006 - the stdlib's signature
+def _dispatch(c, id, methodname, args=(), kwds={}):  # noqa: B006 - the stdlib's signature
     # Only 'create' runs user code (a registered callable); incref/decref/shutdown are plumbing.
     if methodname != "create" or not args or seam.settings() is None:
         return _originals["dispatch"](c, id, methodname, args, kwds)
@@ -239,7 +239,7 @@ def _handle_request(self, conn):
     try:
         return _originals["handle_request"](self, served)
     finally:
-        served._finish(None)
+        served._finish(None)  # noqa: SLF001 - this module's own connection wrapper
 
 
 # -- install -----------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ def _long_lived(target: Any) -> bool:
     target = getattr(target, "__func__", target)
     return target in (
         pool.worker,
-        futures_process._process_worker,
-        managers.BaseManager._run_server.__func__,
+        futures_process._process_worker,  # noqa: SLF001 - the stdlib's worker loops
+        managers.BaseManager._run_server.__func__,  # noqa: SLF001
     )
 
 
@@ -98,7 +98,7 @@ def _plant(settings: dict[str, Any] | None) -> None:
         seam.configure(**settings)
         install()
         seam.guard()
-    except Exception:  # noqa: BLE001 - tracing never keeps a child from running
+    except Exception:  # tracing never keeps a child from running
         log.warning("threadline: could not configure child process", exc_info=True)
 
 
@@ -454,7 +454,7 @@ def _join_exited_workers(workers):
 def _submit(self, fn, /, *args, **kwargs):
     already = (
         isinstance(fn, functools.partial)
-        and fn.func is futures_process._process_chunk
+        and fn.func is futures_process._process_chunk  # noqa: SLF001
         and isinstance(fn.args[0], _Task)
     )
     if already or seam.settings() is None:
@@ -499,7 +499,7 @@ _PATCHES = [
     (pool.Pool, "_join_exited_workers", lambda: staticmethod(_join_exited_workers)),
     (futures_process.ProcessPoolExecutor, "submit", lambda: _submit),
     (futures_process.ProcessPoolExecutor, "map", lambda: _map),
-    (futures_process._ExecutorManagerThread, "terminate_broken", lambda: _terminate_broken),
+    (futures_process._ExecutorManagerThread, "terminate_broken", lambda: _terminate_broken),  # noqa: SLF001
 ]
 
 

@@ -170,7 +170,7 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
     """In the worker's main process, before its pool starts."""
     try:
         _configure_worker(getattr(sender, "app", None))
-    except Exception:  # noqa: BLE001 - tracing never keeps a worker from starting
+    except Exception:  # tracing never keeps a worker from starting
         log.warning("threadline: could not configure the Celery worker", exc_info=True)
 
 
@@ -186,7 +186,7 @@ def _process_init(**_: Any) -> None:
             settings["resource_attributes"]["process.parent_pid"] = os.getppid()
             seam.configure(**settings)
         seam.guard()
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("threadline: could not configure a Celery pool process", exc_info=True)
 
 

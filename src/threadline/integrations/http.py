@@ -267,7 +267,7 @@ def _reinstrument(instrumentor: Any, app: Any, **kwargs: Any) -> None:
         if hasattr(app, "teardown_request_funcs") and not hasattr(app, "_teardown_request"):
             # Flask: an app instrumented when it was created keeps no handle on the teardown
             # function uninstrument_app removes.
-            app._teardown_request = _contrib_teardown(app)
+            app._teardown_request = _contrib_teardown(app)  # noqa: SLF001 - contrib's own name
         instrumentor.uninstrument_app(app)
         if hasattr(app, "middleware_stack"):
             app.middleware_stack = None  # Starlette: built again on the next request
@@ -392,7 +392,7 @@ def instrument(
         return out
     out = _instrument_app(app, trust, asgi_spans, request_hook)
     try:
-        app._threadline_instrumented = (out, wanted)
+        app._threadline_instrumented = (out, wanted)  # noqa: SLF001 - our mark on the app
     except (AttributeError, TypeError):  # a slotted object: instrumenting it again would nest
         pass
     return out

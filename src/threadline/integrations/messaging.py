@@ -115,7 +115,7 @@ def carrier_of(headers: Any) -> Handoff:
         h = as_handoff(picked)
         h.context  # noqa: B018 - parse now, inside the guard: a garbled value is counted here
         return h
-    except Exception as exc:  # tracing never breaks the consumer: a new trace instead
+    except Exception as exc:  # noqa: BLE001 - tracing never breaks the consumer: a new trace
         seam.count_garbled(f"message headers could not be read ({type(exc).__name__}: {exc})")
         return Handoff(carrier={})
 

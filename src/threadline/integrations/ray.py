@@ -112,7 +112,7 @@ def _settle_worker(settings: dict[str, Any] | None, relation: str) -> None:
                 _applied, _paused_until = settings, 0.0  # a new endpoint gets a fresh chance
                 try:
                     seam.configure(**settings)
-                except Exception:  # noqa: BLE001 - tracing never keeps a task from running
+                except Exception:  # tracing never keeps a task from running
                     log.warning("threadline: could not configure a Ray worker", exc_info=True)
     if _wanted is None and relation in RELATIONS:
         instrument(relation=relation)
@@ -268,7 +268,7 @@ def _note_ids(span: trace.Span, sent: Any) -> None:
             span.set_attribute("ray.task_id", sent.task_id().hex())
         elif isinstance(getattr(sent, "_ray_actor_id", None), ray.ActorID):  # a new actor's handle
             span.set_attribute("ray.actor_id", sent._ray_actor_id.hex())  # noqa: SLF001
-    except Exception:  # noqa: BLE001 - ids are a nicety
+    except Exception:  # ids are a nicety
         log.debug("threadline: could not read the ids of a Ray submission", exc_info=True)
 
 
@@ -279,17 +279,17 @@ def _local_code() -> bool:
 
 def _function_remote(self: RemoteFunction, args=None, kwargs=None, **options: Any):
     original = _originals["function"]
-    fn = self._function  # noqa: SLF001
+    fn = self._function
     if getattr(self, "_is_cross_language", False) or not _ours(getattr(fn, "__module__", None)):
         return original(self, args, kwargs, **options)
-    with self._inject_lock:  # noqa: SLF001 - Ray's own, held while it prepares the function
-        if self._function_signature is None and _traceable(fn) and not _local_code():  # noqa: SLF001
+    with self._inject_lock:  # Ray's own, held while it prepares the function
+        if self._function_signature is None and _traceable(fn) and not _local_code():
             # Never submitted: Ray has not exported it yet, so the workers will get ours.
             try:
-                self._function = _runner(fn, fn.__qualname__, _function_attributes(fn))  # noqa: SLF001
-            except Exception:  # noqa: BLE001 - an odd callable stays untraced
+                self._function = _runner(fn, fn.__qualname__, _function_attributes(fn))
+            except Exception:  # an odd callable stays untraced
                 log.debug("threadline: could not trace Ray function %r", fn, exc_info=True)
-    fn = self._function  # noqa: SLF001
+    fn = self._function
     if not getattr(fn, _MARK, False):
         return original(self, args, kwargs, **options)
     return _submit(
@@ -339,7 +339,7 @@ def _prepare_actor_class(actor_class: ActorClass) -> bool:
         if ready:
             try:
                 _trace_methods(cls, meta)
-            except Exception:  # noqa: BLE001 - an odd class stays untraced
+            except Exception:  # an odd class stays untraced
                 log.debug("threadline: could not trace Ray actor %r", cls, exc_info=True)
                 ready = False
         meta._threadline_traced = ready  # noqa: SLF001
@@ -379,14 +379,14 @@ def _actor_remote(self: ActorClass, args=None, kwargs=None, **options: Any):
 
 def _method_call(self: ActorHandle, method_name: str, args=None, kwargs=None, *rest, **options):
     original = _originals["method"]
-    signature = self._ray_method_signatures.get(method_name) or ()  # noqa: SLF001
+    signature = self._ray_method_signatures.get(method_name) or ()
     if getattr(self, "_ray_is_cross_language", False) or not any(
         p.name == KWARG for p in signature
     ):
         return original(self, method_name, args, kwargs, *rest, **options)
-    class_name = self._ray_actor_creation_function_descriptor.class_name  # noqa: SLF001
+    class_name = self._ray_actor_creation_function_descriptor.class_name
     attributes = _actor_attributes(class_name, method_name)
-    attributes["ray.actor_id"] = self._ray_actor_id.hex()  # noqa: SLF001
+    attributes["ray.actor_id"] = self._ray_actor_id.hex()
     return _submit(
         f"{class_name}.{method_name}",
         attributes,

@@ -52,7 +52,7 @@ def _server(client: Any) -> dict[str, Any]:
     try:
         kwargs = client.connection_pool.connection_kwargs
         return {"server.address": kwargs["host"], "server.port": kwargs["port"]}
-    except Exception:  # a unix socket, a cluster client: no address then
+    except Exception:  # noqa: BLE001 - a unix socket, a cluster client: no address then
         return {}
 
 
