@@ -194,7 +194,10 @@ def garbled_handoffs() -> int:
 
 
 def capture() -> Handoff:
-    """The context of now, to be resumed elsewhere: in another thread, process, node or service."""
+    """The context of now, to be resumed elsewhere: in another thread, process, node or service.
+
+    Takes no arguments: what is captured is the current OpenTelemetry context (its span,
+    sampling decision, tracestate and baggage)."""
     return Handoff(current())
 
 
@@ -215,6 +218,14 @@ class resume:  # used like a function: `with tl.resume(h, "work"):`
     relation="child" continues the captured trace; "link" starts a new trace whose span links to
     the captured one; "none" starts clean. With no name, no span is made: the captured context is
     simply current inside the block (the cheapest hop). Empty or garbled handoffs start a new root.
+
+    Args:
+        handoff: what the sender captured: a Handoff, a mapping of W3C headers, their JSON, or
+            None (a new trace).
+        name: the span to run the block in; None makes no span (not with relation="link").
+        relation: "child", "link" or "none", as above.
+        kind: a SpanKind or its name, as for span(); default INTERNAL.
+        attributes: the span's attributes.
     """
 
     __slots__ = ("_handoff", "_name", "_relation", "_kind", "_attributes", "_token", "_cm")
@@ -300,7 +311,11 @@ def call(handoff: Handoff, fn: Callable[..., Any], /, *args: Any, **kwargs: Any)
 def wrap(fn: F) -> F:
     """Return fn bound to the context of now: however much later, wherever it runs, it continues
     this trace. A coroutine, generator or async generator (made by fn, or returned by it) runs
-    each of its steps in that context."""
+    each of its steps in that context.
+
+    Args:
+        fn: the callable to bind; TypeError for anything else.
+    """
     if not callable(fn):
         raise TypeError(f"wrap takes a function, not {type(fn).__name__}")
     h = capture()
@@ -325,7 +340,12 @@ def wrap(fn: F) -> F:
 
 
 def inject(carrier: dict[str, str] | None = None, context: Context | None = None) -> dict[str, str]:
-    """Write traceparent / tracestate / baggage for the current (or given) context into carrier."""
+    """Write traceparent / tracestate / baggage for the current (or given) context into carrier.
+
+    Args:
+        carrier: the dict of headers to write into (returned); None makes a new one.
+        context: the context to describe; default the current one.
+    """
     carrier = {} if carrier is None else carrier
     if not isinstance(carrier, MutableMapping):
         raise TypeError(f"inject writes into a dict of headers, not {type(carrier).__name__}")
@@ -334,5 +354,9 @@ def inject(carrier: dict[str, str] | None = None, context: Context | None = None
 
 
 def extract(carrier: Mapping[str, Any] | None) -> Context:
-    """The context a carrier describes (an empty context for an empty or garbled carrier)."""
+    """The context a carrier describes (an empty context for an empty or garbled carrier).
+
+    Args:
+        carrier: a mapping of headers (keys matched case-insensitively, others ignored), or None.
+    """
     return as_handoff(carrier).context

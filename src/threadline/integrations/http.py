@@ -349,10 +349,19 @@ def instrument(
     with the given trust policy for its callers' trace context, and clients as above. Returns the
     app to serve: the same object for framework apps, a wrapping middleware for bare callables.
 
-    trust: "honour" (continue the caller's trace), "link" (new trace, linked to the caller's),
-    "ignore" (new trace). asgi_spans=True keeps the ASGI instrumentation's per-message
-    send/receive spans (apps instrumented with no app given keep the contrib's defaults).
-    request_hook(span, scope_or_environ) runs for every server span.
+    Args:
+        app: the application to instrument, or None for every installed framework and client.
+        trust: "honour" (continue the caller's trace), "link" (new trace, linked to the
+            caller's), "ignore" (new trace). Only "honour" with no app.
+        clients: instrument the installed HTTP clients (httpx, requests, aiohttp) too.
+        servers: with no app, instrument the installed frameworks (False: clients only).
+        server_timing: answer every request with its trace (``Server-Timing`` and
+            ``traceresponse`` headers, as the module docstring says), unless the program set
+            a response propagator of its own.
+        asgi_spans: keep the ASGI instrumentation's per-message send/receive spans (apps
+            instrumented with no app given keep the contrib's defaults).
+        request_hook: request_hook(span, scope_or_environ) runs for every server span.
+
     An app the contrib instrumentation has instrumented already (one created after a global
     ``tl.instrument()``, or instrumented with the contrib directly) is instrumented again, with
     these arguments. Instrumenting an app a second time with the same arguments returns what the
