@@ -28,9 +28,8 @@ from opentelemetry import trace
 from threadline._settings import Settings, env, export_url, resolve
 from threadline._signals import sigterm_blocked
 
-if (
-    TYPE_CHECKING
-):  # the SDK is imported when configure() first runs: `import threadline` stays light
+# The SDK is imported when configure() first runs: `import threadline` stays light.
+if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace import Span as SdkSpan
