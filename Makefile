@@ -4,8 +4,16 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# A second virtualenv with the oldest OpenTelemetry release pyproject allows, for the tests that
+# touch SDK internals: the core, the boundaries, the pytest plugin and the W3C/HTTP integrations.
+OLDEST       := .venv-otel-oldest
+OLDEST_PY    := $(OLDEST)/bin/python
+OLDEST_STAMP := $(OLDEST)/.installed
+OLDEST_PINS  := constraints/otel-oldest.txt
+OLDEST_TESTS := tests/core tests/boundaries tests/testing \
+                tests/integrations/test_w3c.py tests/integrations/test_http.py
 
-.PHONY: test demo bench lint format system clean screenshots docs
+.PHONY: test test-otel-oldest demo bench lint format system clean screenshots docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +21,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(OLDEST_STAMP): pyproject.toml $(OLDEST_PINS)
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST_PY) -m pip install -q --upgrade pip
+	$(OLDEST_PY) -m pip install -q -c $(OLDEST_PINS) -e '.[serve,http]' \
+		'pytest>=8' 'pytest-timeout>=2.3' fastapi flask requests aiohttp
+	touch $(OLDEST_STAMP)
+
 system:
 	bash scripts/system.sh
 
-test: $(STAMP) system docs
-	$(VENV)/bin/ruff check src tests benchmarks
+# CI runs this: lint (ruff, pyright), the docs site, the suite, then the oldest OpenTelemetry.
+test: $(STAMP) system lint docs
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-otel-oldest
+
+test-otel-oldest: $(OLDEST_STAMP) system
+	$(OLDEST_PY) -m pytest -q $(OLDEST_TESTS)
 
 demo: $(STAMP)
 	$(VENV)/bin/threadline demo $(DEMO_ARGS)
@@ -43,4 +62,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build site *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(OLDEST) build site *.egg-info src/*.egg-info

@@ -50,9 +50,9 @@ class DiscardingClient:
 
 def otlp_exporter():
     """The configured OTLP exporter (inside the batch processor's guard)."""
-    from threadline import _config
+    from threadline import _runtime
 
-    for proc in _config._runtime.provider._active_span_processor._span_processors:
+    for proc in _runtime.current().provider._active_span_processor._span_processors:
         guard = getattr(proc, "span_exporter", None)
         if guard is not None:
             return guard.exporter

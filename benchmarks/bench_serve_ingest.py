@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from serve_data import make_request  # noqa: E402
+from serve_data import make_request
 
 GOAL = 250_000
 JAEGER_PER_CORE = 52_000 / 4

@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from serve_data import make_request  # noqa: E402
+from serve_data import make_request
 
 JAEGER_BY_ID_MS, JAEGER_SEARCH_MS = 101.0, 1769.0
 BASE = 100_000

@@ -14,23 +14,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-# Cycles known and not fixed yet: a cycle found passes only when all its modules are in one of
-# these. TODO: the core's cycle: `threadline` imports _config, _export, _handoff, _spans and
-# integrations.http; _config imports `threadline` and boundaries; boundaries.processes,
-# integrations.celery and integrations.http import the core back (through `threadline` or
-# _config). It goes when the core's split of _config.py and its seam for extensions land.
-KNOWN_CYCLES: list[set[str]] = [
-    {
-        "threadline",
-        "threadline._config",
-        "threadline._exit",
-        "threadline._handoff",
-        "threadline._spans",
-        "threadline.boundaries.processes",
-        "threadline.integrations.celery",
-        "threadline.integrations.http",
-    }
-]
+KNOWN_CYCLES: list[set[str]] = []  # cycles known and not fixed yet: none
 
 
 def _module_names() -> dict[str, Path]:

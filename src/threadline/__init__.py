@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-
 from threadline import _handoff
-from threadline._config import Settings, configure, flush, settings, shutdown
 from threadline._handoff import Handoff, capture, extract, inject, resume, wrap
+from threadline._runtime import configure, flush, settings, shutdown
+from threadline._settings import Settings
 from threadline._spans import span, traced
+from threadline._version import __version__ as __version__
 
 if TYPE_CHECKING:
     # Resolved lazily at runtime by __getattr__ below; imported here so editors and type checkers

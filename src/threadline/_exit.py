@@ -10,20 +10,19 @@ at most FLUSH_TIMEOUT: whatever has not been exported by then is counted as drop
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
 
-from threadline import _config
-from threadline._export import stats
+from threadline import _runtime
+from threadline._signals import sigterm_blocked
 
 log = logging.getLogger("threadline")
 
@@ -72,7 +71,7 @@ def _final_flush(code: int | None, signum: int | None) -> None:
     for callback in list(_callbacks):
         try:
             callback(code, signum)
-        except Exception:  # noqa: BLE001 - never stand between the program and its exit
+        except Exception:  # never stand between the program and its exit
             log.debug("threadline: exit callback failed", exc_info=True)
     # The flush runs beside us so that an endpoint that never answers cannot hold the exit: past
     # FLUSH_TIMEOUT what is still queued or in flight is counted as dropped and said.
@@ -81,6 +80,8 @@ def _final_flush(code: int | None, signum: int | None) -> None:
         flushing.start()
     flushing.join(FLUSH_TIMEOUT)
     if flushing.is_alive():
+        from threadline._export import stats  # the SDK's export path, imported by configure()
+
         stats.report("shutdown_timeout")
     # What shutdown reported (spans that failed or were dropped) must not die in a buffer.
     for stream in (sys.stderr, sys.stdout):
@@ -92,8 +93,8 @@ def _final_flush(code: int | None, signum: int | None) -> None:
 
 def _shutdown() -> None:
     try:
-        _config.shutdown()
-    except Exception:  # noqa: BLE001
+        _runtime.shutdown()
+    except Exception:
         log.debug("threadline: flush at exit failed", exc_info=True)
 
 
@@ -116,24 +117,6 @@ def _on_sigterm(signum: int, frame) -> None:
 def _die(signum: int) -> None:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
-
-
-@contextlib.contextmanager
-def sigterm_blocked() -> Iterator[None]:
-    """SIGTERM is blocked in this thread inside the block, and for good in every thread started
-    there (a thread inherits its starter's mask). So threadline's own threads never take it: the
-    kernel hands it to the main thread, where Python runs its handlers, and a main thread waiting
-    in a lock (an idle pool worker) wakes for a signal delivered to it, not for one another thread
-    took. Around work that must not be cut short, it also holds SIGTERM back until the end."""
-    try:
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    except (AttributeError, OSError, ValueError):
-        held = None
-    try:
-        yield
-    finally:
-        if held is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def guard() -> None:

@@ -18,6 +18,8 @@ from opentelemetry.trace import SpanContext
 if TYPE_CHECKING:
     import http.client
 
+from threadline.semconv import PENDING
+
 log = logging.getLogger("threadline")
 
 
@@ -257,15 +259,12 @@ class GuardedExporter(SpanExporter):
             return
         try:
             self.exporter.shutdown()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("threadline: exporter shutdown failed", exc_info=True)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         flush = getattr(self.exporter, "force_flush", None)
         return flush(timeout_millis) if flush else True
-
-
-PENDING = "threadline.pending"
 
 
 def pending_copy(span: ReadableSpan) -> ReadableSpan:

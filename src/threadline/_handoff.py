@@ -93,7 +93,7 @@ class Handoff:
         if not carrier:
             return cls(carrier={})
         if not isinstance(carrier, Mapping):
-            _garbled(f"a handoff carrier must be a mapping, got {type(carrier).__name__}")
+            count_garbled(f"a handoff carrier must be a mapping, got {type(carrier).__name__}")
             return cls(carrier={})
         picked: dict[str, str] = {}
         for key, value in carrier.items():
@@ -111,7 +111,7 @@ class Handoff:
         try:
             return cls.from_carrier(json.loads(text))
         except (ValueError, TypeError) as exc:
-            _garbled(f"handoff JSON could not be read: {exc}")
+            count_garbled(f"handoff JSON could not be read: {exc}")
             return cls(carrier={})
 
     def __reduce__(self):
@@ -126,7 +126,9 @@ class Handoff:
             if self._carrier:
                 self._context = _propagate().extract(self._carrier, context=_EMPTY)
                 if "traceparent" in self._carrier and not self.span_context.is_valid:
-                    _garbled(f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C")
+                    count_garbled(
+                        f"traceparent {_shown(self._carrier['traceparent'])} is not valid W3C"
+                    )
             else:
                 self._context = _EMPTY
         return self._context
@@ -165,7 +167,9 @@ class Handoff:
         return f"Handoff(trace_id={sc.trace_id:032x}, span_id={sc.span_id:016x}, sampled={sc.trace_flags.sampled})"
 
 
-def _garbled(message: str) -> None:
+def count_garbled(message: str) -> None:
+    """Count a handoff that could not be read (``export_stats()["garbled_handoffs"]``) and log
+    the first one, saying why in `message`; the receiver then starts a new trace."""
     global _warned_garbled, _garbled_count
     with _garbled_lock:
         _garbled_count += 1
@@ -191,7 +195,10 @@ def garbled_handoffs() -> int:
 
 
 def capture() -> Handoff:
-    """The context of now, to be resumed elsewhere: in another thread, process, node or service."""
+    """The context of now, to be resumed elsewhere: in another thread, process, node or service.
+
+    Takes no arguments: what is captured is the current OpenTelemetry context (its span,
+    sampling decision, tracestate and baggage)."""
     return Handoff(current())
 
 
@@ -206,12 +213,20 @@ def as_handoff(value: Handoff | Mapping[str, Any] | str | bytes | None) -> Hando
     return Handoff.from_carrier(value)
 
 
-class resume:  # noqa: N801 - used like a function: `with tl.resume(h, "work"):`
+class resume:  # used like a function: `with tl.resume(h, "work"):`
     """Continue from a Handoff around a unit of work, then restore what was current before.
 
     relation="child" continues the captured trace; "link" starts a new trace whose span links to
     the captured one; "none" starts clean. With no name, no span is made: the captured context is
     simply current inside the block (the cheapest hop). Empty or garbled handoffs start a new root.
+
+    Args:
+        handoff: what the sender captured: a Handoff, a mapping of W3C headers, their JSON, or
+            None (a new trace).
+        name: the span to run the block in; None makes no span (not with relation="link").
+        relation: "child", "link" or "none", as above.
+        kind: a SpanKind or its name, as for span(); default INTERNAL.
+        attributes: the span's attributes.
     """
 
     __slots__ = ("_handoff", "_name", "_relation", "_kind", "_attributes", "_token", "_cm")
@@ -297,7 +312,11 @@ def call(handoff: Handoff, fn: Callable[..., Any], /, *args: Any, **kwargs: Any)
 def wrap(fn: F) -> F:
     """Return fn bound to the context of now: however much later, wherever it runs, it continues
     this trace. A coroutine, generator or async generator (made by fn, or returned by it) runs
-    each of its steps in that context."""
+    each of its steps in that context.
+
+    Args:
+        fn: the callable to bind; TypeError for anything else.
+    """
     if not callable(fn):
         raise TypeError(f"wrap takes a function, not {type(fn).__name__}")
     h = capture()
@@ -322,7 +341,12 @@ def wrap(fn: F) -> F:
 
 
 def inject(carrier: dict[str, str] | None = None, context: Context | None = None) -> dict[str, str]:
-    """Write traceparent / tracestate / baggage for the current (or given) context into carrier."""
+    """Write traceparent / tracestate / baggage for the current (or given) context into carrier.
+
+    Args:
+        carrier: the dict of headers to write into (returned); None makes a new one.
+        context: the context to describe; default the current one.
+    """
     carrier = {} if carrier is None else carrier
     if not isinstance(carrier, MutableMapping):
         raise TypeError(f"inject writes into a dict of headers, not {type(carrier).__name__}")
@@ -331,5 +355,9 @@ def inject(carrier: dict[str, str] | None = None, context: Context | None = None
 
 
 def extract(carrier: Mapping[str, Any] | None) -> Context:
-    """The context a carrier describes (an empty context for an empty or garbled carrier)."""
+    """The context a carrier describes (an empty context for an empty or garbled carrier).
+
+    Args:
+        carrier: a mapping of headers (keys matched case-insensitively, others ignored), or None.
+    """
     return as_handoff(carrier).context

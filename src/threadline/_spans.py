@@ -14,7 +14,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from threadline import _config
+from threadline import _runtime
 from threadline._attributes import clean as clean_attributes
 from threadline._context import attach, current, detach
 
@@ -86,7 +86,7 @@ class _Scope:
         self._links = links
 
     def __enter__(self) -> trace.Span:
-        span = self._span = _config.tracer().start_span(
+        span = self._span = _runtime.tracer().start_span(
             self._name, None, self._kind, self._attributes, self._links
         )
         self._token = attach(Context({**current(), _SPAN_KEY: span}))  # set_span_in_context
@@ -109,7 +109,20 @@ def span(
     kind: SpanKind | str | None = None,
     links: Iterable[Any] | None = None,
 ):
-    """A span around a block, current inside it: ``with tl.span("charge") as s: ...``"""
+    """A span around a block, current inside it: ``with tl.span("charge") as s: ...``
+
+    An exception leaving the block is recorded on the span (an event, ERROR status) and
+    re-raised unchanged.
+
+    Args:
+        name: the span name, a non-empty string.
+        attributes: span attributes; a value OpenTelemetry cannot carry is kept as its repr,
+            with a warning naming the key.
+        kind: a SpanKind, or its name ("server", "client", "producer", "consumer",
+            "internal"); default INTERNAL.
+        links: spans this one links to: Links, SpanContexts, Spans or Handoffs (invalid ones
+            are left out).
+    """
     if type(name) is not str or not name:
         check_name(name)
     return _Scope(
@@ -134,7 +147,15 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None) -> Any:
     The span is named after the function's qualified name unless `name` is given. For generators
     it covers the whole iteration, and is current only while the generator's own code runs. A
     plain function that returns a coroutine, generator or async generator (one decorated by a
-    plain decorator, say) gets a span that covers that too, up to its end.
+    plain decorator, say) gets a span that covers that too, up to its end. An exception is
+    recorded on the span and re-raised unchanged.
+
+    Args:
+        fn: the callable to trace (``@traced``); left out, traced(...) returns the decorator
+            (``@traced(name=..., attributes=..., kind=...)``).
+        name: the span name; default the function's qualified name.
+        attributes: attributes of every call's span.
+        kind: a SpanKind or its name, as for span(); default INTERNAL.
     """
     if fn is None:
         return functools.partial(traced, name=name, attributes=attributes, kind=kind)
@@ -145,7 +166,7 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None) -> Any:
     attrs = clean_attributes(attributes)
 
     def begin() -> tuple[Context, trace.Span]:
-        s = _config.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
+        s = _runtime.tracer().start_span(span_name, kind=span_kind, attributes=attrs)
         return trace.set_span_in_context(s), s
 
     if inspect.isasyncgenfunction(fn):

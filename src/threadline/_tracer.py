@@ -275,7 +275,7 @@ class LeanTracer(trace.Tracer):
         span.__dict__ = fields  # pyright: ignore[reportAttributeAccessIssue] - an instance's is a dict
         if links:
             span._links = span._new_links(links)  # noqa: SLF001
-        span._start_time = start_time if start_time is not None else time_ns()
+        span._start_time = start_time if start_time is not None else time_ns()  # noqa: SLF001
         self._processor.on_start(span, parent_context=context)
         return span
 

@@ -255,6 +255,6 @@ def install() -> bool:
     current = propagate.get_global_textmap()
     if not getattr(current, "_threadline_w3c", False):
         composite = propagator()
-        composite._threadline_w3c = True  # type: ignore[attr-defined]
+        composite._threadline_w3c = True  # type: ignore[attr-defined]  # noqa: SLF001 - our mark
         propagate.set_global_textmap(composite)
     return True

@@ -70,7 +70,7 @@ def terminated_while_counting(flush_timeout: float) -> None:
     _exit.FLUSH_TIMEOUT = flush_timeout
     with tl.span("inner"):
         pass
-    with _export.stats._lock:  # noqa: SLF001 - where a span's end is counted
+    with _export.stats._lock:  # where a span's end is counted
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(60)  # the handler runs here, in this thread
 

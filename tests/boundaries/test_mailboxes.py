@@ -8,6 +8,7 @@ import pytest
 from opentelemetry import baggage, context, trace
 
 import threadline as tl
+from threadline import semconv
 from threadline._handoff import Handoff
 from threadline.boundaries import mailboxes
 from threadline.boundaries.mailboxes import Envelope, Mailbox
@@ -314,17 +315,17 @@ def test_batch_links_are_deduplicated_and_capped(traces):
     with tl.span("one sender"):
         same = [mailboxes.seal(i) for i in range(3)]
     many = []
-    for i in range(mailboxes.MAX_LINKS + 5):
+    for i in range(semconv.MAX_LINKS + 5):
         with tl.span("sender"):
             many.append(mailboxes.seal(i))
     with mailboxes.open_batch(same, "dedupe") as items:
         assert items == [0, 1, 2]
     with mailboxes.open_batch(many, "capped") as items:
-        assert len(items) == mailboxes.MAX_LINKS + 5
+        assert len(items) == semconv.MAX_LINKS + 5
     dedupe = traces.find_all("process dedupe")[0]
     capped = traces.find_all("process capped")[0]
     assert len(dedupe.links) == 1
-    assert len(capped.links) == mailboxes.MAX_LINKS
+    assert len(capped.links) == semconv.MAX_LINKS
     assert capped.attributes["threadline.links.dropped"] == 5
 
 

@@ -13,7 +13,7 @@ import pytest
 from process_work import NodeA, NodeB
 
 import threadline as tl
-from threadline import _config
+from threadline import seam
 from threadline.boundaries import nodes
 from threadline.boundaries.processes import rename
 from threadline.testing import hex_ids
@@ -121,7 +121,7 @@ def test_a_sampled_out_call_records_nothing_on_the_node(traces):
     try:
         tl.configure("tests", exporter="none", sample_ratio=0.0)
         # The node would sample everything on its own: the caller's decision must win.
-        _config.children({"exporter": "otlp", "endpoint": traces.endpoint, "sample_ratio": 1.0})
+        seam.children({"exporter": "otlp", "endpoint": traces.endpoint, "sample_ratio": 1.0})
         node = NodeB(address=LOCAL, authkey=b"b-key")
         node.start()
         try:
@@ -135,14 +135,14 @@ def test_a_sampled_out_call_records_nothing_on_the_node(traces):
                 assert counter.add(2) == 3
         finally:
             node.shutdown()
-        assert node._process.exitcode == 0  # noqa: SLF001 - flushed and gone
+        assert node._process.exitcode == 0  # flushed and gone
         trace_id = hex_ids(sampled)[0]
         served = node_spans(traces, trace_id, 2)
         assert sorted((s.name, s.kind) for s in served) == [
             ("Counter/add", "SERVER"),
             ("count", "INTERNAL"),
         ]
-        from_node = [s for s in traces.spans if s.pid == node._process.pid]  # noqa: SLF001
+        from_node = [s for s in traces.spans if s.pid == node._process.pid]
         assert {s.trace_id for s in from_node} == {trace_id}  # nothing of the unsampled call
         assert len(from_node) == 2
     finally:

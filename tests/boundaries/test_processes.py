@@ -37,7 +37,7 @@ from process_work import (
 )
 
 import threadline as tl
-from threadline import _config, _export
+from threadline import _export, seam
 from threadline.boundaries import processes
 from threadline.testing import hex_ids
 from threadline.testing.collector import Collector, decode
@@ -233,7 +233,7 @@ def killed(traces, parent, pid: int, every_span: bool = False, task: str | None 
 def test_sigkilled_process(traces, method):
     every_span = method == "spawn"
     if every_span:
-        _config.children({"exporter": "otlp", "endpoint": traces.endpoint, "announce": True})
+        seam.children({"exporter": "otlp", "endpoint": traces.endpoint, "announce": True})
     ctx = multiprocessing.get_context(method)
     ready = ctx.Event()
     with tl.span("parent") as parent:
@@ -334,7 +334,7 @@ def test_a_pool_worker_death_is_told_to_the_sender_of_the_task_it_ran(traces):
         running = dict(started.get(timeout=WAIT) for _ in range(2))
         os.kill(running["a"], signal.SIGKILL)
         until(lambda: len(a.events) == 1, "the death of a's worker")
-        os.unlink(os.path.join(processes._running.dir, str(running["b"])))  # noqa: SLF001
+        os.unlink(os.path.join(processes._running.dir, str(running["b"])))
         os.kill(running["b"], signal.SIGKILL)
         until(lambda: len(b.events) == 1 and len(a.events) == 2, "the death of b's worker")
         a.end()
@@ -413,7 +413,7 @@ def test_the_parents_sampling_decision_holds_in_children(traces):
     try:
         for parent_ratio, child_ratio in ((0.0, 1.0), (1.0, 0.0)):
             tl.configure("tests", exporter="none", sample_ratio=parent_ratio)
-            _config.children(
+            seam.children(
                 {"exporter": "otlp", "endpoint": traces.endpoint, "sample_ratio": child_ratio}
             )
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
@@ -440,7 +440,7 @@ class _Endpoint:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 spans = decode(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 n = len(endpoint.requests)
                 endpoint.requests.append(spans)
@@ -640,11 +640,11 @@ def test_a_batch_processor_of_unknown_shape_is_said_and_its_losses_counted(
     ]
     _export.stats.reset()
     try:
-        _config.add_tap(lossy)
+        seam.add_tap(lossy)
         for _ in range(10):
             with tl.span("maybe"):
                 pass
-        _config.remove_tap(lossy)
+        seam.remove_tap(lossy)
         _export.stats.report()
         stats = tl.export_stats()
         assert (stats["ended"], stats["exported"], stats["dropped"]) == (10, 5, 5)
@@ -685,7 +685,7 @@ def test_children_are_configured_like_the_parent(traces):
     collector.start()
     try:
         tl.configure("shop", endpoint=collector.endpoint, environment="staging")
-        _config.children(None)  # no test overrides: exactly what a program's children get
+        seam.children(None)  # no test overrides: exactly what a program's children get
         with tl.span("checkout") as parent:
             p = multiprocessing.get_context("spawn").Process(target=task, args=("return",))
             p.start()

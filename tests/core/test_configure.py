@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import threadline as tl
-from threadline import _config
+from threadline import _settings, seam
 from threadline.testing.collector import Collector
 
 
@@ -98,7 +98,7 @@ def test_exporter_precedence(env):
 def test_endpoint_precedence(env):
     def urls():
         s = tl.configure("x", exporter="none")
-        return s.endpoint, _config.export_url(s)
+        return s.endpoint, _settings.export_url(s)
 
     assert urls() == ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces")
     env(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318/base/")  # a base: /v1/traces added
@@ -106,12 +106,12 @@ def test_endpoint_precedence(env):
     env(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://traces:9999/custom")  # used as it is; wins
     assert urls() == ("http://collector:4318/base", "http://traces:9999/custom")
     s = tl.configure("x", exporter="none", endpoint="http://explicit:1234")  # explicit wins
-    assert (s.endpoint, _config.export_url(s)) == (
+    assert (s.endpoint, _settings.export_url(s)) == (
         "http://explicit:1234",
         "http://explicit:1234/v1/traces",
     )
     s = tl.configure("x", exporter="none", traces_endpoint="http://explicit:1234/t")
-    assert (s.endpoint, _config.export_url(s)) == (
+    assert (s.endpoint, _settings.export_url(s)) == (
         "http://collector:4318/base",
         "http://explicit:1234/t",
     )
@@ -203,7 +203,7 @@ class PathRecorder:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 paths.append(self.path)
                 self.send_response(200)
@@ -448,7 +448,7 @@ def test_import_is_light():
 
 def test_settings_round_trip_for_children():
     s = tl.configure("parent-svc", exporter="none", sample_ratio=0.5)
-    again = _config.Settings(**s.to_dict())
+    again = _settings.Settings(**s.to_dict())
     assert again == s
 
 
@@ -478,7 +478,7 @@ def test_queue_overflow_is_counted_and_logged_once(monkeypatch, caplog):
     tl.configure("overflow", exporter=Stuck())
     _export.stats.reset()
     counter = Ended()
-    _config.add_tap(counter)
+    seam.add_tap(counter)
     caplog.set_level(logging.WARNING)
     try:
         for _ in range(50):
@@ -487,7 +487,7 @@ def test_queue_overflow_is_counted_and_logged_once(monkeypatch, caplog):
         gate.set()
         tl.flush()
     finally:
-        _config.remove_tap(counter)
+        seam.remove_tap(counter)
     stats = tl.export_stats()
     _export.stats.reset()  # the drops were this test's own: not for the exit report
     assert Ended.count >= 50

@@ -26,7 +26,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from threadline import _config
+from threadline import _runtime, _settings
 from threadline._tracer import LeanSpan, LeanTracer, lean_tracer
 
 LOW64 = (1 << 64) - 1
@@ -255,8 +255,10 @@ def test_start_as_current_span_is_lazy_and_decorates():
 
 
 def test_configured_resource_hashes_once_and_equals_the_sdk_one():
-    resource = _config._resource(_config._resolve("svc", None, None, None, None, "none", None,
-                                                  False, {"x": 1}))  # fmt: skip
+    settings = _settings.resolve(
+        "svc", exporter="none", boundaries=False, resource_attributes={"x": 1}
+    )
+    resource = _runtime._resource(settings)
     plain = Resource(resource.attributes, resource.schema_url)
     assert resource == plain and hash(resource) == hash(plain)
     assert hash(resource) == hash(resource)

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("playwright.sync_api")
 
-from threadline.demo.shop import Shop  # noqa: E402
-from threadline.server.analysis import assemble  # noqa: E402
-from threadline.server.client import Client  # noqa: E402
-from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER  # noqa: E402
-from threadline.server.serving import start  # noqa: E402
+from threadline.demo.shop import Shop
+from threadline.server.analysis import assemble
+from threadline.server.client import Client
+from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER
+from threadline.server.serving import start
 
 SERVICES = {"web-browser", "web", "gateway", "users", "auth", "orders", "inventory", "payments"}
 

@@ -16,8 +16,8 @@ from brokers import WAIT, messaging_attributes, require, unique
 from psycopg.types.json import Jsonb
 
 import threadline as tl
-from threadline.boundaries.mailboxes import MAX_LINKS
 from threadline.integrations import events
+from threadline.semconv import MAX_LINKS
 from threadline.testing import hex_ids
 
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"

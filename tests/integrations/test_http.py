@@ -360,12 +360,12 @@ def test_parse_server_timing(header, expected):
 
 GLOBAL = """
 import asyncio, httpx, threadline as tl
-from threadline import _config
+from threadline import seam
 from threadline.testing import Capture
 
 tl.configure("t", exporter="none")
 capture = Capture()
-_config.add_tap(capture)
+seam.add_tap(capture)
 tl.instrument()  # before the apps exist: every app created from now on is traced
 
 from fastapi import FastAPI
@@ -401,12 +401,12 @@ def test_global_instrumentation_traces_each_framework_app_once():
 
 GLOBAL_THEN_LINK = """
 import asyncio, json, httpx, threadline as tl
-from threadline import _config
+from threadline import seam
 from threadline.testing import Capture
 
 tl.configure("t", exporter="none")
 capture = Capture()
-_config.add_tap(capture)
+seam.add_tap(capture)
 tl.instrument(clients=False)  # every framework app created from now on is traced
 
 from fastapi import FastAPI, Request

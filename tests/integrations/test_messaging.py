@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import threadline as tl
-from threadline.boundaries.mailboxes import MAX_LINKS
 from threadline.integrations import messaging
+from threadline.semconv import MAX_LINKS
 from threadline.testing import hex_ids
 
 

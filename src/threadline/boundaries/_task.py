@@ -13,8 +13,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from threadline._context import attach, current, reset
-from threadline._handoff import RELATIONS, Handoff, Relation, resume
+from threadline.seam import RELATIONS, Handoff, Relation, attach, current, reset, resume
 
 __all__ = ["Policy", "Task", "task_name"]
 

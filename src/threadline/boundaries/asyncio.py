@@ -25,10 +25,10 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from threadline._handoff import Relation
 from threadline.boundaries import threads
 from threadline.boundaries._patches import Patches
 from threadline.boundaries._task import Policy, Task
+from threadline.seam import Relation
 
 __all__ = ["install", "installed", "policy", "uninstall"]
 
@@ -44,8 +44,8 @@ _policy = Policy()
 
 
 def _wrap(loop: asyncio.BaseEventLoop, fn: Any, method: str) -> Any:
-    if loop._debug:  # the loop's own debug check, made before the callable is wrapped  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
-        loop._check_callback(fn, method)  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
+    if loop._debug:  # noqa: SLF001 - the loop's own debug check, made before fn is wrapped  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
+        loop._check_callback(fn, method)  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
     if type(fn) is Task or _internal(fn):
         return fn
     return Task(fn, _policy)
@@ -67,7 +67,7 @@ def _internal(fn: Any) -> bool:
 def _executor_boundary(loop: asyncio.BaseEventLoop, executor: Any) -> bool:
     """Whether the executor's own boundary (threads, processes) is installed to carry the context:
     then it captures, at the same moment and by its own policy, and asyncio stays out of the way."""
-    ex = executor if executor is not None else loop._default_executor  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
+    ex = executor if executor is not None else loop._default_executor  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
     if ex is None:  # asyncio will make a plain ThreadPoolExecutor
         return threads.installed()
     if isinstance(ex, ThreadPoolExecutor):

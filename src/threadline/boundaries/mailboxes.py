@@ -34,9 +34,17 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from threadline._handoff import RELATIONS, Handoff, Relation, capture, resume
-from threadline._spans import start_span
-from threadline._w3c import KNOWN_FLAGS
+from threadline.seam import (
+    KNOWN_FLAGS,
+    RELATIONS,
+    Handoff,
+    Relation,
+    batch_span,
+    capture,
+    resume,
+    sender_links,
+    start_span,
+)
 
 __all__ = [
     "Batch",
@@ -173,7 +181,7 @@ class Delivery:
         return f"Delivery({self.item!r} from {self.destination!r}, {self.handoff!r})"
 
 
-def open(  # noqa: A001 - the messaging verb; shadows the builtin only inside this module
+def open(  # the messaging verb; shadows the builtin only inside this module
     message: Any,
     destination: str,
     *,
@@ -185,26 +193,10 @@ def open(  # noqa: A001 - the messaging verb; shadows the builtin only inside th
     return Delivery(message, destination, relation=relation, attributes=attributes)
 
 
-MAX_LINKS = 128  # the SDK's default span link limit: a batch links at most this many senders
-
-
-def sender_links(handoffs: Iterable[Handoff]) -> tuple[list[trace.SpanContext], int]:
-    """The distinct valid senders among handoffs, in order, at most MAX_LINKS of them, and how
-    many more there were (for ``threadline.links.dropped``). ``handoffs`` are the messages'
-    Handoffs, one per message."""
-    senders: dict[tuple[int, int], trace.SpanContext] = {}
-    for h in handoffs:
-        sc = h.span_context
-        if sc.is_valid:
-            senders.setdefault((sc.trace_id, sc.span_id), sc)
-    links = list(senders.values())
-    return links[:MAX_LINKS], max(0, len(links) - MAX_LINKS)
-
-
 class Batch:
     """Messages received together. ``with batch as items:`` runs the block in one CONSUMER
     "process <destination>" span under the receiver's context, linked to every distinct sender
-    (at most MAX_LINKS; the rest are counted in ``threadline.links.dropped``).
+    (at most semconv.MAX_LINKS; the rest are counted in semconv.LINKS_DROPPED).
 
     ``messages`` are Envelopes or bare items, mixed; ``destination`` names the span and
     ``messaging.destination.name``; ``attributes`` are added to the span.
@@ -236,13 +228,11 @@ class Batch:
 
     def __enter__(self) -> list[Any]:
         if _installed and self.items:
-            links, dropped = sender_links(self.handoffs)
-            attrs = _attrs(self._attributes, "process")
-            attrs["messaging.batch.message_count"] = len(self.items)
-            if dropped:
-                attrs["threadline.links.dropped"] = dropped
-            self._cm = start_span(
-                f"process {self.destination}", attributes=attrs, kind=SpanKind.CONSUMER, links=links
+            self._cm = batch_span(
+                f"process {self.destination}",
+                self.handoffs,
+                message_count=len(self.items),
+                attributes=_attrs(self._attributes, "process"),
             )
             self._cm.__enter__()
         return self.items
@@ -449,7 +439,7 @@ class _Receiving:
         self._delivery: Delivery | None = None
 
     async def _take(self) -> Delivery:
-        return self._mailbox.open(await self._mailbox._get(*self._args, **self._kwargs))
+        return self._mailbox.open(await self._mailbox._get(*self._args, **self._kwargs))  # noqa: SLF001
 
     def __await__(self):
         return self._take().__await__()

@@ -28,9 +28,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from threadline import _config
-from threadline._handoff import Handoff, capture, resume
-from threadline._spans import start_span
+from threadline import seam, semconv
+from threadline.seam import Handoff, capture, resume, start_span
 
 SYSTEM = "multiprocessing"
 _FAILED = ("#ERROR", "#TRACEBACK", "#UNSERIALIZABLE")
@@ -42,7 +41,7 @@ _creating = threading.local()  # the manager whose _create is calling dispatch i
 
 # Asked of a server before any context is sent to it: a node with this boundary answers it as
 # the no-op 'dummy'; any other says '#TRACEBACK ... unrecognized'.
-ASK = "threadline.carries_context"
+ASK = semconv.CARRIES_CONTEXT
 _understood: dict[Any, bool] = {}  # server address -> whether it reads a carried context
 
 
@@ -125,7 +124,7 @@ def _understands(address: Any, authkey: bytes | None, client: Any) -> bool:
 
 
 def _callmethod(self, methodname, args=(), kwds={}):  # noqa: B006 - the stdlib's signature
-    if _config.settings() is None:
+    if seam.settings() is None:
         return _originals["_callmethod"](self, methodname, args, kwds)
     typeid = self._token.typeid
     address = self._token.address
@@ -144,9 +143,9 @@ def _create(self, typeid, /, *args, **kwds):
         _creating.manager = None
 
 
-def _dispatch(c, id, methodname, args=(), kwds={}):  # noqa: A002, B006 - the stdlib's signature
+def _dispatch(c, id, methodname, args=(), kwds={}):  # noqa: B006 - the stdlib's signature
     # Only 'create' runs user code (a registered callable); incref/decref/shutdown are plumbing.
-    if methodname != "create" or not args or _config.settings() is None:
+    if methodname != "create" or not args or seam.settings() is None:
         return _originals["dispatch"](c, id, methodname, args, kwds)
     typeid = args[0]
     attrs = _server(_attributes(typeid, "create"), _peer(c))
@@ -240,7 +239,7 @@ def _handle_request(self, conn):
     try:
         return _originals["handle_request"](self, served)
     finally:
-        served._finish(None)
+        served._finish(None)  # noqa: SLF001 - this module's own connection wrapper
 
 
 # -- install -----------------------------------------------------------------------------------

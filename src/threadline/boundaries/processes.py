@@ -1,14 +1,14 @@
 """Child processes: multiprocessing.Process, multiprocessing.Pool and ProcessPoolExecutor, for
 the fork, spawn and forkserver start methods.
 
-- A child is configured like its parent (threadline._config.child_settings()): the settings
+- A child is configured like its parent (threadline.seam.child_settings()): the settings
   travel with the Process object (pickled for spawn/forkserver, in memory for fork), and the
   child reconfigures before running its target, with its own pid and its parent's in the resource.
 - Work is captured when it is handed off (Process.start, Pool.apply_async/map/imap/...,
   executor.submit/map) and runs in the child under a "run <function>" span parented to the
   sender's span. A pool worker carries no context of its own: a reused worker never leaks the
   previous task's trace.
-- A child exports every ended span before it exits (threadline._exit) and announces each task's
+- A child exports every ended span before it exits (threadline.seam.guard()) and announces each task's
   span as it starts (a pending copy, docs/internals.md), so a worker killed mid-task still shows
   an incomplete span; configure(announce=True) announces every span. When the parent sees a
   worker die, it records `threadline.worker.died` on the sender's span, or in a short
@@ -36,13 +36,12 @@ from typing import Any, cast
 
 from opentelemetry import trace
 
-from threadline import _config, _exit
-from threadline._handoff import Handoff, call, capture, resume
+from threadline import seam, semconv
+from threadline.seam import Handoff, call, capture, resume
 
 log = logging.getLogger("threadline")
 
 BOUNDARY = "processes"
-DIED = "threadline.worker.died"
 
 _originals: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -54,8 +53,8 @@ def _long_lived(target: Any) -> bool:
     target = getattr(target, "__func__", target)
     return target in (
         pool.worker,  # pyright: ignore[reportAttributeAccessIssue] - not in typeshed
-        futures_process._process_worker,
-        managers.BaseManager._run_server.__func__,  # pyright: ignore[reportAttributeAccessIssue]
+        futures_process._process_worker,  # noqa: SLF001 - the stdlib's worker loops
+        managers.BaseManager._run_server.__func__,  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
     )
 
 
@@ -96,10 +95,10 @@ def _plant(settings: dict[str, Any] | None) -> None:
         return
     _planted_pid = os.getpid()
     try:
-        _config.configure(**settings)
+        seam.configure(**settings)
         install()
-        _exit.guard()
-    except Exception:  # noqa: BLE001 - tracing never keeps a child from running
+        seam.guard()
+    except Exception:  # tracing never keeps a child from running
         log.warning("threadline: could not configure child process", exc_info=True)
 
 
@@ -111,12 +110,12 @@ def _arrive(settings: dict[str, Any], handoff: Handoff | None) -> _Seed:
 def _end_open_units(code: int | None, signum: int | None) -> None:
     """At os._exit or SIGTERM mid-task: the task ends with the process; say so on its span."""
     for s in reversed(list(_open)):
-        _exit.mark_cut_short(s, code, signum)
+        seam.mark_cut_short(s, code, signum)
         s.end()
     _open.clear()
 
 
-_exit.before_exit(_end_open_units)
+seam.before_exit(_end_open_units)
 
 
 class _Unit:
@@ -126,13 +125,13 @@ class _Unit:
 
     def __init__(self, handoff: Handoff | None, name: str) -> None:
         self._cm = resume(
-            handoff, name, attributes={"process.pid": os.getpid(), "threadline.boundary": BOUNDARY}
+            handoff, name, attributes={"process.pid": os.getpid(), semconv.BOUNDARY: BOUNDARY}
         )
         self._span: trace.Span | None = None
 
     def __enter__(self) -> trace.Span:
         self._span = self._cm.__enter__()
-        _config.announce(self._span)  # a worker may be killed mid-task: make the task visible now
+        seam.announce(self._span)  # a worker may be killed mid-task: make the task visible now
         _open.append(self._span)
         return self._span
 
@@ -179,7 +178,7 @@ def _bootstrap(self, parent_sentinel=None):
     try:
         return _originals["_bootstrap"](self, parent_sentinel)
     finally:
-        _exit.final_flush()
+        seam.final_flush()
 
 
 class _Task:
@@ -288,7 +287,7 @@ def configure_children(**overrides: Any) -> None:
 
     overrides: keyword arguments of threadline.configure(), by name.
     """
-    _config.children(overrides or None)
+    seam.children(overrides or None)
 
 
 def rename(service_name: str) -> None:
@@ -299,22 +298,22 @@ def rename(service_name: str) -> None:
     service_name: the service.name this process reports from now on. Raises RuntimeError when
     threadline is not configured in this process.
     """
-    s = _config.settings()
+    s = seam.settings()
     if s is None:
         raise RuntimeError(
             "threadline is not configured in this process: call threadline.configure()"
         )
     args = {**s.to_dict(), "service_name": service_name}
     if s.exporter == "custom":  # the same exporter instance serves on
-        args["exporter"] = _config._runtime.exporter  # noqa: SLF001
-    _config.configure(**args)
+        args["exporter"] = seam.current_exporter()
+    seam.configure(**args)
 
 
 # -- the parent's side -------------------------------------------------------------------------
 
 
 def _start(self) -> None:
-    settings = _config.child_settings()
+    settings = seam.child_settings()
     if settings is not None:
         handoff = None if _long_lived(getattr(self, "_target", None)) else capture()
         self._threadline_seed = _Seed(settings, handoff)
@@ -338,13 +337,13 @@ def _died(sender: Handoff | None, pid: int | None, exitcode: int, task: str | No
         attrs["process.exit_code"] = exitcode
         how = f"exited with code {exitcode}"
     if task is not None:
-        attrs["threadline.worker.task"] = task
+        attrs[semconv.WORKER_TASK] = task
     span = trace.get_current_span(sender.context) if sender else trace.get_current_span()
     if span.is_recording():
-        span.add_event(DIED, attrs)
+        span.add_event(semconv.WORKER_DIED, attrs)
     elif sender:
         with resume(sender, "worker died", attributes=attrs) as s:
-            s.add_event(DIED, attrs)
+            s.add_event(semconv.WORKER_DIED, attrs)
             s.set_status(trace.Status(trace.StatusCode.ERROR, f"worker {pid} {how}"))
 
 
@@ -432,11 +431,11 @@ def _pool_method(name: str):
 
     @functools.wraps(original)
     def patched(self, func, *args, **kwargs):
-        if _is_thread_pool(self) or _config.settings() is None:
+        if _is_thread_pool(self) or seam.settings() is None:
             return original(self, func, *args, **kwargs)
         handoff = capture()
         args = _bind_callbacks(handoff, callbacks_at, args, kwargs)
-        task = _Task(func, handoff, _config.child_settings(), _running.board())
+        task = _Task(func, handoff, seam.child_settings(), _running.board())
         result = original(self, task, *args, **kwargs)
         if hasattr(result, "_job"):
             _remember(self, result, handoff)
@@ -463,18 +462,18 @@ def _join_exited_workers(workers):
 def _submit(self, fn, /, *args, **kwargs):
     already = (
         isinstance(fn, functools.partial)
-        and fn.func is futures_process._process_chunk
+        and fn.func is futures_process._process_chunk  # noqa: SLF001
         and isinstance(fn.args[0], _Task)
     )
-    if already or _config.settings() is None:
+    if already or seam.settings() is None:
         return _originals["submit"](self, fn, *args, **kwargs)
-    task = _Task(fn, capture(), _config.child_settings(), _running.board())
+    task = _Task(fn, capture(), seam.child_settings(), _running.board())
     return _originals["submit"](self, task, *args, **kwargs)
 
 
 def _map(self, fn, *iterables, timeout=None, chunksize=1):
-    if _config.settings() is not None:
-        fn = _Task(fn, capture(), _config.child_settings(), _running.board())
+    if seam.settings() is not None:
+        fn = _Task(fn, capture(), seam.child_settings(), _running.board())
     return _originals["map"](self, fn, *iterables, timeout=timeout, chunksize=chunksize)
 
 
@@ -508,7 +507,7 @@ _PATCHES = [
     (pool.Pool, "_join_exited_workers", lambda: staticmethod(_join_exited_workers)),
     (futures_process.ProcessPoolExecutor, "submit", lambda: _submit),
     (futures_process.ProcessPoolExecutor, "map", lambda: _map),
-    (futures_process._ExecutorManagerThread, "terminate_broken", lambda: _terminate_broken),
+    (futures_process._ExecutorManagerThread, "terminate_broken", lambda: _terminate_broken),  # noqa: SLF001
 ]
 
 

@@ -26,9 +26,9 @@ from multiprocessing import pool as _mp_pool
 from multiprocessing import queues as _mp_queues
 from typing import Any
 
-from threadline._handoff import Relation
 from threadline.boundaries._patches import Patches
 from threadline.boundaries._task import Policy, Task
+from threadline.seam import Relation
 
 __all__ = ["CLEAN_TARGETS", "install", "installed", "policy", "uninstall"]
 
@@ -36,20 +36,20 @@ __all__ = ["CLEAN_TARGETS", "install", "installed", "policy", "uninstall"]
 # handler threads, a multiprocessing queue's feeder): capturing there would bind every later task
 # or callback to whoever happened to create the pool. Other boundary modules may add to it.
 CLEAN_TARGETS: set[Any] = {
-    _futures_thread._worker,
+    _futures_thread._worker,  # noqa: SLF001 - the stdlib's own worker and handler loops
     # multiprocessing's internals, which typeshed does not declare
     _mp_pool.worker,  # pyright: ignore[reportAttributeAccessIssue]
-    _mp_pool.Pool._handle_workers,  # pyright: ignore[reportAttributeAccessIssue]
-    _mp_pool.Pool._handle_tasks,  # pyright: ignore[reportAttributeAccessIssue]
-    _mp_pool.Pool._handle_results,  # pyright: ignore[reportAttributeAccessIssue]
-    _mp_queues.Queue._feed,  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_workers,  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_tasks,  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_pool.Pool._handle_results,  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
+    _mp_queues.Queue._feed,  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue]
 }
-CLEAN_CLASSES: tuple[type, ...] = (_futures_process._ExecutorManagerThread,)
+CLEAN_CLASSES: tuple[type, ...] = (_futures_process._ExecutorManagerThread,)  # noqa: SLF001
 
 _patches = Patches()
 _policy = Policy()
 _Thread = threading.Thread
-_bootstrap_inner = _Thread._bootstrap_inner  # type: ignore[attr-defined]
+_bootstrap_inner = _Thread._bootstrap_inner  # type: ignore[attr-defined]  # noqa: SLF001
 _start = _Thread.start
 _submit = ThreadPoolExecutor.submit
 _Pool = _mp_pool.Pool

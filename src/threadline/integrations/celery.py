@@ -19,7 +19,7 @@ span (status ERROR and an ``exception`` event). What threadline adds:
 * Nothing is lost on the way out: a pool process exports every span it ended as it leaves
   (``worker_process_shutdown``: after ``max_tasks_per_child`` tasks, at shutdown, on SIGTERM),
   before it tells the worker, which then sends it SIGTERM; a task calling ``os._exit`` is
-  covered too (threadline._exit). A task cut short says so on its span (``process.exit_code``
+  covered too (threadline.seam.guard()). A task cut short says so on its span (``process.exit_code``
   or ``process.signal``, status ERROR). Each run span is announced as it starts, so a task
   killed by SIGKILL (a hard time limit) still shows, as incomplete.
 * No leaks: a task runs from an empty context plus what its message carries, and its process is
@@ -55,9 +55,9 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from opentelemetry import context, trace
 
-from threadline import _config, _exit
-from threadline._handoff import CARRIER_KEYS
+from threadline import seam
 from threadline.boundaries import processes
+from threadline.seam import CARRIER_KEYS
 
 __all__ = ["RELATIONS", "instrument", "uninstrument"]
 
@@ -105,7 +105,7 @@ def _prerun_last(task_id: str | None = None, task: Any = None, **_: Any) -> None
     retries = getattr(task.request, "retries", 0) or 0
     if retries:
         span.set_attribute("celery.retries", retries)
-    _config.announce(span)  # the process may be killed mid-task: make the task visible now
+    seam.announce(span)  # the process may be killed mid-task: make the task visible now
 
 
 def _postrun_first(task_id: str | None = None, **_: Any) -> None:
@@ -113,10 +113,10 @@ def _postrun_first(task_id: str | None = None, **_: Any) -> None:
     exc = sys.exc_info()[1]
     if span is not None and isinstance(exc, SystemExit):  # the process is leaving mid-task
         if terminate_handler_fired():
-            _exit.mark_cut_short(span, None, signal.SIGTERM)
+            seam.mark_cut_short(span, None, signal.SIGTERM)
         else:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            _exit.mark_cut_short(span, code, None)
+            seam.mark_cut_short(span, code, None)
 
 
 def _postrun_last(task_id: str | None = None, **_: Any) -> None:
@@ -128,12 +128,12 @@ def _postrun_last(task_id: str | None = None, **_: Any) -> None:
 def _end_running(code: int | None, signum: int | None) -> None:
     """At os._exit or SIGTERM with tasks still running: their spans end with the process."""
     for key, span in list(_running.items()):
-        _exit.mark_cut_short(span, code, signum)
+        seam.mark_cut_short(span, code, signum)
         span.end()
         _running.pop(key, None)
 
 
-_exit.before_exit(_end_running)
+seam.before_exit(_end_running)
 
 
 def _retry(request: Any = None, reason: Any = None, **_: Any) -> None:
@@ -153,16 +153,16 @@ def _service(app: Any) -> str | None:
     environment's (None lets configure() read it), else the app's name."""
     if _wanted and _wanted["worker_service"]:
         return _wanted["worker_service"]
-    if _config._env("OTEL_SERVICE_NAME") or "service.name" in _config._env_resource():  # noqa: SLF001
+    if seam.env("OTEL_SERVICE_NAME") or "service.name" in seam.env_resource():
         return None
     main = getattr(app, "main", None)
     return main if main and main != "__main__" else None
 
 
 def _configure_worker(app: Any) -> None:
-    s = _config.settings()
+    s = seam.settings()
     if s is None:
-        _config.configure(_service(app))
+        seam.configure(_service(app))
     elif _wanted and _wanted["worker_service"] and s.service_name != _wanted["worker_service"]:
         processes.rename(_wanted["worker_service"])
 
@@ -171,23 +171,23 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
     """In the worker's main process, before its pool starts."""
     try:
         _configure_worker(getattr(sender, "app", None))
-    except Exception:  # noqa: BLE001 - tracing never keeps a worker from starting
+    except Exception:  # tracing never keeps a worker from starting
         log.warning("threadline: could not configure the Celery worker", exc_info=True)
 
 
 def _process_init(**_: Any) -> None:
     """In each pool process as it starts: configured like the worker, and flushed at exit."""
     try:
-        settings = _config.child_settings()  # the worker's, inherited across the fork
+        settings = seam.child_settings()  # the worker's, inherited across the fork
         if settings is None:  # a fresh interpreter (a spawn start method): as the worker did
             from celery import current_app
 
             _configure_worker(current_app)
         else:
             settings["resource_attributes"]["process.parent_pid"] = os.getppid()
-            _config.configure(**settings)
-        _exit.guard()
-    except Exception:  # noqa: BLE001
+            seam.configure(**settings)
+        seam.guard()
+    except Exception:
         log.warning("threadline: could not configure a Celery pool process", exc_info=True)
 
 
@@ -195,11 +195,11 @@ def _process_shutdown(exitcode: int | None = None, **_: Any) -> None:
     """A pool process is leaving (max_tasks_per_child, shutdown, SIGTERM): export everything now.
     Next it tells the worker, which answers with SIGTERM; once billiard's handler has run, SIGTERM
     kills at once, so it is blocked until the spans are out (and handled after)."""
-    with _exit.sigterm_blocked():
+    with seam.sigterm_blocked():
         if terminate_handler_fired():
-            _exit.final_flush(None, signal.SIGTERM)
+            seam.final_flush(None, signal.SIGTERM)
         else:
-            _exit.final_flush(exitcode if isinstance(exitcode, int) else None)
+            seam.final_flush(exitcode if isinstance(exitcode, int) else None)
 
 
 # -- wiring ------------------------------------------------------------------------------------

@@ -33,11 +33,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from threadline import _handoff
-from threadline._handoff import Handoff, Relation, inject
-from threadline._spans import check_name, start_span
-from threadline.boundaries.mailboxes import sender_links
+from threadline import seam, semconv
 from threadline.integrations import messaging
+from threadline.seam import Handoff, Relation, batch_span, check_name, inject
 
 __all__ = ["KEY", "Append", "append", "handle", "handle_batch", "handoff_of", "stamp"]
 
@@ -119,16 +117,16 @@ def handoff_of(metadata: Any) -> Handoff:
         try:
             metadata = json.loads(metadata)
         except ValueError as exc:
-            _handoff._garbled(f"event metadata is not JSON ({exc})")
+            seam.count_garbled(f"event metadata is not JSON ({exc})")
             return Handoff(carrier={})
     if not isinstance(metadata, Mapping):
-        _handoff._garbled(f"event metadata must be a mapping, got {type(metadata).__name__}")
+        seam.count_garbled(f"event metadata must be a mapping, got {type(metadata).__name__}")
         return Handoff(carrier={})
     carrier = metadata.get(KEY)
     if carrier is None:
         return Handoff(carrier={})
     if not isinstance(carrier, Mapping):
-        _handoff._garbled(
+        seam.count_garbled(
             f"event metadata[{KEY!r}] must be a mapping, got {type(carrier).__name__}"
         )
         return Handoff(carrier={})
@@ -158,7 +156,7 @@ def _attributes(
     if event_id is not None and event_id != "":
         attrs["messaging.message.id"] = str(event_id)
     if replay:
-        attrs["threadline.event.replay"] = True
+        attrs[semconv.EVENT_REPLAY] = True
     if attributes:
         attrs.update(attributes)
     return attrs
@@ -174,7 +172,7 @@ def handle(
     event_id: Any = None,
     system: str = SYSTEM,
     attributes: Mapping[str, Any] | None = None,
-) -> _handoff.resume:
+) -> seam.resume:
     """``with handle(event_metadata, name) as span:`` — the block runs in a CONSUMER span:
     a new trace linked to the span that appended the event (``relation="link"``), a child of it
     (``"child"``) or a clean one (``"none"``, and always with ``replay=True``). ``stream`` and
@@ -182,10 +180,10 @@ def handle(
     context is current again after the block. ``metadata`` is what handoff_of() reads, ``name``
     the span's name, ``system`` its ``messaging.system`` ("eventstore" unless given), and
     ``attributes`` are added to it."""
-    if relation not in _handoff.RELATIONS:  # checked even when a replay overrides it
-        raise ValueError(f"relation must be one of {_handoff.RELATIONS}, not {relation!r}")
+    if relation not in seam.RELATIONS:  # checked even when a replay overrides it
+        raise ValueError(f"relation must be one of {seam.RELATIONS}, not {relation!r}")
     attrs = _attributes(system, stream, event_id, replay, attributes)
-    return _handoff.resume(
+    return seam.resume(
         None if replay else handoff_of(metadata),
         name,
         relation="none" if replay else relation,
@@ -205,15 +203,13 @@ def handle_batch(
 ):
     """``with handle_batch([metadata, ...], name) as span:`` — one CONSUMER span for many
     events, under the handler's own context, linked to each distinct appending span (at most
-    ``mailboxes.MAX_LINKS``; ``threadline.links.dropped`` counts the rest), with
-    ``messaging.batch.message_count``. A replay links none. ``metadatas``: each event's
-    metadata, as handle() takes it; ``name``, ``stream``, ``system`` and ``attributes`` are as
-    for handle()."""
+    ``semconv.MAX_LINKS``; ``semconv.LINKS_DROPPED`` counts the rest), with
+    ``messaging.batch.message_count`` (threadline.seam.batch_span()). A replay links none.
+    ``metadatas``: each event's metadata, as handle() takes it; ``name``, ``stream``, ``system``
+    and ``attributes`` are as for handle()."""
     check_name(name)
     attrs = _attributes(system, stream, None, replay, attributes)
     handoffs = [handoff_of(m) for m in metadatas]
-    links, dropped = ([], 0) if replay else sender_links(handoffs)
-    attrs["messaging.batch.message_count"] = len(handoffs)
-    if dropped:
-        attrs["threadline.links.dropped"] = dropped
-    return start_span(name, attributes=attrs, kind=SpanKind.CONSUMER, links=links)
+    return batch_span(
+        name, [] if replay else handoffs, message_count=len(handoffs), attributes=attrs
+    )

@@ -38,8 +38,8 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "pip install 'threadline[events]'"
     ) from exc
 
-from threadline._handoff import Relation, inject
 from threadline.integrations import events
+from threadline.seam import Relation, inject
 
 if TYPE_CHECKING:
     # What the mixin is mixed into, for the checker: the application's methods it extends.

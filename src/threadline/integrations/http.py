@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from opentelemetry import trace
 
-from threadline._handoff import CARRIER_KEYS
+from threadline import semconv
+from threadline.seam import CARRIER_KEYS
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
@@ -44,10 +45,8 @@ TRUSTS = ("honour", "link", "ignore")
 SERVER_TIMING = "Server-Timing"
 TRACERESPONSE = "traceresponse"
 SERVER_TIMING_METRICS = ("traceparent", "trace")  # what parse_server_timing reads, in order
-REMOTE_KEY = (
-    "threadline.remote_context"  # where an untrusted caller's context waits in scope/environ
-)
-LINK_ATTRIBUTES = {"threadline.trust": "link"}
+REMOTE_KEY = semconv.REMOTE_CONTEXT  # where an untrusted caller's context waits in scope/environ
+LINK_ATTRIBUTES = {semconv.TRUST: "link"}
 
 # library -> (contrib module, instrumentor class)
 CLIENTS = {
@@ -125,11 +124,11 @@ def parse_server_timing(header: str | None) -> str | None:
 
 
 def _remote_context(carried: dict[str, list[str]]) -> trace.SpanContext:
-    from threadline._w3c import TraceContextPropagator
+    from threadline.seam import w3c
 
     # A Getter by duck type (the propagator calls get and keys), its module not imported for it
     getter = cast("Getter[dict[str, list[str]]]", _ListGetter())
-    ctx = TraceContextPropagator().extract(carried, getter=getter)
+    ctx = w3c.TraceContextPropagator().extract(carried, getter=getter)
     return trace.get_current_span(ctx).get_span_context()
 
 
@@ -234,9 +233,9 @@ def _contrib(library: str, table: dict[str, tuple[str, str]]):
 def _global_setup(server_timing: bool, clients: bool) -> None:
     from opentelemetry.instrumentation import propagators as response
 
-    from threadline import _w3c
+    from threadline.seam import w3c
 
-    _w3c.install()
+    w3c.install()
     if server_timing and response.get_global_response_propagator() is None:
         response.set_global_response_propagator(_server_timing_propagator())
     if clients:
@@ -279,7 +278,7 @@ def _reinstrument(instrumentor: Any, app: Any, **kwargs: Any) -> None:
         if hasattr(app, "teardown_request_funcs") and not hasattr(app, "_teardown_request"):
             # Flask: an app instrumented when it was created keeps no handle on the teardown
             # function uninstrument_app removes.
-            app._teardown_request = _contrib_teardown(app)
+            app._teardown_request = _contrib_teardown(app)  # noqa: SLF001 - contrib's own name
         instrumentor.uninstrument_app(app)
         if hasattr(app, "middleware_stack"):
             app.middleware_stack = None  # Starlette: built again on the next request
@@ -363,11 +362,19 @@ def instrument(
     with the given trust policy for its callers' trace context, and clients as above. Returns the
     app to serve: the same object for framework apps, a wrapping middleware for bare callables.
 
-    trust: "honour" (continue the caller's trace), "link" (new trace, linked to the caller's),
-    "ignore" (new trace). clients=False leaves the HTTP clients alone. server_timing=False
-    adds no Server-Timing / traceresponse headers to responses. asgi_spans=True keeps the ASGI instrumentation's per-message
-    send/receive spans (apps instrumented with no app given keep the contrib's defaults).
-    request_hook(span, scope_or_environ) runs for every server span.
+    Args:
+        app: the application to instrument, or None for every installed framework and client.
+        trust: "honour" (continue the caller's trace), "link" (new trace, linked to the
+            caller's), "ignore" (new trace). Only "honour" with no app.
+        clients: instrument the installed HTTP clients (httpx, requests, aiohttp) too.
+        servers: with no app, instrument the installed frameworks (False: clients only).
+        server_timing: answer every request with its trace (``Server-Timing`` and
+            ``traceresponse`` headers, as the module docstring says), unless the program set
+            a response propagator of its own.
+        asgi_spans: keep the ASGI instrumentation's per-message send/receive spans (apps
+            instrumented with no app given keep the contrib's defaults).
+        request_hook: request_hook(span, scope_or_environ) runs for every server span.
+
     An app the contrib instrumentation has instrumented already (one created after a global
     ``tl.instrument()``, or instrumented with the contrib directly) is instrumented again, with
     these arguments. Instrumenting an app a second time with the same arguments returns what the
@@ -407,7 +414,7 @@ def instrument(
         return out
     out = _instrument_app(app, trust, asgi_spans, request_hook)
     try:
-        app._threadline_instrumented = (out, wanted)
+        app._threadline_instrumented = (out, wanted)  # noqa: SLF001 - our mark on the app
     except (AttributeError, TypeError):  # a slotted object: instrumenting it again would nest
         pass
     return out

@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry import trace
 
 import threadline as tl
-from threadline._handoff import Handoff, as_handoff
+from threadline import semconv
+from threadline.seam import Handoff, as_handoff
 
 try:
     from starlette.responses import FileResponse
@@ -260,15 +261,15 @@ class LiveSocket:
         ) as span:
             self.session = tl.capture()
             self.session_id = self.client.span_id or format(span.get_span_context().span_id, "016x")
-            span.set_attribute("threadline.session.id", self.session_id)
-            span.set_attribute("threadline.session.relation", self.relation)
+            span.set_attribute(semconv.SESSION_ID, self.session_id)
+            span.set_attribute(semconv.SESSION_RELATION, self.relation)
             await self.websocket.accept(subprotocol=subprotocol, headers=headers)
-        self._attributes["threadline.session.id"] = self.session_id
+        self._attributes[semconv.SESSION_ID] = self.session_id
         outer = self._outer
         if outer.is_recording() and hasattr(outer, "add_link"):
             # An ASGI instrumentation's span for the whole connection: tie it to the session.
-            outer.set_attribute("threadline.session.id", self.session_id)
-            outer.add_link(self.session.span_context, {"threadline.link": "session"})
+            outer.set_attribute(semconv.SESSION_ID, self.session_id)
+            outer.add_link(self.session.span_context, {semconv.LINK: "session"})
 
     async def __aenter__(self) -> LiveSocket:
         await self.accept()

@@ -32,10 +32,16 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from threadline import _handoff
-from threadline._handoff import CARRIER_KEYS, Handoff, Relation, as_handoff, inject
-from threadline._spans import start_span
-from threadline.boundaries.mailboxes import sender_links
+from threadline import seam
+from threadline.seam import (
+    CARRIER_KEYS,
+    Handoff,
+    Relation,
+    as_handoff,
+    batch_span,
+    inject,
+    start_span,
+)
 
 __all__ = [
     "Outgoing",
@@ -115,8 +121,8 @@ def carrier_of(headers: Any) -> Handoff:
         h = as_handoff(picked)
         h.context  # noqa: B018 - parse now, inside the guard: a garbled value is counted here
         return h
-    except Exception as exc:  # tracing never breaks the consumer: a new trace instead
-        _handoff._garbled(f"message headers could not be read ({type(exc).__name__}: {exc})")
+    except Exception as exc:  # noqa: BLE001 - tracing never breaks the consumer: a new trace
+        seam.count_garbled(f"message headers could not be read ({type(exc).__name__}: {exc})")
         return Handoff(carrier={})
 
 
@@ -196,7 +202,7 @@ def process(
     message_id: Any = None,
     kind: SpanKind = SpanKind.CONSUMER,
     attributes: Mapping[str, Any] | None = None,
-) -> _handoff.resume:
+) -> seam.resume:
     """``with process(headers, system, destination) as span:`` — the block runs in a CONSUMER
     span "<operation> <destination>": a child of the sender's span (``relation="child"``), a new
     trace linked to it (``"link"``) or a clean one (``"none"``). Headers that carry no readable
@@ -206,7 +212,7 @@ def process(
     request's handler)."""
     _check_names(system, destination)
     attrs = message_attributes(system, destination, operation, "process", message_id, attributes)
-    return _handoff.resume(
+    return seam.resume(
         carrier_of(headers),
         span_name(operation, destination),
         relation=relation or "child",
@@ -225,17 +231,15 @@ def process_batch(
 ):
     """``with process_batch([headers, ...], system, destination) as span:`` — one CONSUMER
     span for many messages, under the consumer's own context, linked to each distinct sender
-    (at most ``mailboxes.MAX_LINKS``; ``threadline.links.dropped`` counts the rest) with
-    ``messaging.batch.message_count``. ``headers``: each message's, as carrier_of() reads them;
-    ``operation`` names the span; ``system``, ``destination`` and ``attributes`` are as for
-    publish()."""
+    (at most ``semconv.MAX_LINKS``; ``semconv.LINKS_DROPPED`` counts the rest) with
+    ``messaging.batch.message_count`` (threadline.seam.batch_span()). ``headers``: each
+    message's, as carrier_of() reads them; ``operation`` names the span; ``system``,
+    ``destination`` and ``attributes`` are as for publish()."""
     _check_names(system, destination)
     handoffs = [carrier_of(h) for h in headers]
-    links, dropped = sender_links(handoffs)
-    attrs = message_attributes(system, destination, operation, "process", None, attributes)
-    attrs["messaging.batch.message_count"] = len(handoffs)
-    if dropped:
-        attrs["threadline.links.dropped"] = dropped
-    return start_span(
-        span_name(operation, destination), attributes=attrs, kind=SpanKind.CONSUMER, links=links
+    return batch_span(
+        span_name(operation, destination),
+        handoffs,
+        message_count=len(handoffs),
+        attributes=message_attributes(system, destination, operation, "process", None, attributes),
     )

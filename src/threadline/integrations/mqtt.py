@@ -28,8 +28,9 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "threadline.integrations.mqtt needs paho-mqtt 2: pip install 'threadline[mqtt]'"
     ) from exc
 
-from threadline._handoff import CARRIER_KEYS, Relation
+from threadline import semconv
 from threadline.integrations import messaging
+from threadline.seam import CARRIER_KEYS, Relation
 
 __all__ = ["handler", "process", "process_batch", "publish"]
 
@@ -71,7 +72,7 @@ def publish(
     if not callable(getattr(client, "publish", None)):
         raise TypeError(f"publish takes a paho-mqtt Client, not {type(client).__name__}")
     v5 = getattr(client, "protocol", None) == MQTTv5
-    attrs = {**_server(client), "threadline.mqtt.carried": v5}
+    attrs = {**_server(client), semconv.MQTT_CARRIED: v5}
     with messaging.publish(SYSTEM, topic, operation="publish", attributes=attrs) as out:
         if v5:
             properties = _with_carrier(properties, out.headers)

@@ -20,8 +20,8 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from threadline._handoff import Relation
 from threadline.integrations import messaging
+from threadline.seam import Relation
 
 __all__ = ["handler", "process", "process_batch", "publish", "request"]
 
@@ -34,7 +34,7 @@ def _server(client: Any) -> dict[str, Any]:
     try:
         url = getattr(client, "_nc", client).connected_url  # a JetStreamContext keeps its client
         return {"server.address": url.hostname, "server.port": url.port}
-    except Exception:  # not connected: no address then
+    except Exception:  # noqa: BLE001 - not connected: no address then
         return {}
 
 
@@ -102,7 +102,7 @@ def _message_id(msg: Any) -> Any:
     if _from_jetstream(msg):
         try:
             return msg.metadata.sequence.stream
-        except Exception:  # an ack subject of another shape: no id then
+        except Exception:  # noqa: BLE001 - an ack subject of another shape: no id then
             return None
     return None
 
@@ -116,7 +116,7 @@ def _consumer_group(msg: Any) -> str | None:
         return None
     try:
         return msg.metadata.consumer
-    except Exception:
+    except Exception:  # noqa: BLE001 - an ack subject of another shape: no group then
         return None
 
 

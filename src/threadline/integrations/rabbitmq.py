@@ -35,8 +35,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from threadline._handoff import Relation
 from threadline.integrations import messaging
+from threadline.seam import Relation
 
 __all__ = ["consumer", "destination", "process", "process_batch", "publish"]
 
@@ -71,7 +71,7 @@ def _aio_server(exchange: Any) -> dict[str, Any]:
     try:
         url = exchange.channel._connection.url  # noqa: SLF001 - aio-pika keeps it there
         return {"server.address": url.host, "server.port": url.port or 5672}
-    except Exception:  # a closed channel, another client version: no address then
+    except Exception:  # noqa: BLE001 - a closed channel, another client version: no address
         return {}
 
 

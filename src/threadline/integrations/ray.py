@@ -26,7 +26,7 @@ this integration does instead:
 * The context travels in a keyword argument (``_threadline``) that instrument() adds to the
   signature of each remote function and actor method, when it is first submitted or created
   (one submitted or created before instrument() stays untraced). With it go the relation and the
-  configure() arguments of the caller's children (threadline._config.child_settings()), so
+  configure() arguments of the caller's children (threadline.seam.child_settings()), so
   every worker is configured like the driver, on any cluster, and reconfigured when they change.
 * A worker exports every span it ended before the task returns (a flush of at most
   FLUSH_TIMEOUT; after one that failed or ran out of time, tasks stop waiting for FLUSH_PAUSE
@@ -68,10 +68,8 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from threadline import _config
-from threadline._export import stats
-from threadline._handoff import RELATIONS, inject, resume
-from threadline._spans import start_span
+from threadline import seam, semconv
+from threadline.seam import RELATIONS, inject, resume, start_span
 
 __all__ = ["FLUSH_PAUSE", "FLUSH_TIMEOUT", "KWARG", "RELATIONS", "instrument", "uninstrument"]
 
@@ -113,8 +111,8 @@ def _settle_worker(settings: dict[str, Any] | None, relation: str) -> None:
             if settings != _applied:
                 _applied, _paused_until = settings, 0.0  # a new endpoint gets a fresh chance
                 try:
-                    _config.configure(**settings)
-                except Exception:  # noqa: BLE001 - tracing never keeps a task from running
+                    seam.configure(**settings)
+                except Exception:  # tracing never keeps a task from running
                     log.warning("threadline: could not configure a Ray worker", exc_info=True)
     if _wanted is None and relation in RELATIONS:
         instrument(relation=relation)
@@ -125,13 +123,13 @@ def _flush() -> None:
     flush runs beside the task, which waits for it at most FLUSH_TIMEOUT; an endpoint that fails
     or is slow makes tasks stop waiting for FLUSH_PAUSE seconds."""
     global _paused_until, _warned_flush
-    if _config.settings() is None or (_paused_until and time.monotonic() < _paused_until):
+    if seam.settings() is None or (_paused_until and time.monotonic() < _paused_until):
         return
-    failed = stats.failed
-    flushing = threading.Thread(target=_config.flush, name="threadline-ray-flush", daemon=True)
+    failed = seam.exports_failed()
+    flushing = threading.Thread(target=seam.flush, name="threadline-ray-flush", daemon=True)
     flushing.start()
     flushing.join(FLUSH_TIMEOUT)
-    if not flushing.is_alive() and stats.failed == failed:
+    if not flushing.is_alive() and seam.exports_failed() == failed:
         return
     _paused_until = time.monotonic() + FLUSH_PAUSE
     if not _warned_flush:
@@ -173,7 +171,7 @@ class _Run:
     def __enter__(self) -> trace.Span:
         self._token = _running.set(True)
         span = self._cm.__enter__()
-        _config.announce(span)  # a worker may be killed mid-task: make the task visible now
+        seam.announce(span)  # a worker may be killed mid-task: make the task visible now
         return span
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -251,7 +249,7 @@ def _traceable(fn: Any) -> bool:
 
 def _carried() -> tuple[dict[str, str], dict[str, Any] | None, str]:
     """What a task takes along: the context of now, how workers are configured, the relation."""
-    settings = _config.child_settings()
+    settings = seam.child_settings()
     if settings is not None:  # a raylet starts the workers, not this process
         settings["resource_attributes"].pop("process.parent_pid", None)
     return inject({}), settings, _wanted["relation"] if _wanted else "child"
@@ -274,7 +272,7 @@ def _note_ids(span: trace.Span, sent: Any) -> None:
             span.set_attribute("ray.task_id", sent.task_id().hex())
         elif isinstance(getattr(sent, "_ray_actor_id", None), ray.ActorID):  # a new actor's handle
             span.set_attribute("ray.actor_id", sent._ray_actor_id.hex())  # noqa: SLF001
-    except Exception:  # noqa: BLE001 - ids are a nicety
+    except Exception:  # ids are a nicety
         log.debug("threadline: could not read the ids of a Ray submission", exc_info=True)
 
 
@@ -285,17 +283,17 @@ def _local_code() -> bool:
 
 def _function_remote(self: RemoteFunction, args=None, kwargs=None, **options: Any):
     original = _originals["function"]
-    fn = self._function  # noqa: SLF001
+    fn = self._function
     if getattr(self, "_is_cross_language", False) or not _ours(getattr(fn, "__module__", None)):
         return original(self, args, kwargs, **options)
-    with self._inject_lock:  # noqa: SLF001 - Ray's own, held while it prepares the function
-        if self._function_signature is None and _traceable(fn) and not _local_code():  # noqa: SLF001
+    with self._inject_lock:  # Ray's own, held while it prepares the function
+        if self._function_signature is None and _traceable(fn) and not _local_code():
             # Never submitted: Ray has not exported it yet, so the workers will get ours.
             try:
-                self._function = _runner(fn, fn.__qualname__, _function_attributes(fn))  # noqa: SLF001
-            except Exception:  # noqa: BLE001 - an odd callable stays untraced
+                self._function = _runner(fn, fn.__qualname__, _function_attributes(fn))
+            except Exception:  # an odd callable stays untraced
                 log.debug("threadline: could not trace Ray function %r", fn, exc_info=True)
-    fn = self._function  # noqa: SLF001
+    fn = self._function
     if not getattr(fn, _MARK, False):
         return original(self, args, kwargs, **options)
     return _submit(
@@ -310,7 +308,7 @@ def _function_attributes(fn: Any) -> dict[str, Any]:
     return {
         "ray.remote": "function",
         "ray.function": f"{fn.__module__}.{fn.__qualname__}",
-        "threadline.boundary": BOUNDARY,
+        semconv.BOUNDARY: BOUNDARY,
     }
 
 
@@ -320,7 +318,7 @@ def _actor_attributes(class_name: str, method: str) -> dict[str, Any]:
         "ray.function": f"{class_name}.{method}",
         "ray.actor_class": class_name,
         "ray.actor_method": method,
-        "threadline.boundary": BOUNDARY,
+        semconv.BOUNDARY: BOUNDARY,
     }
 
 
@@ -345,7 +343,7 @@ def _prepare_actor_class(actor_class: ActorClass) -> bool:
         if ready:
             try:
                 _trace_methods(cast(type, cls), meta)  # ready: not None
-            except Exception:  # noqa: BLE001 - an odd class stays untraced
+            except Exception:  # an odd class stays untraced
                 log.debug("threadline: could not trace Ray actor %r", cls, exc_info=True)
                 ready = False
         meta._threadline_traced = ready  # noqa: SLF001
@@ -385,14 +383,14 @@ def _actor_remote(self: ActorClass, args=None, kwargs=None, **options: Any):
 
 def _method_call(self: ActorHandle, method_name: str, args=None, kwargs=None, *rest, **options):
     original = _originals["method"]
-    signature = self._ray_method_signatures.get(method_name) or ()  # noqa: SLF001
+    signature = self._ray_method_signatures.get(method_name) or ()
     if getattr(self, "_ray_is_cross_language", False) or not any(
         p.name == KWARG for p in signature
     ):
         return original(self, method_name, args, kwargs, *rest, **options)
-    class_name = self._ray_actor_creation_function_descriptor.class_name  # noqa: SLF001
+    class_name = self._ray_actor_creation_function_descriptor.class_name
     attributes = _actor_attributes(class_name, method_name)
-    attributes["ray.actor_id"] = self._ray_actor_id.hex()  # noqa: SLF001
+    attributes["ray.actor_id"] = self._ray_actor_id.hex()
     return _submit(
         f"{class_name}.{method_name}",
         attributes,

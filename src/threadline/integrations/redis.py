@@ -31,8 +31,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from threadline._handoff import CARRIER_KEYS, Relation
 from threadline.integrations import messaging
+from threadline.seam import CARRIER_KEYS, Relation
 
 __all__ = [
     "Entry",
@@ -52,7 +52,7 @@ def _server(client: Any) -> dict[str, Any]:
     try:
         kwargs = client.connection_pool.connection_kwargs
         return {"server.address": kwargs["host"], "server.port": kwargs["port"]}
-    except Exception:  # a unix socket, a cluster client: no address then
+    except Exception:  # noqa: BLE001 - a unix socket, a cluster client: no address then
         return {}
 
 

@@ -69,7 +69,7 @@ class Collector:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse one connection
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 with collector._busy_lock:
                     collector.busy += 1
                 try:

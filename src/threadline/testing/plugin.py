@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from threadline import _config
+from threadline import seam
 from threadline.testing import Capture
 
 
@@ -17,16 +17,16 @@ def traces():
     processes started during the test export to ``traces.endpoint``.
     """
     capture = Capture()
-    if _config.settings() is None:
-        _config.configure("tests", exporter="none")
-    _config.add_tap(capture)
-    _config.children(lambda: {"exporter": "otlp", "endpoint": capture.endpoint})
+    if seam.settings() is None:
+        seam.configure("tests", exporter="none")
+    seam.add_tap(capture)
+    seam.children(lambda: {"exporter": "otlp", "endpoint": capture.endpoint})
     try:
         yield capture
     finally:
-        _config.children(None)
-        _config.flush(5)
-        _config.remove_tap(capture)
+        seam.children(None)
+        seam.flush(5)
+        seam.remove_tap(capture)
         capture.close()
 
 

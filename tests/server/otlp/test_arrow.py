@@ -20,7 +20,7 @@ from threadline.server.storage.duckdb import DuckDBStore
 from threadline.server.storage.layout import ArrowColumns
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "benchmarks"))
-from serve_data import make_request  # noqa: E402
+from serve_data import make_request
 
 pytestmark = pytest.mark.skipif(not arrow.available(), reason="ptars not installed")
 

@@ -16,7 +16,6 @@ import pytest
 from crafted import BROKEN, CHECKOUT, CRASHED, EVIL, MAILER, XSS, checkout, load, showcase
 
 import threadline as tl
-from threadline import _config
 from threadline.server.client import Client
 from threadline.server.storage import open_store
 from threadline.server.web import analysis as analysis_routes
@@ -213,7 +212,7 @@ def test_a_killed_worker_is_explained_end_to_end(srv, client):
             assert ready.wait(60)
             os.kill(p.pid, signal.SIGKILL)
             p.join(60)
-        _config.flush()
+        tl.flush()
     finally:
         tl.configure("tests", exporter="none")
     trace_id = hex_ids(parent)[0]

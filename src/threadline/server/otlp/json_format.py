@@ -295,11 +295,7 @@ def _json_event(e: Any, w: str) -> Event:
         time_ns=j.integer(_get(e, "timeUnixNano", "time_unix_nano"), w + ".timeUnixNano"),
         name=j.string(e.get("name"), w + ".name"),
         attributes=j.attrs(e.get("attributes"), w + ".attributes"),
-        dropped_attributes_count=j.integer(
-            _get(e, "droppedAttributesCount", "dropped_attributes_count"),
-            w + ".droppedAttributesCount",
-            32,
-        ),
+        dropped_attributes_count=_json_dropped(e, w),
     )
 
 
@@ -311,11 +307,7 @@ def _json_link(lk: Any, w: str) -> Link:
         span_id=j.hex_id(_get(lk, "spanId", "span_id"), 8, w + ".spanId"),
         trace_state=j.string(_get(lk, "traceState", "trace_state"), w + ".traceState"),
         attributes=j.attrs(lk.get("attributes"), w + ".attributes"),
-        dropped_attributes_count=j.integer(
-            _get(lk, "droppedAttributesCount", "dropped_attributes_count"),
-            w + ".droppedAttributesCount",
-            32,
-        ),
+        dropped_attributes_count=_json_dropped(lk, w),
         flags=j.integer(lk.get("flags"), w + ".flags", 32),
     )
 
