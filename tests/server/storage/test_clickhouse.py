@@ -13,14 +13,14 @@ from threadline.server.storage import StoreUnavailable, StoreURLError, open_stor
 
 pytest.importorskip("chdb")
 
-from threadline.server.storage.clickhouse import (  # noqa: E402 - after the skip
+from threadline.server.storage.clickhouse import (
     LayoutMismatch,
     as_string,
     create_statements,
     ttl_expr,
     typed,
 )
-from threadline.server.storage.clickhouse_connection import (  # noqa: E402
+from threadline.server.storage.clickhouse_connection import (
     ChdbConnection,
     parse_clickhouse_url,
     redact,

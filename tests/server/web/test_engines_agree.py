@@ -15,7 +15,7 @@ from threadline.server.model import Event, Link, Span
 pytest.importorskip("chdb")
 sys.path.insert(0, str(Path(__file__).parents[3] / "benchmarks"))
 
-from serve_data import make_request  # noqa: E402
+from serve_data import make_request
 
 NOW = time.time_ns()
 START = NOW - 20 * 60 * 10**9
