@@ -382,3 +382,34 @@ def test_strings_another_writer_left_invalid_are_read_repaired(ch):
     )
     [span] = ch.get_trace(T1)
     assert (span.name, span.attributes) == ("bad\ufffd", {"k": "v\ufffd"})
+
+
+def test_tables_that_exist_are_not_created_again(tmp_path):
+    """A reader without the grant to create tables can use tables the collector made."""
+    from threadline.server.storage.clickhouse import ClickHouseStore
+
+    path = str(tmp_path / "ch")
+    open_store(f"chdb:{path}").close()
+    ran: list[str] = []
+
+    def opened() -> ClickHouseStore:
+        conn = ChdbConnection(path)
+        execute = conn.execute
+
+        def recording(sql, params=None):
+            ran.append(sql)
+            execute(sql, params)
+
+        conn.execute = recording  # type: ignore[method-assign]
+        return ClickHouseStore(conn)
+
+    store = opened()
+    assert ran == []  # every table there: no DDL at all
+    store._conn.execute("DROP VIEW otel.otel_traces_trace_id_ts_mv")
+    store.close()
+    ran.clear()
+    store = opened()  # only what is missing is made
+    store.close()
+    assert [sql.split("\n")[0] for sql in ran if sql.startswith("CREATE")] == [
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS `otel`.`otel_traces_trace_id_ts_mv`"
+    ]

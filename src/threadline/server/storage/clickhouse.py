@@ -559,11 +559,30 @@ class ClickHouseStore(Store):
         self._lookup = f"{ident(database)}.{ident(table + '_trace_id_ts')}"
         try:
             self._check_layout()
-            for sql in create_statements(database, table, cluster, ttl_ns):
-                conn.execute(sql)
+            self._create_missing(ttl_ns)
         except BaseException:
             conn.close()
             raise
+
+    def _create_missing(self, ttl_ns: int | None) -> None:
+        """Run the DDL of what does not exist yet: a reader that may not create tables can use
+        tables someone else made (IF NOT EXISTS alone would still ask for the grant)."""
+        db = {"db": self.database}
+        has_db = self._conn.rows(
+            "SELECT count() FROM system.databases WHERE name = {db:String}", db
+        )
+        existing = {
+            r[0]
+            for r in self._conn.rows(
+                "SELECT name FROM system.tables WHERE database = {db:String}", db
+            )
+        }
+        names = [None, self.table, self.table + "_trace_id_ts", self.table + "_trace_id_ts_mv"]
+        statements = create_statements(self.database, self.table, self.cluster, ttl_ns)
+        for name, sql in zip(names, statements, strict=True):
+            if has_db[0][0] if name is None else name in existing:
+                continue
+            self._conn.execute(sql)
 
     def _check_layout(self) -> None:
         """Refuse tables that exist with other columns (before anything is created or written)."""
