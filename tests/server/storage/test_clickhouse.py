@@ -413,3 +413,22 @@ def test_tables_that_exist_are_not_created_again(tmp_path):
     assert [sql.split("\n")[0] for sql in ran if sql.startswith("CREATE")] == [
         "CREATE MATERIALIZED VIEW IF NOT EXISTS `otel`.`otel_traces_trace_id_ts_mv`"
     ]
+
+
+def test_an_acknowledged_export_survives_kill_9(tmp_path):
+    from threadline.server.otlp.json_format import encode_json
+    from threadline.server.serving import spawn
+
+    path = tmp_path / "ch"
+    srv = spawn(str(tmp_path / "unused.duckdb"), "--store", f"chdb:{path}")
+    try:
+        body = encode_json([Span(T1, "01" * 8, "", "GET /", 2, NOW, NOW + 5, "api")])
+        r = httpx.post(srv.urls.otlp_http + "/v1/traces", json=body, timeout=30)
+        assert r.status_code == 200
+    finally:
+        srv.kill()  # SIGKILL right after the 200: no shutdown, no flush
+    store = open_store(f"chdb:{path}")
+    try:
+        assert [s.name for s in store.get_trace(T1)] == ["GET /"]
+    finally:
+        store.close()
