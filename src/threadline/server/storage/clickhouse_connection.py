@@ -170,7 +170,9 @@ class ChdbConnection(Connection):
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
         out = self._query(sql, params, "JSONCompactEachRow")
-        return [json.loads(line) for line in out.splitlines() if line]
+        # one parse for all rows: a raw newline only ever ends a row (JSON escapes those inside
+        # strings), and one call costs far less than a call per row
+        return json.loads(b"[" + out.rstrip(b"\n").replace(b"\n", b",") + b"]")
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._query(sql, params, "CSV")
