@@ -290,10 +290,16 @@ def as_string(v: Any) -> str:
 
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+# how every form typed() gives back begins: true, false, a number, NaN, +Inf, -Inf, JSON
+_TYPED_FIRST = frozenset("tf-0123456789N+[{")
 
 
 def typed(s: str) -> Any:
     """A stored string back as the value it most likely was (see the module docstring)."""
+    # the first character rules out most forms: no pattern runs on ordinary text
+    first = s[:1]
+    if not first or first not in _TYPED_FIRST:
+        return s
     if s == "true":
         return True
     if s == "false":
@@ -305,7 +311,7 @@ def typed(s: str) -> Any:
         return float(s)
     if s in ("NaN", "+Inf", "-Inf"):
         return float(s.replace("Inf", "inf"))
-    if s[:1] in ("[", "{"):
+    if first in ("[", "{"):
         try:
             value = json.loads(s)
         except ValueError:
@@ -478,7 +484,9 @@ def read_span(row: list[Any], resources: dict[Any, dict[str, Any]] | None = None
     urls = own[SCHEMA_URLS].split("\n", 1) if SCHEMA_URLS in own else ["", ""]
     if len(urls) < 2:
         urls.append("")
-    key = json.dumps(resource, sort_keys=True) if resources is not None else None
+    # spans of one resource carry the same map in the same order; another order only costs
+    # another entry
+    key = tuple(resource.items()) if resources is not None else None
     res = resources.get(key) if resources is not None else None
     if res is None:
         res = _typed_map(resource)
