@@ -449,9 +449,16 @@ _SELECT = (
     "`Links.Attributes`"
 )
 _PENDING_SQL = f"SpanAttributes['{PENDING}'] = 'true'"
-_SUMMARY_SELECT = (
+_SUMMARY_COLUMNS = (
     "TraceId, SpanId, ParentSpanId, ServiceName, SpanName, toUnixTimestamp64Nano(Timestamp), "
-    f"Duration, StatusCode, {_PENDING_SQL}, SpanAttributes['{STATUS}']"
+    "Duration, StatusCode"
+)
+_SUMMARY_SELECT = f"{_SUMMARY_COLUMNS}, {_PENDING_SQL}, SpanAttributes['{STATUS}']"
+# whether a row holds either attribute a summary reads: the map's keys alone, far less to read
+# than its values
+_SUMMARY_FLAGGED = (
+    f"{_SUMMARY_COLUMNS}, has(SpanAttributes.keys, '{PENDING}') "
+    f"OR has(SpanAttributes.keys, '{STATUS}'), ''"
 )
 
 
@@ -751,8 +758,13 @@ class ClickHouseStore(Store):
         ids = [t for t in dict.fromkeys(t.lower() for t in trace_ids) if _is_hex(t, 32)]
         if not ids:
             return []
+        rows = self._trace_rows(ids, _SUMMARY_FLAGGED)
+        flagged = {r[0] for r in rows if r[8]}
+        if flagged:  # traces with pending spans or own status codes: read those values
+            rows = [r for r in rows if r[0] not in flagged]
+            rows += self._trace_rows(sorted(flagged), _SUMMARY_SELECT)
         by_trace: dict[str, list[list[Any]]] = {}
-        for r in self._trace_rows(ids, _SUMMARY_SELECT):
+        for r in rows:
             by_trace.setdefault(r[0].lower(), []).append(r)
         out = []
         for t in ids:
