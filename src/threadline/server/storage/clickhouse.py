@@ -251,7 +251,11 @@ def _go_float(v: float) -> str:
         return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
-    text = format(Decimal(repr(v)), "f")
+    text = repr(v)
+    if "e" not in text:  # already the shortest digits without an exponent: "2.5", "100.0"
+        text = text.removesuffix(".0")
+        return "0" if text == "-0" else text
+    text = format(Decimal(text), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
