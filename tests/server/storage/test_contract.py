@@ -1,28 +1,10 @@
 """The store contract: every engine (the `store` fixture: DuckDB and chdb) answers alike."""
 
 import pytest
+from store_spans import T1, T2, span
 
-from threadline.server.model import Link, Span
+from threadline.server.model import Link
 from threadline.server.storage import Filter, Query, parse_filter
-
-T1, T2 = "ab" * 16, "0f" * 16
-
-
-def span(
-    trace_id=T1, span_id="cd" * 8, parent="", name="op", service="a", start=1_000, end=2_000, **kw
-):
-    return Span(
-        trace_id,
-        span_id,
-        parent,
-        name,
-        kw.pop("kind", 2),
-        start,
-        end,
-        service,
-        resource={"service.name": service, **kw.pop("resource", {})},
-        **kw,
-    )
 
 
 def test_pending_copy_is_superseded_and_kept_when_alone(store):

@@ -3,11 +3,11 @@
 import math
 
 import pytest
+from store_spans import T1, T2, span
 
-from threadline.server.model import Event, Link, Span
+from threadline.server.model import Event, Link
 from threadline.server.storage.duckdb import DuckDBStore
 
-T1, T2 = "ab" * 16, "0f" * 16
 EVERY_VALUE = {
     "s": 'é ü "quoted"',
     "b": True,
@@ -22,23 +22,6 @@ EVERY_VALUE = {
     "kv": {"b": "not bytes", "m": {"deep": [1.5]}},
     "empty": None,
 }
-
-
-def span(
-    trace_id=T1, span_id="cd" * 8, parent="", name="op", service="a", start=1_000, end=2_000, **kw
-):
-    return Span(
-        trace_id,
-        span_id,
-        parent,
-        name,
-        kw.pop("kind", 2),
-        start,
-        end,
-        service,
-        resource={"service.name": service, **kw.pop("resource", {})},
-        **kw,
-    )
 
 
 @pytest.fixture
