@@ -107,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clickhouse-cluster",
         default=None,
         metavar="NAME",
-        help="create missing tables ON CLUSTER NAME with Replicated engines",
+        help="create missing tables ON CLUSTER NAME with Replicated engines and Distributed "
+        "tables over them (TABLE_dist, TABLE_trace_id_ts_dist), and read and write through those",
     )
     parser.add_argument(
         "--retention",

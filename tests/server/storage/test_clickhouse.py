@@ -200,7 +200,9 @@ def test_rows_the_collector_wrote_show_up_in_threadline_serve(tmp_path):
 
 
 def test_cluster_ddl_and_ttl():
-    db, traces, lookup, view = create_statements("obs", "spans", "three", ttl_ns=72 * 3600 * 10**9)
+    db, traces, lookup, view, *_ = create_statements(
+        "obs", "spans", "three", ttl_ns=72 * 3600 * 10**9
+    )
     assert db == "CREATE DATABASE IF NOT EXISTS `obs` ON CLUSTER `three`"
     assert traces.startswith("CREATE TABLE IF NOT EXISTS `obs`.`spans` ON CLUSTER `three` (\n")
     assert "\n) ENGINE = ReplicatedMergeTree()\nPARTITION BY toDate(Timestamp)\n" in traces
@@ -220,6 +222,106 @@ def test_cluster_ddl_and_ttl():
     assert ttl_expr("Timestamp", 90 * 60 * 10**9) == (
         "TTL toDateTime(Timestamp) + toIntervalMinute(90)\n"
     )
+
+
+def test_cluster_ddl_adds_distributed_tables_sharded_by_trace(tmp_path):
+    statements = create_statements("obs", "spans", "three")
+    conn = ChdbConnection(str(tmp_path / "ch"))
+    try:  # every statement is ClickHouse's syntax (parsed, not run: there is no cluster)
+        for sql in statements:
+            assert conn.rows("EXPLAIN AST " + sql)[0][0].startswith("CreateQuery obs")
+    finally:
+        conn.close()
+    assert len(statements) == 6
+    assert statements[4] == (
+        "CREATE TABLE IF NOT EXISTS `obs`.`spans_dist` ON CLUSTER `three` AS `obs`.`spans`\n"
+        "ENGINE = Distributed('three', 'obs', 'spans', cityHash64(TraceId))"
+    )
+    assert statements[5] == (
+        "CREATE TABLE IF NOT EXISTS `obs`.`spans_trace_id_ts_dist` ON CLUSTER `three` "
+        "AS `obs`.`spans_trace_id_ts`\n"
+        "ENGINE = Distributed('three', 'obs', 'spans_trace_id_ts', cityHash64(TraceId))"
+    )
+    # names are quoted, never SQL
+    odd = create_statements("o'b", "s`p", "c'l")
+    assert odd[4] == (
+        "CREATE TABLE IF NOT EXISTS `o'b`.`s\\`p_dist` ON CLUSTER `c'l` AS `o'b`.`s\\`p`\n"
+        "ENGINE = Distributed('c\\'l', 'o\\'b', 's`p', cityHash64(TraceId))"
+    )
+    assert not any("Distributed" in s for s in create_statements("otel", "otel_traces"))
+
+
+class _Recording:
+    """A connection that answers as an empty server and keeps every statement (there is no
+    cluster here: chdb has no remote_servers), to see which tables a clustered store uses."""
+
+    engine, where = "clickhouse", "clickhouse://h:8123/otel"
+
+    def __init__(self, existing=()):
+        self.existing, self.sql, self.inserts = list(existing), [], []
+
+    def rows(self, sql, params=None):
+        self.sql.append(sql)
+        if "system.databases" in sql:
+            return [[1 if self.existing else 0]]
+        if "FROM system.tables" in sql:
+            return [[n] for n in self.existing]
+        if "system.settings" in sql:
+            return [[0]]
+        if sql.startswith("SELECT count()"):
+            return [[1]]
+        return []
+
+    def execute(self, sql, params=None):
+        self.sql.append(sql)
+
+    def insert(self, table, columns, select, structure, lines, settings=None):
+        self.inserts.append((table, settings))
+
+    def close(self):
+        pass
+
+
+def test_a_clustered_store_reads_and_writes_through_the_distributed_tables():
+    from threadline.server.storage.clickhouse import ClickHouseStore
+    from threadline.server.storage.query import Query
+
+    conn = _Recording()
+    s = ClickHouseStore(conn, "obs", "spans", cluster="three")
+    created = [q for q in conn.sql if q.startswith("CREATE")]
+    assert created == create_statements("obs", "spans", "three")
+    conn.sql.clear()
+    s.write([Span(T1, "cd" * 8, "", "op", 2, NOW, NOW + 1, "a")])
+    assert conn.inserts == [("`obs`.`spans_dist`", {"insert_distributed_sync": 1})]
+    s.find_trace_ids(Query(service="a"))
+    s.get_traces([T1])
+    s.services()
+    s.operations()
+    s.spans_between(0, NOW)
+    s.dependencies(0, NOW)
+    reads = [q for q in conn.sql if q.startswith(("SELECT", "WITH"))]
+    assert len(reads) == 7
+    assert all("`obs`.`spans_dist`" in q or "`obs`.`spans_trace_id_ts_dist`" in q for q in reads)
+    assert not any("`obs`.`spans` " in q or "`obs`.`spans_trace_id_ts` " in q for q in reads)
+    s.delete_before(NOW)  # a Distributed table takes no DELETE: every shard deletes its own
+    assert conn.sql[-1] == (
+        "DELETE FROM `obs`.`spans` ON CLUSTER `three` "
+        "WHERE Timestamp < fromUnixTimestamp64Nano({ns:Int64})"
+    )
+
+    # tables someone made are used as they are: no DDL
+    made = _Recording(["spans", "spans_trace_id_ts", "spans_trace_id_ts_mv", "spans_dist",
+                       "spans_trace_id_ts_dist"])  # fmt: skip
+    ClickHouseStore(made, "obs", "spans", cluster="three")
+    assert not [q for q in made.sql if q.startswith("CREATE")]
+
+    # one machine: the local tables, no insert settings
+    single = _Recording()
+    s = ClickHouseStore(single, "obs", "spans")
+    s.write([Span(T1, "cd" * 8, "", "op", 2, NOW, NOW + 1, "a")])
+    s.services()
+    assert single.inserts == [("`obs`.`spans`", {})]
+    assert "FROM `obs`.`spans` ORDER BY 1" in single.sql[-1]
 
 
 def test_retention_becomes_the_tables_ttl(tmp_path):

@@ -3,8 +3,10 @@
 The layout is the `clickhouseexporter`'s: `otel_traces` (one row per span), the trace-id lookup
 `otel_traces_trace_id_ts` (first and last second of each trace) and the materialized view
 `otel_traces_trace_id_ts_mv` that fills it; database and table names are configurable. Missing
-tables are created (`IF NOT EXISTS`; `ON CLUSTER` with Replicated engines when a cluster is
-named); an existing table is never altered, and one whose columns differ from this layout is
+tables are created (`IF NOT EXISTS`; with a cluster named: `ON CLUSTER`, Replicated engines,
+and Distributed tables `<table>_dist` and `<table>_trace_id_ts_dist` over them, sharded by
+`cityHash64(TraceId)` so a trace stays on one shard, that threadline then reads and writes
+through); an existing table is never altered, and one whose columns differ from this layout is
 refused with the first differing column named. Retention is the tables' TTL, set when threadline
 creates them.
 
@@ -203,19 +205,37 @@ def ttl_expr(column: str, ttl_ns: int | None) -> str:
     raise AssertionError("unreachable: every whole second divides by 1")
 
 
+def literal(text: str) -> str:
+    """A quoted string literal: names come from flags, never trusted as SQL."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+DIST_SUFFIX = "_dist"
+
+
+def table_names(table: str, cluster: str | None = None) -> list[str]:
+    """The names `create_statements` makes, after the database, in its order: all derived from
+    the traces table's name, as the exporter derives the lookup table's and view's."""
+    names = [table, table + "_trace_id_ts", table + "_trace_id_ts_mv"]
+    if cluster:
+        names += [table + DIST_SUFFIX, table + "_trace_id_ts" + DIST_SUFFIX]
+    return names
+
+
 def create_statements(
     database: str, table: str, cluster: str | None = None, ttl_ns: int | None = None
 ) -> list[str]:
     """The DDL that makes the layout: database, traces table, lookup table, view. With a cluster,
     each runs ON CLUSTER and the tables use Replicated engines (replica paths from the servers'
     default_replica_path / {replica} macros), as the exporter's cluster_name and table_engine
-    options make them."""
+    options make them; then a Distributed table over each (sharded by cityHash64(TraceId): a
+    trace's spans and its lookup row stay on one shard, where the view fills the lookup)."""
     on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
     rep = "Replicated" if cluster else ""
     db = ident(database)
     traces = f"{db}.{ident(table)}"
     lookup = f"{db}.{ident(table + '_trace_id_ts')}"
-    return [
+    statements = [
         f"CREATE DATABASE IF NOT EXISTS {db}{on}",
         _TRACES_DDL.format(
             table=traces,
@@ -236,6 +256,14 @@ def create_statements(
             table=traces,
         ),
     ]
+    if cluster:
+        for local in (table, table + "_trace_id_ts"):
+            statements.append(
+                f"CREATE TABLE IF NOT EXISTS {db}.{ident(local + DIST_SUFFIX)}{on} "
+                f"AS {db}.{ident(local)}\nENGINE = Distributed({literal(cluster)}, "
+                f"{literal(database)}, {literal(local)}, cityHash64(TraceId))"
+            )
+    return statements
 
 
 class LayoutMismatch(StoreUnavailable):
@@ -574,8 +602,14 @@ class ClickHouseStore(Store):
     ) -> None:
         self._conn = conn
         self.database, self.table, self.cluster = database, table, cluster
-        self._t = f"{ident(database)}.{ident(table)}"
-        self._lookup = f"{ident(database)}.{ident(table + '_trace_id_ts')}"
+        # on a cluster, reads and writes go through the Distributed tables (all shards); a
+        # write waits until its shard has stored it, so acknowledged still means stored
+        dist = DIST_SUFFIX if cluster else ""
+        self._local = f"{ident(database)}.{ident(table)}"
+        self._t = f"{ident(database)}.{ident(table + dist)}"
+        self._lookup = f"{ident(database)}.{ident(table + '_trace_id_ts' + dist)}"
+        self._insert_settings = {"insert_distributed_sync": 1} if cluster else {}
+        self._on_cluster = f" ON CLUSTER {ident(cluster)}" if cluster else ""
         try:
             self._check_layout()
             self._create_missing(ttl_ns)
@@ -602,7 +636,7 @@ class ClickHouseStore(Store):
                 "SELECT name FROM system.tables WHERE database = {db:String}", db
             )
         }
-        names = [None, self.table, self.table + "_trace_id_ts", self.table + "_trace_id_ts_mv"]
+        names = [None, *table_names(self.table, self.cluster)]
         statements = create_statements(self.database, self.table, self.cluster, ttl_ns)
         for name, sql in zip(names, statements, strict=True):
             if has_db[0][0] if name is None else name in existing:
@@ -611,10 +645,10 @@ class ClickHouseStore(Store):
 
     def _check_layout(self) -> None:
         """Refuse tables that exist with other columns (before anything is created or written)."""
-        for name, expected in (
-            (self.table, TRACES_COLUMNS),
-            (self.table + "_trace_id_ts", LOOKUP_COLUMNS),
-        ):
+        layouts = [(self.table, TRACES_COLUMNS), (self.table + "_trace_id_ts", LOOKUP_COLUMNS)]
+        if self.cluster:
+            layouts += [(name + DIST_SUFFIX, columns) for name, columns in layouts]
+        for name, expected in layouts:
             have = self._conn.rows(
                 "SELECT name, type FROM system.columns WHERE database = {db:String} "
                 "AND table = {t:String} ORDER BY position",
@@ -648,7 +682,12 @@ class ClickHouseStore(Store):
             return
         # one synchronous insert: acknowledged once ClickHouse has stored it
         self._conn.insert(
-            self._t, _INSERT_COLUMNS, _INSERT_SELECT, _INSERT_STRUCTURE, export_lines(columns)
+            self._t,
+            _INSERT_COLUMNS,
+            _INSERT_SELECT,
+            _INSERT_STRUCTURE,
+            export_lines(columns),
+            self._insert_settings,
         )
 
     # -- read
@@ -912,8 +951,8 @@ class ClickHouseStore(Store):
         params = {"ns": ns}
         cond = "Timestamp < fromUnixTimestamp64Nano({ns:Int64})"
         n = self._conn.rows(f"SELECT count() FROM {self._t} WHERE {cond}", params)[0][0]
-        if n:
-            self._conn.execute(f"DELETE FROM {self._t} WHERE {cond}", params)
+        if n:  # a Distributed table takes no DELETE: delete on every shard's table
+            self._conn.execute(f"DELETE FROM {self._local}{self._on_cluster} WHERE {cond}", params)
         return n
 
     def stats(self) -> dict[str, Any]:

@@ -105,9 +105,17 @@ class Connection(ABC):
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
 
     @abstractmethod
-    def insert(self, table: str, columns: str, select: str, structure: str, lines: str) -> None:
-        """`INSERT INTO table (columns) SELECT select` over JSONCompactEachRow `lines` whose columns are
-        `structure` ("name Type, ..."), acknowledged once stored."""
+    def insert(
+        self,
+        table: str,
+        columns: str,
+        select: str,
+        structure: str,
+        lines: str,
+        settings: dict[str, int] | None = None,
+    ) -> None:
+        """`INSERT INTO table (columns) SETTINGS settings SELECT select` over JSONCompactEachRow
+        `lines` whose columns are `structure` ("name Type, ..."), acknowledged once stored."""
 
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         pass
@@ -120,6 +128,13 @@ def _quoted(s: str) -> str:
         + s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\t", "\\t")
         + "'"
     )
+
+
+def _settings(settings: dict[str, int] | None) -> str:
+    """An INSERT's SETTINGS clause (names are the engine's own, values integers)."""
+    if not settings:
+        return ""
+    return " SETTINGS " + ", ".join(f"{k} = {int(v)}" for k, v in settings.items())
 
 
 def _param_text(v: Any) -> str:
@@ -177,9 +192,17 @@ class ChdbConnection(Connection):
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._query(sql, params, "CSV")
 
-    def insert(self, table: str, columns: str, select: str, structure: str, lines: str) -> None:
+    def insert(
+        self,
+        table: str,
+        columns: str,
+        select: str,
+        structure: str,
+        lines: str,
+        settings: dict[str, int] | None = None,
+    ) -> None:
         self.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {select} "
+            f"INSERT INTO {table} ({columns}){_settings(settings)} SELECT {select} "
             "FROM format(JSONCompactEachRow, {structure:String}, {data:String})",
             {"structure": structure, "data": lines},
         )
@@ -242,8 +265,19 @@ class HttpConnection(Connection):
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._call(self._client.command, sql, parameters=params or None)
 
-    def insert(self, table: str, columns: str, select: str, structure: str, lines: str) -> None:
-        sql = f"INSERT INTO {table} ({columns}) SELECT {select} FROM input({_quoted(structure)}) FORMAT JSONCompactEachRow"
+    def insert(
+        self,
+        table: str,
+        columns: str,
+        select: str,
+        structure: str,
+        lines: str,
+        settings: dict[str, int] | None = None,
+    ) -> None:
+        sql = (
+            f"INSERT INTO {table} ({columns}){_settings(settings)} SELECT {select} "
+            f"FROM input({_quoted(structure)}) FORMAT JSONCompactEachRow"
+        )
         self._call(self._client.command, sql, data=lines.encode())
 
     def close(self) -> None:
