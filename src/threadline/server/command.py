@@ -88,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where spans are kept: duckdb:PATH (the default; --db PATH is its shorthand), "
         "chdb:DIR (ClickHouse embedded) or clickhouse://[user[:password]@]host[:port]/database "
         "(a ClickHouse server over HTTP; the password may come from "
-        "THREADLINE_CLICKHOUSE_PASSWORD)",
+        "THREADLINE_CLICKHOUSE_PASSWORD; THREADLINE_CLICKHOUSE_TIMEOUT seconds to wait for an "
+        "answer, default 30)",
     )
     parser.add_argument(
         "--clickhouse-database",

@@ -9,6 +9,10 @@ converts them (`insert`).
 
 A password (from the URL or THREADLINE_CLICKHOUSE_PASSWORD) appears in no error and no log line:
 `ClickHouseURL.display` is the URL without it, and errors from the client are scrubbed of it.
+
+A server that does not answer within THREADLINE_CLICKHOUSE_TIMEOUT seconds (default 30; each
+connect and each wait for an answer) is unavailable (`StoreUnavailable`): at start that stops
+`serve` with one line naming the host, afterwards an export is answered "retry later".
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from urllib.parse import unquote, urlsplit
 from threadline.server.storage.base import StoreUnavailable
 
 PASSWORD_ENV = "THREADLINE_CLICKHOUSE_PASSWORD"
+TIMEOUT_ENV = "THREADLINE_CLICKHOUSE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 5
 
 
 class StoreURLError(ValueError):
@@ -80,6 +87,16 @@ def parse_clickhouse_url(url: str) -> ClickHouseURL:
         user=unquote(parts.username) if parts.username else "default",
         password=password,
     )
+
+
+def timeout_from_env() -> int:
+    """Seconds to wait for ClickHouse (THREADLINE_CLICKHOUSE_TIMEOUT, a whole number >= 1)."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    if not text.isdigit() or int(text) < 1:
+        raise StoreURLError(f"{TIMEOUT_ENV}: {text!r} is not a whole number of seconds (>= 1)")
+    return int(text)
 
 
 def redact(url: str) -> str:
@@ -226,6 +243,7 @@ class HttpConnection(Connection):
             ) from None
         self.where = url.display
         self._password = url.password
+        self._timeout = timeout_from_env()
         # the client's retries are logged by it as warnings; our errors say what failed, once
         for name in ("urllib3.connectionpool", "clickhouse_connect"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -235,7 +253,8 @@ class HttpConnection(Connection):
                 port=url.port,
                 username=url.user,
                 password=url.password,
-                connect_timeout=5,
+                connect_timeout=min(CONNECT_TIMEOUT_S, self._timeout),
+                send_receive_timeout=self._timeout,
                 # acknowledged means stored: an async insert is answered once it is flushed
                 settings={"wait_for_async_insert": 1},
                 autogenerate_session_id=False,  # several threads share the client
@@ -246,6 +265,11 @@ class HttpConnection(Connection):
             ) from None
 
     def _scrub(self, exc: BaseException) -> str:
+        timed_out = _timed_out(exc)
+        if timed_out == "connect":
+            return f"no connection within {min(CONNECT_TIMEOUT_S, self._timeout)} s"
+        if timed_out:
+            return f"no answer within {self._timeout} s ({TIMEOUT_ENV})"
         text = _first_line(exc)
         return text.replace(self._password, "***") if self._password else text
 
@@ -282,6 +306,20 @@ class HttpConnection(Connection):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _timed_out(exc: BaseException | None) -> str:
+    """ "connect" or "read" when a client error comes from a timeout (urllib3's, or the
+    socket's), else ""."""
+    seen = 0
+    while exc is not None and seen < 10:
+        name = type(exc).__name__
+        if "ConnectTimeout" in name:
+            return "connect"
+        if isinstance(exc, TimeoutError) or "Timeout" in name:
+            return "read"
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:
