@@ -186,6 +186,10 @@ def test_exports_while_the_server_hangs_are_retry_later_and_ingest_goes_on(tmp_p
                 TraceServiceStub(channel).Export(grpc_request(T2), timeout=60)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "no answer within 1 s" in (err.value.details() or "")
+        read = httpx.get(srv.urls.api + f"/api/traces/{T1}", timeout=60)
+        assert read.status_code == 503  # a read the store cannot answer now: retry, not a 500
+        assert read.headers["Retry-After"] == "2"
+        assert "no answer within 1 s" in read.json()["error"]
         ch.hang.clear()
         assert export(T2).status_code == 200  # the same export, retried, is stored
         found = httpx.get(srv.urls.api + f"/api/traces/{T2}", timeout=30).json()

@@ -21,8 +21,9 @@ from starlette.routing import BaseRoute, Route
 
 from threadline.server.ingest.otlp_http import http_handler
 from threadline.server.ingest.queue import MAX_REQUEST_BYTES, Ingest
-from threadline.server.storage.base import Store
+from threadline.server.storage.base import Store, StoreUnavailable
 from threadline.server.web import jaeger, search
+from threadline.server.web.responses import store_unavailable
 
 # browser exporters on this machine may post spans; anything else must be allowed explicitly
 LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
@@ -82,4 +83,8 @@ def build_app(
     for extra in routers:
         routes += list(extra)
     routes += _optional_routes("web.ui")
-    return Starlette(routes=routes, middleware=[cors(cors_origins)])
+    return Starlette(
+        routes=routes,
+        middleware=[cors(cors_origins)],
+        exception_handlers={StoreUnavailable: store_unavailable},
+    )

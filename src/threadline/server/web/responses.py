@@ -10,6 +10,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from threadline.server.ingest.queue import RETRY_AFTER_S
+
 
 class BadRequest(ValueError):
     """A request parameter is malformed; the message says which and how (answered with 400)."""
@@ -19,6 +21,14 @@ def error_response(status: int, message: str) -> JSONResponse:
     """threadline's own error body, `{"error": message}` (Jaeger's routes answer in Jaeger's
     shapes instead)."""
     return JSONResponse({"error": message}, status_code=status)
+
+
+def store_unavailable(request: Any, exc: Exception) -> JSONResponse:
+    """A read the store could not answer for now (a ClickHouse server down or too slow): 503 with
+    Retry-After, as ingest answers a write, rather than a 500."""
+    response = error_response(503, f"store unavailable: {exc}")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def json_safe(v: Any) -> Any:
