@@ -144,25 +144,7 @@ def run() -> list[dict]:
             "WHERE attributes IS NOT NULL LIMIT 1 OFFSET 4242"
         )[0][0]
         searches = {
-            "Jaeger search, last hour: service + tag, 20 traces": lambda: store.find_traces(
-                Query(
-                    service="payments",
-                    filters=[[parse_filter("http.status_code=500")[0]]],
-                    start_ns=last - 3600 * 10**9,
-                    end_ns=last + 1,
-                    limit=20,
-                )
-            ),
-            "Jaeger search, all time: service + tag, 20 traces": lambda: store.find_traces(
-                Query(
-                    service="payments",
-                    filters=[[parse_filter("http.status_code=500")[0]]],
-                    limit=20,
-                )
-            ),
-            "attribute search: rare value (user.id=)": lambda: store.search(
-                Query(filters=[parse_filter(f"user.id={rare}")], limit=20)
-            ),
+            **_searches(store, last, rare),
             "attribute search: numeric range OR": lambda: store.search(
                 Query(
                     filters=[
@@ -198,6 +180,31 @@ def run() -> list[dict]:
     return rows
 
 
+def _searches(store, last: int, rare: str) -> dict:
+    """The searches every engine is timed on: Jaeger's by service and tag over the last hour and
+    over all time, and a rare attribute value."""
+    from threadline.server.storage import Query, parse_filter
+
+    tag = parse_filter("http.status_code=500")
+    return {
+        "Jaeger search, last hour: service + tag, 20 traces": lambda: store.find_traces(
+            Query(
+                service="payments",
+                filters=[tag],
+                start_ns=last - 3600 * 10**9,
+                end_ns=last + 1,
+                limit=20,
+            )
+        ),
+        "Jaeger search, all time: service + tag, 20 traces": lambda: store.find_traces(
+            Query(service="payments", filters=[tag], limit=20)
+        ),
+        "attribute search: rare value (user.id=)": lambda: store.search(
+            Query(filters=[parse_filter(f"user.id={rare}")], limit=20)
+        ),
+    }
+
+
 def _fill_chdb(store, total: int) -> None:
     """BASE spans through the store's own insert, then copies made by ClickHouse (trace ids
     changed, a day later each: the base spans under two hours, so a copy never copies a copy)."""
@@ -228,7 +235,7 @@ def _fill_chdb(store, total: int) -> None:
 
 
 def _chdb_rows(total: int) -> list[dict]:
-    from threadline.server.storage import Query, open_store, parse_filter
+    from threadline.server.storage import open_store
 
     label = f"{total / 1e6:g}M"
     rows = []
@@ -256,21 +263,7 @@ def _chdb_rows(total: int) -> list[dict]:
         last = conn.rows(f"SELECT toUnixTimestamp64Nano(max(Timestamp)) FROM {t}")[0][0]
         rare = conn.rows(f"SELECT SpanAttributes['user.id'] FROM {t} LIMIT 1 OFFSET 4242")[0][0]
         searches = {
-            "chdb: Jaeger search, last hour: service + tag, 20 traces": lambda: store.find_traces(
-                Query(
-                    service="payments",
-                    filters=[[parse_filter("http.status_code=500")[0]]],
-                    start_ns=last - 3600 * 10**9,
-                    end_ns=last + 1,
-                    limit=20,
-                )
-            ),
-            "chdb: Jaeger search, all time: service + tag, 20 traces": lambda: store.find_traces(
-                Query(service="payments", filters=[parse_filter("http.status_code=500")], limit=20)
-            ),
-            "chdb: attribute search: rare value (user.id=)": lambda: store.search(
-                Query(filters=[parse_filter(f"user.id={rare}")], limit=20)
-            ),
+            **{f"chdb: {name}": fn for name, fn in _searches(store, last, rare).items()},
             "chdb: dependencies over an hour": lambda: store.dependencies(
                 last - 3600 * 10**9, last + 1
             ),
