@@ -43,9 +43,9 @@ def run() -> list[dict]:
     with tl.span("request"):
         base = timed(plain)
         on = timed(traced)
-        mailboxes.uninstall()
+        mailboxes.uninstrument()
         off = timed(traced)
-        mailboxes.install()
+        mailboxes.instrument()
     tl.shutdown()
     return [
         {"name": "queue.Queue put + get, plain", "value": base, "unit": "us"},

@@ -133,7 +133,7 @@ def start_up() -> float:
 
 def run() -> list[dict]:
     tl.shutdown()
-    boundaries.uninstall("processes", "nodes")
+    boundaries.uninstrument("processes", "nodes")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     sink = multiprocessing.get_context("fork").Process(target=_serve, args=(server,), daemon=True)
@@ -158,7 +158,7 @@ def run() -> list[dict]:
     finally:
         sink.terminate()
         sink.join()
-        boundaries.install("processes", "nodes")
+        boundaries.instrument("processes", "nodes")
 
     def row(name, value, unit, baseline=None, ratio_to=None, note=None):
         out = {"name": name, "value": value, "unit": unit}

@@ -66,9 +66,9 @@ def hops(make) -> float:
 def run() -> list[dict]:
     tl.configure("bench", exporter="none", boundaries=False)
     configs = {
-        "uninstalled": lambda: threads.uninstall(),
-        "installed": lambda: threads.install(relation="child", span=False),
-        "installed, one span per task": lambda: threads.install(span=True),
+        "uninstalled": lambda: threads.uninstrument(),
+        "installed": lambda: threads.instrument(relation="child", span=False),
+        "installed, one span per task": lambda: threads.instrument(span=True),
     }
     trips: dict[str, list[float]] = {name: [] for name in configs}
     split: dict[str, list[tuple[float, float]]] = {"uninstalled": [], "installed": []}
@@ -82,7 +82,7 @@ def run() -> list[dict]:
                 trips[name].append(round_trips(ex))
                 if name in split:
                     split[name].append(halves())
-            threads.uninstall()
+            threads.uninstrument()
             hop["plain"] = min(hop["plain"], hops(lambda: noop))
             hop["task"] = min(hop["task"], hops(lambda: Task(noop, policy)))
     tl.shutdown()

@@ -7,8 +7,8 @@ from threadline.boundaries import threads
 @pytest.fixture(autouse=True)
 def default_boundaries():
     """Every test starts and ends with threads + asyncio installed under the default policy."""
-    threads.install(relation="child")
-    asyncio_boundary.install(relation="child")
+    threads.instrument(relation="child")
+    asyncio_boundary.instrument(relation="child")
     yield
-    threads.install(relation="child")
-    asyncio_boundary.install(relation="child")
+    threads.instrument(relation="child")
+    asyncio_boundary.instrument(relation="child")

@@ -37,7 +37,7 @@ def assert_children(traces, root, name="work", count=1):
 @pytest.mark.parametrize("executor", ["default", "custom"])
 def test_run_in_executor(traces, executor, threads_installed):
     if not threads_installed:
-        threads.uninstall()  # the asyncio boundary carries the context on its own
+        threads.uninstrument()  # the asyncio boundary carries the context on its own
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -45,8 +45,8 @@ def test_run_in_executor(traces, executor, threads_installed):
             with tl.span("handler") as root:
                 await loop.run_in_executor(pool if executor == "custom" else None, work)
             # the worker is bare again: probe it with a function no boundary wrapped
-            asyncio_boundary.uninstall()
-            threads.uninstall()
+            asyncio_boundary.uninstrument()
+            threads.uninstrument()
             probe = await loop.run_in_executor(pool if executor == "custom" else None, current_ids)
         return root, probe
 
@@ -172,8 +172,8 @@ def test_nesting_thread_executor_loop_to_thread_thread_pool(traces):
 
 def test_policy_none_patches_callbacks_and_restores_them_when_plain(traces):
     plain_call_soon = asyncio.BaseEventLoop.call_soon
-    threads.uninstall()  # else the default executor's own boundary carries it, by its policy
-    asyncio_boundary.install(relation="none")
+    threads.uninstrument()  # else the default executor's own boundary carries it, by its policy
+    asyncio_boundary.instrument(relation="none")
     assert asyncio.BaseEventLoop.call_soon is not plain_call_soon
 
     async def main():
@@ -188,12 +188,12 @@ def test_policy_none_patches_callbacks_and_restores_them_when_plain(traces):
     callback_ids, executor_ids, inner = asyncio.run(main())
     assert callback_ids == executor_ids == NO_SPAN
     assert inner != NO_SPAN
-    asyncio_boundary.install(relation="child")
+    asyncio_boundary.instrument(relation="child")
     assert asyncio.BaseEventLoop.call_soon is plain_call_soon
 
 
 def test_policy_link_on_callbacks(traces):
-    asyncio_boundary.install(relation="link", span="tick")
+    asyncio_boundary.instrument(relation="link", span="tick")
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -221,13 +221,13 @@ def test_debug_loop_still_rejects_coroutines_in_executor():
 
 def test_install_uninstall_idempotent():
     original = asyncio.BaseEventLoop.run_in_executor
-    asyncio_boundary.install()
-    asyncio_boundary.install()
-    asyncio_boundary.uninstall()
-    asyncio_boundary.uninstall()
-    assert not asyncio_boundary.installed()
+    asyncio_boundary.instrument()
+    asyncio_boundary.instrument()
+    asyncio_boundary.uninstrument()
+    asyncio_boundary.uninstrument()
+    assert not asyncio_boundary.instrumented()
     assert asyncio.BaseEventLoop.run_in_executor.__module__ == "asyncio.base_events"
-    asyncio_boundary.install()
+    asyncio_boundary.instrument()
     assert asyncio.BaseEventLoop.run_in_executor is original
 
 
@@ -274,8 +274,8 @@ def test_run_in_executor_with_a_users_own_executor(traces):
 
 
 def test_an_executor_with_its_own_boundary_is_wrapped_once(traces):
-    threads.install(span="job")
-    asyncio_boundary.install(relation="none")  # would cut the trace if it wrapped as well
+    threads.instrument(span="job")
+    asyncio_boundary.instrument(relation="none")  # would cut the trace if it wrapped as well
 
     async def main():
         with tl.span("handler") as root:
@@ -307,7 +307,7 @@ def test_an_executor_subclass_with_its_own_submit_is_still_carried(traces):
 
 
 def test_span_per_callback_leaves_asyncios_own_callbacks_alone(traces):
-    asyncio_boundary.install(span=True)
+    asyncio_boundary.instrument(span=True)
 
     def user_callback(seen):
         seen.set_result(current_ids())

@@ -21,9 +21,9 @@ def current_ids():
 
 @pytest.fixture(autouse=True)
 def mailboxes_on():
-    mailboxes.install(relation="child")
+    mailboxes.instrument(relation="child")
     yield
-    mailboxes.install(relation="child")
+    mailboxes.instrument(relation="child")
 
 
 @pytest.mark.parametrize(
@@ -254,16 +254,16 @@ def test_uninstalled_puts_bare_items_and_still_unwraps(traces):
     box = Mailbox(q, "off")
     with tl.span("before"):
         box.send("sealed")
-    mailboxes.uninstall()
-    assert not mailboxes.installed()
+    mailboxes.uninstrument()
+    assert not mailboxes.instrumented()
     box.send("bare")
     assert q.queue[-1] == "bare"
     with box.receive() as first, box.receive() as second:
         assert (first, second) == ("sealed", "bare")
     assert [s.name for s in traces.spans] == ["send off", "before"]
-    mailboxes.install()
-    mailboxes.install()
-    assert mailboxes.installed()
+    mailboxes.instrument()
+    mailboxes.instrument()
+    assert mailboxes.instrumented()
 
 
 def test_bad_arguments_fail_at_the_call_site():

@@ -757,9 +757,9 @@ def test_uninstall_puts_the_standard_library_back(traces):
 
     patched = (process.BaseProcess.start, pool.Pool.apply_async, managers.BaseProxy._callmethod)
     try:
-        processes.uninstall()
-        nodes.uninstall()
-        processes.uninstall()  # idempotent
+        processes.uninstrument()
+        nodes.uninstrument()
+        processes.uninstrument()  # idempotent
         assert process.BaseProcess.start is not patched[0]
         assert (
             pool.Pool.__dict__["_join_exited_workers"].__func__.__module__ == "multiprocessing.pool"
@@ -772,9 +772,9 @@ def test_uninstall_puts_the_standard_library_back(traces):
         assert p.exitcode == 0
         assert [s.name for s in traces.spans] == ["untraced hand-off"]  # the child made none
     finally:
-        processes.install()
-        nodes.install()
-        processes.install()
+        processes.instrument()
+        nodes.instrument()
+        processes.instrument()
     assert (process.BaseProcess.start, managers.BaseProxy._callmethod) == patched[::2]
     assert pool.Pool.apply_async.__wrapped__ is patched[1].__wrapped__
-    assert processes.installed() and nodes.installed()
+    assert processes.instrumented() and nodes.instrumented()

@@ -48,14 +48,14 @@ def test_policy_defaults_and_errors():
 
 
 def test_configure_installs_threads_and_asyncio():
-    boundaries.uninstall("threads", "asyncio")
+    boundaries.uninstrument("threads", "asyncio")
     tl.configure("tests", exporter="none", boundaries=False)
-    assert "threads" not in boundaries.installed()
-    threads.install(span="job")
+    assert "threads" not in boundaries.instrumented()
+    threads.instrument(span="job")
     tl.configure("tests", exporter="none")
-    assert {"threads", "asyncio"} <= set(boundaries.installed())
+    assert {"threads", "asyncio"} <= set(boundaries.instrumented())
     assert threads.policy() == Policy(span="job")  # a chosen policy survives reconfiguring
-    threads.install(relation="child")
+    threads.instrument(relation="child")
 
     async def hop():
         return await asyncio.to_thread(current_ids)

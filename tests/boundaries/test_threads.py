@@ -92,7 +92,7 @@ def test_thread_pool(traces, call):
     with ThreadPool(2) as pool:
         with tl.span("request") as root:
             results = call(pool)
-        threads.uninstall()  # so the probe reads the bare worker, not a context handed to it
+        threads.uninstrument()  # so the probe reads the bare worker, not a context handed to it
         assert pool.apply(current_ids) == NO_SPAN
     assert results == [2, 4, 6][: len(results)]
     assert_child_of(traces, root, count=len(results))
@@ -127,7 +127,7 @@ def test_pool_workers_do_not_keep_the_context_of_whoever_created_them(traces, po
             pool = ThreadPool(1)
             pool.apply(work)
             run = pool.apply
-    threads.uninstall()  # so the probe reads the bare worker, not a context handed to it
+    threads.uninstrument()  # so the probe reads the bare worker, not a context handed to it
     try:
         assert run(current_ids) == NO_SPAN
     finally:
@@ -175,7 +175,7 @@ def test_two_workers_1000_traces_nothing_leaks(traces):
 
 
 def test_policy_link_gives_each_task_a_linked_span(traces):
-    threads.install(relation="link")
+    threads.instrument(relation="link")
     with ThreadPoolExecutor(1) as ex:
         with tl.span("request") as root:
             inner = ex.submit(current_ids).result(10)
@@ -187,7 +187,7 @@ def test_policy_link_gives_each_task_a_linked_span(traces):
 
 
 def test_policy_none_starts_each_task_clean(traces):
-    threads.install(relation="none")
+    threads.instrument(relation="none")
     with ThreadPoolExecutor(1) as ex:
         with tl.span("request"):
             assert ex.submit(current_ids).result(10) == NO_SPAN
@@ -198,7 +198,7 @@ def test_policy_none_starts_each_task_clean(traces):
 
 
 def test_policy_span_per_task(traces):
-    threads.install(span=True)
+    threads.instrument(span=True)
     with ThreadPoolExecutor(1) as ex:
         with tl.span("request") as root:
             inner = ex.submit(current_ids).result(10)
@@ -206,7 +206,7 @@ def test_policy_span_per_task(traces):
     task = t.find("current_ids")  # named after the function
     assert (task.parent_id, task.kind) == (hex_ids(root)[1], "INTERNAL")
     assert inner == (t.trace_id, task.span_id)
-    threads.install(span="job")
+    threads.instrument(span="job")
     with ThreadPoolExecutor(1) as ex:
         ex.submit(int).result(10)
     assert len(traces.find_all("job")) == 1
@@ -214,20 +214,20 @@ def test_policy_span_per_task(traces):
 
 def test_bad_policy_fails_at_the_call_site():
     with pytest.raises(ValueError, match="relation"):
-        threads.install(relation="sibling")
+        threads.instrument(relation="sibling")
     with pytest.raises(ValueError, match="needs a span"):
-        threads.install(relation="link", span=False)
+        threads.instrument(relation="link", span=False)
     assert threads.policy().relation == "child"
 
 
 def test_install_is_idempotent_and_uninstall_restores_everything(traces):
     originals = (threading.Thread.start, ThreadPoolExecutor.submit)
-    threads.install()
-    threads.install()
-    assert threads.installed()
-    threads.uninstall()
-    threads.uninstall()
-    assert not threads.installed()
+    threads.instrument()
+    threads.instrument()
+    assert threads.instrumented()
+    threads.uninstrument()
+    threads.uninstrument()
+    assert not threads.instrumented()
     assert "apply_async" not in ThreadPool.__dict__
     assert threading.Thread.start is not originals[0]  # the originals are what is back
     assert ThreadPoolExecutor.submit.__module__ == "concurrent.futures.thread"
@@ -235,12 +235,12 @@ def test_install_is_idempotent_and_uninstall_restores_everything(traces):
         with tl.span("request") as root:
             assert ex.submit(current_ids).result(10) == NO_SPAN  # no boundary: nothing carried
             assert ex.submit(tl.wrap(current_ids)).result(10) == hex_ids(root)  # by hand
-    threads.install()
+    threads.instrument()
     assert (threading.Thread.start, ThreadPoolExecutor.submit) == originals
 
 
 def test_explicit_capture_and_resume_without_any_patching(traces):
-    threads.uninstall()
+    threads.uninstrument()
     handed = []
 
     def worker():

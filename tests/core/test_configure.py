@@ -605,16 +605,16 @@ def test_boundaries_false_uninstalls_what_configure_installed_not_what_the_user_
     from threadline.boundaries import asyncio as asyncio_boundary
     from threadline.boundaries import threads
 
-    boundaries.uninstall()
-    threads.install(span=True)  # the user's own, before configure()
+    boundaries.uninstrument()
+    threads.instrument(span=True)  # the user's own, before configure()
     tl.configure("x", exporter="none")
-    assert boundaries.installed() == ["threads", "asyncio", "processes", "nodes"]
+    assert boundaries.instrumented() == ["threads", "asyncio", "processes", "nodes"]
     tl.configure("x", exporter="none", boundaries=False)
-    assert boundaries.installed() == ["threads"]
+    assert boundaries.instrumented() == ["threads"]
     assert threads.policy().span is True
     tl.configure("x", exporter="none")
-    boundaries.install("asyncio")  # installed by name after configure(): the user's now
+    boundaries.instrument("asyncio")  # installed by name after configure(): the user's now
     tl.configure("x", exporter="none", boundaries=False)
-    assert boundaries.installed() == ["threads", "asyncio"]
-    threads.uninstall()
-    asyncio_boundary.uninstall()
+    assert boundaries.instrumented() == ["threads", "asyncio"]
+    threads.uninstrument()
+    asyncio_boundary.uninstrument()

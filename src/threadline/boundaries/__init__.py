@@ -1,15 +1,20 @@
 """Standard-library boundaries. Each module patches one kind of hand-off to capture at send time
-and resume around exactly the unit of work, and exposes install() / uninstall() (idempotent)."""
+and resume around exactly the unit of work, and exposes instrument() / uninstrument() (idempotent)
+and instrumented(), the verbs of OpenTelemetry's instrumentors."""
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
+
+from threadline.boundaries._renamed import renamed
 
 DEFAULT = ("threads", "asyncio", "processes", "nodes")  # what configure(boundaries=True) installs
-_by_configure: list[str] = []  # what install_defaults() installed, for uninstall_defaults()
+_by_configure: list[str] = []  # what instrument_defaults() installed, for uninstrument_defaults()
 
 
-def _module(name: str):
+def module(name: str) -> ModuleType:
+    """The boundary module of that name; an unknown name raises ValueError."""
     try:
         return importlib.import_module(f"threadline.boundaries.{name}")
     except ModuleNotFoundError as exc:
@@ -18,7 +23,7 @@ def _module(name: str):
         raise
 
 
-def install(*names: str) -> None:
+def instrument(*names: str) -> None:
     """Install the named boundaries (all defaults when none are named). Installed this way they
     are the caller's: a later configure(boundaries=False) leaves them be.
 
@@ -26,47 +31,53 @@ def install(*names: str) -> None:
     "nodes", "mailboxes"); an unknown name raises ValueError.
     """
     for name in names or DEFAULT:
-        _module(name).install()
+        module(name).instrument()
         if name in _by_configure:
             _by_configure.remove(name)
 
 
-def uninstall(*names: str) -> None:
-    """Uninstall the named boundaries (all defaults when none are named), as install() names
+def uninstrument(*names: str) -> None:
+    """Uninstall the named boundaries (all defaults when none are named), as instrument() names
     them. Idempotent."""
     for name in names or DEFAULT:
-        _module(name).uninstall()
+        module(name).uninstrument()
         if name in _by_configure:
             _by_configure.remove(name)
 
 
-def installed() -> list[str]:
+def instrumented() -> list[str]:
     """The default boundaries installed now, by name."""
     out = []
     for name in DEFAULT:
         try:
-            if _module(name).installed():
+            if module(name).instrumented():
                 out.append(name)
         except ValueError:
             pass
     return out
 
 
-def install_defaults() -> None:
+def instrument_defaults() -> None:
     """What configure(boundaries=True) calls: every default boundary this build ships."""
     for name in DEFAULT:
         try:
-            module = _module(name)
+            boundary = module(name)
         except ValueError:
             continue
-        if not module.installed():
-            module.install()
+        if not boundary.instrumented():
+            boundary.instrument()
             if name not in _by_configure:
                 _by_configure.append(name)
 
 
-def uninstall_defaults() -> None:
+def uninstrument_defaults() -> None:
     """What configure(boundaries=False) calls: uninstall what an earlier configure() installed.
-    Boundaries installed by name or by their own install() before that stay."""
+    Boundaries installed by name or by their own instrument() before that stay."""
     while _by_configure:
-        _module(_by_configure.pop()).uninstall()
+        module(_by_configure.pop()).uninstrument()
+
+
+# The names of 0.1, kept for one minor release.
+install = renamed(instrument, "threadline.boundaries.install")
+uninstall = renamed(uninstrument, "threadline.boundaries.uninstall")
+installed = renamed(instrumented, "threadline.boundaries.installed")

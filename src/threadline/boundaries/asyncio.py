@@ -27,6 +27,7 @@ from typing import Any
 
 from threadline.boundaries import threads
 from threadline.boundaries._patches import Patches
+from threadline.boundaries._renamed import renamed
 from threadline.boundaries._task import Policy, Task
 from threadline.seam import Relation
 
@@ -69,14 +70,14 @@ def _executor_boundary(loop: asyncio.BaseEventLoop, executor: Any) -> bool:
     then it captures, at the same moment and by its own policy, and asyncio stays out of the way."""
     ex = executor if executor is not None else loop._default_executor  # noqa: SLF001  # pyright: ignore[reportAttributeAccessIssue] - asyncio internal
     if ex is None:  # asyncio will make a plain ThreadPoolExecutor
-        return threads.installed()
+        return threads.instrumented()
     if isinstance(ex, ThreadPoolExecutor):
         # A subclass with its own submit may never reach the patched one: wrap it here (the
         # patched submit passes a Task through if it does).
-        return threads.installed() and type(ex).submit is ThreadPoolExecutor.submit
+        return threads.instrumented() and type(ex).submit is ThreadPoolExecutor.submit
     if isinstance(ex, ProcessPoolExecutor):
         processes = sys.modules.get("threadline.boundaries.processes")
-        return processes is not None and processes.installed()
+        return processes is not None and processes.instrumented()
     return False
 
 
@@ -104,7 +105,7 @@ def _loop_call_at(self, when, callback, *args, context=None):  # call_later call
     return _call_at(self, when, callback, *args, context=context)
 
 
-def install(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
+def instrument(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
     """Patch the loop's executor hand-off (once); set the policy when given, as threads.install
     does. The callback methods are patched while the policy is other than plain "child".
 
@@ -125,7 +126,7 @@ def install(*, relation: Relation | None = None, span: bool | str | None = None)
         _callback_patches.set(_Loop, "call_at", _loop_call_at)
 
 
-def uninstall() -> None:
+def uninstrument() -> None:
     """Put the loop's methods back and the policy to its default. Idempotent."""
     global _policy
     _callback_patches.restore()
@@ -133,7 +134,7 @@ def uninstall() -> None:
     _policy = Policy()
 
 
-def installed() -> bool:
+def instrumented() -> bool:
     """Whether this boundary is installed."""
     return bool(_executor_patches)
 
@@ -141,3 +142,9 @@ def installed() -> bool:
 def policy() -> Policy:
     """The policy scheduled work follows now."""
     return _policy
+
+
+# The names of 0.1, kept for one minor release.
+install = renamed(instrument, "threadline.boundaries.asyncio.install")
+uninstall = renamed(uninstrument, "threadline.boundaries.asyncio.uninstall")
+installed = renamed(instrumented, "threadline.boundaries.asyncio.installed")

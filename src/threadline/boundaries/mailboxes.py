@@ -16,7 +16,7 @@ A Mailbox is generic over a put function and a get function (``Mailbox(put=conn.
 get=conn.recv, name="results")``), so the same envelope crosses processes: pickled, it carries
 the W3C carrier (traceparent, tracestate, baggage) instead of the in-process Context.
 
-Nothing is patched here. ``install()`` / ``uninstall()`` switch tracing of the explicit API on and
+Nothing is patched here. ``instrument()`` / ``uninstrument()`` switch tracing of the explicit API on and
 off (on by default); when off, ``send`` puts the bare item and ``receive`` still unwraps envelopes.
 """
 
@@ -34,6 +34,7 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
+from threadline.boundaries._renamed import renamed
 from threadline.seam import (
     KNOWN_FLAGS,
     RELATIONS,
@@ -53,11 +54,14 @@ __all__ = [
     "Mailbox",
     "install",
     "installed",
+    "instrument",
+    "instrumented",
     "open",
     "open_batch",
     "seal",
     "sender_links",
     "uninstall",
+    "uninstrument",
 ]
 
 _installed = True
@@ -128,7 +132,7 @@ class Delivery:
 
     ``message`` is an Envelope or a bare item (processed under the receiver's own context);
     ``destination`` names the span and ``messaging.destination.name``; ``relation`` ("child",
-    "link" or "none") defaults to the one install() set; ``attributes`` are added to the span.
+    "link" or "none") defaults to the one instrument() set; ``attributes`` are added to the span.
     """
 
     __slots__ = ("item", "handoff", "destination", "relation", "_attributes", "_cm")
@@ -279,7 +283,7 @@ class Mailbox:
     ``name``: the destination, in span names and ``messaging.destination.name`` (default: the
     queue's class name, or "mailbox"). ``system``: ``messaging.system`` (default: the queue's
     library, or "threadline"). ``relation``: "child", "link" or "none" for this mailbox's
-    receives (default: the one install() set).
+    receives (default: the one instrument() set).
     """
 
     __slots__ = (
@@ -455,7 +459,7 @@ class _Receiving:
 # -- install / uninstall: tracing of the explicit API on or off (nothing is patched) ----------
 
 
-def install(*, relation: Relation | None = None) -> None:
+def instrument(*, relation: Relation | None = None) -> None:
     """Trace send / receive. ``relation``, when given, is the default for every receive ("child"
     at first | "link" | "none"), overridable per Mailbox and per open(). Idempotent."""
     global _installed, _relation
@@ -464,12 +468,18 @@ def install(*, relation: Relation | None = None) -> None:
     _installed = True
 
 
-def uninstall() -> None:
+def uninstrument() -> None:
     """send puts bare items and receive makes no span (envelopes already queued still unwrap)."""
     global _installed, _relation
     _installed, _relation = False, "child"
 
 
-def installed() -> bool:
+def instrumented() -> bool:
     """Whether send / receive are traced now."""
     return _installed
+
+
+# The names of 0.1, kept for one minor release.
+install = renamed(instrument, "threadline.boundaries.mailboxes.install")
+uninstall = renamed(uninstrument, "threadline.boundaries.mailboxes.uninstall")
+installed = renamed(instrumented, "threadline.boundaries.mailboxes.installed")

@@ -8,7 +8,7 @@ that work in the thread that runs it.
   submitter's context too.
 
 Pool workers themselves start clean, whoever created them: they serve many senders, and after
-each task the worker is back to no context at all. ``install(relation=..., span=...)`` chooses
+each task the worker is back to no context at all. ``instrument(relation=..., span=...)`` chooses
 the policy (see ``Policy``); without installing anything, ``tl.wrap(fn)`` does the same by hand.
 
 Shared with the process boundaries: ``ThreadPool`` is patched here, on the ``ThreadPool`` class
@@ -27,6 +27,7 @@ from multiprocessing import queues as _mp_queues
 from typing import Any
 
 from threadline.boundaries._patches import Patches
+from threadline.boundaries._renamed import renamed
 from threadline.boundaries._task import Policy, Task
 from threadline.seam import Relation
 
@@ -122,7 +123,7 @@ _POOL_METHODS = {
 # -- install -----------------------------------------------------------------------------------
 
 
-def install(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
+def instrument(*, relation: Relation | None = None, span: bool | str | None = None) -> None:
     """Patch threads, ThreadPoolExecutor and ThreadPool (once). Given a relation ("child" by
     default | "link" | "none") or span (see Policy), set the policy; with neither, keep it (so
     configure() installing the defaults again leaves a chosen policy alone).
@@ -142,14 +143,14 @@ def install(*, relation: Relation | None = None, span: bool | str | None = None)
         _patches.set(_mp_pool.ThreadPool, name, _pool_method(name, callbacks))
 
 
-def uninstall() -> None:
+def uninstrument() -> None:
     """Put every original back. Idempotent. Work already handed off still runs in its context."""
     global _policy
     _patches.restore()
     _policy = Policy()
 
 
-def installed() -> bool:
+def instrumented() -> bool:
     """Whether this boundary is installed."""
     return bool(_patches)
 
@@ -157,3 +158,9 @@ def installed() -> bool:
 def policy() -> Policy:
     """The policy handed-off work follows now."""
     return _policy
+
+
+# The names of 0.1, kept for one minor release.
+install = renamed(instrument, "threadline.boundaries.threads.install")
+uninstall = renamed(uninstrument, "threadline.boundaries.threads.uninstall")
+installed = renamed(instrumented, "threadline.boundaries.threads.installed")

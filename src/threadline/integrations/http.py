@@ -237,12 +237,17 @@ def _global_setup(server_timing: bool, clients: bool) -> None:
 
     w3c.install()
     if server_timing and response.get_global_response_propagator() is None:
-        response.set_global_response_propagator(_server_timing_propagator())
+        _ours.append(_server_timing_propagator())
+        response.set_global_response_propagator(_ours[-1])
     if clients:
         for library in CLIENTS:
             inst = _contrib(library, CLIENTS)
             if inst is not None and not inst.is_instrumented_by_opentelemetry:
                 inst.instrument()
+                _ours.append(inst)
+
+
+_ours: list[Any] = []  # what instrument() turned on, for uninstrument(): instrumentors, propagator
 
 
 def _is_asgi(app: Any) -> bool:
@@ -400,6 +405,7 @@ def instrument(
             inst = _contrib(library, FRAMEWORKS)
             if inst is not None and not inst.is_instrumented_by_opentelemetry:
                 inst.instrument()
+                _ours.append(inst)
         return None
     wanted = {"trust": trust, "request_hook": request_hook, "asgi_spans": asgi_spans}
     done = getattr(app, "_threadline_instrumented", None)
@@ -418,3 +424,19 @@ def instrument(
     except (AttributeError, TypeError):  # a slotted object: instrumenting it again would nest
         pass
     return out
+
+
+def uninstrument() -> None:
+    """Undo what instrument() with no app turned on: the client and framework instrumentations it
+    started (not ones the program started itself) and the Server-Timing response propagator.
+    Applications instrumented one by one keep their middleware: the contrib's
+    ``uninstrument_app(app)`` removes it. Idempotent."""
+    from opentelemetry.instrumentation import propagators as response
+
+    while _ours:
+        item = _ours.pop()
+        if hasattr(item, "uninstrument"):
+            if item.is_instrumented_by_opentelemetry:
+                item.uninstrument()
+        elif response.get_global_response_propagator() is item:
+            response.set_global_response_propagator(None)  # type: ignore[arg-type]
