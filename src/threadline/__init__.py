@@ -20,24 +20,30 @@ from threadline._version import __version__ as __version__
 if TYPE_CHECKING:
     # Resolved lazily at runtime by __getattr__ below; imported here so editors and type checkers
     # see it.
-    from threadline.integrations.http import instrument
+    from threadline.integrations.http import instrument, uninstrument
 
 
 def __getattr__(name: str):
     # Lazy: `import threadline` must not pull in the contrib instrumentations or web frameworks.
-    if name == "instrument":
-        from threadline.integrations.http import instrument
+    if name in ("instrument", "uninstrument"):
+        from threadline.integrations import http
 
-        return instrument
+        return getattr(http, name)
     raise AttributeError(f"module 'threadline' has no attribute {name!r}")
 
 
 def export_stats() -> dict:
-    """Spans exported, failed and dropped by this process so far, with error counts by kind, and
-    the handoffs it could not read ("garbled_handoffs": each started a new trace)."""
+    """Spans exported, failed and dropped by this process so far, with error counts by kind, the
+    handoffs it could not read ("garbled_handoffs": each started a new trace), and the children's
+    set-ups that raised in it ("child_setup_failed": those ran their tasks untraced)."""
+    from threadline._children import setup_failures
     from threadline._export import stats  # the SDK's export path, imported when first asked
 
-    return {**stats.snapshot(), "garbled_handoffs": _handoff.garbled_handoffs()}
+    return {
+        **stats.snapshot(),
+        "garbled_handoffs": _handoff.garbled_handoffs(),
+        "child_setup_failed": setup_failures(),
+    }
 
 
 __all__ = [
@@ -55,5 +61,6 @@ __all__ = [
     "shutdown",
     "span",
     "traced",
+    "uninstrument",
     "wrap",
 ]

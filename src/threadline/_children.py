@@ -1,24 +1,43 @@
-"""How child processes are configured: like this process, unless told otherwise.
+"""How child processes are set up: like this process, unless told otherwise.
 
 A child process (multiprocessing, a Ray worker, a Celery pool process, a node's server) cannot
-share this process's exporter or provider; it receives plain configure() arguments and configures
-itself with them when it starts (the boundaries and integrations that start it do this).
+share this process's exporter or provider. It receives plain values, child_settings(), and sets
+itself up with them, set_up_child(), when it starts (the boundaries and integrations that start
+it do this):
+
+- threadline configured here: configure() arguments, and the child configures itself the same;
+- threadline instrumented on another OpenTelemetry set-up (ThreadlineInstrumentor): the child
+  keeps what it inherited (fork) or set up itself (opentelemetry-instrument's sitecustomize, the
+  main module's import under spawn); failing both it runs the user's ``child_setup`` callable.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
+from opentelemetry import trace
+
 from threadline import _runtime
 from threadline._settings import Settings
 
+log = logging.getLogger("threadline")
+
 _CONFIGURE_ARGUMENTS = frozenset(f.name for f in fields(Settings))
+CHILD_SETUP = "child_setup"  # the key that marks a child of another set-up's process
 
 # What child processes are configured with instead of this process's own values.
 _overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
+_child_setup: str | None = None  # "package.module:function", run once in a child that needs it
+_set_up_pid = 0  # the process that ran its set-up (a forked child inherits the value, not the run)
+_setup_lock = threading.Lock()
+_setup_failed = 0  # children whose set-up raised (export_stats()["child_setup_failed"])
+_warned_unset = False
 
 
 def children(overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None) -> None:
@@ -48,6 +67,11 @@ def child_settings() -> dict[str, Any] | None:
     """
     rt = _runtime.current()
     if rt is None:
+        if _runtime.enabled():  # instrumented on the user's own set-up
+            return {
+                CHILD_SETUP: _child_setup,
+                "resource_attributes": {"process.parent_pid": os.getpid()},
+            }
         return None
     if rt.child_base is None:
         rt.child_base = rt.settings.to_dict()
@@ -60,3 +84,113 @@ def child_settings() -> dict[str, Any] | None:
     out.update(overrides or {})
     out["resource_attributes"] = {**out["resource_attributes"], "process.parent_pid": os.getpid()}
     return out
+
+
+# -- children of another set-up (ThreadlineInstrumentor) ---------------------------------------
+
+
+def resolve_setup(spec: str | Callable[[], Any]) -> str:
+    """The importable name of a child_setup callable, checked now: "package.module:function", or
+    a module-level function (its module and name are what travels). Raises ValueError naming it."""
+    if callable(spec):
+        module, name = getattr(spec, "__module__", None), getattr(spec, "__qualname__", "")
+        if not module or "<" in name or module == "__main__":
+            raise ValueError(
+                f"child_setup: {spec!r} cannot be imported by a child process; pass a module-level "
+                "function of an importable module, or its name as 'package.module:function'"
+            )
+        spec = f"{module}:{name}"
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ValueError(f"child_setup must be 'package.module:function', not {spec!r}")
+    load_setup(spec)
+    return spec
+
+
+def load_setup(spec: str) -> Callable[[], Any]:
+    """Import the callable a child_setup names. Raises ValueError naming what is missing."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ValueError(f"child_setup {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"child_setup {spec!r}: {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise ValueError(f"child_setup {spec!r} is not callable")
+    return target
+
+
+def use_child_setup(spec: str | None) -> None:
+    """What children of this process run when they start with no tracer provider of their own."""
+    global _child_setup
+    _child_setup = spec
+
+
+def borrow(child_setup: str | Callable[[], Any] | None = None) -> None:
+    """Carry context through the global provider, whoever set it up; children that start with no
+    provider run child_setup (checked now: ValueError naming it when it cannot be imported)."""
+    spec = resolve_setup(child_setup) if child_setup is not None else None
+    use_child_setup(spec)
+    _runtime.borrow(True)
+
+
+def unborrow() -> None:
+    """Undo borrow(): the boundaries carry context again only once configure() has run."""
+    _runtime.borrow(False)
+    use_child_setup(None)
+
+
+def set_up_child(settings: Mapping[str, Any] | None) -> None:
+    """In a child as it starts: set it up from child_settings() of its parent."""
+    if settings is None:
+        return
+    if CHILD_SETUP not in settings:
+        _runtime.configure(**settings)
+        return
+    _runtime.borrow(True)
+    spec = settings[CHILD_SETUP]
+    use_child_setup(spec)  # its own children, if any, do the same
+    _run_setup(spec)
+
+
+def _unset() -> bool:
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _run_setup(spec: str | None) -> None:
+    """Once per process: the user's set-up, unless one is in place (inherited across fork, or
+    made at start by sitecustomize or the main module's import). A set-up that raises is logged
+    and counted; the child runs its tasks untraced rather than die of tracing."""
+    global _set_up_pid, _setup_failed, _warned_unset
+    with _setup_lock:
+        if _set_up_pid == os.getpid():
+            return
+        _set_up_pid = os.getpid()
+        if spec is not None and _unset():
+            try:
+                load_setup(spec)()
+            except Exception:
+                _setup_failed += 1
+                log.warning(
+                    "threadline: child_setup %r failed in process %d; its tasks run untraced",
+                    spec,
+                    os.getpid(),
+                    exc_info=True,
+                )
+                return
+        if _unset() and not _warned_unset:
+            _warned_unset = True
+            log.warning(
+                "threadline: process %d has no tracer provider, so its spans are not recorded: "
+                "set OpenTelemetry up at import of the main module, or pass "
+                "ThreadlineInstrumentor().instrument(child_setup='package.module:function')",
+                os.getpid(),
+            )
+
+
+def setup_failures() -> int:
+    """Children of this process's kind whose child_setup raised, in this process."""
+    return _setup_failed

@@ -75,14 +75,22 @@ def _final_flush(code: int | None, signum: int | None) -> None:
             log.debug("threadline: exit callback failed", exc_info=True)
     # The flush runs beside us so that an endpoint that never answers cannot hold the exit: past
     # FLUSH_TIMEOUT what is still queued or in flight is counted as dropped and said.
+    configured = _runtime.current() is not None  # else another set-up's provider is flushed
     flushing = threading.Thread(target=_shutdown, name="threadline-exit-flush", daemon=True)
     with sigterm_blocked():
         flushing.start()
     flushing.join(FLUSH_TIMEOUT)
     if flushing.is_alive():
-        from threadline._export import stats  # the SDK's export path, imported by configure()
+        if configured:
+            from threadline._export import stats  # the SDK's export path, imported by configure()
 
-        stats.report("shutdown_timeout")
+            stats.report("shutdown_timeout")
+        else:
+            log.warning(
+                "threadline: the tracer provider did not flush within %.0f s at exit; "
+                "spans it still held are lost",
+                FLUSH_TIMEOUT,
+            )
     # What shutdown reported (spans that failed or were dropped) must not die in a buffer.
     for stream in (sys.stderr, sys.stdout):
         try:
@@ -93,7 +101,10 @@ def _final_flush(code: int | None, signum: int | None) -> None:
 
 def _shutdown() -> None:
     try:
-        _runtime.shutdown()
+        if _runtime.current() is not None:
+            _runtime.shutdown()
+        else:  # instrumented on another set-up: its provider flushes (it shuts itself down)
+            _runtime.flush(FLUSH_TIMEOUT)
     except Exception:
         log.debug("threadline: flush at exit failed", exc_info=True)
 

@@ -60,6 +60,9 @@ _taps: list[SpanProcessor] = []  # processors that survive reconfiguration (the 
 _closed: weakref.WeakSet[SpanExporter] = weakref.WeakSet()  # user exporters shutdown() closed
 _installed_global = False
 _atexit_registered = False
+# threadline.instrumentation.ThreadlineInstrumentor: the boundaries trace through whatever
+# provider is global (the user's own, opentelemetry-instrument's, Logfire's), not threadline's.
+_borrowed = False
 _on_configure: list[Callable[[Settings | None], None]] = []
 
 # Taps watch the process that added them; a forked child must not feed its copy of them.
@@ -69,6 +72,24 @@ os.register_at_fork(after_in_child=_taps.clear)
 def current() -> Runtime | None:
     """What the current configuration built, or None when threadline is not configured."""
     return _runtime
+
+
+def borrow(on: bool) -> None:
+    """Trace through the global provider someone else set up (True), or only once configure()
+    has run (False): what ThreadlineInstrumentor turns on and off."""
+    global _borrowed
+    _borrowed = on
+
+
+def borrowed() -> bool:
+    """Whether threadline traces through another set-up's provider: instrumented, not configured."""
+    return _borrowed and _runtime is None
+
+
+def enabled() -> bool:
+    """Whether the boundaries carry context now: threadline is configured, or instrumented on
+    top of another OpenTelemetry set-up."""
+    return _runtime is not None or _borrowed
 
 
 # -- the switchboard ---------------------------------------------------------------------------
@@ -133,11 +154,20 @@ _switch = _SwitchProvider()
 _tracer = _SwitchTracer(("threadline", None, None, None))
 
 
+_global_tracer: tuple[Any, trace.Tracer | None] = (None, None)  # (provider, its tracer)
+
+
 def tracer() -> trace.Tracer:
     """The tracer threadline's own spans use. Before configure() it defers to the global provider,
     so a program that set up the SDK itself still gets its spans."""
+    global _global_tracer
     if _runtime is None and not _installed_global:
-        return trace.get_tracer("threadline")
+        provider = trace.get_tracer_provider()
+        cached_for, cached = _global_tracer
+        if cached_for is not provider or cached is None:  # a tracer per provider, not per span
+            cached = provider.get_tracer("threadline")
+            _global_tracer = (provider, cached)
+        return cached
     return _tracer.real()  # the switchboard's current tracer: one call less per span
 
 
@@ -313,9 +343,9 @@ def configure(
     from threadline import boundaries as stdlib_boundaries  # the argument shadows the package
 
     if s.boundaries:
-        stdlib_boundaries.install_defaults()
+        stdlib_boundaries.instrument_defaults()
     else:
-        stdlib_boundaries.uninstall_defaults()
+        stdlib_boundaries.uninstrument_defaults()
     for hook in list(_on_configure):
         hook(s)
     return s
@@ -403,14 +433,30 @@ def flush(timeout: float = 30.0) -> bool:
         timeout: seconds to wait for the exporters at most.
 
     Returns True when every ended span was handed to the exporter in time (and when threadline
-    is not configured: there is nothing to flush).
+    is not configured: there is nothing to flush). Instrumented on top of another set-up
+    (ThreadlineInstrumentor), it flushes the global provider.
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     rt = _runtime
-    if rt is None:
+    if rt is not None:
+        return rt.provider.force_flush(int(timeout * 1000))
+    if _borrowed:
+        return _flush_global(timeout)
+    return True
+
+
+def _flush_global(timeout: float) -> bool:
+    """force_flush() of the global provider, whoever set it up (the API's own has none)."""
+    force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force_flush is None:
         return True
-    return rt.provider.force_flush(int(timeout * 1000))
+    try:
+        done = force_flush(int(timeout * 1000))
+    except Exception:  # tracing never breaks the program
+        log.debug("threadline: the global provider's force_flush failed", exc_info=True)
+        return False
+    return done is not False  # some providers answer None
 
 
 def shutdown() -> None:

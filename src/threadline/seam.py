@@ -44,9 +44,11 @@ that cannot be read starts a new trace (say why with ``count_garbled()``; it nev
             handle(message["item"])
 
 A consumer that takes messages in batches opens one span for all of them with ``batch_span()``.
-A transport that starts processes configures them with ``child_settings()`` (configure() arguments
-to call ``configure(**settings)`` with in the child) and makes them flush on the way out with
-``guard()``.
+Whether to carry context at all is ``enabled()``: threadline is configured, or instrumented on
+top of another OpenTelemetry set-up (``ThreadlineInstrumentor``; then ``settings()`` is None and
+spans go to whatever provider is global). A transport that starts processes takes
+``child_settings()`` along (plain values), calls ``set_up_child(settings)`` in the child before
+its first task, and makes it flush on the way out with ``guard()``.
 
 The server and the testing collector read OTLP protobuf with ``any_value()``, the one conversion
 of an OTLP AnyValue to a Python value.
@@ -58,7 +60,7 @@ from typing import TYPE_CHECKING
 
 from threadline import _w3c as w3c
 from threadline._batch import batch_span, sender_links
-from threadline._children import child_settings, children
+from threadline._children import borrow, child_settings, children, set_up_child, unborrow
 from threadline._context import attach, current, reset
 from threadline._exit import before_exit, final_flush, guard, mark_cut_short
 from threadline._handoff import (
@@ -78,6 +80,7 @@ from threadline._runtime import (
     add_tap,
     announce,
     configure,
+    enabled,
     flush,
     remove_tap,
     settings,
@@ -121,6 +124,7 @@ __all__ = [
     "attach",
     "batch_span",
     "before_exit",
+    "borrow",
     "call",
     "capture",
     "check_name",
@@ -130,6 +134,7 @@ __all__ = [
     "count_garbled",
     "current",
     "current_exporter",
+    "enabled",
     "env",
     "env_resource",
     "exports_failed",
@@ -142,8 +147,10 @@ __all__ = [
     "reset",
     "resume",
     "sender_links",
+    "set_up_child",
     "settings",
     "sigterm_blocked",
     "start_span",
+    "unborrow",
     "w3c",
 ]

@@ -29,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from threadline import seam, semconv
+from threadline.boundaries._renamed import renamed
 from threadline.seam import Handoff, capture, resume, start_span
 
 SYSTEM = "multiprocessing"
@@ -124,7 +125,7 @@ def _understands(address: Any, authkey: bytes | None, client: Any) -> bool:
 
 
 def _callmethod(self, methodname, args=(), kwds={}):  # noqa: B006 - the stdlib's signature
-    if seam.settings() is None:
+    if not seam.enabled():
         return _originals["_callmethod"](self, methodname, args, kwds)
     typeid = self._token.typeid
     address = self._token.address
@@ -145,7 +146,7 @@ def _create(self, typeid, /, *args, **kwds):
 
 def _dispatch(c, id, methodname, args=(), kwds={}):  # noqa: B006 - the stdlib's signature
     # Only 'create' runs user code (a registered callable); incref/decref/shutdown are plumbing.
-    if methodname != "create" or not args or seam.settings() is None:
+    if methodname != "create" or not args or not seam.enabled():
         return _originals["dispatch"](c, id, methodname, args, kwds)
     typeid = args[0]
     attrs = _server(_attributes(typeid, "create"), _peer(c))
@@ -252,7 +253,7 @@ _PATCHES = [
 ]
 
 
-def install() -> None:
+def instrument() -> None:
     """Patch the multiprocessing managers' client and server sides (once)."""
     with _lock:
         if _originals:
@@ -262,7 +263,7 @@ def install() -> None:
             setattr(owner, attr, patched)
 
 
-def uninstall() -> None:
+def uninstrument() -> None:
     """Put every original back. Idempotent."""
     with _lock:
         for owner, attr, _ in _PATCHES:
@@ -271,6 +272,12 @@ def uninstall() -> None:
         _originals.clear()
 
 
-def installed() -> bool:
+def instrumented() -> bool:
     """Whether this boundary is installed."""
     return bool(_originals)
+
+
+# The names of 0.1, kept for one minor release.
+install = renamed(instrument, "threadline.boundaries.nodes.install")
+uninstall = renamed(uninstrument, "threadline.boundaries.nodes.uninstall")
+installed = renamed(instrumented, "threadline.boundaries.nodes.installed")

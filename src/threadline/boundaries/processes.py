@@ -37,6 +37,7 @@ from typing import Any, cast
 from opentelemetry import trace
 
 from threadline import seam, semconv
+from threadline.boundaries._renamed import renamed
 from threadline.seam import Handoff, call, capture, resume
 
 log = logging.getLogger("threadline")
@@ -83,7 +84,7 @@ _planted_pid = 0
 
 
 def _plant(settings: dict[str, Any] | None) -> None:
-    """Configure this child like its parent (once per process), and flush before it exits,
+    """Set this child up like its parent (once per process), and flush before it exits,
     however it exits."""
     global _planted_pid
     pid = os.getpid()
@@ -95,15 +96,15 @@ def _plant(settings: dict[str, Any] | None) -> None:
         return
     _planted_pid = os.getpid()
     try:
-        seam.configure(**settings)
-        install()
+        seam.set_up_child(settings)
+        instrument()
         seam.guard()
     except Exception:  # tracing never keeps a child from running
-        log.warning("threadline: could not configure child process", exc_info=True)
+        log.warning("threadline: could not set up child process", exc_info=True)
 
 
 def _arrive(settings: dict[str, Any], handoff: Handoff | None) -> _Seed:
-    install()
+    instrument()
     return _Seed(settings, handoff)
 
 
@@ -431,7 +432,7 @@ def _pool_method(name: str):
 
     @functools.wraps(original)
     def patched(self, func, *args, **kwargs):
-        if _is_thread_pool(self) or seam.settings() is None:
+        if _is_thread_pool(self) or not seam.enabled():
             return original(self, func, *args, **kwargs)
         handoff = capture()
         args = _bind_callbacks(handoff, callbacks_at, args, kwargs)
@@ -465,14 +466,14 @@ def _submit(self, fn, /, *args, **kwargs):
         and fn.func is futures_process._process_chunk  # noqa: SLF001
         and isinstance(fn.args[0], _Task)
     )
-    if already or seam.settings() is None:
+    if already or not seam.enabled():
         return _originals["submit"](self, fn, *args, **kwargs)
     task = _Task(fn, capture(), seam.child_settings(), _running.board())
     return _originals["submit"](self, task, *args, **kwargs)
 
 
 def _map(self, fn, *iterables, timeout=None, chunksize=1):
-    if seam.settings() is not None:
+    if seam.enabled():
         fn = _Task(fn, capture(), seam.child_settings(), _running.board())
     return _originals["map"](self, fn, *iterables, timeout=timeout, chunksize=chunksize)
 
@@ -511,7 +512,7 @@ _PATCHES = [
 ]
 
 
-def install() -> None:
+def instrument() -> None:
     """Patch Process, Pool and ProcessPoolExecutor (once)."""
     with _lock:
         if _originals:
@@ -523,7 +524,7 @@ def install() -> None:
             setattr(owner, attr, make())
 
 
-def uninstall() -> None:
+def uninstrument() -> None:
     """Put every original back. Idempotent."""
     with _lock:
         for owner, attr, _ in _PATCHES:
@@ -537,6 +538,12 @@ def uninstall() -> None:
         _originals.clear()
 
 
-def installed() -> bool:
+def instrumented() -> bool:
     """Whether this boundary is installed."""
     return bool(_originals)
+
+
+# The names of 0.1, kept for one minor release.
+install = renamed(instrument, "threadline.boundaries.processes.install")
+uninstall = renamed(uninstrument, "threadline.boundaries.processes.uninstall")
+installed = renamed(instrumented, "threadline.boundaries.processes.installed")

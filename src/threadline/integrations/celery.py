@@ -160,6 +160,8 @@ def _service(app: Any) -> str | None:
 
 
 def _configure_worker(app: Any) -> None:
+    if not seam.settings() and seam.enabled():
+        return  # instrumented on the worker's own OpenTelemetry set-up: that one serves
     s = seam.settings()
     if s is None:
         seam.configure(_service(app))
@@ -185,7 +187,7 @@ def _process_init(**_: Any) -> None:
             _configure_worker(current_app)
         else:
             settings["resource_attributes"]["process.parent_pid"] = os.getppid()
-            seam.configure(**settings)
+            seam.set_up_child(settings)
         seam.guard()
     except Exception:
         log.warning("threadline: could not configure a Celery pool process", exc_info=True)

@@ -111,9 +111,9 @@ def _settle_worker(settings: dict[str, Any] | None, relation: str) -> None:
             if settings != _applied:
                 _applied, _paused_until = settings, 0.0  # a new endpoint gets a fresh chance
                 try:
-                    seam.configure(**settings)
+                    seam.set_up_child(settings)
                 except Exception:  # tracing never keeps a task from running
-                    log.warning("threadline: could not configure a Ray worker", exc_info=True)
+                    log.warning("threadline: could not set up a Ray worker", exc_info=True)
     if _wanted is None and relation in RELATIONS:
         instrument(relation=relation)
 
@@ -123,7 +123,7 @@ def _flush() -> None:
     flush runs beside the task, which waits for it at most FLUSH_TIMEOUT; an endpoint that fails
     or is slow makes tasks stop waiting for FLUSH_PAUSE seconds."""
     global _paused_until, _warned_flush
-    if seam.settings() is None or (_paused_until and time.monotonic() < _paused_until):
+    if not seam.enabled() or (_paused_until and time.monotonic() < _paused_until):
         return
     failed = seam.exports_failed()
     flushing = threading.Thread(target=seam.flush, name="threadline-ray-flush", daemon=True)
