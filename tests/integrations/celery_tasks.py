@@ -6,7 +6,9 @@ $OTEL_EXPORTER_OTLP_ENDPOINT, service "celery_tasks").
 THREADLINE_CELERY_QUEUE: the queue; THREADLINE_CELERY_RELATION and
 THREADLINE_CELERY_WORKER_SERVICE: instrument(relation=..., worker_service=...);
 THREADLINE_CELERY_SERVICE: the module calls tl.configure(service) first, as many apps do;
-THREADLINE_CELERY_LEAK=1: each pool process is left with a span current outside any task.
+THREADLINE_CELERY_LEAK=1: each pool process is left with a span current outside any task;
+THREADLINE_CELERY_LOGFIRE=<service>: the module sets Logfire up instead, with threadline's
+instrumentor on top (Logfire exports to $OTEL_EXPORTER_OTLP_ENDPOINT itself).
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ app.conf.update(
 )
 if os.environ.get("THREADLINE_CELERY_SERVICE"):  # an app module that configures tracing itself
     tl.configure(os.environ["THREADLINE_CELERY_SERVICE"])
+if os.environ.get("THREADLINE_CELERY_LOGFIRE"):  # an app on Logfire, with threadline on top
+    import logfire
+
+    from threadline.instrumentation import ThreadlineInstrumentor
+
+    logfire.configure(
+        send_to_logfire=False,
+        service_name=os.environ["THREADLINE_CELERY_LOGFIRE"],
+        console=False,
+        distributed_tracing=True,
+    )
+    ThreadlineInstrumentor().instrument()
 celery.instrument(
     app,
     relation=os.environ.get("THREADLINE_CELERY_RELATION", "child"),

@@ -335,3 +335,48 @@ def test_instrument_arguments():
         celery.instrument(object())
     with pytest.raises(ValueError, match="worker_service must be a non-empty string, not ''"):
         celery.instrument(app, worker_service="")
+
+
+SEND_ON_LOGFIRE = """
+from opentelemetry import trace
+import celery_tasks
+with trace.get_tracer("shop").start_as_current_span("checkout") as span:
+    celery_tasks.add.delay(2, 3)
+print(f"{span.get_span_context().trace_id:032x}")
+"""
+
+
+def test_on_logfire_sender_and_worker_make_one_trace(traces, queue):
+    """Sender and worker both on Logfire (``logfire.configure(...)`` in the app module) with
+    ThreadlineInstrumentor: the task runs in the sender's trace, nothing threadline configured."""
+    with worker(traces, queue, "--concurrency=1", THREADLINE_CELERY_LOGFIRE="celery-worker"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_"))}
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=traces.endpoint,
+            THREADLINE_CELERY_QUEUE=queue,
+            THREADLINE_CELERY_LOGFIRE="shop",
+        )
+        sent = subprocess.run(
+            [sys.executable, "-c", SEND_ON_LOGFIRE], cwd=HERE, env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        trace_id = sent.stdout.split()[-1]
+        wait_done(traces, {"add": 1, "checkout": 1})
+    t = traces.trace(trace_id)
+    t.assert_connected()
+    assert sorted(s.name for s in t) == [
+        "add", "apply_async/celery_tasks.add", "checkout", "run/celery_tasks.add",
+    ]  # fmt: skip
+    checkout = t.find("checkout")
+    produce = t.find("apply_async/celery_tasks.add")
+    run = t.find("run/celery_tasks.add")
+    add = t.find("add")
+    assert (checkout.parent_id, checkout.service) == (None, "shop")
+    assert (produce.parent_id, produce.kind, produce.service) == (
+        checkout.span_id,
+        "PRODUCER",
+        "shop",
+    )
+    assert (run.parent_id, run.kind, run.service) == (produce.span_id, "CONSUMER", "celery-worker")
+    assert (add.parent_id, add.service, add.attributes["x"]) == (run.span_id, "celery-worker", 2)

@@ -24,8 +24,8 @@ def capture():
 
 
 def run(args: list[str], capture: Capture | None = None, **env: str):
-    environ = {
-        **os.environ,
+    environ = {  # the set-ups read OTEL_*: only what the test says
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_"))},
         "INTEROP_ENDPOINT": capture.endpoint if capture else "http://127.0.0.1:9",
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(HERE)) if p),
         **env,

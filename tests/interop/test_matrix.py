@@ -39,8 +39,8 @@ def capture():
 def run_app(capture: Capture, setup: str, boundary: str, **env: str) -> tuple[str, int, str]:
     """Run app.py; its request's trace id, its pid and whether ThreadlineInstrumentor was on
     ("True" / "False"; "" for the mailbox, which prints before it checks)."""
-    environ = {
-        **os.environ,
+    environ = {  # the set-ups read OTEL_*: only what the test says
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_"))},
         "INTEROP_ENDPOINT": capture.endpoint,
         "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(HERE)) if p),
         **env,
