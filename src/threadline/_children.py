@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -94,7 +95,10 @@ def resolve_setup(spec: str | Callable[[], Any]) -> str:
     a module-level function (its module and name are what travels). Raises ValueError naming it."""
     if callable(spec):
         module, name = getattr(spec, "__module__", None), getattr(spec, "__qualname__", "")
-        if not module or "<" in name or module == "__main__":
+        # A script's own function is found again in a spawn or forkserver child, which imports
+        # the script as its __main__; an interactive session's is not.
+        scripted = module != "__main__" or getattr(sys.modules["__main__"], "__file__", None)
+        if not module or "<" in name or not scripted:
             raise ValueError(
                 f"child_setup: {spec!r} cannot be imported by a child process; pass a module-level "
                 "function of an importable module, or its name as 'package.module:function'"

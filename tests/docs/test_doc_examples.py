@@ -10,8 +10,9 @@ A real `threadline serve` (on ephemeral ports, with a temporary DuckDB file) run
 module; every program gets OTEL_EXPORTER_OTLP_ENDPOINT and THREADLINE_SERVER pointing at it, and
 the test services on 127.0.0.1 (RabbitMQ, Redis, NATS, Mosquitto, PostgreSQL) are used as they
 are. A program that calls `tl.configure(...)` with neither `exporter=` nor `endpoint=` (nor
-`**arguments`) exports to that server, and must have delivered at least one span to it by the
-time it exits.
+`**arguments`), or that sets OpenTelemetry up itself and calls
+`ThreadlineInstrumentor().instrument(...)`, exports to that server, and must have delivered at
+least one span to it by the time it exits.
 
 Markers, the only ways a block is treated otherwise (keep them rare):
 
@@ -64,6 +65,8 @@ class Example:
         return f"{self.page.relative_to(ROOT)}:{self.line}"
 
     def exports_to_server(self) -> bool:
+        if "ThreadlineInstrumentor().instrument(" in self.code:  # on the program's own set-up,
+            return self.no_spans is None  # which exports to $OTEL_EXPORTER_OTLP_ENDPOINT
         configured = re.search(r"\btl\.configure\(([^)]*)\)", self.code)
         return (
             configured is not None
