@@ -35,6 +35,7 @@ CHILD_SETUP = "child_setup"  # the key that marks a child of another set-up's pr
 # What child processes are configured with instead of this process's own values.
 _overrides: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
 _child_setup: str | None = None  # "package.module:function", run once in a child that needs it
+_boundaries: tuple[str, ...] = ()  # what the instrumentor installed: children install them too
 _set_up_pid = 0  # the process that ran its set-up (a forked child inherits the value, not the run)
 _setup_lock = threading.Lock()
 _setup_failed = 0  # children whose set-up raised (export_stats()["child_setup_failed"])
@@ -71,6 +72,7 @@ def child_settings() -> dict[str, Any] | None:
         if _runtime.enabled():  # instrumented on the user's own set-up
             return {
                 CHILD_SETUP: _child_setup,
+                "boundaries": list(_boundaries),
                 "resource_attributes": {"process.parent_pid": os.getpid()},
             }
         return None
@@ -133,18 +135,25 @@ def use_child_setup(spec: str | None) -> None:
     _child_setup = spec
 
 
-def borrow(child_setup: str | Callable[[], Any] | None = None) -> None:
-    """Carry context through the global provider, whoever set it up; children that start with no
-    provider run child_setup (checked now: ValueError naming it when it cannot be imported)."""
+def borrow(
+    child_setup: str | Callable[[], Any] | None = None, boundaries: tuple[str, ...] = ()
+) -> None:
+    """Carry context through the global provider, whoever set it up. Children install the same
+    boundaries, and those that start with no provider run child_setup (checked now: ValueError
+    naming it when it cannot be imported)."""
+    global _boundaries
     spec = resolve_setup(child_setup) if child_setup is not None else None
     use_child_setup(spec)
+    _boundaries = tuple(boundaries)
     _runtime.borrow(True)
 
 
 def unborrow() -> None:
     """Undo borrow(): the boundaries carry context again only once configure() has run."""
+    global _boundaries
     _runtime.borrow(False)
     use_child_setup(None)
+    _boundaries = ()
 
 
 def set_up_child(settings: Mapping[str, Any] | None) -> None:
@@ -154,10 +163,13 @@ def set_up_child(settings: Mapping[str, Any] | None) -> None:
     if CHILD_SETUP not in settings:
         _runtime.configure(**settings)
         return
-    _runtime.borrow(True)
     spec = settings[CHILD_SETUP]
-    use_child_setup(spec)  # its own children, if any, do the same
+    borrow(spec, tuple(settings.get("boundaries", ())))  # its own children, if any, do the same
     _run_setup(spec)
+    from threadline import boundaries  # the boundaries are threadline's outer layer
+
+    for name in settings.get("boundaries", ()):
+        boundaries.module(name).instrument()
 
 
 def _unset() -> bool:

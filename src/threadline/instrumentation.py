@@ -56,7 +56,8 @@ class ThreadlineInstrumentor(BaseInstrumentor):
         names = tuple(kwargs.get("boundaries") or boundaries.DEFAULT)
         for name in names:
             boundaries.module(name)  # an unknown name raises before anything changes
-        seam.borrow(kwargs.get("child_setup"))  # a child_setup that cannot be imported raises
+        # A child_setup that cannot be imported raises; children install the same boundaries.
+        seam.borrow(kwargs.get("child_setup"), names)
         fresh = tuple(name for name in names if not boundaries.module(name).instrumented())
         if fresh:
             boundaries.instrument(*fresh)

@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing.managers import BaseManager
 
 import telemetry
 from opentelemetry import trace
@@ -42,6 +43,39 @@ def consume(jobs: Mailbox) -> None:
         work(n)
 
 
+class Inventory:
+    def reserve(self, n: int) -> int:
+        return work(n)
+
+
+class Node(BaseManager):
+    pass
+
+
+Node.register("Inventory", Inventory)
+
+
+def rabbitmq() -> None:
+    import pika
+
+    from threadline.integrations import rabbitmq
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    channel = connection.channel()
+    channel.queue_declare("interop-jobs")
+    channel.queue_purge("interop-jobs")
+
+    def on_message(ch, method, properties, body):
+        work(int(body))
+        ch.basic_ack(method.delivery_tag)
+        ch.stop_consuming()
+
+    rabbitmq.publish(channel, "", "interop-jobs", b"21")
+    channel.basic_consume("interop-jobs", rabbitmq.consumer(on_message, queue="interop-jobs"))
+    channel.start_consuming()
+    connection.close()
+
+
 def cross() -> None:
     if BOUNDARY == "thread_pool":
         with ThreadPoolExecutor(2) as pool:
@@ -54,6 +88,15 @@ def cross() -> None:
     elif BOUNDARY == "fork_pool":
         with mp.get_context("fork").Pool(2) as pool:
             assert pool.apply(work, (21,)) == 42
+    elif BOUNDARY == "node":  # a manager's server process, started with spawn
+        node = Node(address=("127.0.0.1", 0), authkey=b"interop", ctx=mp.get_context("spawn"))
+        node.start()
+        try:
+            assert node.Inventory().reserve(21) == 42
+        finally:
+            node.shutdown()
+    elif BOUNDARY == "rabbitmq":
+        rabbitmq()
     elif BOUNDARY == "mailbox":
         ctx = mp.get_context("spawn")
         jobs = Mailbox(ctx.Queue(), "jobs")

@@ -7,6 +7,7 @@ span names, parents and service."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,10 @@ CHAINS = {
     "spawn_pool": ["request", "run work", "inner"],
     "fork_pool": ["request", "run work", "inner"],
     "mailbox": ["request", "send jobs", "process jobs", "inner"],
+    "node": ["request", "Inventory/reserve@CLIENT", "Inventory/reserve@SERVER", "inner"],
+    "rabbitmq": ["request", "publish interop-jobs", "process interop-jobs", "inner"],
 }
+OTHERS = {"node": ["Inventory/create@CLIENT", "Inventory/create@SERVER"]}  # beside the chain
 
 
 @pytest.fixture
@@ -34,6 +38,16 @@ def capture():
     c = Capture()
     yield c
     c.close()
+
+
+def require(port: int, name: str) -> None:
+    """A service the cell needs must be there: fail naming it, never skip."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(
+            f"{name} is not reachable on 127.0.0.1:{port} ({exc}); scripts/system.sh starts it"
+        )
 
 
 def run_app(capture: Capture, setup: str, boundary: str, **env: str) -> tuple[str, int, str]:
@@ -63,10 +77,12 @@ def run_app(capture: Capture, setup: str, boundary: str, **env: str) -> tuple[st
 
 
 def chain(spans: list[CapturedSpan], names: list[str]) -> list[CapturedSpan]:
-    """The spans named, each the parent of the next, the first a root; fails describing why."""
+    """The spans named ("name" or "name@KIND"), each the parent of the next, the first a root;
+    fails describing why."""
     by_name = {}
     for name in names:
-        found = [s for s in spans if s.name == name]
+        wanted, _, kind = name.partition("@")
+        found = [s for s in spans if s.name == wanted and kind in ("", s.kind)]
         assert len(found) == 1, f"expected one {name!r}, got {found}"
         by_name[name] = found[0]
     out = [by_name[n] for n in names]
@@ -81,16 +97,19 @@ def chain(spans: list[CapturedSpan], names: list[str]) -> list[CapturedSpan]:
 def test_one_connected_trace(capture, setup, boundary):
     trace_id, pid, instrumented = run_app(capture, setup, boundary)
     assert instrumented in ("True", "")
+    if boundary == "rabbitmq":
+        require(5672, "RabbitMQ")
     names = CHAINS[boundary]
+    expected = {n.partition("@")[0] for n in names}
     capture.wait_for(
-        lambda spans: {s.name for s in spans if s.trace_id == trace_id} >= set(names), timeout=30
+        lambda spans: {s.name for s in spans if s.trace_id == trace_id} >= expected, timeout=30
     )
     spans = [s for s in capture.settle() if s.trace_id == trace_id]
     linked = chain(spans, names)
-    assert len(spans) == len(names), capture.describe()
+    assert len(spans) == len(names) + len(OTHERS.get(boundary, ())), capture.describe()
     assert {s.service for s in spans} == {SERVICES[setup]}
     inner = linked[-1]
-    crossed = boundary in ("spawn_pool", "fork_pool", "mailbox")
+    crossed = boundary in ("spawn_pool", "fork_pool", "mailbox", "node")
     assert (inner.attributes["worker.pid"] != pid) is crossed
 
 
