@@ -114,14 +114,21 @@ class DatabaseSpan(Span):
     """A contrib instrumentation's span, whose attributes pass through normal() on the way in.
     Everything else is the span's own."""
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: Span, attributes: Attributes = None) -> None:
         self.span = span
+        # the operation is the query's once the query is known, whatever is set after it
+        self.named = bool(attributes) and QUERY_TEXT in attributes  # type: ignore[operator]
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        self.span.set_attributes(normal(attributes))
+        out = normal(attributes)
+        if QUERY_TEXT in attributes:
+            self.named = True
+        elif self.named:
+            out.pop(OPERATION, None)
+        self.span.set_attributes(out)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
-        self.span.set_attributes(normal({key: value}))
+        self.set_attributes({key: value})
 
     def end(self, end_time: int | None = None) -> None:
         self.span.end(end_time)
@@ -185,7 +192,7 @@ class DatabaseTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
         )
-        return DatabaseSpan(span)
+        return DatabaseSpan(span, attributes)
 
     @contextmanager  # type: ignore[override]
     def start_as_current_span(  # pyright: ignore[reportIncompatibleMethodOverride]
