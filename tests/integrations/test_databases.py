@@ -273,7 +273,9 @@ def test_uninstrument_stops_the_database_spans(traces, monkeypatch):
 
     monkeypatch.delenv(databases.OPT_IN, raising=False)
     tl.instrument(servers=False)
+    assert os.environ[databases.OPT_IN] == "database"
     tl.uninstrument()
+    assert databases.OPT_IN not in os.environ  # as it was
     with tl.span("after"):
         conn = sqlite3.connect(":memory:")
         conn.cursor().execute("SELECT 1")
@@ -283,12 +285,13 @@ def test_uninstrument_stops_the_database_spans(traces, monkeypatch):
 
 def test_opt_in_keeps_the_programs_own_choice(monkeypatch):
     monkeypatch.setenv(databases.OPT_IN, "http,database/dup")
-    databases.opt_in()
-    assert databases.OPT_IN in os.environ
+    assert databases.opt_in() is None
     assert os.environ[databases.OPT_IN] == "http,database/dup"
     monkeypatch.setenv(databases.OPT_IN, "http")
-    databases.opt_in()
+    undo = databases.opt_in()
     assert os.environ[databases.OPT_IN] == "http,database"
+    undo.uninstrument()
+    assert os.environ[databases.OPT_IN] == "http"
 
 
 @pytest.mark.parametrize(

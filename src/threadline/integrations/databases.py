@@ -54,15 +54,40 @@ PLACEHOLDER = "?"
 RENAMED = {"net.peer.name": "server.address", "net.peer.port": "server.port"}
 
 
-def opt_in() -> None:
+class OptIn:
+    """What opt_in() changed, for tl.uninstrument() to undo: ``previous`` is the variable's
+    value before (None: unset)."""
+
+    is_instrumented_by_opentelemetry = True
+
+    def __init__(self, previous: str | None) -> None:
+        self.previous = previous
+
+    def uninstrument(self) -> None:
+        if self.previous is None:
+            os.environ.pop(OPT_IN, None)
+        else:
+            os.environ[OPT_IN] = self.previous
+        _read_again()
+        self.is_instrumented_by_opentelemetry = False
+
+
+def opt_in() -> OptIn | None:
     """Turn on the current database conventions for every contrib instrumentation, unless the
     program chose a database mode in ``OTEL_SEMCONV_STABILITY_OPT_IN`` itself. The variable is
     set (child processes inherit it) and the contrib's reading of it, made once per process,
-    read again; its HTTP mode stays what it was."""
-    chosen = [s.strip() for s in os.environ.get(OPT_IN, "").split(",") if s.strip()]
+    read again; its HTTP mode stays what it was. Returns how to undo it, or None when nothing
+    changed."""
+    previous = os.environ.get(OPT_IN)
+    chosen = [s.strip() for s in (previous or "").split(",") if s.strip()]
     if "database" in chosen or "database/dup" in chosen:
-        return
+        return None
     os.environ[OPT_IN] = ",".join([*chosen, "database"])
+    _read_again()
+    return OptIn(previous)
+
+
+def _read_again() -> None:
     from opentelemetry.instrumentation._semconv import (
         _OpenTelemetrySemanticConventionStability as stability,
     )

@@ -265,7 +265,9 @@ def _clients_setup() -> None:
         _turn_on(_contrib(library, grpc.CLIENTS, "grpc", filter_=grpc.not_otlp()))
     wanted = [(lib, _contrib(lib, databases.DATABASES, "databases")) for lib in databases.DATABASES]
     if any(inst is not None for _, inst in wanted):
-        databases.opt_in()
+        undo = databases.opt_in()
+        if undo is not None:
+            _ours.append(undo)  # undone after the instrumentations it served
     for library, inst in wanted:
         _turn_on(inst, **databases.instrument_kwargs(library))
 
@@ -477,7 +479,7 @@ def instrument(
 
 def uninstrument() -> None:
     """Undo what instrument() with no app turned on: the client, framework, gRPC and database
-    instrumentations it started (not ones the program started itself) and the Server-Timing response propagator.
+    instrumentations it started, the database conventions' opt-in it set (not ones the program started itself) and the Server-Timing response propagator.
     Applications instrumented one by one keep their middleware: the contrib's
     ``uninstrument_app(app)`` removes it. Idempotent."""
     from opentelemetry.instrumentation import propagators as response
