@@ -6,6 +6,7 @@ name, parent and attributes on the current conventions, literals taken out."""
 from __future__ import annotations
 
 import os
+import sys
 
 import httpx
 import pytest
@@ -322,3 +323,20 @@ def test_normal_names_the_operation_and_the_server_on_the_current_conventions():
         "server.address": "db.internal",
         "server.port": 5432,
     }
+
+
+def test_without_sqlparse_the_query_text_is_left_off_and_counted(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "sqlparse", None)  # import sqlparse now fails
+    monkeypatch.setattr(databases, "dropped", {})
+    monkeypatch.setattr(databases, "_told", [])
+    databases.sanitise.cache_clear()
+    try:
+        got = databases.normal({"db.query.text": f"SELECT '{SECRET}'", "db.system.name": "sqlite"})
+        again = databases.normal({"db.query.text": "SELECT 2"})
+    finally:
+        databases.sanitise.cache_clear()
+    assert got == {"db.operation.name": "SELECT", "db.system.name": "sqlite"}
+    assert again == {"db.operation.name": "SELECT"}
+    assert databases.dropped == {"db.query.text": 2}
+    warned = [r.getMessage() for r in caplog.records if r.name == "threadline"]
+    assert len(warned) == 1 and warned[0].startswith("threadline: db.query.text left off the span")

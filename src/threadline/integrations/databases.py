@@ -98,16 +98,35 @@ def _read_again() -> None:
 
 
 @functools.lru_cache(maxsize=1024)  # a program runs the same few statements again and again
-def sanitise(statement: str) -> str:
+def sanitise(statement: str) -> str | None:
     """``statement`` with every string and number literal replaced by ``?``; placeholders
-    (``%s``, ``$1``, ``:name``, ``?``), identifiers (quoted ones too) and keywords kept."""
-    from sqlparse import lexer, tokens
+    (``%s``, ``$1``, ``:name``, ``?``), identifiers (quoted ones too) and keywords kept. None
+    when it cannot be done (sqlparse missing, or failing on this statement): the query text is
+    then left off the span rather than recorded with its values, and the count of statements
+    left off goes up (``dropped``)."""
+    try:
+        from sqlparse import lexer, tokens
 
-    literals = (tokens.Literal.String.Single, tokens.Literal.Number)
-    out = []
-    for ttype, value in lexer.tokenize(statement):
-        out.append(PLACEHOLDER if any(ttype in kind for kind in literals) else value)
-    return "".join(out)
+        literals = (tokens.Literal.String.Single, tokens.Literal.Number)
+        out = []
+        for ttype, value in lexer.tokenize(statement):
+            out.append(PLACEHOLDER if any(ttype in kind for kind in literals) else value)
+        return "".join(out)
+    except Exception as exc:  # noqa: BLE001 - tracing never breaks the query it traces
+        dropped[QUERY_TEXT] = dropped.get(QUERY_TEXT, 0) + 1
+        if not _told:
+            _told.append(exc)
+            log.warning(
+                "threadline: db.query.text left off the span, its literals could not be "
+                "removed (%s: %s); pip install 'threadline[databases]'",
+                type(exc).__name__,
+                exc,
+            )
+        return None
+
+
+dropped: dict[str, int] = {}  # attribute name -> how many times it was left off a span
+_told: list[BaseException] = []  # the first failure, logged once
 
 
 _LEADING_COMMENTS = re.compile(r"^(\s*(--[^\n]*\n|/\*.*?\*/))*\s*", re.S)
@@ -125,10 +144,12 @@ def normal(attributes: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in attributes.items():
         if key in (QUERY_TEXT, OLD_QUERY_TEXT) and isinstance(value, str):
-            value = sanitise(value)
             if key == QUERY_TEXT and operation(value):
                 # SQLAlchemy's contrib gives its span name ("select users_db") as the operation
                 out[OPERATION] = operation(value)
+            value = sanitise(value)
+            if value is None:
+                continue
         elif key == OPERATION and QUERY_TEXT in attributes:
             continue
         out[RENAMED.get(key, key)] = value
