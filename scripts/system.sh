@@ -18,10 +18,11 @@ start() {  # port, name, command...
   echo "starting $name on 127.0.0.1:$port"
   "$@" >/dev/null 2>&1 || true
   for _ in $(seq 1 60); do up "$port" && return 0; sleep 0.5; done
-  echo "warning: $name is not answering on 127.0.0.1:$port; tests that need it will be skipped" >&2
+  echo "warning: $name is not answering on 127.0.0.1:$port; the tests that need it will fail naming it" >&2
 }
 
 start 5432 postgresql pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql 2>/dev/null | head -1)" main start
+start 3306 mariadb start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
 start 6379 redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
   --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start 5672 rabbitmq rabbitmq-server -detached

@@ -1,6 +1,6 @@
 """Debian's chromium through Playwright, as every browser test, the screenshots and the UI
 benchmark launch it (never a downloaded build). The tests reach it through the `browser`
-fixture in tests/conftest.py, which installs it when missing or skips saying why."""
+fixture in tests/conftest.py, which installs it when missing or fails saying why."""
 
 from __future__ import annotations
 

@@ -441,7 +441,8 @@ def test_import_is_light():
         "threadline.testing", "threadline.demo", "threadline.report", "starlette", "uvicorn",
         "duckdb", "pyarrow", "grpc", "google.protobuf", "opentelemetry.proto",
         "opentelemetry.exporter", "opentelemetry.sdk", "opentelemetry.instrumentation", "rich",
-        "httpx", "requests", "urllib3", "http.client", "asyncio", "multiprocessing",
+        "httpx", "requests", "urllib3", "http.client", "asyncio", "multiprocessing", "django",
+        "sqlalchemy", "sqlparse", "psycopg", "psycopg2", "asyncpg", "pymysql", "sqlite3",
     )  # fmt: skip
     assert sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)) == []
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("playwright.sync_api")
-
 from threadline.demo.shop import Shop
 from threadline.server.analysis import assemble
 from threadline.server.client import Client

@@ -25,11 +25,12 @@ WAIT = 60
 
 
 def require(port: int, name: str) -> None:
-    """Skip the test, saying why, when the broker is not listening."""
+    """Fail the test, naming the service, when the broker or database is not listening: a
+    service that is down is a broken set-up, never a reason to skip."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     except OSError as exc:
-        pytest.skip(
+        pytest.fail(
             f"{name} is not reachable on 127.0.0.1:{port} ({exc}); scripts/system.sh starts it"
         )
 

@@ -77,10 +77,13 @@ def test_import_threadline_stays_light():
     code = (
         "import sys, threadline\n"
         "heavy = [m for m in sys.modules if m.startswith(('opentelemetry.instrumentation',"
-        " 'starlette', 'httpx', 'requests', 'flask', 'aiohttp'))]\n"
+        " 'starlette', 'httpx', 'requests', 'flask', 'aiohttp', 'django', 'grpc',"
+        " 'sqlalchemy', 'sqlparse', 'psycopg', 'asyncpg', 'pymysql', 'sqlite3'))]\n"
         "assert not heavy, heavy\n"
         "threadline.instrument()\n"
-        "assert 'opentelemetry.instrumentation.httpx' in sys.modules\n"
+        "for name in ('httpx', 'grpc', 'sqlalchemy', 'psycopg', 'psycopg2', 'asyncpg',"
+        " 'pymysql', 'sqlite3'):\n"
+        "    assert f'opentelemetry.instrumentation.{name}' in sys.modules, name\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

@@ -15,19 +15,16 @@ import time
 from urllib.parse import quote, urlencode
 
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route, WebSocketRoute
 
-pytest.importorskip("playwright.sync_api")
-uvicorn = pytest.importorskip("uvicorn")
-
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import HTMLResponse  # noqa: E402
-from starlette.routing import Route, WebSocketRoute  # noqa: E402
-
-import threadline as tl  # noqa: E402
-from threadline.integrations import live  # noqa: E402
-from threadline.server.client import Client  # noqa: E402
-from threadline.testing import CapturedSpan, Trace, hex_ids  # noqa: E402
+import threadline as tl
+from threadline.integrations import live
+from threadline.server.client import Client
+from threadline.testing import CapturedSpan, Trace, hex_ids
 
 HOSTILE = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 

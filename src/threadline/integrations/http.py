@@ -1,7 +1,8 @@
 """HTTP in one line: ``tl.instrument()`` wires the OpenTelemetry contrib instrumentations.
 
-Servers: ASGI (Starlette, FastAPI, any ASGI callable) and WSGI (Flask, any WSGI callable).
-Clients: httpx, requests, aiohttp. What threadline adds around them:
+Servers: ASGI (Starlette, FastAPI, any ASGI callable), WSGI (Flask, any WSGI callable) and
+Django. Clients: httpx, requests, aiohttp. The same call wires gRPC (``integrations.grpc``) and
+the database drivers (``integrations.databases``). What threadline adds around HTTP:
 
 * W3C Trace Context Level 2 and Baggage done right (`threadline.integrations.w3c`);
 * the trace returned to callers: every response carries
@@ -24,6 +25,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -60,6 +62,7 @@ FRAMEWORKS = {
     "fastapi": ("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor"),
     "starlette": ("opentelemetry.instrumentation.starlette", "StarletteInstrumentor"),
     "flask": ("opentelemetry.instrumentation.flask", "FlaskInstrumentor"),
+    "django": ("opentelemetry.instrumentation.django", "DjangoInstrumentor"),
 }
 
 _missing_reported: set[str] = set()
@@ -202,10 +205,6 @@ def _request_hook(user_hook: Callable | None) -> Callable:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def _instrumentor(module: str, cls: str):
-    return getattr(importlib.import_module(module), cls)()
-
-
 def _installed(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -213,21 +212,76 @@ def _installed(name: str) -> bool:
         return False
 
 
-def _contrib(library: str, table: dict[str, tuple[str, str]]):
-    """The contrib instrumentor for an installed library, or None (told once) when missing."""
+def _contrib(library: str, table: dict[str, tuple[str, str]], extra: str = "http", **init: Any):
+    """The contrib instrumentor for an installed library, or None (told once) when missing.
+    ``library`` may name a part of a package (``grpc.aio``): the package is what must be
+    installed. ``init`` goes to the instrumentor's constructor."""
     module, cls = table[library]
-    if not _installed(library):
+    if not _installed(library.partition(".")[0]):
         return None
     if not _installed(module):
         if library not in _missing_reported:
             _missing_reported.add(library)
             log.info(
-                "threadline: %s is installed but %s is not; pip install 'threadline[http]'",
+                "threadline: %s is installed but %s is not; pip install 'threadline[%s]'",
                 library,
                 module.replace(".", "-").replace("_", "-"),
+                extra,
             )
         return None
-    return _instrumentor(module, cls)
+    return getattr(importlib.import_module(module), cls)(**init)
+
+
+def _django_ready() -> bool:
+    """Django's settings are there to read. The contrib instrumentation adds its middleware to
+    them, and configures empty ones when there are none: a program that configures its own
+    later would then fail, so Django waits until it has them."""
+    from django.conf import settings
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE") or settings.configured:
+        return True
+    log.info(
+        "threadline: Django is installed but its settings are not configured; call "
+        "tl.instrument() after setting DJANGO_SETTINGS_MODULE (or settings.configure()) to "
+        "trace Django requests"
+    )
+    return False
+
+
+def _turn_on(inst: Any, **kwargs: Any) -> None:
+    if inst is not None and not inst.is_instrumented_by_opentelemetry:
+        inst.instrument(**kwargs)
+        if inst.is_instrumented_by_opentelemetry:  # False when its library's version is refused
+            _ours.append(inst)
+
+
+def _clients_setup() -> None:
+    """The HTTP clients, the gRPC channels and the database drivers."""
+    from threadline.integrations import databases, grpc
+
+    for library in CLIENTS:
+        _turn_on(_contrib(library, CLIENTS))
+    for library in grpc.CLIENTS:
+        _turn_on(_contrib(library, grpc.CLIENTS, "grpc", filter_=grpc.not_otlp()))
+    wanted = [(lib, _contrib(lib, databases.DATABASES, "databases")) for lib in databases.DATABASES]
+    if any(inst is not None for _, inst in wanted):
+        undo = databases.opt_in()
+        if undo is not None:
+            _ours.append(undo)  # undone after the instrumentations it served
+    for library, inst in wanted:
+        _turn_on(inst, **databases.instrument_kwargs(library))
+
+
+def _servers_setup() -> None:
+    """The frameworks (applications created from now on) and the gRPC servers."""
+    from threadline.integrations import grpc
+
+    for library in FRAMEWORKS:
+        if library == "django" and (not _installed("django") or not _django_ready()):
+            continue
+        _turn_on(_contrib(library, FRAMEWORKS))
+    for library in grpc.SERVERS:
+        _turn_on(_contrib(library, grpc.SERVERS, "grpc", filter_=grpc.not_otlp()))
 
 
 def _global_setup(server_timing: bool, clients: bool) -> None:
@@ -240,11 +294,7 @@ def _global_setup(server_timing: bool, clients: bool) -> None:
         _ours.append(_server_timing_propagator())
         response.set_global_response_propagator(_ours[-1])
     if clients:
-        for library in CLIENTS:
-            inst = _contrib(library, CLIENTS)
-            if inst is not None and not inst.is_instrumented_by_opentelemetry:
-                inst.instrument()
-                _ours.append(inst)
+        _clients_setup()
 
 
 _ours: list[Any] = []  # what instrument() turned on, for uninstrument(): instrumentors, propagator
@@ -358,11 +408,14 @@ def instrument(
     asgi_spans: bool = False,
     request_hook: Callable | None = None,
 ) -> Any:
-    """Trace HTTP in and out with the OpenTelemetry contrib instrumentations.
+    """Trace HTTP, gRPC and database calls with the OpenTelemetry contrib instrumentations.
 
-    With no app: every installed client (httpx, requests, aiohttp) and, unless servers=False,
-    every installed framework (FastAPI, Starlette, Flask: applications created from now on) is
-    instrumented.
+    With no app: every installed client (httpx, requests, aiohttp; gRPC channels, sync and aio;
+    the database drivers of ``integrations.databases``) and, unless servers=False, every
+    installed framework (FastAPI, Starlette, Flask, Django: applications created from now on;
+    gRPC servers, sync and aio) is instrumented. Django needs its settings by then
+    (``DJANGO_SETTINGS_MODULE``), and is left alone, with a log line saying so, until it has
+    them.
     With an app (Starlette, FastAPI, Flask, or any ASGI/WSGI callable): that app is instrumented,
     with the given trust policy for its callers' trace context, and clients as above. Returns the
     app to serve: the same object for framework apps, a wrapping middleware for bare callables.
@@ -371,8 +424,9 @@ def instrument(
         app: the application to instrument, or None for every installed framework and client.
         trust: "honour" (continue the caller's trace), "link" (new trace, linked to the
             caller's), "ignore" (new trace). Only "honour" with no app.
-        clients: instrument the installed HTTP clients (httpx, requests, aiohttp) too.
-        servers: with no app, instrument the installed frameworks (False: clients only).
+        clients: instrument the installed HTTP clients, gRPC channels and database drivers too.
+        servers: with no app, instrument the installed frameworks and gRPC servers (False:
+            clients only).
         server_timing: answer every request with its trace (``Server-Timing`` and
             ``traceresponse`` headers, as the module docstring says), unless the program set
             a response propagator of its own.
@@ -401,11 +455,8 @@ def instrument(
                 f"trust={trust!r} applies to one edge: pass the application that faces the "
                 "untrusted callers, e.g. tl.instrument(app, trust='link')"
             )
-        for library in FRAMEWORKS if servers else ():
-            inst = _contrib(library, FRAMEWORKS)
-            if inst is not None and not inst.is_instrumented_by_opentelemetry:
-                inst.instrument()
-                _ours.append(inst)
+        if servers:
+            _servers_setup()
         return None
     wanted = {"trust": trust, "request_hook": request_hook, "asgi_spans": asgi_spans}
     done = getattr(app, "_threadline_instrumented", None)
@@ -427,8 +478,8 @@ def instrument(
 
 
 def uninstrument() -> None:
-    """Undo what instrument() with no app turned on: the client and framework instrumentations it
-    started (not ones the program started itself) and the Server-Timing response propagator.
+    """Undo what instrument() with no app turned on: the client, framework, gRPC and database
+    instrumentations it started, the database conventions' opt-in it set (not ones the program started itself) and the Server-Timing response propagator.
     Applications instrumented one by one keep their middleware: the contrib's
     ``uninstrument_app(app)`` removes it. Idempotent."""
     from opentelemetry.instrumentation import propagators as response
