@@ -93,7 +93,13 @@ ITEMS = ("tea", "coffee", "cocoa")
 
 
 def open_database(name: str, data: str) -> sqlite3.Connection:
-    """The service's own database, made and filled on first use: ``<data>/<name>.sqlite``."""
+    """The service's own database, made and filled on first use: ``<data>/<name>.sqlite``.
+    Start-up is no request: its statements are not recorded (untraced())."""
+    with untraced():
+        return _open_database(name, data)
+
+
+def _open_database(name: str, data: str) -> sqlite3.Connection:
     conn = sqlite3.connect(os.path.join(data, f"{DATABASES[name]}.sqlite"), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")  # a write is not an fsync: a demo, not a bank
     conn.execute("PRAGMA synchronous=NORMAL")
