@@ -20,6 +20,7 @@ from threadline.server.model import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STAT
 from threadline.server.storage import open_store
 
 SHOP = {"gateway", "users", "auth", "orders", "inventory", "payments"}
+CHARGE = "/shop.Payments/Charge"
 
 
 def run_demo(db, *extra: str):
@@ -109,9 +110,27 @@ def test_a_placed_checkout_crosses_every_service_the_queue_and_the_worker(demo):
         pricing = one(spans, "run price_order", "orders")  # the CPU step, in the process pool
         assert pricing.parent_span_id == one(spans, "place order", "orders").span_id
         assert pricing.resource["process.pid"] != orders.resource["process.pid"]
-        charge = one(spans, "POST /charge", "payments")
+        charge = one(spans, CHARGE, "payments")  # over gRPC
         client = next(s for s in spans if s.span_id == charge.parent_span_id)
-        assert (client.service, client.kind) == ("orders", KIND_CLIENT)
+        assert (client.name, client.service, client.kind) == (CHARGE, "orders", KIND_CLIENT)
+        assert charge.kind == KIND_SERVER
+        assert (charge.attributes["rpc.system"], charge.attributes["rpc.service"]) == (
+            "grpc",
+            "shop.Payments",
+        )
+        # each service's own database
+        (profile,) = [s for s in spans if s.attributes.get("db.namespace") == "users_db"]
+        assert (profile.name, profile.service, profile.kind) == ("SELECT", "users", KIND_CLIENT)
+        assert profile.attributes["db.query.text"] == "SELECT tier FROM users WHERE name = ?"
+        stock = [s for s in spans if s.attributes.get("db.namespace") == "inventory_db"]
+        assert [(s.name, s.service) for s in stock] == [
+            ("UPDATE", "inventory"),
+            ("SELECT", "inventory"),
+        ]
+        assert stock[0].parent_span_id == one(spans, "reserve stock", "inventory").span_id
+        (stored,) = [s for s in spans if s.attributes.get("db.namespace") == "orders_db"]
+        assert (stored.name, stored.service) == ("INSERT", "orders")
+        assert {s.attributes["db.system.name"] for s in [profile, *stock, stored]} == {"sqlite"}
         assert not [s for s in spans if s.status_code == STATUS_ERROR]
 
 
@@ -126,8 +145,12 @@ def test_declined_payment_is_an_error_where_it_happened(demo):
         charge = one(spans, "charge payment", "orders")
         assert charge.status_code == STATUS_ERROR
         assert exception_types(charge)[0].endswith("PaymentDeclined")
-        # a 4xx answer is the client's error, not the server's (HTTP semantic conventions)
-        assert one(spans, "POST /charge", "payments").status_code == STATUS_UNSET
+        # FAILED_PRECONDITION is the caller's outcome, not a server error (gRPC conventions)
+        server = one(spans, CHARGE, "payments")
+        assert server.status_code == STATUS_UNSET
+        assert server.attributes["rpc.grpc.status_code"] == 9
+        # nothing went wrong with the order itself: it is stored as declined
+        assert one(spans, "INSERT", "orders").attributes["db.namespace"] == "orders_db"
         assert one(spans, "GET /checkout", "gateway").status_code == STATUS_UNSET
 
 
@@ -143,7 +166,9 @@ def test_failed_and_timed_out_payments(demo):
         authorize = one(spans, "authorize payment", "payments")
         assert authorize.status_code == STATUS_ERROR
         assert exception_types(authorize)[0].endswith("CardProcessorError")
-        assert one(spans, "POST /charge", "payments").status_code == STATUS_ERROR  # a 500
+        server = one(spans, CHARGE, "payments")
+        assert server.status_code == STATUS_ERROR  # UNAVAILABLE
+        assert server.attributes["rpc.grpc.status_code"] == 14
         charge = one(spans, "charge payment", "orders")
         assert exception_types(charge)[0].endswith("PaymentUnavailable")
         assert one(spans, "GET /checkout", "gateway").status_code == STATUS_ERROR  # a 502
@@ -151,8 +176,8 @@ def test_failed_and_timed_out_payments(demo):
     charge = one(timed_out, "charge payment", "orders")
     assert charge.status_code == STATUS_ERROR
     (client,) = [s for s in timed_out if s.parent_span_id == charge.span_id]
-    assert client.kind == KIND_CLIENT and client.status_code == STATUS_ERROR
-    assert exception_types(client)[0].endswith("ReadTimeout")
+    assert (client.name, client.kind, client.status_code) == (CHARGE, KIND_CLIENT, STATUS_ERROR)
+    assert client.attributes["rpc.grpc.status_code"] == 4  # DEADLINE_EXCEEDED
 
 
 def test_circuit_breaker_transitions_are_events(demo):

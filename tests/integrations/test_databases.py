@@ -225,8 +225,8 @@ def test_pymysql_on_mariadb_in_the_request_trace(traces, serve_asgi, instrumente
 
 
 def test_sqlite3_queries_in_the_request_trace(traces, serve_asgi, instrumented, tmp_path):
-    """SQLite has no server and its connection no database name: the spans say so by leaving
-    db.namespace and server.* out. Connection.execute (not a cursor's) is not traced by the
+    """SQLite has no server: the spans leave server.* out, and name the database after its
+    file (orders.db: "orders"). Connection.execute (not a cursor's) is not traced by the
     contrib."""
     import sqlite3
 
@@ -253,20 +253,31 @@ def test_sqlite3_queries_in_the_request_trace(traces, serve_asgi, instrumented, 
     assert [db_attributes(s) for s in queries] == [
         {
             "db.system.name": "sqlite",
+            "db.namespace": "orders",
             "db.operation.name": "CREATE",
             "db.query.text": "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT, price REAL)",
         },
         {
             "db.system.name": "sqlite",
+            "db.namespace": "orders",
             "db.operation.name": "INSERT",
             "db.query.text": "INSERT INTO orders (item, price) VALUES (?, ?)",
         },
         {
             "db.system.name": "sqlite",
+            "db.namespace": "orders",
             "db.operation.name": "SELECT",
             "db.query.text": "SELECT count(*) FROM orders WHERE price > ? AND id < ?",
         },
     ]
+
+
+def test_an_in_memory_sqlite_database_has_no_name():
+    assert databases.database_name(":memory:") is None
+    assert databases.database_name("file:shop?mode=memory&cache=shared") is None
+    assert databases.database_name("/var/lib/shop/users_db.sqlite") == "users_db"
+    assert databases.database_name(b"orders.db") == "orders"
+    assert databases.database_name("file:inventory_db.sqlite?mode=ro") == "inventory_db"
 
 
 def test_uninstrument_stops_the_database_spans(traces, monkeypatch):

@@ -1,14 +1,17 @@
 """The demo shop: small Starlette services, each run in its own process by `threadline demo`.
 
     browser -> web (the live order page, over a WebSocket) -> gateway
-    gateway -> users -> auth
-    gateway -> orders -> inventory
-                      -> payments   (behind a circuit breaker; sometimes declines, fails, hangs)
+    gateway -> users -> auth                 users_db (SQLite)
+    gateway -> orders -> inventory            orders_db, inventory_db (SQLite)
+                      -> payments over gRPC (behind a circuit breaker; sometimes declines,
+                                             fails, hangs)
                       -> a process pool (pricing, CPU-bound)
                       -> "order.created" on a multiprocessing queue -> worker process
 
-Every service is instrumented with one line, ``tl.instrument(app)``; everything else here is the
-shop itself. Run one with ``python -m threadline.demo.services NAME --fd FD --peer NAME=URL``.
+Every service is instrumented with one line, ``tl.instrument(app)`` (payments, a gRPC server:
+``tl.instrument()``); its database queries and gRPC calls are traced by the same call.
+Everything else here is the shop itself. Run one with
+``python -m threadline.demo.services NAME --fd FD --data DIR --peer NAME=URL``.
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import math
 import multiprocessing
 import multiprocessing.process
+import os
 import random
 import signal
 import socket
+import sqlite3
 import sys
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import grpc
 import httpx
 from opentelemetry import trace
 from starlette.applications import Starlette
@@ -78,6 +85,48 @@ def _client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(10.0))
 
 
+# -- the data: one SQLite database per service that owns data ----------------------------------
+
+DATABASES = {"users": "users_db", "orders": "orders_db", "inventory": "inventory_db"}
+USERS = ("ada", "grace", "alan", "barbara", "edsger")
+ITEMS = ("tea", "coffee", "cocoa")
+
+
+def open_database(name: str, data: str) -> sqlite3.Connection:
+    """The service's own database, made and filled on first use: ``<data>/<name>.sqlite``.
+    Start-up is no request: its statements are not recorded (untraced())."""
+    with untraced():
+        return _open_database(name, data)
+
+
+def _open_database(name: str, data: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(os.path.join(data, f"{DATABASES[name]}.sqlite"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")  # a write is not an fsync: a demo, not a bank
+    conn.execute("PRAGMA synchronous=NORMAL")
+    cur = conn.cursor()
+    if name == "users":
+        cur.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, tier TEXT)")
+        cur.executemany("INSERT OR IGNORE INTO users VALUES (?, ?)", [(u, "gold") for u in USERS])
+    elif name == "inventory":
+        cur.execute("CREATE TABLE IF NOT EXISTS stock (item TEXT PRIMARY KEY, left INTEGER)")
+        cur.executemany("INSERT OR IGNORE INTO stock VALUES (?, 1000)", [(i,) for i in ITEMS])
+    elif name == "orders":
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS orders "
+            "(id TEXT PRIMARY KEY, user TEXT, item TEXT, qty INTEGER, amount REAL, status TEXT)"
+        )
+    return conn
+
+
+# -- gRPC: payments' one method, its messages as JSON ------------------------------------------
+
+CHARGE = "/shop.Payments/Charge"
+
+
+def _encode(message: dict) -> bytes:
+    return json.dumps(message).encode()
+
+
 # -- the services ------------------------------------------------------------------------------
 
 
@@ -91,45 +140,65 @@ def auth_app(peers: dict[str, str]) -> Starlette:
     return Starlette(routes=[Route("/verify", verify)])
 
 
-def users_app(peers: dict[str, str]) -> Starlette:
-    state: dict[str, httpx.AsyncClient] = {}
+def users_app(peers: dict[str, str], data: str) -> Starlette:
+    state: dict[str, Any] = {}
 
     async def profile(request: Request) -> JSONResponse:
         user = request.path_params["user"]
         r = await state["http"].get(f"{peers['auth']}/verify", params={"user": user})
         r.raise_for_status()
-        with tl.span("load profile", attributes={"enduser.id": user, "db.system.name": "sqlite"}):
-            await asyncio.sleep(0.003)
-        return JSONResponse({"user": user, "name": user.title(), "tier": "gold"})
+        cur = state["db"].cursor()
+        cur.execute("SELECT tier FROM users WHERE name = ?", (user,))
+        row = cur.fetchone()
+        if row is None:
+            return JSONResponse({"user": user, "status": "unknown user"}, 404)
+        return JSONResponse({"user": user, "name": user.title(), "tier": row[0]})
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        async with _client() as state["http"]:
-            yield
+        state["db"] = open_database("users", data)
+        try:
+            async with _client() as state["http"]:
+                yield
+        finally:
+            state["db"].close()
 
     return Starlette(routes=[Route("/users/{user}", profile)], lifespan=lifespan)
 
 
-def inventory_app(peers: dict[str, str]) -> Starlette:
-    stock: dict[str, int] = {}
+def inventory_app(peers: dict[str, str], data: str) -> Starlette:
+    state: dict[str, Any] = {}
 
     async def reserve(request: Request) -> JSONResponse:
         body = await request.json()
         item, qty = str(body["item"]), int(body["qty"])
         with tl.span("reserve stock", attributes={"shop.item": item, "shop.quantity": qty}):
-            stock[item] = stock.get(item, 1000) - qty
-            await asyncio.sleep(0.002)
-        return JSONResponse({"item": item, "reserved": qty, "left": stock[item]})
+            cur = state["db"].cursor()
+            cur.execute("UPDATE stock SET left = left - ? WHERE item = ?", (qty, item))
+            cur.execute("SELECT left FROM stock WHERE item = ?", (item,))
+            row = cur.fetchone()
+        if row is None:
+            return JSONResponse({"item": item, "status": "unknown item"}, 404)
+        return JSONResponse({"item": item, "reserved": qty, "left": row[0]})
 
-    return Starlette(routes=[Route("/reserve", reserve, methods=["POST"])])
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        state["db"] = open_database("inventory", data)
+        try:
+            yield
+        finally:
+            state["db"].close()
+
+    return Starlette(routes=[Route("/reserve", reserve, methods=["POST"])], lifespan=lifespan)
 
 
-def payments_app(peers: dict[str, str]) -> Starlette:
+def payments_server() -> grpc.aio.Server:
+    """Payments, a gRPC service: shop.Payments/Charge takes {order_id, amount} and answers
+    {status, charge}; a decline is FAILED_PRECONDITION, a processor failure UNAVAILABLE."""
     charges = 0
 
-    async def charge(request: Request) -> JSONResponse:
+    async def charge(body: dict, context: grpc.aio.ServicerContext) -> dict:
         nonlocal charges
-        body = await request.json()
         outcome = PAYMENT_RHYTHM[charges % len(PAYMENT_RHYTHM)]
         charges += 1
         attrs = {"shop.order_id": body["order_id"], "shop.amount": body["amount"]}
@@ -143,12 +212,19 @@ def payments_app(peers: dict[str, str]) -> Starlette:
                 if outcome == "timeout":
                     await asyncio.sleep(HANG)  # the caller has given up by now
         except PaymentDeclined as exc:
-            return JSONResponse({"status": "declined", "reason": str(exc)}, 402)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except CardProcessorError as exc:
-            return JSONResponse({"status": "error", "reason": str(exc)}, 500)
-        return JSONResponse({"status": "approved", "charge": uuid.uuid4().hex[:12]})
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return {"status": "approved", "charge": uuid.uuid4().hex[:12]}
 
-    return Starlette(routes=[Route("/charge", charge, methods=["POST"])])
+    server = grpc.aio.server()
+    method = grpc.unary_unary_rpc_method_handler(
+        charge, request_deserializer=json.loads, response_serializer=_encode
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("shop.Payments", {"Charge": method}),)
+    )
+    return server
 
 
 def price_order(item: str, qty: int) -> float:
@@ -197,7 +273,7 @@ def _start_worker(queue: Any) -> BaseProcess:
     return proc
 
 
-def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
+def orders_app(peers: dict[str, str], data: str, *, cooldown: float) -> Starlette:
     breaker = CircuitBreaker("payments", failures=3, cooldown=cooldown)
     state: dict[str, Any] = {}
 
@@ -205,22 +281,29 @@ def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
         with tl.span("charge payment", attributes={"shop.order_id": order_id}):
             breaker.check()
             try:
-                r = await state["http"].post(
-                    f"{peers['payments']}/charge",
-                    json={"order_id": order_id, "amount": amount},
-                    timeout=PAYMENT_TIMEOUT,
+                answer = await state["charge"](
+                    {"order_id": order_id, "amount": amount}, timeout=PAYMENT_TIMEOUT
                 )
-            except httpx.TimeoutException as exc:
-                breaker.failure("timed out")
-                raise PaymentUnavailable(f"payments did not answer in {PAYMENT_TIMEOUT}s") from exc
-            if r.status_code >= 500:
-                breaker.failure(f"HTTP {r.status_code}")
-                raise PaymentUnavailable(f"payments answered {r.status_code}")
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.FAILED_PRECONDITION:
+                    breaker.success()  # payments works: the card was declined
+                    raise PaymentDeclined(exc.details()) from exc
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    breaker.failure("timed out")
+                    raise PaymentUnavailable(
+                        f"payments did not answer in {PAYMENT_TIMEOUT}s"
+                    ) from exc
+                breaker.failure(code.name)
+                raise PaymentUnavailable(f"payments answered {code.name}") from exc
             breaker.success()
-            if r.status_code == 402:
-                raise PaymentDeclined(r.json()["reason"])
-            r.raise_for_status()
-            return r.json()
+            return answer
+
+    def record(order_id: str, body: dict, amount: float | None, status: str) -> None:
+        state["db"].cursor().execute(
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?)",
+            (order_id, body["user"], str(body["item"]), int(body["qty"]), amount, status),
+        )
 
     async def create(request: Request) -> JSONResponse:
         body = await request.json()
@@ -235,14 +318,18 @@ def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
                 loop = asyncio.get_running_loop()
                 amount = await loop.run_in_executor(state["pool"], price_order, item, qty)
                 payment = await charge(order_id, amount)
+                record(order_id, body, amount, "placed")
                 state["box"].send({"order_id": order_id, "user": body["user"], "amount": amount})
         except PaymentDeclined as exc:
+            record(order_id, body, None, "declined")
             return JSONResponse(
                 {"order_id": order_id, "status": "declined", "reason": str(exc)}, 402
             )
         except PaymentUnavailable as exc:
+            record(order_id, body, None, "failed")
             return JSONResponse({"order_id": order_id, "status": "failed", "reason": str(exc)}, 502)
         except CircuitOpen as exc:
+            record(order_id, body, None, "unavailable")
             return JSONResponse(
                 {"order_id": order_id, "status": "unavailable", "reason": str(exc)},
                 503,
@@ -254,7 +341,12 @@ def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
     async def lifespan(app):
         queue = multiprocessing.get_context("spawn").Queue()
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        state.update(pool=pool, box=Mailbox(queue, TOPIC))
+        channel = grpc.aio.insecure_channel(peers["payments"].removeprefix("grpc://"))
+        charge = channel.unary_unary(
+            CHARGE, request_serializer=_encode, response_deserializer=json.loads
+        )
+        db = open_database("orders", data)
+        state.update(pool=pool, box=Mailbox(queue, TOPIC), charge=charge, db=db)
         with untraced():
             worker = _start_worker(queue)
             # Start the pool's process now: the first order should not pay for it.
@@ -266,6 +358,8 @@ def orders_app(peers: dict[str, str], *, cooldown: float) -> Starlette:
             queue.put(None)  # untraced: the worker's signal to stop
             pool.shutdown(wait=True)
             worker.join(30)
+            await channel.close()
+            db.close()
 
     return Starlette(routes=[Route("/orders", create, methods=["POST"])], lifespan=lifespan)
 
@@ -299,17 +393,12 @@ def gateway_app(peers: dict[str, str]) -> Starlette:
     )
 
 
-def build(name: str, peers: dict[str, str], *, cooldown: float = 1.0) -> Starlette:
+def build(name: str, peers: dict[str, str], data: str, *, cooldown: float = 1.0) -> Starlette:
     if name == "orders":
-        return orders_app(peers, cooldown=cooldown)
-    factory = {
-        "auth": auth_app,
-        "users": users_app,
-        "inventory": inventory_app,
-        "payments": payments_app,
-        "gateway": gateway_app,
-        "web": web_app,
-    }[name]
+        return orders_app(peers, data, cooldown=cooldown)
+    if name in DATABASES:
+        return {"users": users_app, "inventory": inventory_app}[name](peers, data)
+    factory = {"auth": auth_app, "gateway": gateway_app, "web": web_app}[name]
     return factory(peers)
 
 
@@ -321,35 +410,57 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m threadline.demo.services")
     parser.add_argument("name", choices=SERVICES)
-    parser.add_argument("--fd", type=int, required=True, help="listening socket to serve on")
+    parser.add_argument("--fd", type=int, help="listening socket to serve on (not payments)")
     parser.add_argument("--endpoint", required=True, help="OTLP/HTTP endpoint")
+    parser.add_argument("--data", default=".", help="directory of the services' databases")
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=URL")
     parser.add_argument("--cooldown", type=float, default=1.0)
     args = parser.parse_args(argv)
     peers = dict(p.split("=", 1) for p in args.peer)
     tl.configure(args.name, endpoint=args.endpoint, namespace="threadline-demo")
-    app = tl.instrument(build(args.name, peers, cooldown=args.cooldown))
-    sock = socket.socket(fileno=args.fd)
-
-    class Announced(uvicorn.Server):
-        async def startup(self, sockets=None):
-            await super().startup(sockets)
-            print(f"ready {args.name}", flush=True)  # the demo waits for this line
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            # uvicorn re-raises SIGTERM after a graceful shutdown, which would kill the process
-            # before its spans are exported; stop gracefully and return instead.
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self.handle_exit)
-            yield
-
-    server = Announced(uvicorn.Config(app, log_level="warning", access_log=False))
     try:
+        if args.name == "payments":
+            tl.instrument()  # gRPC servers made from now on
+            asyncio.run(_serve_payments())
+            return 0
+        if args.fd is None:
+            parser.error(f"{args.name} needs --fd")
+        app = tl.instrument(build(args.name, peers, args.data, cooldown=args.cooldown))
+        sock = socket.socket(fileno=args.fd)
+
+        class Announced(uvicorn.Server):
+            async def startup(self, sockets=None):
+                await super().startup(sockets)
+                print(f"ready {args.name}", flush=True)  # the demo waits for this line
+
+            @contextlib.contextmanager
+            def capture_signals(self):
+                # uvicorn re-raises SIGTERM after a graceful shutdown, which would kill the
+                # process before its spans are exported; stop gracefully and return instead.
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, self.handle_exit)
+                yield
+
+        server = Announced(uvicorn.Config(app, log_level="warning", access_log=False))
         server.run(sockets=[sock])
     finally:
         tl.shutdown()
     return 0
+
+
+async def _serve_payments() -> None:
+    """Serve payments on a free loopback port, say which (``ready payments grpc://HOST:PORT``),
+    and stop gracefully on SIGTERM or SIGINT."""
+    server = payments_server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"ready payments grpc://127.0.0.1:{port}", flush=True)  # the demo waits for this line
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=HANG)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
         outcome = shop.checkout(user="ada", item="tea")
         outcome.trace_id          # from the gateway's Server-Timing header
 
-Every listening socket is bound here, on port 0, before any service starts; each service gets
-its socket as an inherited file descriptor. So the services can start all at once, every
-address is known up front, and nothing needs a fixed port.
+Every HTTP service's listening socket is bound here, on port 0, before it starts, and handed
+to it as an inherited file descriptor; payments, a gRPC server, binds a free port itself and
+says which when it is ready, so it starts first and the rest all at once after it. Nothing needs
+a fixed port. The services' SQLite databases live in a temporary directory of the shop's.
 """
 
 from __future__ import annotations
@@ -34,16 +35,20 @@ class ShopError(RuntimeError):
     pass
 
 
+GRPC = ("payments",)  # services that bind their own port and announce it
+
+
 @dataclass
 class _Service:
     name: str
-    sock: socket.socket
+    sock: socket.socket | None  # None: a gRPC service, whose url its ready line gives
     proc: subprocess.Popen | None = None
     log: Any = None
-    url: str = field(init=False)
+    url: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        if self.sock is not None:
+            self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
 
 
 class Shop:
@@ -64,6 +69,7 @@ class Shop:
         self.sample_ratio = sample_ratio
         self.start_timeout = start_timeout
         self.services: dict[str, _Service] = {}
+        # the services' logs and databases
         self._logs = tempfile.TemporaryDirectory(prefix="threadline-demo-")
         self._client = None
 
@@ -78,23 +84,33 @@ class Shop:
 
     def start(self) -> Shop:
         for name in SERVICES:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sock.listen(128)
+            sock = None
+            if name not in GRPC:
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 0))
+                sock.listen(128)
             self.services[name] = _Service(name, sock)
         ready: queue.Queue[tuple[str, str]] = queue.Queue()
         try:
-            for svc in self.services.values():
+            first = [self.services[n] for n in GRPC]
+            for svc in first:
                 self._spawn(svc, ready)
-            self._await_ready(ready)
+            self._await_ready(ready, {svc.name for svc in first})
+            rest = [svc for svc in self.services.values() if svc.name not in GRPC]
+            for svc in rest:
+                self._spawn(svc, ready)
+            self._await_ready(ready, {svc.name for svc in rest})
         except BaseException:
             self.stop()
             raise
         return self
 
     def _spawn(self, svc: _Service, ready: queue.Queue) -> None:
-        args = [sys.executable, "-c", SERVICE_MAIN, svc.name, "--fd", str(svc.sock.fileno())]
+        args = [sys.executable, "-c", SERVICE_MAIN, svc.name]
+        if svc.sock is not None:
+            args += ["--fd", str(svc.sock.fileno())]
         args += ["--endpoint", self.endpoint, "--cooldown", str(self.cooldown)]
+        args += ["--data", self._logs.name]
         for peer in PEERS.get(svc.name, ()):
             args += ["--peer", f"{peer}={self.services[peer].url}"]
         svc.log = open(os.path.join(self._logs.name, f"{svc.name}.log"), "w+b")  # noqa: SIM115
@@ -112,7 +128,7 @@ class Shop:
             env=env,
             stdout=subprocess.PIPE,
             stderr=svc.log,
-            pass_fds=[svc.sock.fileno()],
+            pass_fds=[svc.sock.fileno()] if svc.sock is not None else [],
             start_new_session=True,  # Ctrl-C reaches the demo, which stops the services in order
             text=True,
         )
@@ -124,8 +140,7 @@ class Shop:
 
         threading.Thread(target=read, name=f"demo-{svc.name}-stdout", daemon=True).start()
 
-    def _await_ready(self, ready: queue.Queue) -> None:
-        waiting = set(self.services)
+    def _await_ready(self, ready: queue.Queue, waiting: set[str]) -> None:
         deadline = time.monotonic() + self.start_timeout
         while waiting:
             try:
@@ -135,6 +150,9 @@ class Shop:
                     f"services did not start within {self.start_timeout}s: {sorted(waiting)}"
                 ) from None
             if line == f"ready {name}":
+                waiting.discard(name)
+            elif line.startswith(f"ready {name} "):  # a gRPC service names its address
+                self.services[name].url = line.split()[2]
                 waiting.discard(name)
             elif line == "exited":
                 raise ShopError(f"service {name} exited while starting:\n{self.log_tail(name)}")
@@ -167,7 +185,8 @@ class Shop:
                 except subprocess.TimeoutExpired:
                     svc.proc.kill()
                     svc.proc.wait(10)
-            svc.sock.close()
+            if svc.sock is not None:
+                svc.sock.close()
             if svc.log is not None:
                 svc.log.close()
         self.services.clear()

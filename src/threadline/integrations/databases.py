@@ -15,7 +15,11 @@ database semantic conventions, with the literals taken out of every query.
   off. A program that wants them instruments that driver itself, with the contrib's own
   ``capture_parameters=True``, before ``tl.instrument()``, which then leaves it alone;
 * the driver instrumentations that still name the peer the old way (``net.peer.name``,
-  ``net.peer.port``) have it named ``server.address`` and ``server.port``.
+  ``net.peer.port``) have it named ``server.address`` and ``server.port``;
+* a SQLite connection carries no database name the contrib could read, so threadline's
+  sqlite3 instrumentor (the contrib's, given another connection integration) names it after the
+  file: ``users_db.sqlite`` is ``db.namespace="users_db"``, and an in-memory one has none. A
+  database node in the dependency graph needs that name.
 
 The contrib packages and sqlparse are imported only when instrument() is called.
 """
@@ -286,6 +290,63 @@ class DatabaseTracerProvider(trace.TracerProvider):
                 attributes,
             )  # fmt: skip
         )
+
+
+def database_name(path: Any) -> str | None:
+    """The name a SQLite database goes by: its file's stem; None in memory."""
+    if isinstance(path, bytes):
+        path = path.decode(errors="replace")
+    if not isinstance(path, str | os.PathLike):
+        return None
+    text = os.fspath(path)
+    if text.startswith("file:"):  # a URI: file:users_db.sqlite?mode=ro
+        text = text[5:].partition("?")[0]
+    if not text or text == ":memory:" or "mode=memory" in os.fspath(path):
+        return None
+    return os.path.splitext(os.path.basename(text))[0] or None
+
+
+@functools.cache
+def sqlite3_instrumentor() -> type:
+    """The contrib's SQLite3Instrumentor, with a connection integration that names each
+    database (db.namespace) after its file. Made when first asked: the contrib is imported then."""
+    from opentelemetry.instrumentation import dbapi
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor, __version__
+
+    class NamedDatabase(dbapi.DatabaseApiIntegration):
+        def wrapped_connection(self, connect_method, args, kwargs):  # type: ignore[override]
+            connection = super().wrapped_connection(connect_method, args, kwargs)
+            name = database_name(args[0] if args else kwargs.get("database"))
+            if name:
+                self.database = name
+            return connection
+
+    class NamedSQLite3Instrumentor(SQLite3Instrumentor):
+        _instance = None  # BaseInstrumentor keeps one instance per class: its own
+
+        def _instrument(self, **kwargs: Any) -> None:
+            for module in self._TO_WRAP:
+                dbapi.wrap_connect(
+                    "opentelemetry.instrumentation.sqlite3",
+                    module,
+                    "connect",
+                    "sqlite",
+                    {},
+                    version=__version__,
+                    tracer_provider=kwargs.get("tracer_provider"),
+                    db_api_integration_factory=NamedDatabase,
+                )
+
+    return NamedSQLite3Instrumentor
+
+
+def instrumentor(library: str, contrib: Any) -> Any:
+    """The instrumentor tl.instrument() turns on for ``library``, given the contrib's (None when
+    missing): the contrib's own, but sqlite3's names its databases. One the program turned on
+    itself is left as it is."""
+    if library != "sqlite3" or contrib is None or contrib.is_instrumented_by_opentelemetry:
+        return contrib
+    return sqlite3_instrumentor()()
 
 
 def instrument_kwargs(library: str) -> dict[str, Any]:

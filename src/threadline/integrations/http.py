@@ -263,7 +263,10 @@ def _clients_setup() -> None:
         _turn_on(_contrib(library, CLIENTS))
     for library in grpc.CLIENTS:
         _turn_on(_contrib(library, grpc.CLIENTS, "grpc", filter_=grpc.not_otlp()))
-    wanted = [(lib, _contrib(lib, databases.DATABASES, "databases")) for lib in databases.DATABASES]
+    wanted = [
+        (lib, databases.instrumentor(lib, _contrib(lib, databases.DATABASES, "databases")))
+        for lib in databases.DATABASES
+    ]
     if any(inst is not None for _, inst in wanted):
         undo = databases.opt_in()
         if undo is not None:
