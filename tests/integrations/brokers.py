@@ -10,29 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
 from typing import Any
 
-import pytest
-
 import threadline as tl
 from threadline.testing import hex_ids
 
 WAIT = 60
-
-
-def require(port: int, name: str) -> None:
-    """Fail the test, naming the service, when the broker or database is not listening: a
-    service that is down is a broken set-up, never a reason to skip."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(
-            f"{name} is not reachable on 127.0.0.1:{port} ({exc}); scripts/system.sh starts it"
-        )
 
 
 def unique(prefix: str) -> str:

@@ -18,10 +18,11 @@ from pathlib import Path
 import celery_tasks
 import pytest
 import redis
-from brokers import require, unique
+from brokers import unique
 from celery import chain, group
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import celery
 from threadline.testing import hex_ids
 

@@ -10,12 +10,12 @@ import sys
 
 import httpx
 import pytest
-from brokers import require
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import databases
 from threadline.testing import hex_ids
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from brokers import require, unique
+from brokers import unique
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from test_celery import worker
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import databases
 from threadline.testing import hex_ids
 

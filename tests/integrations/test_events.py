@@ -12,10 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from brokers import WAIT, messaging_attributes, require, unique
+from brokers import WAIT, messaging_attributes, unique
 from psycopg.types.json import Jsonb
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import events
 from threadline.semconv import MAX_LINKS
 from threadline.testing import hex_ids

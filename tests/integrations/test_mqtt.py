@@ -14,7 +14,6 @@ from brokers import (
     assert_consumed_elsewhere,
     assert_one_chain,
     messaging_attributes,
-    require,
     unique,
 )
 from opentelemetry import trace
@@ -22,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import mqtt
 from threadline.testing import hex_ids
 

@@ -13,12 +13,12 @@ from brokers import (
     assert_consumed_elsewhere,
     assert_one_chain,
     messaging_attributes,
-    require,
     unique,
 )
 from opentelemetry import trace
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import nats
 from threadline.testing import hex_ids
 

@@ -14,12 +14,12 @@ from brokers import (
     assert_consumed_elsewhere,
     assert_one_chain,
     messaging_attributes,
-    require,
     unique,
 )
 from opentelemetry import trace
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import rabbitmq
 from threadline.testing import hex_ids
 

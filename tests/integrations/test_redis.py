@@ -9,17 +9,11 @@ import json
 import pytest
 import redis as redis_client
 import redis.asyncio as redis_asyncio
-from brokers import (
-    WAIT,
-    Worker,
-    assert_consumed_elsewhere,
-    messaging_attributes,
-    require,
-    unique,
-)
+from brokers import WAIT, Worker, assert_consumed_elsewhere, messaging_attributes, unique
 from opentelemetry import trace
 
 import threadline as tl
+from local_services import require
 from threadline.integrations import redis
 from threadline.testing import hex_ids
 

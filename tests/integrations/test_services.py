@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from brokers import require
+
+from local_services import require
 
 
 def test_a_service_that_is_down_fails_naming_it():

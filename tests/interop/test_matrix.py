@@ -7,13 +7,13 @@ span names, parents and service."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from local_services import require
 from threadline.testing import Capture, CapturedSpan
 
 HERE = Path(__file__).parent
@@ -38,16 +38,6 @@ def capture():
     c = Capture()
     yield c
     c.close()
-
-
-def require(port: int, name: str) -> None:
-    """A service the cell needs must be there: fail naming it, never skip."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(
-            f"{name} is not reachable on 127.0.0.1:{port} ({exc}); scripts/system.sh starts it"
-        )
 
 
 def run_app(capture: Capture, setup: str, boundary: str, **env: str) -> tuple[str, int, str]:
