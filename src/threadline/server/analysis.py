@@ -1,4 +1,6 @@
-"""Analysis: pure functions over lists of `threadline.server.model.Span`.
+"""Analysis: pure functions over lists of spans: `threadline.server.model.Span`, or the testing
+plugin's `threadline.testing.CapturedSpan` (each function that takes spans converts them with
+`model.as_span`, so a test can run the server's analysis over `traces.one().spans`).
 
 Nothing here does I/O or keeps state, so the query API, the CLI and the tests all read the same
 answers. Every walk is iterative: a 50k-span chain must not hit Python's recursion limit.
@@ -27,7 +29,9 @@ from threadline.server.model import (
     KIND_NAMES,
     KIND_PRODUCER,
     STATUS_ERROR,
+    AnySpan,
     Span,
+    as_spans,
 )
 from threadline.server.storage.base import one_per_span
 
@@ -35,10 +39,10 @@ _ASYNC_KINDS = (KIND_PRODUCER, KIND_CONSUMER)
 _SENDER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
 
 
-def dedupe(spans: Iterable[Span]) -> list[Span]:
+def dedupe(spans: Iterable[AnySpan]) -> list[Span]:
     """One span per (trace, span id): the completed version wins over its pending announcement
     (`storage.base.one_per_span`, the one statement of that rule), in first-seen order."""
-    return one_per_span(spans, lambda s: (s.trace_id, s.span_id), lambda s: s.pending)
+    return one_per_span(as_spans(spans), lambda s: (s.trace_id, s.span_id), lambda s: s.pending)
 
 
 # ---------------------------------------------------------------------------------------- tree
@@ -111,7 +115,7 @@ class Tree:
         return real[0] if real else (self.roots[0] if self.roots else None)
 
 
-def assemble(spans: Iterable[Span]) -> Tree:
+def assemble(spans: Iterable[AnySpan]) -> Tree:
     """The trace's tree. Raises ValueError if the spans belong to more than one trace."""
     spans = dedupe(spans)
     trace_ids = {s.trace_id for s in spans}
@@ -461,7 +465,7 @@ class Graph:
     unresolved_links: int = 0  # links whose target span is not among the spans given
 
 
-def dependencies(spans: Iterable[Span], *, examples: int = 10) -> Graph:
+def dependencies(spans: Iterable[AnySpan], *, examples: int = 10) -> Graph:
     """The service graph over any set of spans (many traces). An edge counts one call per
     receiving span; it is an error when the receiving span's status is ERROR."""
     spans = dedupe(spans)
@@ -538,7 +542,7 @@ class Completeness:
 
 
 def completeness(
-    traces: Iterable[list[Span]],
+    traces: Iterable[list[AnySpan]],
     *,
     start_ns: int | None = None,
     end_ns: int | None = None,
@@ -600,7 +604,7 @@ class Shift:
     reason: str
 
 
-def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
+def adjust_clock_skew(spans: Iterable[AnySpan]) -> tuple[list[Span], list[Shift]]:
     """Opt-in: move spans whose clock disagrees with their parent's across a host boundary.
 
     A hop crosses clocks when parent and child differ in `host.name` (or, without it, service).
@@ -661,12 +665,12 @@ def _correction(span: Span) -> int | None:
     return d if isinstance(d, int) and not isinstance(d, bool) else None
 
 
-def undo_clock_corrections(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
+def undo_clock_corrections(spans: Iterable[AnySpan]) -> tuple[list[Span], list[Shift]]:
     """Spans corrected at source, put back at the times their own clock recorded (start, end and
     events), each reported as a Shift. Returns new spans."""
     out: list[Span] = []
     shifts: list[Shift] = []
-    for s in spans:
+    for s in as_spans(spans):
         if d := clock_correction(s):
             s = _shifted(s, -d)
             reason = f"shown as its own clock recorded it: the {d / 1e6:.3f} ms correction made at source undone"
@@ -733,7 +737,7 @@ class TraceAnalysis:
 
 
 def analyse(
-    spans: Iterable[Span], *, adjust_skew: bool = False, raw_client_clock: bool = False
+    spans: Iterable[AnySpan], *, adjust_skew: bool = False, raw_client_clock: bool = False
 ) -> TraceAnalysis:
     """Everything the trace view shows about one trace. Clock-skew adjustment is off unless
     asked for, and then says what it moved. raw_client_clock undoes the corrections clients
@@ -753,8 +757,8 @@ def analyse(
     )  # fmt: skip
 
 
-def group_by_trace(spans: Iterable[Span]) -> dict[str, list[Span]]:
+def group_by_trace(spans: Iterable[AnySpan]) -> dict[str, list[Span]]:
     groups: dict[str, list[Span]] = defaultdict(list)
-    for s in spans:
+    for s in as_spans(spans):
         groups[s.trace_id].append(s)
     return dict(groups)

@@ -35,7 +35,7 @@ def hex_ids(span: Any) -> tuple[str, str]:
     return format(sc.trace_id, "032x"), format(sc.span_id, "016x")
 
 
-def _matcher(name: Any) -> Callable[[CapturedSpan], bool]:
+def _matcher(name: str | Callable[[CapturedSpan], bool]) -> Callable[[CapturedSpan], bool]:
     if callable(name):
         return name
     if isinstance(name, str):

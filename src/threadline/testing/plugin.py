@@ -23,6 +23,7 @@ def traces():
     capture = Capture()
     if seam.settings() is None:
         seam.configure("tests", exporter="none")
+
     def for_children() -> dict[str, str]:
         redirect = capture.redirect_children
         if redirect is None:
