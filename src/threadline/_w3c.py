@@ -12,9 +12,10 @@ tracestate (parsed here)
   * Keys follow Level 2: ``( lcalpha / DIGIT ) 0*255 ( keychar )``, keychar being lcalpha, DIGIT
     and ``_ - * / @``; "@" is just a key character. The stock propagator checks Level 1's
     ``tenant@system`` form and drops the whole header for ``foo@=1`` or ``1abc=1``.
-  * The list is checked before anything is truncated: an invalid member, a repeated key or more
-    than 32 members (empty ones do not count) discard the header. A value keeps its leading
-    spaces; trailing ones are white space.
+  * The list is checked before anything is truncated: an invalid member or more than 32 members
+    (empty ones do not count) discard the header. A repeated key keeps its first entry and the
+    rest of the header (the W3C test suite expects the tracestate inherited); the later entries
+    are dropped and counted. A value keeps its leading spaces; trailing ones are white space.
   * A valid list longer than 512 characters is truncated instead of dropped (the stock one drops
     it): members over 128 characters go first, one at a time from the end, then members from the
     end, until it fits.
@@ -110,9 +111,9 @@ def parse_tracestate(raw: Any) -> list[tuple[str, str]] | None:
         if not eq or not _TRACESTATE_KEY.fullmatch(key) or not _TRACESTATE_VALUE.fullmatch(value):
             _discard("tracestate", f"invalid member {member[:60]!r}")
             return None
-        if key in pairs:
-            _discard("tracestate", f"repeated key {key[:60]!r}")
-            return None
+        if key in pairs:  # the first entry stands; a vendor writes its own at the front
+            _discard("tracestate members", f"repeated key {key[:60]!r}")
+            continue
         pairs[key] = value
     kept = truncate_tracestate([f"{k}={v}" for k, v in pairs.items()])
     if len(kept) < len(pairs):
