@@ -249,13 +249,28 @@ def propagator() -> CompositePropagator:
 
 
 def install() -> bool:
-    """Make these the global propagators, unless the user chose others with OTEL_PROPAGATORS.
-    Returns True when installed."""
+    """Make these the global propagators, unless the user chose others: with OTEL_PROPAGATORS,
+    or in code (``propagate.set_global_textmap(...)`` before configure()). Returns True when
+    they are the global ones."""
     if os.environ.get("OTEL_PROPAGATORS", "").strip():
         return False
     current = propagate.get_global_textmap()
-    if not getattr(current, "_threadline_w3c", False):
-        composite = propagator()
-        composite._threadline_w3c = True  # type: ignore[attr-defined]  # noqa: SLF001 - our mark
-        propagate.set_global_textmap(composite)
+    if getattr(current, "_threadline_w3c", False):
+        return True
+    if not _stock(current):
+        return False
+    composite = propagator()
+    composite._threadline_w3c = True  # type: ignore[attr-defined]  # noqa: SLF001 - our mark
+    propagate.set_global_textmap(composite)
     return True
+
+
+def _stock(textmap: Any) -> bool:
+    """OpenTelemetry's default global propagator: W3C trace context and baggage, as it makes
+    them when OTEL_PROPAGATORS is unset (anything else is the user's choice, kept)."""
+    parts = getattr(textmap, "_propagators", None)
+    return (
+        isinstance(textmap, CompositePropagator)
+        and parts is not None
+        and [type(p) for p in parts] == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+    )
