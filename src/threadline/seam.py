@@ -78,6 +78,7 @@ from threadline._handoff import (
 from threadline._otlp_values import any_value
 from threadline._runtime import (
     add_tap,
+    adopt,
     announce,
     configure,
     flush,
@@ -118,6 +119,7 @@ __all__ = [
     "Relation",
     "Settings",
     "add_tap",
+    "adopt",
     "announce",
     "any_value",
     "as_handoff",
