@@ -23,3 +23,22 @@ def renamed(service: str) -> None:
     processes.rename(service)
     with tl.span("stock count"):
         pass
+
+
+def counter_actor(requests, replies) -> None:
+    """A counter actor for the life of its process: ("add", n) -> the new total; ("fail",) raises."""
+    from threadline.boundaries.actors import serve
+
+    total = 0
+
+    def handle(message):
+        nonlocal total
+        if message[0] == "add":
+            with tl.span("add", attributes={"n": message[1]}):
+                total += message[1]
+            return total
+        if message[0] == "fail":
+            raise ValueError("no such account")
+        return None
+
+    serve(requests, replies, handle, name="counter")
