@@ -81,13 +81,29 @@ def test_a_server_root_in_a_service_called_with_context_is_flagged_with_its_like
     assert [(d.service, d.trace_id) for d in found] == [("users", "c" * 32)]
     assert found[0].sender is not None and found[0].sender.span_id == "5" * 16
     assert [(h.sender, h.receiver, h.destination, h.kind, h.count) for h in hops] == [
-        ("gateway", "users", "", "server", 1)
+        ("gateway", "users", "GET /users", "server", 1)
     ]
     assert hops[0].example == (
         "service 'users' span 'GET /users' (server) is a root: it arrived with no context "
-        "(likely sender service 'gateway' span 'GET /users'), while other requests reach "
-        "'users' with context"
+        "(likely sender service 'gateway' span 'GET /users'), while other 'GET /users' "
+        "requests reach 'users' with context"
     )
+
+
+def test_a_page_and_an_untrusted_edge_in_a_service_called_with_context_are_not_flagged():
+    # A live page: the browser loads "GET /" with no context (an entry point), then connects
+    # its socket with the page's context; an untrusted caller of "POST /hook" is only linked.
+    page = [
+        span("a", "1", "", "GET /", "shop", KIND_SERVER, 0, 5),
+        span("a", "2", "1", "connect /live", "shop-browser", KIND_CLIENT, 6, 60),
+        span("a", "3", "2", "connect /live", "shop", KIND_SERVER, 7, 59),
+    ]
+    hook = [
+        span("b", "4", "", "POST /hook", "shop", KIND_SERVER, 10, 11,
+             links=[Link("f" * 32, "f" * 16)]),
+    ]  # fmt: skip
+    unlinked_hook = [span("c", "5", "", "POST /hook", "shop", KIND_SERVER, 12, 13)]
+    assert an.dropped_contexts([page, hook, unlinked_hook]) == ([], [])
 
 
 def test_entry_points_are_not_flagged():

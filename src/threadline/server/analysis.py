@@ -18,8 +18,9 @@ connected tree, with nothing broken inside it. It is told from a legitimate entr
 public HTTP edge, a cron job, a queue only untraced programs feed) by evidence from the same
 window: a CONSUMER root with no parent and no link is flagged when the same service also
 processes messages from the same destination with context (a parent or a link); a SERVER root
-when the same service also serves requests with context (a parent). A service that is never
-called with context is an edge, and its roots are not flagged.
+when the same service also serves the same operation (span name, such as "GET /users/{id}")
+with a parent. An operation never called with context is an edge (a page a browser loads, an
+endpoint an untrusted caller reaches and is only linked to), and its roots are not flagged.
 """
 
 from __future__ import annotations
@@ -526,20 +527,21 @@ _RECEIVER_KINDS = (KIND_SERVER, KIND_CONSUMER)
 
 def _entry(span: Span) -> tuple[str, int, str] | None:
     """Where a receiving span came in: (service, kind, destination); the destination is the
-    message's for a consumer, "" for a server (a service is called as a whole)."""
+    message's for a consumer, the operation (span name) for a server."""
     if span.kind == KIND_CONSUMER:
         return (span.service, KIND_CONSUMER, str(span.attributes.get(DESTINATION) or span.name))
     if span.kind == KIND_SERVER:
-        return (span.service, KIND_SERVER, "")
+        return (span.service, KIND_SERVER, span.name)
     return None
 
 
 def received_with_context(spans: Iterable[AnySpan]) -> set[tuple[str, int, str]]:
-    """Every entry (see `_entry`) that some span entered with context: a parent or a link."""
+    """Every entry (see `_entry`) that some span entered with context: a consumer with a parent
+    or a link, a server with a parent (a link is how an untrusted edge keeps a caller apart)."""
     out = set()
     for s in as_spans(spans):
         entry = _entry(s)
-        if entry is not None and (s.parent_span_id or s.links):
+        if entry is not None and (s.parent_span_id or (s.links and s.kind == KIND_CONSUMER)):
             out.add(entry)
     return out
 
@@ -553,17 +555,19 @@ class DroppedContext:
     service: str
     name: str
     kind: int
-    destination: str  # the message destination for a consumer, "" for a server
+    destination: str  # the message destination for a consumer, the operation for a server
     sender: Span | None = None  # the traced span that most likely sent it without context
 
     @property
     def message(self) -> str:
         kind = KIND_NAMES.get(self.kind, str(self.kind))
-        where = f" from destination {self.destination!r}" if self.destination else ""
         if self.kind == KIND_CONSUMER:
-            evidence = f"other messages{where} reach {self.service!r} with context"
+            evidence = (
+                f"other messages from destination {self.destination!r} reach "
+                f"{self.service!r} with context"
+            )
         else:
-            evidence = f"other requests reach {self.service!r} with context"
+            evidence = f"other {self.destination!r} requests reach {self.service!r} with context"
         sender = (
             f"likely sender service {self.sender.service!r} span {self.sender.name!r}"
             if self.sender
@@ -627,7 +631,7 @@ class _UnansweredSenders:
 @dataclass(slots=True)
 class DroppedHop:
     """Dropped contexts per (sender service, receiving service, destination): the sender is "?"
-    when it is not traced, and the destination "" for a server."""
+    when it is not traced; the destination is the operation for a server."""
 
     sender: str
     receiver: str

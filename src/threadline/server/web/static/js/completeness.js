@@ -35,7 +35,7 @@ export async function render(container, params) {
     ),
     (overTime = h("section", { class: "panel" }, h("h2", {}, "Over time"))),
     h("section", { class: "panel" }, h("h2", {}, "Worst broken hops"), hops(data.broken_hops)),
-    h("section", { class: "panel" }, h("h2", {}, "Dropped contexts"), h("p", { class: "hint" }, "Roots that should have had a caller: a server or consumer span that arrived with no context while the same service (for a consumer, the same destination) also receives with context."), dropped(data.dropped_context || [])),
+    h("section", { class: "panel" }, h("h2", {}, "Dropped contexts"), h("p", { class: "hint" }, "Roots that should have had a caller: a consumer span that arrived with no context while the same service takes other messages from that destination with context, or a server span while the same operation of that service is called with context."), dropped(data.dropped_context || [])),
   );
   append(overTime, chart(data.buckets, overTime.clientWidth - 30), legend());
 }
@@ -137,7 +137,7 @@ function dropped(list) {
           h("td", {}, hop.sender === "?" ? h("span", { class: "dim" }, "untraced sender") : svcName(hop.sender)),
           h("td", { class: "arrow" }, "⇢"),
           h("td", {}, svcName(hop.receiver)),
-          h("td", {}, hop.destination || h("span", { class: "dim" }, "(a server)")),
+          h("td", {}, hop.destination),
           h("td", { class: "num" }, String(hop.count)),
           h("td", { class: "example" }, hop.example),
           h("td", {}, traceList(hop.trace_ids)),
