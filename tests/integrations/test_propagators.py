@@ -197,3 +197,60 @@ def test_a_propagator_set_in_code_before_configure_is_kept(programs):
         "carrier": ["x-team-context"],
         "same_trace": True,
     }
+
+
+REDIS_PUBSUB = """
+import json, sys
+import redis as redis_client
+import threadline as tl
+from threadline.integrations import redis
+
+tl.configure("prop-app", endpoint=sys.argv[1])
+c = redis_client.Redis(host="127.0.0.1", port=6379)
+channel = sys.argv[2]
+traced_sub, plain_sub = c.pubsub(), c.pubsub()
+received = []
+
+def on_message(message):
+    with tl.span("handle"):
+        received.append(message["data"])
+
+traced_sub.subscribe(**{channel: redis.handler(on_message)})
+plain_sub.subscribe(channel)
+for sub in (traced_sub, plain_sub):
+    assert sub.get_message(timeout=30)["type"] == "subscribe"
+with tl.span("announce") as root:
+    redis.publish(c, channel, '{"id": 1}')
+while not received:
+    traced_sub.get_message(timeout=1)
+plain = plain_sub.get_message(timeout=30)["data"]
+print(json.dumps({"trace_id": format(root.get_span_context().trace_id, "032x"),
+                  "received": received[0].decode(), "plain": json.loads(plain)}))
+tl.shutdown()
+"""
+
+
+def test_a_redis_pubsub_message_carries_a_b3_context(traces, tmp_path):
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"Redis is not reachable on 127.0.0.1:6379 ({exc})")
+    channel = f"tl-test-prop-{os.getpid()}"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(REDIS_PUBSUB), traces.endpoint, channel],
+        env={**os.environ, "OTEL_PROPAGATORS": "b3"},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["received"] == '{"id": 1}'  # the subscriber gets exactly what was published
+    assert sorted(out["plain"]) == ["b3", "id"]  # a plain reader sees the b3 key in front
+    assert out["plain"]["b3"].startswith(out["trace_id"] + "-")
+    traces.wait_for(lambda spans: any(s.name == "handle" for s in spans), timeout=WAIT)
+    trace = traces.trace(out["trace_id"])
+    trace.assert_connected()
+    publish, process = trace.find(f"publish {channel}"), trace.find(f"process {channel}")
+    assert process.parent_id == publish.span_id
+    assert trace.find("handle").parent_id == process.span_id
