@@ -37,7 +37,8 @@ log = logging.getLogger("threadline")
 
 Relation = Literal["child", "link", "none"]
 RELATIONS = ("child", "link", "none")
-CARRIER_KEYS = ("traceparent", "tracestate", "baggage")
+CARRIER_KEYS = ("traceparent", "tracestate", "baggage")  # the W3C ones, always read
+_keys_of: tuple[Any, frozenset[str]] | None = None  # (global propagator, its carrier keys)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -96,9 +97,10 @@ class Handoff:
             count_garbled(f"a handoff carrier must be a mapping, got {type(carrier).__name__}")
             return cls(carrier={})
         picked: dict[str, str] = {}
+        keys = carrier_keys()
         for key, value in carrier.items():
             k = str(key).lower()
-            if k in CARRIER_KEYS:
+            if k in keys:
                 if isinstance(value, bytes):
                     value = value.decode("latin-1")
                 elif isinstance(value, list | tuple):  # repeated headers are combined (W3C)
@@ -192,6 +194,22 @@ def _shown(value: str) -> str:
 def garbled_handoffs() -> int:
     """How many handoffs this process could not read (each started a new trace)."""
     return _garbled_count
+
+
+def carrier_keys() -> frozenset[str]:
+    """The header names a carrier holds: the W3C ones, and every field the global propagator
+    reads and writes (``OTEL_PROPAGATORS=b3`` adds ``b3``; a team's own propagator, its own
+    headers), lower case. Transports keep these keys and nothing else."""
+    global _keys_of
+    textmap = _propagate().get_global_textmap()
+    known = _keys_of
+    if known is None or known[0] is not textmap:
+        try:
+            fields = {str(f).lower() for f in textmap.fields}
+        except Exception:  # noqa: BLE001 - a propagator without fields: the W3C keys still hold
+            fields = set()
+        known = _keys_of = (textmap, frozenset(fields | set(CARRIER_KEYS)))
+    return known[1]
 
 
 def capture() -> Handoff:

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -415,6 +415,19 @@ def _retire(rt: Runtime) -> None:
             p.shutdown()
         except Exception:  # tracing never breaks the program
             log.debug("threadline: span processor shutdown failed", exc_info=True)
+
+
+def adopt(spans: Iterable[trace.Span]) -> None:
+    """Spans still open take the current configuration's resource: they end and report as this
+    process is configured now (a child renamed by its target reports its run span under the new
+    service name). Spans of another SDK, or already ended, are left as they are."""
+    rt = _runtime
+    if rt is None:
+        return
+    resource = rt.provider.resource
+    for span in spans:
+        if span.is_recording() and hasattr(span, "_resource"):
+            span._resource = resource  # type: ignore[attr-defined]  # noqa: SLF001 - no public setter
 
 
 # -- the rest of the lifecycle -----------------------------------------------------------------

@@ -12,9 +12,10 @@ tracestate (parsed here)
   * Keys follow Level 2: ``( lcalpha / DIGIT ) 0*255 ( keychar )``, keychar being lcalpha, DIGIT
     and ``_ - * / @``; "@" is just a key character. The stock propagator checks Level 1's
     ``tenant@system`` form and drops the whole header for ``foo@=1`` or ``1abc=1``.
-  * The list is checked before anything is truncated: an invalid member, a repeated key or more
-    than 32 members (empty ones do not count) discard the header. A value keeps its leading
-    spaces; trailing ones are white space.
+  * The list is checked before anything is truncated: an invalid member or more than 32 members
+    (empty ones do not count) discard the header. A repeated key keeps its first entry and the
+    rest of the header (the W3C test suite expects the tracestate inherited); the later entries
+    are dropped and counted. A value keeps its leading spaces; trailing ones are white space.
   * A valid list longer than 512 characters is truncated instead of dropped (the stock one drops
     it): members over 128 characters go first, one at a time from the end, then members from the
     end, until it fits.
@@ -110,9 +111,9 @@ def parse_tracestate(raw: Any) -> list[tuple[str, str]] | None:
         if not eq or not _TRACESTATE_KEY.fullmatch(key) or not _TRACESTATE_VALUE.fullmatch(value):
             _discard("tracestate", f"invalid member {member[:60]!r}")
             return None
-        if key in pairs:
-            _discard("tracestate", f"repeated key {key[:60]!r}")
-            return None
+        if key in pairs:  # the first entry stands; a vendor writes its own at the front
+            _discard("tracestate members", f"repeated key {key[:60]!r}")
+            continue
         pairs[key] = value
     kept = truncate_tracestate([f"{k}={v}" for k, v in pairs.items()])
     if len(kept) < len(pairs):
@@ -248,13 +249,28 @@ def propagator() -> CompositePropagator:
 
 
 def install() -> bool:
-    """Make these the global propagators, unless the user chose others with OTEL_PROPAGATORS.
-    Returns True when installed."""
+    """Make these the global propagators, unless the user chose others: with OTEL_PROPAGATORS,
+    or in code (``propagate.set_global_textmap(...)`` before configure()). Returns True when
+    they are the global ones."""
     if os.environ.get("OTEL_PROPAGATORS", "").strip():
         return False
     current = propagate.get_global_textmap()
-    if not getattr(current, "_threadline_w3c", False):
-        composite = propagator()
-        composite._threadline_w3c = True  # type: ignore[attr-defined]  # noqa: SLF001 - our mark
-        propagate.set_global_textmap(composite)
+    if getattr(current, "_threadline_w3c", False):
+        return True
+    if not _stock(current):
+        return False
+    composite = propagator()
+    composite._threadline_w3c = True  # type: ignore[attr-defined]  # noqa: SLF001 - our mark
+    propagate.set_global_textmap(composite)
     return True
+
+
+def _stock(textmap: Any) -> bool:
+    """OpenTelemetry's default global propagator: W3C trace context and baggage, as it makes
+    them when OTEL_PROPAGATORS is unset (anything else is the user's choice, kept)."""
+    parts = getattr(textmap, "_propagators", None)
+    return (
+        isinstance(textmap, CompositePropagator)
+        and parts is not None
+        and [type(p) for p in parts] == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+    )

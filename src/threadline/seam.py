@@ -21,8 +21,9 @@ How to carry context across a transport
 ---------------------------------------
 Every boundary is the same three steps: **capture** at the sender when the work is handed off
 (``capture()``, or ``inject()`` straight into the transport's headers), **carry** the Handoff in
-the transport's own way (its ``carrier`` is a dict of W3C headers: traceparent, tracestate,
-baggage; a Handoff also pickles), and **resume** at the receiver around exactly the unit of work
+the transport's own way (its ``carrier`` is a dict of headers: W3C traceparent, tracestate and
+baggage by default, or what ``OTEL_PROPAGATORS`` chose; ``carrier_keys()`` names them, and a
+transport that picks headers out of a message keeps those; a Handoff also pickles), and **resume** at the receiver around exactly the unit of work
 (``resume()``), which restores what was current before when the block ends. A receiver accepts
 whatever arrives: ``as_handoff()`` takes a Handoff, a header mapping, JSON or None, and a carrier
 that cannot be read starts a new trace (say why with ``count_garbled()``; it never raises)::
@@ -71,6 +72,7 @@ from threadline._handoff import (
     as_handoff,
     call,
     capture,
+    carrier_keys,
     count_garbled,
     inject,
     resume,
@@ -78,6 +80,7 @@ from threadline._handoff import (
 from threadline._otlp_values import any_value
 from threadline._runtime import (
     add_tap,
+    adopt,
     announce,
     configure,
     enabled,
@@ -112,12 +115,14 @@ def exports_failed() -> int:
 
 __all__ = [
     "CARRIER_KEYS",
+    "carrier_keys",
     "KNOWN_FLAGS",
     "RELATIONS",
     "Handoff",
     "Relation",
     "Settings",
     "add_tap",
+    "adopt",
     "announce",
     "any_value",
     "as_handoff",

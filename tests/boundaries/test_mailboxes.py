@@ -301,7 +301,7 @@ def test_a_batch_is_one_process_span_linked_to_every_sender(traces):
             box.send(n)
     q.put("plain")
     with tl.span("consumer") as consumer:
-        with box.receive_batch(10, timeout=5) as items:
+        with box.receive_batch(10, timeout=0) as items:  # what is there, at once
             assert items == [0, 1, 2, "plain"]
     (process,) = traces.find_all("process batch")
     sends = traces.find_all("send batch")
@@ -334,8 +334,10 @@ def test_an_empty_batch_makes_no_span(traces):
     with box.receive_batch(5, timeout=0.01) as items:
         assert items == []
     assert traces.find_all("process idle") == []
-    with pytest.raises(ValueError, match="max_items"):
+    with pytest.raises(ValueError, match="max_size must be a positive int, not 0"):
         box.receive_batch(0)
+    with pytest.raises(ValueError, match="timeout must be None or seconds >= 0, not -1"):
+        box.receive_batch(5, timeout=-1)
 
 
 def test_sealed_outside_any_trace_is_processed_in_the_receivers_context(traces):

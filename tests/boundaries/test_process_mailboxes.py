@@ -142,7 +142,7 @@ def test_a_batch_received_from_another_process(traces, kind):
         assert child.exitcode == 0
         box = Mailbox(mine, "results")
         with tl.span("collect") as collect:
-            with box.receive_batch(10, timeout=WAIT) as items:
+            with box.receive_batch(10, timeout=0.5, wait=WAIT) as items:
                 assert items == ["a", "b", "c"]
             with box.receive_batch(10, timeout=0.05) as items:
                 assert items == []  # nothing more came in time: no span

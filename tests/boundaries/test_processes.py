@@ -392,6 +392,7 @@ def test_fork_neither_duplicates_nor_loses_queued_spans(traces):
     collector.start()
     try:
         tl.configure("tests", endpoint=collector.endpoint)  # batched: spans wait in the queue
+        traces.redirect_children = True  # its children report to the capture
         for i in range(5):
             with tl.span("queued", attributes={"i": i}):
                 pass

@@ -187,7 +187,7 @@ def test_click_message_server_and_reply_are_one_trace(shop, browser, backend):
     assert shown["status"] == "paid for book"
     t.assert_connected()
     click = t.root
-    assert (click.name, click.service) == ("click checkout", "shop-browser")
+    assert (click.name, click.service, click.kind) == ("click checkout", "shop-browser", "INTERNAL")
     b_send = one(t, "send /live", "shop-browser")
     assert (b_send.kind, b_send.parent_id) == ("PRODUCER", click.span_id)
     server = one(t, "process /live", "shop")
@@ -202,7 +202,8 @@ def test_click_message_server_and_reply_are_one_trace(shop, browser, backend):
     render.assert_connected()
     get = render.root
     assert (get.name, get.kind, get.service) == ("GET /", "SERVER", "shop")
-    assert render.find("page load").parent_id == get.span_id
+    page_load = render.find("page load")
+    assert (page_load.kind, page_load.parent_id) == ("INTERNAL", get.span_id)
     b_connect = one(render, "connect /live", "shop-browser")
     s_connect = one(render, "connect /live", "shop")
     assert (b_connect.kind, b_connect.parent_id) == ("CLIENT", get.span_id)

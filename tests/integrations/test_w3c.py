@@ -190,9 +190,6 @@ def test_tracestate_level_2_keys_are_accepted(tracestate):
 @pytest.mark.parametrize(
     "tracestate",
     [
-        "foo=1,foo=2",  # duplicated keys
-        "foo=1,bar=2,foo=3",
-        ["foo=1", "foo=1"],
         "FOO=1",  # keys are lower case
         "foo.bar=1",
         "foo =1",
@@ -210,6 +207,34 @@ def test_tracestate_level_2_keys_are_accepted(tracestate):
 def test_tracestate_invalid_member_discards_the_whole_header(tracestate):
     bad = [tracestate] if isinstance(tracestate, str) else tracestate
     assert ts_of(["bar=2", *bad]) == ""
+
+
+@pytest.mark.parametrize(
+    ("tracestate", "kept"),
+    [
+        ("foo=1,foo=1", "foo=1"),
+        ("foo=1,foo=2", "foo=1"),
+        ("foo=1,bar=2,foo=3", "foo=1,bar=2"),
+        (["foo=1", "bar=2", "foo=1,bar=3"], "foo=1,bar=2"),
+    ],
+)
+def test_tracestate_duplicated_keys_keep_the_first_entry_and_are_inherited(
+    traces, tracestate, kept
+):
+    before = w3c.discarded["tracestate members"]
+    assert ts_of(tracestate) == kept
+    assert w3c.discarded["tracestate members"] - before == len(_flat(tracestate)) - len(
+        kept.split(",")
+    )
+    with tl.resume({"traceparent": VALID, "tracestate": tracestate}, "child") as child:
+        out = tl.inject()
+    assert out["tracestate"] == kept  # the child inherits it, as the W3C test suite expects
+    assert out["traceparent"] == f"00-{TRACE}-{child.get_span_context().span_id:016x}-01"
+
+
+def _flat(tracestate) -> list[str]:
+    values = [tracestate] if isinstance(tracestate, str) else tracestate
+    return [m for v in values for m in v.split(",")]
 
 
 def test_tracestate_valid_keys_and_values():

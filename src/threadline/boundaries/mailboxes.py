@@ -9,8 +9,9 @@ The receiving side must take items through ``receive()`` / ``areceive()`` (or ha
 ``open()``): a plain ``get()`` returns the ``Envelope`` itself, whose ``.item`` is the payload.
 Items put by untraced code come out of ``receive()`` unchanged and are processed under the
 receiver's own context. An Envelope orders by its item, so ``PriorityQueue`` order is unchanged.
-``receive_batch()`` / ``open_batch()`` process many messages in one CONSUMER span that links to
-each sender (the messaging conventions' batch receive), capped and deduplicated.
+``receive_batch(max_size=, timeout=)`` (Broadway's batch size and batch timeout) /
+``open_batch()`` process many messages in one CONSUMER span that links to each sender (the
+messaging conventions' batch receive), capped and deduplicated.
 
 A Mailbox is generic over a put function and a get function (``Mailbox(put=conn.send,
 get=conn.recv, name="results")``), so the same envelope crosses processes: pickled, it carries
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import queue as stdlib_queue
+import time
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.connection import Connection as _Connection
 from multiprocessing.queues import SimpleQueue as _ProcessSimpleQueue
@@ -66,6 +68,14 @@ __all__ = [
 
 _installed = True
 _relation: Relation = "child"
+
+
+class _Unset:
+    """The type of an argument not given (None has a meaning of its own)."""
+
+
+_UNSET = _Unset()
+_NOTHING = object()  # a take that found no message in time
 
 
 class Envelope:
@@ -380,39 +390,88 @@ class Mailbox:
             raise TypeError(f"{self!r} has coroutine put/get: use `async with mailbox.areceive()`")
         return self.open(self._get(*args, **kwargs))
 
-    def receive_batch(self, max_items: int, timeout: float | None = None) -> Batch:
-        """Wait up to ``timeout`` (None: for ever) for one message, then take what else is
-        already there, up to ``max_items``: ``with mailbox.receive_batch(100, 1.0) as items:``.
+    def receive_batch(
+        self,
+        max_size: int = 100,
+        timeout: float | None = 1.0,
+        *,
+        wait: float | None | _Unset = _UNSET,
+    ) -> Batch:
+        """Take messages as one batch, with Broadway's batch size and batch timeout:
+        ``with mailbox.receive_batch(max_size=100, timeout=1.0) as items:``.
+
+        Waits up to ``wait`` seconds for the first message (default: ``timeout``; None: for
+        ever), then up to ``timeout`` seconds from that first message for the batch to fill
+        (None: until it is full), and then takes what is already waiting. The batch is handed
+        over as soon as it holds ``max_size`` messages, or when the timeout passes with fewer:
+        so messages a sender put together arrive together, even across a multiprocessing
+        Queue whose feeder thread writes them to the pipe a little later. An empty batch
+        (nothing arrived in time) makes no span.
+
         Works with a queue-style ``get(block, timeout)`` and with Pipe connections and
-        multiprocessing SimpleQueues (their ``poll``); an empty batch (nothing arrived in time)
-        makes no span."""
-        if not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items must be a positive int, not {max_items!r}")
+        multiprocessing SimpleQueues (their ``poll``). A Pipe closed after some messages ends
+        the batch at them; closed before any, EOFError propagates as from receive()."""
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ValueError(f"max_size must be a positive int, not {max_size!r}")
+        for label, value in (("timeout", timeout), ("wait", wait)):
+            if (
+                value is not None
+                and value is not _UNSET
+                and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0)
+            ):
+                raise ValueError(f"{label} must be None or seconds >= 0, not {value!r}")
         if self._awaitable:
             raise TypeError(f"{self!r} has coroutine put/get: receive_batch needs a blocking get")
-        messages = []
+        first_wait = timeout if isinstance(wait, _Unset) else wait
         if self._poll is not None:
-            if self._poll(timeout):
-                messages.append(self._get())
-                try:
-                    while len(messages) < max_items and self._poll(0):
-                        messages.append(self._get())
-                except EOFError:  # the other end has closed: the next receive says so
-                    pass
+            take = self._poll_taker()
         elif _takes_block_and_timeout(self._get):
-            try:
-                messages.append(self._get(True, timeout))
-                while len(messages) < max_items:
-                    messages.append(self._get(False))
-            except (stdlib_queue.Empty, asyncio.QueueEmpty):
-                pass
+            take = self._get_taker()
         else:
             raise TypeError(
                 f"receive_batch needs a get(block, timeout) or a Pipe / SimpleQueue to poll; "
                 f"{getattr(self._get, '__qualname__', type(self._get).__name__)} takes no timeout: "
                 "take messages with receive() and hand them to open_batch()"
             )
+        messages: list[Any] = []
+        first = take(first_wait)
+        if first is not _NOTHING:
+            messages.append(first)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while len(messages) < max_size:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                message = take(left)
+                if message is _NOTHING:
+                    break
+                messages.append(message)
         return Batch(messages, self.name, attributes=self._attributes)
+
+    def _get_taker(self) -> Callable[[float | None], Any]:
+        def take(wait: float | None) -> Any:
+            try:
+                return self._get(False) if wait == 0 else self._get(True, wait)
+            except (stdlib_queue.Empty, asyncio.QueueEmpty):
+                return _NOTHING
+
+        return take
+
+    def _poll_taker(self) -> Callable[[float | None], Any]:
+        poll = cast(Callable[[float | None], bool], self._poll)
+
+        taken = 0
+
+        def take(wait: float | None) -> Any:
+            nonlocal taken
+            try:
+                message = self._get() if poll(wait) else _NOTHING
+            except EOFError:  # the other end has closed: this batch ends, the next one says so
+                if not taken:
+                    raise
+                return _NOTHING
+            taken += 1
+            return message
+
+        return take
 
     def areceive(self, *args: Any, **kwargs: Any) -> _Receiving:
         """``async with mailbox.areceive() as item:`` or ``delivery = await mailbox.areceive()``.

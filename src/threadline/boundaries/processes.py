@@ -122,17 +122,19 @@ seam.before_exit(_end_open_units)
 class _Unit:
     """A span around one unit of work in a child, tracked so os._exit can end it."""
 
-    __slots__ = ("_cm", "_span")
+    __slots__ = ("_cm", "_span", "_announce")
 
-    def __init__(self, handoff: Handoff | None, name: str) -> None:
+    def __init__(self, handoff: Handoff | None, name: str, announce: bool = True) -> None:
         self._cm = resume(
             handoff, name, attributes={"process.pid": os.getpid(), semconv.BOUNDARY: BOUNDARY}
         )
         self._span: trace.Span | None = None
+        self._announce = announce
 
     def __enter__(self) -> trace.Span:
         self._span = self._cm.__enter__()
-        seam.announce(self._span)  # a worker may be killed mid-task: make the task visible now
+        if self._announce:  # a worker may be killed mid-task: make the task visible now
+            seam.announce(self._span)
         _open.append(self._span)
         return self._span
 
@@ -171,8 +173,13 @@ def _bootstrap(self, parent_sentinel=None):
             else f"run {type(self).__qualname__}.run"
         )
 
+        # Started outside any trace (at boot, say), the process is a worker for the life of its
+        # process, not a task someone waits on: not announced, so a healthy one is not shown as
+        # a span that never ended. Its run span is exported when it ends.
+        within_a_trace = seed.handoff.span_context.is_valid
+
         def traced_run() -> None:
-            with _Unit(seed.handoff, name):
+            with _Unit(seed.handoff, name, announce=within_a_trace):
                 run()
 
         self.run = traced_run
@@ -308,6 +315,7 @@ def rename(service_name: str) -> None:
     if s.exporter == "custom":  # the same exporter instance serves on
         args["exporter"] = seam.current_exporter()
     seam.configure(**args)
+    seam.adopt(_open)  # the run span this process is in reports under the new name too
 
 
 # -- the parent's side -------------------------------------------------------------------------

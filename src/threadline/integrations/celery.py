@@ -57,7 +57,7 @@ from opentelemetry import context, trace
 
 from threadline import seam
 from threadline.boundaries import processes
-from threadline.seam import CARRIER_KEYS
+from threadline.seam import carrier_keys
 
 __all__ = ["RELATIONS", "instrument", "uninstrument"]
 
@@ -91,7 +91,7 @@ def _prerun_first(task_id: str | None = None, task: Any = None, **_: Any) -> Non
         return
     _slates[_key(task_id)] = context.attach(context.Context())
     if _wanted and _wanted["relation"] == "none":
-        for key in CARRIER_KEYS:  # what the contrib extracts the sender's context from
+        for key in carrier_keys():  # what the contrib extracts the sender's context from
             setattr(task.request, key, None)
 
 

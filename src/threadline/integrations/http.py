@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from opentelemetry import trace
 
 from threadline import semconv
-from threadline.seam import CARRIER_KEYS
+from threadline.seam import carrier_keys
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
@@ -155,9 +155,10 @@ class AsgiEdge:
     async def __call__(self, scope: Mapping[str, Any], receive, send):
         if scope.get("type") in ("http", "websocket"):
             kept, carried = [], {}
+            keys = carrier_keys()  # W3C, and whatever OTEL_PROPAGATORS reads
             for key, value in scope.get("headers") or ():
                 name = key.decode("latin-1").lower()
-                if name in CARRIER_KEYS:
+                if name in keys:
                     carried.setdefault(name, []).append(value.decode("latin-1"))
                 else:
                     kept.append((key, value))
@@ -172,18 +173,15 @@ class WsgiEdge:
     """The WSGI counterpart of AsgiEdge: ``app`` is the WSGI application it wraps, ``trust``
     "link" or "ignore" (for "link" the caller's span context waits in the environ)."""
 
-    _ENVIRON_KEYS = {f"HTTP_{k.upper()}": k for k in CARRIER_KEYS}
-
     def __init__(self, app: Any, trust: Trust) -> None:
         self.app = app
         self.trust = trust
 
     def __call__(self, environ, start_response):
-        carried = {
-            name: [environ[key]] for key, name in self._ENVIRON_KEYS.items() if key in environ
-        }
+        names = {f"HTTP_{k.upper().replace('-', '_')}": k for k in carrier_keys()}
+        carried = {name: [environ[key]] for key, name in names.items() if key in environ}
         if carried:
-            environ = {k: v for k, v in environ.items() if k not in self._ENVIRON_KEYS}
+            environ = {k: v for k, v in environ.items() if k not in names}
             if self.trust == "link":
                 environ[REMOTE_KEY] = _remote_context(carried)
         return self.app(environ, start_response)

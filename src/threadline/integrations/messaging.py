@@ -34,7 +34,6 @@ from opentelemetry.trace import SpanKind
 
 from threadline import seam
 from threadline.seam import (
-    CARRIER_KEYS,
     Handoff,
     Relation,
     as_handoff,
@@ -111,9 +110,10 @@ def carrier_of(headers: Any) -> Handoff:
         return Handoff(carrier={})
     try:
         picked: dict[str, Any] = {}
+        keys = seam.carrier_keys()
         for key, value in headers.items() if isinstance(headers, Mapping) else headers:
             k = text(key).lower()
-            if k in CARRIER_KEYS:
+            if k in keys:
                 if k in picked:  # the same key twice (MQTT user properties may repeat)
                     picked[k] = f"{text(picked[k])},{text(value)}"
                 else:
@@ -128,7 +128,8 @@ def carrier_of(headers: Any) -> Handoff:
 
 def strip(headers: Mapping[Any, Any]) -> dict[Any, Any]:
     """headers without the trace carrier keys (str or bytes, any case)."""
-    return {k: v for k, v in headers.items() if text(k).lower() not in CARRIER_KEYS}
+    keys = seam.carrier_keys()
+    return {k: v for k, v in headers.items() if text(k).lower() not in keys}
 
 
 # -- the producer side -----------------------------------------------------------------------
@@ -153,9 +154,8 @@ class Outgoing:
     def __enter__(self) -> Outgoing:
         self.span = self._scope.__enter__()
         # The carrier keys the user passed are replaced: the message carries the send span.
-        self.headers = {
-            k: v for k, v in self.headers.items() if text(k).lower() not in CARRIER_KEYS
-        }
+        keys = seam.carrier_keys()
+        self.headers = {k: v for k, v in self.headers.items() if text(k).lower() not in keys}
         inject(self.headers)
         return self
 

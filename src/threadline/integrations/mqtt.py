@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from threadline import semconv
 from threadline.integrations import messaging
-from threadline.seam import CARRIER_KEYS, Relation
+from threadline.seam import Relation, carrier_keys
 
 __all__ = ["handler", "process", "process_batch", "publish"]
 
@@ -51,7 +51,8 @@ def _user_properties(properties: Any) -> list[tuple[str, str]]:
 def _with_carrier(properties: Any, carrier: dict[str, str]) -> Properties:
     """A copy of the PUBLISH properties whose user properties carry the trace."""
     out = copy.deepcopy(properties) if properties is not None else Properties(PacketTypes.PUBLISH)
-    kept = [(k, v) for k, v in _user_properties(properties) if k.lower() not in CARRIER_KEYS]
+    keys = carrier_keys()
+    kept = [(k, v) for k, v in _user_properties(properties) if k.lower() not in keys]
     # Assigning UserProperty appends to what is there; the copy's list is replaced instead.
     object.__setattr__(out, "UserProperty", kept + list(carrier.items()))
     return out

@@ -6,7 +6,8 @@
             ship(entry.fields)                                      # the fields as sent
     with redis.process_batch(entries): ...                         # one span, linked to each
 
-Streams: ``traceparent`` / ``tracestate`` / ``baggage`` are written as fields of the entry,
+Streams: ``traceparent`` / ``tracestate`` / ``baggage`` (or the headers of the propagators
+``OTEL_PROPAGATORS`` chose, such as ``b3``) are written as fields of the entry,
 next to the payload's own, so any reader sees them as ordinary fields; ``Entry.fields`` is the
 payload without them. Entries added by untraced code come through unchanged and are processed
 in a new trace. Works with ``redis.Redis`` and ``redis.asyncio.Redis`` alike: with an asyncio
@@ -28,11 +29,12 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from threadline.integrations import messaging
-from threadline.seam import CARRIER_KEYS, Relation
+from threadline.seam import Relation, carrier_keys
 
 __all__ = [
     "Entry",
@@ -147,12 +149,19 @@ def entries(reply: Any, group: str | None = None) -> list[Entry]:
 
 
 def _prefix(carrier: Mapping[str, Any]) -> bytes:
-    members = (f"{json.dumps(k)}:{json.dumps(carrier[k])}" for k in CARRIER_KEYS if k in carrier)
+    members = (f"{json.dumps(k)}:{json.dumps(v)}" for k, v in carrier.items())
     return ("{" + ",".join(members)).encode()
 
 
+# The first key of a JSON object, read without parsing the rest: is it a carrier key?
+_FIRST_KEY = re.compile(rb'^\{"([a-z0-9_\-]{1,64})":')
+
+
 def seal(message: Any, carrier: Mapping[str, str]) -> Any:
-    """message with the carrier keys first in it, if it is a JSON object; else unchanged."""
+    """message with the carrier keys first in it, if it is a JSON object; else unchanged. The
+    keys are those of the propagators in use (W3C's by default; OTEL_PROPAGATORS)."""
+    keys = carrier_keys()
+    carrier = {k: v for k, v in carrier.items() if k in keys}
     raw = message.encode() if isinstance(message, str) else message
     if not carrier or not isinstance(raw, bytes) or not raw.startswith(b"{"):
         return message
@@ -169,13 +178,19 @@ def seal(message: Any, carrier: Mapping[str, str]) -> Any:
 def unseal(message: Any) -> tuple[Any, dict[str, Any]]:
     """(the message as published, its carrier) for a Pub/Sub message's data."""
     raw = message.encode() if isinstance(message, str) else message
-    if not isinstance(raw, bytes) or not raw.startswith(b'{"traceparent":'):
+    keys = carrier_keys()
+    first = _FIRST_KEY.match(raw) if isinstance(raw, bytes) else None
+    if first is None or first.group(1).decode() not in keys:
         return message, {}
     try:
         obj = json.loads(raw)
     except ValueError:
         return message, {}
-    carrier = {k: obj[k] for k in CARRIER_KEYS if k in obj}
+    carrier = {}
+    for k, v in obj.items():  # the carrier is the object's leading members, in sealed order
+        if k not in keys:
+            break
+        carrier[k] = v
     prefix = _prefix(carrier)
     if raw == prefix + b"}":
         raw = b"{}"

@@ -1,8 +1,8 @@
 """threadline check: trace quality for a CI gate.
 
-Prints the completeness metrics and broken hops of the traces in a window and exits 1 when the
-share of traces that are one connected tree is under --min-completeness (or there are none),
-0 otherwise.
+Prints the completeness metrics, broken hops and dropped contexts of the traces in a window and
+exits 1 when the share of connected traces (one tree whose root did not drop its context) is
+under --min-completeness (or there are none), 0 otherwise.
 """
 
 from __future__ import annotations

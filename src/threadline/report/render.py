@@ -199,10 +199,13 @@ def _pct(share: float) -> str:
 
 
 def connected_share(payload: dict[str, Any]) -> float:
-    """The completeness figure `threadline check` gates on: at most this share of traces is one
-    connected tree (one root, and no span whose parent never arrived)."""
+    """The completeness figure `threadline check` gates on: the share of traces that are one
+    connected tree (one root, no span whose parent never arrived) whose root did not drop its
+    context. A server that does not report it gives the bound from its other shares."""
     if not payload.get("traces"):
         return 0.0
+    if "connected_share" in payload:
+        return payload["connected_share"]
     return min(payload["one_root_share"], 1.0 - payload["orphan_share"])
 
 
@@ -221,6 +224,7 @@ def completeness_report(payload: dict[str, Any], *, title: bool = True) -> Group
     table.add_row("with one root", _pct(payload.get("one_root_share", 0)))
     table.add_row("with missing parents", _pct(payload.get("orphan_share", 0)))
     table.add_row("with spans that never ended", _pct(payload.get("incomplete_share", 0)))
+    table.add_row("with a dropped context", _pct(payload.get("dropped_context_share", 0)))
     parts: list[Any] = [Text("completeness", style="bold")] if title else []
     parts.append(table)
     hops = payload.get("broken_hops", [])
@@ -235,6 +239,30 @@ def completeness_report(payload: dict[str, Any], *, title: bool = True) -> Group
         parts.append(t)
     elif n:
         parts.append(Text("no broken hops", style="green"))
+    dropped = payload.get("dropped_context", [])
+    if dropped:
+        t = Table(
+            title="dropped contexts: roots that should have had a caller (most first)",
+            box=None,
+            header_style="dim",
+        )
+        t.add_column("from")
+        t.add_column("to")
+        t.add_column("destination")
+        t.add_column("traces", justify="right")
+        t.add_column("example")
+        for d in dropped:
+            sender = "untraced sender" if d["sender"] == "?" else d["sender"]
+            t.add_row(
+                sender,
+                d["receiver"],
+                d["destination"] or "-",
+                str(d["count"]),
+                ", ".join(d["trace_ids"][:2]),
+            )
+        parts.append(t)
+    elif n:
+        parts.append(Text("no dropped contexts", style="green"))
     return Group(*parts)
 
 

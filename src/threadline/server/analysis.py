@@ -1,4 +1,6 @@
-"""Analysis: pure functions over lists of `threadline.server.model.Span`.
+"""Analysis: pure functions over lists of spans: `threadline.server.model.Span`, or the testing
+plugin's `threadline.testing.CapturedSpan` (each function that takes spans converts them with
+`model.as_span`, so a test can run the server's analysis over `traces.one().spans`).
 
 Nothing here does I/O or keeps state, so the query API, the CLI and the tests all read the same
 answers. Every walk is iterative: a 50k-span chain must not hit Python's recursion limit.
@@ -7,7 +9,18 @@ answers. Every walk is iterative: a 50k-span chain must not hit Python's recursi
   dropped span.
 - `breaks` names the service and span on each side of every broken boundary.
 - `incomplete` lists spans announced as pending whose worker never finished them, and why.
+- `dropped_contexts` finds receiving roots that should have had a caller (below).
 - `critical_path`, `dependencies`, `completeness`, and the opt-in `adjust_clock_skew`.
+
+A dropped context is a hop whose sender sent no context at all (a plain `pika` publish, an HTTP
+call without the traceparent header): the receiver's span starts a trace of its own, one
+connected tree, with nothing broken inside it. It is told from a legitimate entry point (a
+public HTTP edge, a cron job, a queue only untraced programs feed) by evidence from the same
+window: a CONSUMER root with no parent and no link is flagged when the same service also
+processes messages from the same destination with context (a parent or a link); a SERVER root
+when the same service also serves the same operation (span name, such as "GET /users/{id}")
+with a parent. An operation never called with context is an edge (a page a browser loads, an
+endpoint an untrusted caller reaches and is only linked to), and its roots are not flagged.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ import dataclasses
 import itertools
 import signal
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from threadline.semconv import CLOCK_CORRECTION, WORKER_DIED
@@ -26,19 +39,24 @@ from threadline.server.model import (
     KIND_CONSUMER,
     KIND_NAMES,
     KIND_PRODUCER,
+    KIND_SERVER,
     STATUS_ERROR,
+    AnySpan,
     Span,
+    as_span,
+    as_spans,
 )
 from threadline.server.storage.base import one_per_span
 
+DESTINATION = "messaging.destination.name"  # OTel messaging semantic conventions
 _ASYNC_KINDS = (KIND_PRODUCER, KIND_CONSUMER)
 _SENDER_KINDS = (KIND_CLIENT, KIND_PRODUCER)
 
 
-def dedupe(spans: Iterable[Span]) -> list[Span]:
+def dedupe(spans: Iterable[AnySpan]) -> list[Span]:
     """One span per (trace, span id): the completed version wins over its pending announcement
     (`storage.base.one_per_span`, the one statement of that rule), in first-seen order."""
-    return one_per_span(spans, lambda s: (s.trace_id, s.span_id), lambda s: s.pending)
+    return one_per_span(as_spans(spans), lambda s: (s.trace_id, s.span_id), lambda s: s.pending)
 
 
 # ---------------------------------------------------------------------------------------- tree
@@ -111,7 +129,7 @@ class Tree:
         return real[0] if real else (self.roots[0] if self.roots else None)
 
 
-def assemble(spans: Iterable[Span]) -> Tree:
+def assemble(spans: Iterable[AnySpan]) -> Tree:
     """The trace's tree. Raises ValueError if the spans belong to more than one trace."""
     spans = dedupe(spans)
     trace_ids = {s.trace_id for s in spans}
@@ -461,7 +479,7 @@ class Graph:
     unresolved_links: int = 0  # links whose target span is not among the spans given
 
 
-def dependencies(spans: Iterable[Span], *, examples: int = 10) -> Graph:
+def dependencies(spans: Iterable[AnySpan], *, examples: int = 10) -> Graph:
     """The service graph over any set of spans (many traces). An edge counts one call per
     receiving span; it is an error when the receiving span's status is ERROR."""
     spans = dedupe(spans)
@@ -502,6 +520,157 @@ def dependencies(spans: Iterable[Span], *, examples: int = 10) -> Graph:
     )
 
 
+# ---------------------------------------------------------------------------- dropped contexts
+
+_RECEIVER_KINDS = (KIND_SERVER, KIND_CONSUMER)
+
+
+def _entry(span: Span) -> tuple[str, int, str] | None:
+    """Where a receiving span came in: (service, kind, destination); the destination is the
+    message's for a consumer, the operation (span name) for a server."""
+    if span.kind == KIND_CONSUMER:
+        return (span.service, KIND_CONSUMER, str(span.attributes.get(DESTINATION) or span.name))
+    if span.kind == KIND_SERVER:
+        return (span.service, KIND_SERVER, span.name)
+    return None
+
+
+def received_with_context(spans: Iterable[AnySpan]) -> set[tuple[str, int, str]]:
+    """Every entry (see `_entry`) that some span entered with context: a consumer with a parent
+    or a link, a server with a parent (a link is how an untrusted edge keeps a caller apart)."""
+    out = set()
+    for s in as_spans(spans):
+        entry = _entry(s)
+        if entry is not None and (s.parent_span_id or (s.links and s.kind == KIND_CONSUMER)):
+            out.add(entry)
+    return out
+
+
+@dataclass(slots=True)
+class DroppedContext:
+    """A receiving root that should have had a caller: its entry also receives with context."""
+
+    trace_id: str
+    span_id: str
+    service: str
+    name: str
+    kind: int
+    destination: str  # the message destination for a consumer, the operation for a server
+    sender: Span | None = None  # the traced span that most likely sent it without context
+
+    @property
+    def message(self) -> str:
+        kind = KIND_NAMES.get(self.kind, str(self.kind))
+        if self.kind == KIND_CONSUMER:
+            evidence = (
+                f"other messages from destination {self.destination!r} reach "
+                f"{self.service!r} with context"
+            )
+        else:
+            evidence = f"other {self.destination!r} requests reach {self.service!r} with context"
+        sender = (
+            f"likely sender service {self.sender.service!r} span {self.sender.name!r}"
+            if self.sender
+            else "the sender is not traced"
+        )
+        return (
+            f"service {self.service!r} span {self.name!r} ({kind}) is a root: it arrived with "
+            f"no context ({sender}), while {evidence}"
+        )
+
+
+def dropped_context(
+    root: AnySpan, context_seen: set[tuple[str, int, str]]
+) -> DroppedContext | None:
+    """The root as a dropped context, if it is one: a SERVER or CONSUMER span with no parent and
+    no link whose entry (`received_with_context`) is known to receive with context."""
+    span = as_span(root)
+    entry = _entry(span)
+    if entry is None or span.parent_span_id or span.links or entry not in context_seen:
+        return None
+    return DroppedContext(span.trace_id, span.span_id, span.service, span.name, span.kind, entry[2])
+
+
+class _UnansweredSenders:
+    """Producers and clients no span received (no child, no link): where a dropped context most
+    likely came from. A consumer's sender is the latest such producer on its destination that
+    started before it; a server's, the client call (of another service) around it, when there
+    is exactly one service such a call could come from."""
+
+    def __init__(self, spans: list[Span]) -> None:
+        answered = {(s.trace_id, s.parent_span_id) for s in spans if s.parent_span_id}
+        answered |= {(lk.trace_id, lk.span_id) for s in spans for lk in s.links}
+        self.producers: dict[str, list[Span]] = defaultdict(list)
+        self.clients: list[Span] = []
+        for s in spans:
+            if (s.trace_id, s.span_id) in answered:
+                continue
+            if s.kind == KIND_PRODUCER:
+                self.producers[str(s.attributes.get(DESTINATION) or "")].append(s)
+            elif s.kind == KIND_CLIENT:
+                self.clients.append(s)
+        for group in self.producers.values():
+            group.sort(key=lambda s: s.start_ns)
+        self.producer_starts = {d: [s.start_ns for s in g] for d, g in self.producers.items()}
+        self.clients.sort(key=lambda s: s.start_ns)
+        self.client_starts = [s.start_ns for s in self.clients]
+
+    def find(self, d: DroppedContext, root: Span) -> Span | None:
+        if d.kind == KIND_CONSUMER:
+            group = self.producers.get(d.destination, [])
+            i = bisect.bisect_right(self.producer_starts.get(d.destination, []), root.start_ns)
+            return group[i - 1] if i else None
+        around = [
+            c
+            for c in self.clients[: bisect.bisect_right(self.client_starts, root.start_ns)]
+            if c.end_ns >= root.end_ns and c.service != root.service
+        ]
+        return around[-1] if len({c.service for c in around}) == 1 else None
+
+
+@dataclass(slots=True)
+class DroppedHop:
+    """Dropped contexts per (sender service, receiving service, destination): the sender is "?"
+    when it is not traced; the destination is the operation for a server."""
+
+    sender: str
+    receiver: str
+    destination: str
+    kind: str  # "server" | "consumer"
+    count: int = 0
+    trace_ids: list[str] = field(default_factory=list)
+    example: str = ""
+
+
+def dropped_contexts(
+    traces: Iterable[Sequence[AnySpan]], *, examples: int = 5
+) -> tuple[list[DroppedContext], list[DroppedHop]]:
+    """Every receiving root in these traces that should have had a caller, and the same grouped
+    per hop, most first. The evidence is these traces' own spans (see the module docstring)."""
+    spans = [s for t in traces for s in dedupe(t)]
+    seen = received_with_context(spans)
+    found = []
+    roots: dict[str, Span] = {}
+    for s in spans:
+        if not s.parent_span_id and (d := dropped_context(s, seen)) is not None:
+            found.append(d)
+            roots[s.span_id] = s
+    if not found:
+        return [], []
+    senders = _UnansweredSenders(spans)
+    hops: dict[tuple[str, str, str], DroppedHop] = {}
+    for d in found:
+        d.sender = senders.find(d, roots[d.span_id])
+        key = (d.sender.service if d.sender else "?", d.service, d.destination)
+        hop = hops.get(key) or hops.setdefault(
+            key, DroppedHop(*key, KIND_NAMES.get(d.kind, ""), example=d.message)
+        )
+        hop.count += 1
+        if len(hop.trace_ids) < examples and d.trace_id not in hop.trace_ids:
+            hop.trace_ids.append(d.trace_id)
+    return found, sorted(hops.values(), key=lambda h: (-h.count, h.sender, h.receiver))
+
+
 # -------------------------------------------------------------------------------- completeness
 
 
@@ -522,6 +691,8 @@ class Bucket:
     one_root: int = 0
     with_orphans: int = 0
     with_incomplete: int = 0
+    with_dropped_context: int = 0
+    connected: int = 0
 
 
 @dataclass(slots=True)
@@ -532,13 +703,16 @@ class Completeness:
     with_incomplete: int
     broken_hops: list[BrokenHop]  # worst first
     buckets: list[Bucket]
+    with_dropped_context: int = 0  # traces whose root should have had a caller
+    dropped_context: list[DroppedHop] = field(default_factory=list)  # most first
+    connected: int = 0  # one root, no orphans, and not a dropped context
 
     def share(self, count: int) -> float:
         return count / self.traces if self.traces else 0.0
 
 
 def completeness(
-    traces: Iterable[list[Span]],
+    traces: Iterable[Sequence[AnySpan]],
     *,
     start_ns: int | None = None,
     end_ns: int | None = None,
@@ -546,17 +720,28 @@ def completeness(
     examples: int = 5,
 ) -> Completeness:
     """How whole the traces are: share with exactly one root, share with orphans (a parent never
-    arrived), share with incomplete spans, and broken hops per service pair. Each trace is
-    counted in the time bucket of its first span."""
-    rows = []  # (first start, one root, orphans, incomplete)
+    arrived), share with incomplete spans, share whose root dropped its context (see
+    `dropped_contexts`), broken hops per service pair and dropped contexts per hop. A trace is
+    connected when it has one root, no orphans, and its root is not a dropped context. Each
+    trace is counted in the time bucket of its first span."""
+    traces = [t for t in traces if t]
+    _, dropped_hops = found = dropped_contexts(traces, examples=examples)
+    dropped = {d.trace_id for d in found[0]}
+    rows = []  # (first start, one root, orphans, incomplete, dropped context)
     hops: dict[tuple[str, str], BrokenHop] = {}
     for spans in traces:
-        if not spans:
-            continue
         tree = assemble(spans)
         first = min(n.start_ns for n in tree.roots)
         has_pending = any(s.pending for s in tree.spans)
-        rows.append((first, len(tree.real_roots) == 1, bool(tree.placeholders), has_pending))
+        rows.append(
+            (
+                first,
+                len(tree.real_roots) == 1,
+                bool(tree.placeholders),
+                has_pending,
+                tree.trace_id in dropped,
+            )
+        )
         for b in breaks(tree):
             hop = hops.get(b.services) or hops.setdefault(
                 b.services, BrokenHop(*b.services, example=b.message)
@@ -569,12 +754,14 @@ def completeness(
     n = max(1, buckets)
     step = max(1, -(-(hi - lo) // n))
     series = [Bucket(lo + i * step, min(hi, lo + (i + 1) * step)) for i in range(n)]
-    for first, one, orphans, pending in rows:
+    for first, one, orphans, pending, lost in rows:
         b = series[min(n - 1, max(0, (first - lo) // step))]
         b.traces += 1
         b.one_root += one
         b.with_orphans += orphans
         b.with_incomplete += pending
+        b.with_dropped_context += lost
+        b.connected += one and not orphans and not lost
     return Completeness(
         traces=len(rows),
         one_root=sum(r[1] for r in rows),
@@ -582,6 +769,9 @@ def completeness(
         with_incomplete=sum(r[3] for r in rows),
         broken_hops=sorted(hops.values(), key=lambda h: (-h.count, h.before, h.after)),
         buckets=series,
+        with_dropped_context=sum(r[4] for r in rows),
+        dropped_context=dropped_hops,
+        connected=sum(r[1] and not r[2] and not r[4] for r in rows),
     )
 
 
@@ -600,7 +790,7 @@ class Shift:
     reason: str
 
 
-def adjust_clock_skew(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
+def adjust_clock_skew(spans: Iterable[AnySpan]) -> tuple[list[Span], list[Shift]]:
     """Opt-in: move spans whose clock disagrees with their parent's across a host boundary.
 
     A hop crosses clocks when parent and child differ in `host.name` (or, without it, service).
@@ -661,12 +851,12 @@ def _correction(span: Span) -> int | None:
     return d if isinstance(d, int) and not isinstance(d, bool) else None
 
 
-def undo_clock_corrections(spans: Iterable[Span]) -> tuple[list[Span], list[Shift]]:
+def undo_clock_corrections(spans: Iterable[AnySpan]) -> tuple[list[Span], list[Shift]]:
     """Spans corrected at source, put back at the times their own clock recorded (start, end and
     events), each reported as a Shift. Returns new spans."""
     out: list[Span] = []
     shifts: list[Shift] = []
-    for s in spans:
+    for s in as_spans(spans):
         if d := clock_correction(s):
             s = _shifted(s, -d)
             reason = f"shown as its own clock recorded it: the {d / 1e6:.3f} ms correction made at source undone"
@@ -722,6 +912,7 @@ class TraceAnalysis:
     skew_adjusted: bool
     client_corrected: int = 0  # spans whose producer corrected their clock (see clock_correction)
     client_clock_raw: bool = False  # those corrections undone
+    dropped: DroppedContext | None = None  # the root should have had a caller
 
     @property
     def error_count(self) -> int:
@@ -733,11 +924,16 @@ class TraceAnalysis:
 
 
 def analyse(
-    spans: Iterable[Span], *, adjust_skew: bool = False, raw_client_clock: bool = False
+    spans: Iterable[AnySpan],
+    *,
+    adjust_skew: bool = False,
+    raw_client_clock: bool = False,
+    context_seen: set[tuple[str, int, str]] | None = None,
 ) -> TraceAnalysis:
     """Everything the trace view shows about one trace. Clock-skew adjustment is off unless
     asked for, and then says what it moved. raw_client_clock undoes the corrections clients
-    made at source (reported as shifts too)."""
+    made at source (reported as shifts too). context_seen (`received_with_context` over the
+    spans around this trace) lets it say whether its root dropped its context."""
     spans = dedupe(spans)
     shifts: list[Shift] = []
     corrected = sum(1 for s in spans if clock_correction(s))
@@ -747,14 +943,20 @@ def analyse(
         spans, moved = adjust_clock_skew(spans)
         shifts += moved
     tree = assemble(spans)
+    root = tree.main_root
+    dropped = (
+        dropped_context(root.span, context_seen)
+        if context_seen and root is not None and root.span is not None
+        else None
+    )
     return TraceAnalysis(
         tree, breaks(tree), incomplete(tree), critical_path(tree), shifts, adjust_skew,
-        corrected, raw_client_clock,
+        corrected, raw_client_clock, dropped,
     )  # fmt: skip
 
 
-def group_by_trace(spans: Iterable[Span]) -> dict[str, list[Span]]:
+def group_by_trace(spans: Iterable[AnySpan]) -> dict[str, list[Span]]:
     groups: dict[str, list[Span]] = defaultdict(list)
-    for s in spans:
+    for s in as_spans(spans):
         groups[s.trace_id].append(s)
     return dict(groups)

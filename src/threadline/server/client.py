@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from threadline.server.model import Span
+from threadline.server.model import Span, to_captured
 from threadline.server.otlp.json_format import decode_json
 
 
@@ -97,27 +97,7 @@ class Client:
     def captured(self, trace_id: str, min_spans: int = 1, timeout: float = 10) -> list:
         """The trace as `threadline.testing.CapturedSpan`s, for the `traces` fixture:
         `traces.add(client.captured(trace_id, 3))` then `traces.trace(trace_id)...`."""
-        from threadline.testing.captured import OTLP_KINDS, OTLP_STATUS, CapturedSpan
-
-        return [
-            CapturedSpan(
-                name=s.name,
-                trace_id=s.trace_id,
-                span_id=s.span_id,
-                parent_id=s.parent_span_id or None,
-                kind=OTLP_KINDS.get(s.kind, "INTERNAL"),
-                status=OTLP_STATUS.get(s.status_code, "UNSET"),
-                status_message=s.status_message,
-                start_ns=s.start_ns,
-                end_ns=s.end_ns,
-                attributes=s.attributes,
-                resource=s.resource,
-                events=[(e.name, e.attributes) for e in s.events],
-                links=[(lk.trace_id, lk.span_id, lk.attributes) for lk in s.links],
-                scope=s.scope_name,
-            )
-            for s in self.wait_for_trace(trace_id, min_spans, timeout)
-        ]
+        return [to_captured(s) for s in self.wait_for_trace(trace_id, min_spans, timeout)]
 
     def search(
         self,

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from threadline.server.durations import parse_duration
 
@@ -133,6 +137,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="largest OTLP request accepted (default 16 MiB)",
     )
+    parser.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        default=None,
+        help="once every port listens, write JSON saying where (api, otlp_http, otlp_grpc, "
+        "ports, db, pid) to PATH; removed first, and on exit",
+    )
     parser.add_argument("--ready-line", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -141,6 +152,22 @@ def run(args: argparse.Namespace) -> int:
     from threadline.server.storage import StoreUnavailable, StoreURLError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ready_file = Path(args.ready_file) if args.ready_file else None
+    if ready_file is not None:
+        try:  # a file left by an earlier run must not read as this one being ready
+            ready_file.unlink(missing_ok=True)
+        except OSError as exc:
+            print(
+                f"threadline serve: cannot replace --ready-file {ready_file}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        if not ready_file.parent.is_dir():
+            print(
+                f"threadline serve: --ready-file {ready_file}: no directory {ready_file.parent}",
+                file=sys.stderr,
+            )
+            return 1
     try:
         server = Server(
             host=args.host,
@@ -167,8 +194,37 @@ def run(args: argparse.Namespace) -> int:
             f"threadline serve ready api={urls.api} otlp_http={urls.otlp_http} otlp_grpc={urls.otlp_grpc} db={server.db}",
             flush=True,
         )
-    server.run()
+    failed: list[OSError] = []
+
+    def ready() -> None:
+        if ready_file is None:
+            return
+        try:
+            write_ready_file(ready_file, server)
+        except OSError as exc:  # a script waits on this file: do not serve without it
+            failed.append(exc)
+            server.exit_soon()
+
+    try:
+        server.run(on_ready=ready)
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+    if failed:
+        print(
+            f"threadline serve: cannot write --ready-file {ready_file}: {failed[0]}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def write_ready_file(path: Path, server: Any) -> None:
+    """The server's addresses as JSON, written whole: a script polling for the file never reads
+    half of it (written beside it, then renamed over it)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(server.ready_document(), indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def _banner(server) -> None:

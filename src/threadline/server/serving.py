@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +161,8 @@ class Server:
         for s in self._sockets:
             s.close()
 
-    async def serve(self) -> None:
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until asked to exit; on_ready runs once every port listens."""
         import uvicorn
 
         class _Uvicorn(uvicorn.Server):
@@ -190,20 +191,27 @@ class Server:
         while not all(s.started for s in self._servers) and not any(t.done() for t in tasks):
             await asyncio.sleep(0.01)
         self._started.set()
+        if on_ready is not None and not any(t.done() for t in tasks):
+            on_ready()
         await asyncio.gather(*tasks)
 
     def _ask_exit(self) -> None:
         for s in self._servers:
             s.should_exit = True
 
-    def run(self) -> None:
-        """Serve in this (main) thread until SIGINT or SIGTERM, then shut down cleanly."""
+    def exit_soon(self) -> None:
+        """Stop serving (from the serving loop's thread, an on_ready callback say)."""
+        self._ask_exit()
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve in this (main) thread until SIGINT or SIGTERM, then shut down cleanly;
+        on_ready runs once every port listens."""
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._ask_exit)
-            await self.serve()
+            await self.serve(on_ready)
 
         try:
             asyncio.run(main())
@@ -235,6 +243,25 @@ class Server:
         self.ingest.close()
         self.store.close()
         self._close_sockets()
+
+    def ready_document(self) -> dict[str, Any]:
+        """Where this server listens, as `--ready-file` writes it."""
+
+        def port(url: str) -> int | None:
+            return int(url.rsplit(":", 1)[1].rstrip("/")) if url else None
+
+        return {
+            "api": self.urls.api,
+            "otlp_http": self.urls.otlp_http,
+            "otlp_grpc": self.urls.otlp_grpc,
+            "ports": {
+                "api": port(self.urls.api),
+                "otlp_http": port(self.urls.otlp_http),
+                "otlp_grpc": port(self.urls.otlp_grpc),
+            },
+            "db": self.db,
+            "pid": os.getpid(),
+        }
 
     def __enter__(self) -> Server:
         return self

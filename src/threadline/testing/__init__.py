@@ -35,6 +35,14 @@ def hex_ids(span: Any) -> tuple[str, str]:
     return format(sc.trace_id, "032x"), format(sc.span_id, "016x")
 
 
+def _matcher(name: str | Callable[[CapturedSpan], bool]) -> Callable[[CapturedSpan], bool]:
+    if callable(name):
+        return name
+    if isinstance(name, str):
+        return lambda s: s.name == name
+    raise TypeError(f"find_all() takes a span name or a predicate, not {type(name).__name__}")
+
+
 class Trace:
     """The captured spans of one trace id."""
 
@@ -76,7 +84,7 @@ class Trace:
         return found[0]
 
     def find_all(self, name: str | Callable[[CapturedSpan], bool]) -> list[CapturedSpan]:
-        match = name if callable(name) else (lambda s: s.name == name)
+        match = _matcher(name)
         return [s for s in self.spans if match(s)]
 
     def children(self, span: CapturedSpan) -> list[CapturedSpan]:
@@ -145,6 +153,10 @@ class Capture(SpanProcessor):
         self._index: dict[tuple[str, str], int] = {}  # (trace id, span id) -> position in _spans
         self._collector: Collector | None = None
         self._changed = time.monotonic()  # when a span last arrived
+        # Where child processes started during the test export (read as each child starts):
+        # True to this capture, False where the configuration says, None (default) to this
+        # capture unless the test configured its own OTLP export.
+        self.redirect_children: bool | None = None
 
     # SpanProcessor
     def on_start(self, span, parent_context=None) -> None:
@@ -163,7 +175,9 @@ class Capture(SpanProcessor):
     # collecting
     def add(self, spans: Iterable[CapturedSpan]) -> None:
         """Keep each span once: a completed span replaces its pending announcement (same ids),
-        and an announcement arriving after its completed twin is ignored.
+        an announcement arriving after its completed twin is ignored, and a span already held
+        (the same trace and span ids, from this process and again from a server, say) is kept
+        as it first arrived.
 
         The rule is the server's (`threadline.server.storage.supersede`), applied here as spans
         arrive rather than over a finished read: this keeps arrival order in place, and the
@@ -172,11 +186,11 @@ class Capture(SpanProcessor):
             for s in spans:
                 key = (s.trace_id, s.span_id)
                 at = self._index.get(key)
-                if at is not None and self._spans[at].pending and not s.pending:
-                    self._spans[at] = s
-                elif at is None or not s.pending:
+                if at is None:
                     self._index[key] = len(self._spans)
                     self._spans.append(s)
+                elif self._spans[at].pending and not s.pending:
+                    self._spans[at] = s
             self._changed = time.monotonic()
             self._lock.notify_all()
 
@@ -226,8 +240,10 @@ class Capture(SpanProcessor):
             )
         return found[0]
 
-    def find_all(self, name: str) -> list[CapturedSpan]:
-        return [s for s in self.spans if s.name == name]
+    def find_all(self, name: str | Callable[[CapturedSpan], bool]) -> list[CapturedSpan]:
+        """Spans with this name, or for which this predicate is true, in any trace."""
+        match = _matcher(name)
+        return [s for s in self.spans if match(s)]
 
     @property
     def incomplete(self) -> list[CapturedSpan]:

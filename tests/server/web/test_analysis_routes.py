@@ -76,6 +76,7 @@ def test_trace_rows_in_tree_order_with_critical_path(client):
         "incomplete": 0,
         "placeholders": 0,
         "breaks": 0,
+        "dropped_context": False,
     }
     assert [r["name"] for r in rows if r["critical"]] == [
         "GET /checkout",

@@ -6,7 +6,9 @@
                                      &client_clock=raw undoes corrections made at source
     GET dependencies                 service graph; edges carry calls, errors, kind
                                      ("call" | "messaging" | "link") and example trace ids
-    GET completeness[?buckets=12]    completeness metrics over time, worst broken hops first
+    GET completeness[?buckets=12]    completeness metrics over time, worst broken hops first,
+                                     and the dropped contexts (receiving roots that should
+                                     have had a caller) per hop
     GET summaries?id=..&id=..        trace summaries for the example trace ids above (max 100)
 
 Windows: `start` / `end` in microseconds since the epoch (as Jaeger's API), or `lookback` ("15m",
@@ -30,7 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from threadline.server import analysis as an
-from threadline.server.model import KIND_NAMES, Span
+from threadline.server.model import KIND_CONSUMER, KIND_NAMES, KIND_SERVER, Span
 from threadline.server.storage.base import Store
 from threadline.server.web.params import duration_param, trace_id_param
 from threadline.server.web.responses import BadRequest, CompactJSON, error_response
@@ -51,6 +53,31 @@ def traces_started_in(store: Store, start_ns: int, end_ns: int) -> list[Span]:
     ]
 
 
+EVIDENCE_WINDOW_NS = 3600 * 10**9  # each side of a root: where to look for its service's calls
+EVIDENCE_SPANS = 20_000  # at most this many of that service's spans are read
+
+
+def context_around(store: Store, spans: list[Span]) -> set[tuple[str, int, str]]:
+    """For a trace whose root receives (a SERVER or CONSUMER span with no parent and no link):
+    the entries its service received with context within an hour either side, from which
+    `analysis.analyse` says whether the root dropped its context. Empty for any other trace."""
+    roots = [
+        s
+        for s in spans
+        if not s.parent_span_id and not s.links and s.kind in (KIND_SERVER, KIND_CONSUMER)
+    ]
+    if not roots:
+        return set()
+    root = min(roots, key=lambda s: s.start_ns)
+    around = store.spans_between(
+        root.start_ns - EVIDENCE_WINDOW_NS,
+        root.start_ns + EVIDENCE_WINDOW_NS,
+        service=root.service,
+        limit=EVIDENCE_SPANS,
+    )
+    return an.received_with_context(around)
+
+
 def routes(store: Store) -> list[Route]:
     """The analysis routes over a store (reads run in the thread pool: the store is sync)."""
 
@@ -64,7 +91,10 @@ def routes(store: Store) -> list[Route]:
             return error_response(404, f"trace {trace_id} not found")
         skew = request.query_params.get("skew", "") in ("1", "true", "yes", "on")
         raw = request.query_params.get("client_clock", "") == "raw"
-        result = await run_in_threadpool(an.analyse, spans, adjust_skew=skew, raw_client_clock=raw)
+        seen = await run_in_threadpool(context_around, store, spans)
+        result = await run_in_threadpool(
+            an.analyse, spans, adjust_skew=skew, raw_client_clock=raw, context_seen=seen
+        )
         return CompactJSON(trace_payload(result))
 
     async def dependencies_view(request: Request) -> JSONResponse:
@@ -242,8 +272,10 @@ def trace_facts(result: an.TraceAnalysis, t0: int) -> dict[str, Any]:
             "incomplete": len(result.incomplete),
             "placeholders": len(tree.placeholders),
             "breaks": len(result.breaks),
+            "dropped_context": result.dropped is not None,
         },
         "breaks": [_break(b) for b in result.breaks],
+        "dropped_context": _dropped(result.dropped) if result.dropped else None,
         "incomplete": [
             {
                 "span_id": i.span_id,
@@ -278,6 +310,17 @@ def trace_facts(result: an.TraceAnalysis, t0: int) -> dict[str, Any]:
     }
 
 
+def _dropped(d: an.DroppedContext) -> dict[str, Any]:
+    return {
+        "span_id": d.span_id,
+        "service": d.service,
+        "name": d.name,
+        "kind": KIND_NAMES.get(d.kind, str(d.kind)),
+        "destination": d.destination,
+        "message": d.message,
+    }
+
+
 def _break(b: an.Break) -> dict[str, Any]:
     def side(s: an.Side | None) -> dict | None:
         return s and {
@@ -297,7 +340,9 @@ def _break(b: an.Break) -> dict[str, Any]:
 
 
 def completeness_payload(c: an.Completeness, start_ns: int, end_ns: int) -> dict[str, Any]:
-    def shares(n: int, one: int, orphans: int, pending: int) -> dict[str, Any]:
+    def shares(
+        n: int, one: int, orphans: int, pending: int, dropped: int, connected: int
+    ) -> dict[str, Any]:
         def share(k: int) -> float:
             return round(k / n, 4) if n else 0.0
 
@@ -306,20 +351,38 @@ def completeness_payload(c: an.Completeness, start_ns: int, end_ns: int) -> dict
             "one_root": one,
             "with_orphans": orphans,
             "with_incomplete": pending,
+            "with_dropped_context": dropped,
+            "connected": connected,
             "one_root_share": share(one),
             "orphan_share": share(orphans),
             "incomplete_share": share(pending),
+            "dropped_context_share": share(dropped),
+            "connected_share": share(connected),
         }
 
     return {
         "start_ns": str(start_ns),
         "end_ns": str(end_ns),
-        **shares(c.traces, c.one_root, c.with_orphans, c.with_incomplete),
+        **shares(
+            c.traces,
+            c.one_root,
+            c.with_orphans,
+            c.with_incomplete,
+            c.with_dropped_context,
+            c.connected,
+        ),
         "buckets": [
             {
                 "start_ns": str(b.start_ns),
                 "end_ns": str(b.end_ns),
-                **shares(b.traces, b.one_root, b.with_orphans, b.with_incomplete),
+                **shares(
+                    b.traces,
+                    b.one_root,
+                    b.with_orphans,
+                    b.with_incomplete,
+                    b.with_dropped_context,
+                    b.connected,
+                ),
             }
             for b in c.buckets
         ],
@@ -332,5 +395,17 @@ def completeness_payload(c: an.Completeness, start_ns: int, end_ns: int) -> dict
                 "example": h.example,
             }
             for h in c.broken_hops
+        ],
+        "dropped_context": [
+            {
+                "sender": h.sender,
+                "receiver": h.receiver,
+                "destination": h.destination,
+                "kind": h.kind,
+                "count": h.count,
+                "trace_ids": h.trace_ids,
+                "example": h.example,
+            }
+            for h in c.dropped_context
         ],
     }

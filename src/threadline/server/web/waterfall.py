@@ -33,7 +33,7 @@ from starlette.routing import Route
 from threadline.server import analysis as an
 from threadline.server.model import KIND_NAMES, Span
 from threadline.server.storage.base import Store
-from threadline.server.web.analysis import PREFIX, trace_facts
+from threadline.server.web.analysis import PREFIX, context_around, trace_facts
 from threadline.server.web.params import trace_id_param
 from threadline.server.web.responses import CompactJSON, error_response
 
@@ -156,7 +156,10 @@ def routes(store: Store, recent: Recent | None = None) -> list[Route]:
         spans = await run_in_threadpool(store.get_trace, trace_id)
         if not spans:
             return error_response(404, f"trace {trace_id} not found")
-        result = await run_in_threadpool(an.analyse, spans, adjust_skew=skew, raw_client_clock=raw)
+        seen = await run_in_threadpool(context_around, store, spans)
+        result = await run_in_threadpool(
+            an.analyse, spans, adjust_skew=skew, raw_client_clock=raw, context_seen=seen
+        )
         shown = Shown(result)
         recent.put(key, shown)
         return shown

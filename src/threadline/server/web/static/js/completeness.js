@@ -14,7 +14,7 @@ export async function render(container, params) {
     location.hash = `#/completeness?lookback=${value}`;
   });
   const body = h("div", { class: "completeness" }, message("Measuring…"));
-  append(container, h("section", { class: "page-head" }, h("h1", {}, "Completeness"), h("div", { class: "controls" }, h("label", {}, "Window ", select)), h("p", { class: "hint" }, "A complete trace has one root, no span whose parent never arrived, and no span left incomplete by a crashed worker.")), body);
+  append(container, h("section", { class: "page-head" }, h("h1", {}, "Completeness"), h("div", { class: "controls" }, h("label", {}, "Window ", select)), h("p", { class: "hint" }, "A complete trace has one root, no span whose parent never arrived, no span left incomplete by a crashed worker, and a root that did not drop its caller's context.")), body);
   const data = await getJSON(`/api/threadline/analysis/completeness?lookback=${encodeURIComponent(lookback)}&buckets=24`);
   clear(body);
   if (!data.traces) {
@@ -31,9 +31,11 @@ export async function render(container, params) {
       card("One root", pct(data.one_root_share), "good", `${data.one_root} of ${data.traces}`),
       card("With orphans", pct(data.orphan_share), data.with_orphans ? "warn" : "", `${data.with_orphans} traces`),
       card("With incomplete spans", pct(data.incomplete_share), data.with_incomplete ? "bad" : "", `${data.with_incomplete} traces`),
+      card("Dropped context", pct(data.dropped_context_share || 0), data.with_dropped_context ? "bad" : "", `${data.with_dropped_context || 0} traces`),
     ),
     (overTime = h("section", { class: "panel" }, h("h2", {}, "Over time"))),
     h("section", { class: "panel" }, h("h2", {}, "Worst broken hops"), hops(data.broken_hops)),
+    h("section", { class: "panel" }, h("h2", {}, "Dropped contexts"), h("p", { class: "hint" }, "Roots that should have had a caller: a consumer span that arrived with no context while the same service takes other messages from that destination with context, or a server span while the same operation of that service is called with context."), dropped(data.dropped_context || [])),
   );
   append(overTime, chart(data.buckets, overTime.clientWidth - 30), legend());
 }
@@ -110,6 +112,32 @@ function hops(list) {
           h("td", {}, svcName(hop.before)),
           h("td", { class: "arrow" }, "⇢"),
           h("td", {}, svcName(hop.after)),
+          h("td", { class: "num" }, String(hop.count)),
+          h("td", { class: "example" }, hop.example),
+          h("td", {}, traceList(hop.trace_ids)),
+        ),
+      ),
+    ),
+  );
+}
+
+function dropped(list) {
+  if (!list.length) return h("p", { class: "hint" }, "No dropped contexts.");
+  return h(
+    "table",
+    { class: "hops dropped" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Sender"), h("th", {}, ""), h("th", {}, "Receiver"), h("th", {}, "Destination"), h("th", { class: "num" }, "Roots"), h("th", {}, "Example"), h("th", {}, "Traces"))),
+    h(
+      "tbody",
+      {},
+      list.map((hop) =>
+        h(
+          "tr",
+          { dataset: { sender: hop.sender, receiver: hop.receiver, destination: hop.destination } },
+          h("td", {}, hop.sender === "?" ? h("span", { class: "dim" }, "untraced sender") : svcName(hop.sender)),
+          h("td", { class: "arrow" }, "⇢"),
+          h("td", {}, svcName(hop.receiver)),
+          h("td", {}, hop.destination),
           h("td", { class: "num" }, String(hop.count)),
           h("td", { class: "example" }, hop.example),
           h("td", {}, traceList(hop.trace_ids)),

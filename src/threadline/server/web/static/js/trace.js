@@ -249,6 +249,10 @@ class TraceView {
         ),
       );
     }
+    if (d.dropped_context) {
+      const dc = d.dropped_context;
+      items.push(h("li", { class: "problem dropped-context" }, h("span", { class: "tag warn" }, "dropped context"), spanLink(this, dc.span_id, `${dc.service}: ${dc.name}`), h("div", { class: "problem-msg" }, dc.message)));
+    }
     for (const inc of d.incomplete) {
       items.push(h("li", { class: "problem" }, h("span", { class: "tag warn" }, "incomplete"), spanLink(this, inc.span_id, `${inc.service}: ${inc.name}`), h("div", { class: "problem-msg" }, inc.reason)));
     }
