@@ -311,7 +311,8 @@ def sqlite3_instrumentor() -> type:
     """The contrib's SQLite3Instrumentor, with a connection integration that names each
     database (db.namespace) after its file. Made when first asked: the contrib is imported then."""
     from opentelemetry.instrumentation import dbapi
-    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor, __version__
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+    from opentelemetry.instrumentation.sqlite3.version import __version__
 
     class NamedDatabase(dbapi.DatabaseApiIntegration):
         def wrapped_connection(self, connect_method, args, kwargs):  # type: ignore[override]
@@ -328,7 +329,7 @@ def sqlite3_instrumentor() -> type:
             for module in self._TO_WRAP:
                 dbapi.wrap_connect(
                     "opentelemetry.instrumentation.sqlite3",
-                    module,
+                    module,  # pyright: ignore[reportArgumentType] - the contrib passes modules too
                     "connect",
                     "sqlite",
                     {},
