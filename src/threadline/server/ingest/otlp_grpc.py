@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from threadline.server.ingest.decode import decode_protobuf_export
 from threadline.server.ingest.queue import COMMIT_TIMEOUT_S, RETRY_AFTER_S, Ingest, not_stored
 from threadline.server.otlp.decoded import OTLPError
 from threadline.server.otlp.response import response_message
+
+log = logging.getLogger("threadline.server")
 
 
 def grpc_handler(ingest: Ingest, commit_timeout: float | None = None) -> Any:
@@ -23,6 +26,11 @@ def grpc_handler(ingest: Ingest, commit_timeout: float | None = None) -> Any:
             decoded = decode_protobuf_export(body)
         except OTLPError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            log.exception("OTLP/gRPC export could not be decoded")
+            context.abort(grpc.StatusCode.INTERNAL, f"export not decoded: {exc!r}"[:500])
         try:
             ingest.submit(decoded.rows).result(commit_timeout)
         except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry
