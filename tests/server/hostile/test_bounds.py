@@ -33,7 +33,7 @@ def store():
 
 @pytest.fixture(scope="module")
 def api(store):
-    with TestClient(build_app(store)) as c:
+    with TestClient(build_app(store), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -126,7 +126,7 @@ def test_a_query_past_the_time_limit_is_interrupted():
 def test_a_query_past_the_time_limit_answers_503_with_retry_after():
     s = DuckDBStore(query_timeout=0.2)
     s.services = lambda: [r[0] for r in s._rows(SLOW)]  # a read that runs too long
-    with TestClient(build_app(s)) as c:
+    with TestClient(build_app(s), base_url="http://127.0.0.1") as c:
         resp = c.get("/api/services")
         assert resp.status_code == 503
         assert resp.headers["retry-after"] == str(RETRY_AFTER_S)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from threadline.server.ingest.decode import decode_protobuf_export
@@ -13,15 +14,25 @@ from threadline.server.otlp.response import response_message
 log = logging.getLogger("threadline.server")
 
 
-def grpc_handler(ingest: Ingest, commit_timeout: float | None = None) -> Any:
+def grpc_handler(
+    ingest: Ingest,
+    commit_timeout: float | None = None,
+    allows: Callable[[Iterable[tuple[str, Any]]], bool] | None = None,
+) -> Any:
     """OTLP/gRPC TraceService/Export. The request arrives as its serialized bytes (no
     deserializer), so it takes the same decode as OTLP/HTTP protobuf: the Arrow path for large
-    exports, and a precise INVALID_ARGUMENT for a malformed one."""
+    exports, and a precise INVALID_ARGUMENT for a malformed one. `allows`: whether the call's
+    metadata may export (`web.access.Access.grpc_allows`); UNAUTHENTICATED when not."""
     import grpc
 
     commit_timeout = commit_timeout or COMMIT_TIMEOUT_S
 
     def export(body: bytes, context: grpc.ServicerContext) -> Any:
+        if allows is not None and not allows(context.invocation_metadata() or ()):
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "a token to export is required: send authorization: Bearer TOKEN metadata",
+            )
         try:
             decoded = decode_protobuf_export(body)
         except OTLPError as exc:
