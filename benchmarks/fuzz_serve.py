@@ -240,7 +240,8 @@ class Inputs:
                 ("/api/traces", {"service": "web", "tags": tags}),
                 ("/api/traces", {"minDuration": duration, "lookback": duration}),
                 ("/api/traces", {"start": big, "end": big}),
-                ("/api/traces", [("traceID", trace_id)] * rng.choice([1, 5, 1600])),
+                ("/api/traces", [("traceID", trace_id)] * rng.choice([1, 5])),
+                ("/api/traces", [("traceID", "a1")] * 1501),  # past the cap, within a URL
                 ("/api/v3/traces", {"query.num_traces": big}),
                 ("/api/v3/traces", {"query.attributes": tags, "query.num_traces": "5"}),
                 ("/api/v3/traces", {"query.start_time_min": hostile(), "query.num_traces": "5"}),

@@ -208,3 +208,24 @@ def test_serve_takes_the_token_from_a_file(tmp_path):
     with server.spawn(str(tmp_path / "t.duckdb"), "--token", str(path)) as s:
         assert httpx.get(s.urls.api + "/api/services").status_code == 401
         assert httpx.get(s.urls.api + "/api/services", headers=bearer(TOKEN)).status_code == 200
+
+
+def test_standard_exporters_send_the_token_from_otel_exporter_otlp_headers(monkeypatch):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{WRITE}")
+    with server.start(write_token=WRITE) as s:
+        exporters = {
+            "over-http": Http(endpoint=s.urls.otlp_http + "/v1/traces"),
+            "over-grpc": Grpc(endpoint=s.urls.otlp_grpc, insecure=True),
+        }
+        for name, exporter in exporters.items():
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            with provider.get_tracer("t").start_as_current_span(name) as span:
+                trace_id = format(span.get_span_context().trace_id, "032x")
+            provider.shutdown()
+            assert [x.name for x in s.store.get_trace(trace_id)] == [name]
