@@ -38,7 +38,7 @@ class Client:
         self.url = url.rstrip("/")
         self.timeout = timeout
         if token is None:
-            from threadline.server.web.access import token_value
+            from threadline.server.tokens import token_value
 
             token = token_value(os.environ.get("THREADLINE_TOKEN"), "THREADLINE_TOKEN")
         self.token = token

@@ -168,7 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from threadline.server.serving import PortInUse, Server
     from threadline.server.storage import StoreUnavailable, StoreURLError
-    from threadline.server.web.access import TokenError, token_value
+    from threadline.server.tokens import TokenError, token_value
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

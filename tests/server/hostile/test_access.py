@@ -11,7 +11,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from threadline import server
 from threadline.server.client import Client, ClientError
-from threadline.server.web.access import Access, TokenError, token_value
+from threadline.server.tokens import TokenError, token_value
+from threadline.server.web.access import Access
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PB = {"content-type": "application/x-protobuf"}

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import html
 import ipaddress
-import os
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,26 +29,6 @@ COOKIE_AGE_S = 30 * 86400  # the UI asks again after a month
 LOGIN = "/login"
 _PUBLIC = {LOGIN, "/app.css", "/favicon.svg"}  # what the login page itself needs
 _READ, _WRITE = "read", "write"
-
-
-class TokenError(ValueError):
-    """A token option names an unreadable file or is empty."""
-
-
-def token_value(raw: str | None, option: str) -> str | None:
-    """A token given as itself or as the path of a file holding it (first line, trimmed)."""
-    if raw is None or raw == "":
-        return None
-    if os.path.isfile(raw):
-        try:
-            with open(raw, encoding="utf-8") as f:
-                text = f.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TokenError(f"{option}: cannot read {raw}: {exc}") from None
-        if not text:
-            raise TokenError(f"{option}: {raw} is empty")
-        return text
-    return raw.strip() or None
 
 
 def is_loopback_host(host: str) -> bool:
