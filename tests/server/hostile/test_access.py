@@ -145,6 +145,8 @@ def test_no_token_no_question_and_nosniff_on_json(srv):
     resp = httpx.post(srv.urls.otlp_http + "/v1/traces", content=b"\xff", headers=PB)
     assert resp.status_code == 400
     assert resp.headers["x-content-type-options"] == "nosniff"
+    page = httpx.get(srv.urls.api + "/")  # the UI sets its own: said once
+    assert page.headers.get_list("x-content-type-options") == ["nosniff"]
 
 
 @pytest.fixture(scope="module")

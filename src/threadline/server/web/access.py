@@ -180,10 +180,9 @@ def guard(app: Any, access: Access, *, login_page: bool = True) -> Any:
 
         async def send_nosniff(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-content-type-options", b"nosniff"),
-                ]
+                have = list(message.get("headers", []))
+                if not any(k.lower() == b"x-content-type-options" for k, _ in have):
+                    message["headers"] = [*have, (b"x-content-type-options", b"nosniff")]
             await send(message)
 
         await app(scope, receive, send_nosniff)
