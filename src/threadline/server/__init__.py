@@ -7,7 +7,7 @@
 
 Layers, imports pointing down only:
 
-    model.py, durations.py   the span model; the duration parser
+    model.py, durations.py   the span model; the duration parser; tokens.py: bearer tokens
     otlp/                    OTLP wire formats <-> model (and the rows the decoder builds)
     storage/                 the Store interface, query language, table layout, one module per engine
     ingest/                  queue + writer, OTLP/HTTP and gRPC handlers, the decode-path choice

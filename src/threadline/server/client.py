@@ -12,6 +12,7 @@ Traces travel as OTLP/JSON (api_v3), so every attribute type and field arrives i
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -30,9 +31,17 @@ class ClientError(RuntimeError):
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 30) -> None:
+    """`token`: sent as `Authorization: Bearer`, for a server started with --token; default
+    $THREADLINE_TOKEN (the token or a file holding it), as `threadline serve` reads it."""
+
+    def __init__(self, url: str, timeout: float = 30, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        if token is None:
+            from threadline.server.tokens import token_value
+
+            token = token_value(os.environ.get("THREADLINE_TOKEN"), "THREADLINE_TOKEN")
+        self.token = token
 
     def get(self, path: str, **params: Any) -> Any:
         """GET a JSON endpoint; list values repeat the parameter."""
@@ -40,8 +49,11 @@ class Client:
             {k: v for k, v in params.items() if v is not None}, doseq=True
         )
         url = f"{self.url}{path}" + (f"?{query}" if query else "")
+        request = urllib.request.Request(url)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")

@@ -144,12 +144,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="once every port listens, write JSON saying where (api, otlp_http, otlp_grpc, "
         "ports, db, pid) to PATH; removed first, and on exit",
     )
+    parser.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="require Authorization: Bearer TOKEN on every port (OTLP/HTTP, OTLP/gRPC metadata, "
+        "the API; the web UI asks once); TOKEN or the path of a file holding it; default "
+        "$THREADLINE_TOKEN, else none",
+    )
+    parser.add_argument(
+        "--read-token",
+        default=None,
+        metavar="TOKEN",
+        help="a token that only reads (API and web UI); default $THREADLINE_READ_TOKEN",
+    )
+    parser.add_argument(
+        "--write-token",
+        default=None,
+        metavar="TOKEN",
+        help="a token that only exports (OTLP); default $THREADLINE_WRITE_TOKEN",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name accepted besides loopback ones while bound to loopback (repeatable; "
+        "other Host headers get 403, against DNS rebinding)",
+    )
     parser.add_argument("--ready-line", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     from threadline.server.serving import PortInUse, Server
     from threadline.server.storage import StoreUnavailable, StoreURLError
+    from threadline.server.tokens import TokenError, token_value
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ready_file = Path(args.ready_file) if args.ready_file else None
@@ -169,6 +198,18 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
     try:
+        tokens = {
+            name: token_value(getattr(args, name) or os.environ.get(env), option)
+            for name, option, env in (
+                ("token", "--token", "THREADLINE_TOKEN"),
+                ("read_token", "--read-token", "THREADLINE_READ_TOKEN"),
+                ("write_token", "--write-token", "THREADLINE_WRITE_TOKEN"),
+            )
+        }
+    except TokenError as exc:
+        print(f"threadline serve: {exc}", file=sys.stderr)
+        return 2
+    try:
         server = Server(
             host=args.host,
             port=args.port,
@@ -183,6 +224,10 @@ def run(args: argparse.Namespace) -> int:
             },
             cors_origins=args.cors_origin,
             max_request_bytes=args.max_request_bytes,
+            allowed_hosts=args.allowed_host,
+            token=tokens["token"],
+            read_token=tokens["read_token"],
+            write_token=tokens["write_token"],
         )
     except (PortInUse, StoreUnavailable, StoreURLError) as exc:
         print(f"threadline serve: {exc}", file=sys.stderr)

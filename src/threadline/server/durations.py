@@ -17,6 +17,8 @@ _UNITS = {
     "h": 3600 * 10**9,
     "d": 86400 * 10**9,
 }
+# Go's limit (a time.Duration is a signed 64-bit count of nanoseconds), and the store's
+MAX_DURATION_NS = (1 << 63) - 1
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _GO_PART = re.compile(_NUMBER + r"(ns|us|µs|ms|s|m|h)")
 _DAYS_PART = re.compile(_NUMBER + r"(ns|us|µs|ms|s|m|h|d)")
@@ -37,4 +39,6 @@ def parse_duration(text: str, *, days: bool = False) -> int:
     if pos != len(text) or not pos:
         example = "250ms, 1.5s, 1h30m or 2d" if days else "250ms, 1.5s or 1h30m"
         raise ValueError(f"invalid duration {text[:40]!r}: use Go syntax such as {example}")
+    if not total < 2.0**63:  # past MAX_DURATION_NS; also inf, from a number of 400 digits
+        raise ValueError(f"duration {text[:40]!r} is longer than the longest, 292 years")
     return int(total)

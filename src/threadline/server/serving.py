@@ -85,6 +85,10 @@ class Server:
         max_request_bytes: int | None = None,
         max_queued_spans: int = 200_000,
         clickhouse: dict[str, Any] | None = None,
+        token: str | None = None,
+        read_token: str | None = None,
+        write_token: str | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         import grpc
 
@@ -93,7 +97,21 @@ class Server:
         from threadline.server.storage import open_store
         from threadline.server.storage.clickhouse_connection import redact
         from threadline.server.web import app as web_app
+        from threadline.server.web.access import Access, is_loopback_host
 
+        self.access = Access(
+            token=token,
+            read_token=read_token,
+            write_token=write_token,
+            loopback=is_loopback_host(host),
+            allowed_hosts=allowed_hosts,
+        )
+        if not self.access.loopback and not self.access.tokens:
+            log.warning(
+                "listening on %s without a token: anyone who reaches it may read and export "
+                "traces; set --token (or THREADLINE_TOKEN)",
+                host,
+            )
         self.max_request_bytes = max_request_bytes or MAX_REQUEST_BYTES
         self.db = db or default_db_path()
         self._sockets = [
@@ -137,14 +155,19 @@ class Server:
             retention_ns=None if self.store.retention_by_ttl else retention_ns,
         )
         if self._grpc is not None:
-            self._grpc.add_generic_rpc_handlers((grpc_handler(self.ingest),))
+            self._grpc.add_generic_rpc_handlers(
+                (grpc_handler(self.ingest, allows=self.access.grpc_allows),)
+            )
         self.app = web_app.build_app(
             self.store,
             self.ingest,
             cors_origins=cors_origins,
             max_request_bytes=self.max_request_bytes,
+            access=self.access,
         )
-        self.otlp_app = web_app.otlp_app(self.ingest, cors_origins, self.max_request_bytes)
+        self.otlp_app = web_app.otlp_app(
+            self.ingest, cors_origins, self.max_request_bytes, self.access
+        )
         ports = [s.getsockname()[1] for s in self._sockets]
         self.urls = URLs(
             _url(host, ports[0]),

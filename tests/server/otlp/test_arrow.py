@@ -159,3 +159,77 @@ def test_resource_and_scope_dropped_counts_are_kept_on_both_paths():
             stored.resource_dropped_attributes_count,
             stored.scope_dropped_attributes_count,
         ) == counts
+
+
+def _nested(depth: int):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    v = AnyValue(string_value="x")
+    for _ in range(depth - 1):
+        outer = AnyValue()
+        outer.array_value.values.add().CopyFrom(v)
+        v = outer
+    return v
+
+
+def _deep(depth):
+    def spoil(s):
+        kv = s.attributes.add()
+        kv.key = "deep"
+        kv.value.CopyFrom(_nested(depth))
+
+    return spoil
+
+
+def _outcome(decode, body):
+    """What a decoder makes of `body`: ("ok", the table's rows) or ("400", the message)."""
+    from threadline.server.otlp.decoded import OTLPError
+
+    try:
+        return "ok", decode(body).columns.table().to_pylist()
+    except OTLPError as exc:
+        return "400", str(exc)
+
+
+def _raw(spoil):
+    """A spoiler of the serialized request rather than the message."""
+    spoil.raw = True
+    return spoil
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        _deep(20),
+        _deep(33),  # past the Arrow path's own depth: the message path decides, and takes it
+        _deep(46),
+        _deep(49),
+        _deep(64),
+        lambda s: setattr(s, "start_time_unix_nano", 1 << 63),
+        lambda s: setattr(s, "end_time_unix_nano", (1 << 64) - 1),
+        lambda s: setattr(s, "trace_id", b"\x01" * 15),
+        lambda s: setattr(s.links.add(), "trace_id", b"\x01" * 3),
+        _raw(lambda b: b.replace(b"MARKERX", b"MARK\xff\xfeX")),  # bad UTF-8, nested
+        _raw(lambda b: b.replace(b"\x0a\x09\x0a\x07MARKERX", b"\x0a\x07\x0a\x07MARKERX")),
+        _raw(lambda b: b[:41606] + bytes.fromhex("ffffffffffffffffff01") + b[41607:]),  # panic
+        _raw(lambda b: b[:-7]),
+    ],
+)
+def test_both_paths_accept_and_refuse_the_same_requests(spoil):
+    """The differential test over refused inputs: whatever the Arrow path is handed, the export
+    is stored or refused exactly as the message path alone stores or refuses it."""
+    req = make_request(300, seed=1)
+    span = req.resource_spans[0].scope_spans[0].spans[2]
+    kv = span.attributes.add()
+    kv.key = "arr"
+    kv.value.array_value.values.add().string_value = "MARKERX"
+    if not getattr(spoil, "raw", False):
+        spoil(span)
+    body = req.SerializeToString()
+    if getattr(spoil, "raw", False):
+        body = spoil(body)
+    assert len(body) >= 64 * 1024
+    production = _outcome(decode_protobuf_export, body)
+    message_path = _outcome(lambda b: columns_from_request(parse_protobuf(b)), body)
+    assert production[0] == message_path[0]
+    assert repr(production[1]) == repr(message_path[1])

@@ -70,6 +70,10 @@ def test_find_traces_with_filters(store):
     assert store.services() == ["api", "db"]
     assert store.operations("db") == [("select", 3)]
     assert [s.span_id for s in store.spans_between(120, 1_000, service="api")] == ["03" * 8]
+    assert store.count_between(0, 1_000, 10) == 3
+    assert store.count_between(0, 1_000, 1) == 2  # counted only far enough to pass the cap
+    assert store.count_between(120, 1_000, 10) == 2
+    assert ids(filters=[parse_filter("http.status_code>1e300")]) == []  # a bound number
     assert store.delete_before(500) == 2
     assert store.get_trace(T1) == [] and store.stats()["spans"] == 1
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from threadline.server.ingest.decode import decode_protobuf_export
@@ -9,20 +11,37 @@ from threadline.server.ingest.queue import COMMIT_TIMEOUT_S, RETRY_AFTER_S, Inge
 from threadline.server.otlp.decoded import OTLPError
 from threadline.server.otlp.response import response_message
 
+log = logging.getLogger("threadline.server")
 
-def grpc_handler(ingest: Ingest, commit_timeout: float | None = None) -> Any:
+
+def grpc_handler(
+    ingest: Ingest,
+    commit_timeout: float | None = None,
+    allows: Callable[[Iterable[tuple[str, Any]]], bool] | None = None,
+) -> Any:
     """OTLP/gRPC TraceService/Export. The request arrives as its serialized bytes (no
     deserializer), so it takes the same decode as OTLP/HTTP protobuf: the Arrow path for large
-    exports, and a precise INVALID_ARGUMENT for a malformed one."""
+    exports, and a precise INVALID_ARGUMENT for a malformed one. `allows`: whether the call's
+    metadata may export (`web.access.Access.grpc_allows`); UNAUTHENTICATED when not."""
     import grpc
 
     commit_timeout = commit_timeout or COMMIT_TIMEOUT_S
 
     def export(body: bytes, context: grpc.ServicerContext) -> Any:
+        if allows is not None and not allows(context.invocation_metadata() or ()):
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "a token to export is required: send authorization: Bearer TOKEN metadata",
+            )
         try:
             decoded = decode_protobuf_export(body)
         except OTLPError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            log.exception("OTLP/gRPC export could not be decoded")
+            context.abort(grpc.StatusCode.INTERNAL, f"export not decoded: {exc!r}"[:500])
         try:
             ingest.submit(decoded.rows).result(commit_timeout)
         except Exception as exc:  # noqa: BLE001 - not stored: say why, and whether to retry

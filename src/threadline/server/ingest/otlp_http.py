@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ from threadline.server.ingest.queue import (
 )
 from threadline.server.otlp.decoded import OTLPError
 from threadline.server.otlp.response import export_response, status_body
+
+log = logging.getLogger("threadline.server")
 
 
 def _media(content_type: str) -> str:
@@ -94,6 +97,11 @@ def http_handler(
             )
         except OTLPError as exc:
             return error(400, 3, str(exc))
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+                raise
+            log.exception("OTLP/HTTP export could not be decoded")
+            return error(500, 13, f"export not decoded: {exc!r}"[:500])
         try:
             fut = ingest.submit(decoded.rows)
             await asyncio.wait_for(asyncio.wrap_future(fut), commit_timeout)

@@ -8,14 +8,16 @@ kernels cannot write — strings that need JSON escapes, bytes, nested arrays an
 doubles, links — is finished in Python for just those values.
 
 A request this path does not take as it is (not decodable, ids of the wrong size, all-zero ids,
-times beyond int64, a repeated attribute key) makes `decode` return None: the message-by-message
+times beyond int64, a repeated attribute key, a nested value deeper than `FAST_MAX_DEPTH` or
+that does not parse, a panic inside ptars) makes `decode` return None: the message-by-message
 path (columns.py) then stores it, or says exactly what is wrong with it; `ingest.decode` is the
-one place that chooses. Both paths build the same table (tests/server/otlp/test_arrow.py holds
+one place that chooses. So both paths accept and refuse exactly the same requests. Both paths build the same table (tests/server/otlp/test_arrow.py holds
 them together).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from functools import cache
 from typing import Any
@@ -42,6 +44,10 @@ from threadline.server.storage.layout import (
 pc: Any = _compute
 
 _INT64_MAX = (1 << 63) - 1
+# deepest nested AnyValue this path reads itself; deeper ones (rare) go to the message path,
+# whose protobuf parser decides (it stops at 100 nested messages, about 47 AnyValues)
+FAST_MAX_DEPTH = 32
+log = logging.getLogger("threadline.server")
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
 
@@ -76,14 +82,25 @@ def decode(body: bytes) -> Decoded | None:
     if handler is None:
         return None
     try:
-        batch = handler.list_to_record_batch([body])
-    except (ValueError, RuntimeError):
-        return None  # the other path parses it again and names what is wrong
-    try:
-        table = _spans_table(batch)
+        table = _spans_table(handler.list_to_record_batch([body]))
     except _Fallback:
         return None
+    except Exception as exc:  # noqa: BLE001 - the other path parses it again and names the fault
+        log.debug("OTLP export left to the message path: %r", exc)
+        return None
+    except BaseException as exc:
+        if not _is_panic(exc):
+            raise
+        # a Rust panic inside ptars (pyo3's PanicException is a BaseException): the request is
+        # malformed in a way ptars does not check; the message path refuses it precisely
+        log.debug("ptars panicked on an OTLP export; left to the message path: %s", exc)
+        return None
     return Decoded(columns=ArrowColumns(table))
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """pyo3's PanicException, which cannot be imported by name."""
+    return type(exc).__name__ == "PanicException"
 
 
 # ------------------------------------------------------------------------------------ values
@@ -100,26 +117,46 @@ def _rebased(lists: pa.ListArray) -> pa.Array:
 
 
 def _python_value(v: dict | None) -> Any:
-    """A ptars AnyValue (a dict) as the Python value; nested values arrive as protobuf bytes."""
+    """A ptars AnyValue (a dict) as the Python value; nested values arrive as protobuf bytes.
+    _Fallback when they do not parse or nest deeper than FAST_MAX_DEPTH."""
     if v is None:
         return None
     for k in ("string_value", "bool_value", "int_value", "double_value", "bytes_value"):
         x = v.get(k)
         if x is not None:
             return x
-    if v.get("array_value") is not None:
-        from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-        return [any_value(AnyValue.FromString(b)) for b in v["array_value"]["values"]]
-    if v.get("kvlist_value") is not None:
-        from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-
-        out = {}
-        for b in v["kvlist_value"]["values"]:
-            kv = KeyValue.FromString(b)
-            out[kv.key] = any_value(kv.value)
-        return out
+    try:
+        if v.get("array_value") is not None:
+            values = [AnyValue.FromString(b) for b in v["array_value"]["values"]]
+            _check(all(_depth(x) < FAST_MAX_DEPTH for x in values))
+            return [any_value(x) for x in values]
+        if v.get("kvlist_value") is not None:
+            kvs = [KeyValue.FromString(b) for b in v["kvlist_value"]["values"]]
+            _check(all(_depth(kv.value) < FAST_MAX_DEPTH for kv in kvs))
+            return {kv.key: any_value(kv.value) for kv in kvs}
+    except DecodeError:
+        raise _Fallback from None
     return None
+
+
+def _depth(v: Any) -> int:
+    """How deep an AnyValue message nests (1 for a scalar); stops counting past FAST_MAX_DEPTH."""
+    depth, level = 1, [v]
+    while level and depth <= FAST_MAX_DEPTH:
+        nxt = []
+        for x in level:
+            which = x.WhichOneof("value")
+            if which == "array_value":
+                nxt += x.array_value.values
+            elif which == "kvlist_value":
+                nxt += [kv.value for kv in x.kvlist_value.values]
+        if not nxt:
+            return depth
+        level, depth = nxt, depth + 1
+    return depth
 
 
 def _python_attrs(kvs: list[dict]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from threadline.seam import any_value
-from threadline.server.otlp.decoded import Decoded, service_name
+from threadline.server.otlp.decoded import MAX_TIME_NS, Decoded, check_time, service_name
 from threadline.server.otlp.protobuf import pb_attrs, pb_bad_ids, pb_link
 from threadline.server.storage.layout import (
     SpanColumns,
@@ -70,9 +70,13 @@ def _add_request(rows: SpanColumns, req: Any, out: Decoded) -> None:
                 pids.append(pid)
                 name.append(s.name)
                 kind.append(s.kind)
-                start = s.start_time_unix_nano
+                start, end = s.start_time_unix_nano, s.end_time_unix_nano
+                if start > MAX_TIME_NS or end > MAX_TIME_NS:
+                    where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                    check_time(start, where + ".startTimeUnixNano")
+                    check_time(end, where + ".endTimeUnixNano")
                 start_ns.append(start)
-                duration_ns.append(s.end_time_unix_nano - start)
+                duration_ns.append(end - start)
                 status = s.status
                 status_code.append(status.code)
                 status_message.append(status.message or None)

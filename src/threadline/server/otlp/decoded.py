@@ -15,6 +15,8 @@ from threadline.server.model import Span
 if TYPE_CHECKING:
     from threadline.server.storage.layout import Rows
 
+# the latest time a span may have: the store keeps nanoseconds in a signed 64-bit integer (2262)
+MAX_TIME_NS = (1 << 63) - 1
 ZERO_TRACE = "0" * 32
 ZERO_SPAN = "0" * 16
 
@@ -57,6 +59,13 @@ class Decoded:
         if not self.rejected:
             return ""
         return f"rejected {self.rejected} span(s): " + "; ".join(self.reasons)
+
+
+def check_time(ns: int, where: str) -> int:
+    """`ns` when the store can hold it; OTLPError naming `where` beyond MAX_TIME_NS."""
+    if ns > MAX_TIME_NS:
+        raise OTLPError(f"{where}: {ns} is past the latest time stored (2^63-1 ns, in 2262)")
+    return ns
 
 
 def service_name(resource: dict[str, Any]) -> str:

@@ -11,7 +11,6 @@ ids must be exactly 32 / 16 hex digits, AnyValues nest at most `MAX_NESTING` dee
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import re
@@ -19,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from threadline.server.model import Event, Link, Span
-from threadline.server.otlp.decoded import Decoded, OTLPError, service_name
+from threadline.server.otlp.decoded import Decoded, OTLPError, check_time, service_name
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 # deepest AnyValue (arrays and kvlists in arrays and kvlists) accepted; protobuf's own parser stops
@@ -60,6 +59,13 @@ class _JSON:
             return ""
         if not isinstance(v, str):
             raise OTLPError(f"{where}: expected a string, got {_jtype(v)}")
+        if not v.isascii():
+            try:
+                v.encode()
+            except UnicodeEncodeError as exc:  # a lone surrogate from a \uD800-style escape
+                raise OTLPError(
+                    f"{where}: not valid Unicode (lone surrogate at character {exc.start})"
+                ) from None
         return v
 
     @staticmethod
@@ -125,7 +131,7 @@ class _JSON:
                 if key == "bytesValue":
                     try:
                         return base64.b64decode(cls.string(x, at), validate=True)
-                    except binascii.Error:
+                    except ValueError:  # binascii.Error, or text that is not ASCII
                         raise OTLPError(f"{at}: expected base64") from None
                 if key == "arrayValue":
                     vals = cls.arr(cls.obj(x, at).get("values"), at + ".values")
@@ -231,12 +237,19 @@ def decode_json(body: bytes | str | dict) -> Decoded:
                     ),
                     name=j.string(s.get("name"), w + ".name"),
                     kind=j.enum(s.get("kind"), w + ".kind", _KIND_NAMES),
-                    start_ns=j.integer(
-                        _get(s, "startTimeUnixNano", "start_time_unix_nano"),
+                    start_ns=check_time(
+                        j.integer(
+                            _get(s, "startTimeUnixNano", "start_time_unix_nano"),
+                            w + ".startTimeUnixNano",
+                        ),
                         w + ".startTimeUnixNano",
                     ),
-                    end_ns=j.integer(
-                        _get(s, "endTimeUnixNano", "end_time_unix_nano"), w + ".endTimeUnixNano"
+                    end_ns=check_time(
+                        j.integer(
+                            _get(s, "endTimeUnixNano", "end_time_unix_nano"),
+                            w + ".endTimeUnixNano",
+                        ),
+                        w + ".endTimeUnixNano",
                     ),
                     service=service,
                     status_code=j.enum(status.get("code"), w + ".status.code", _STATUS_NAMES),

@@ -51,6 +51,11 @@ def parse_protobuf(body: bytes) -> Any:
     try:
         req.ParseFromString(body)
     except DecodeError as exc:
+        if "MaxDepth" in str(exc):  # the parser does not say where: say what the limit is
+            raise OTLPError(
+                "invalid OTLP protobuf: attribute values nest too deep (protobuf reads 100 nested "
+                f"messages, about 47 levels of arrayValue / kvlistValue): {exc}"
+            ) from None
         raise OTLPError(f"invalid OTLP protobuf: {exc}") from None
     return req
 

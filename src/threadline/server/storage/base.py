@@ -26,6 +26,18 @@ class StoreUnavailable(OSError):
     an I/O error); the receiver answers such a failed write with "retry later"."""
 
 
+class QueryTooCostly(StoreUnavailable):
+    """A read ran past the query time limit or the engine's memory limit and was cancelled:
+    answered 503 with Retry-After, as the store being busy."""
+
+
+class ResultTooLarge(ValueError):
+    """A read would return more spans than its cap: refused (400) before it is built."""
+
+
+_CHUNK = 64  # traces read at a time by `find_traces`
+
+
 @dataclass(slots=True)
 class TraceSummary:
     trace_id: str
@@ -103,10 +115,25 @@ class Store(ABC):
     def find_trace_ids(self, query: Query) -> list[str]:
         """Matching trace ids, most recent first, at most `query.limit`."""
 
-    def find_traces(self, query: Query) -> list[list[Span]]:
+    def find_traces(self, query: Query, max_spans: int | None = None) -> list[list[Span]]:
+        """The matching traces, most recent first. `max_spans`: ResultTooLarge as soon as the
+        traces read hold more spans, so a result never grows past it (they are read a few at
+        a time)."""
         ids = self.find_trace_ids(query)
-        found = self.get_traces(ids)
-        return [found[t] for t in ids if t in found]
+        out: list[list[Span]] = []
+        total = 0
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            found = self.get_traces(chunk)
+            for t in chunk:
+                if t in found:
+                    out.append(found[t])
+                    total += len(found[t])
+            if max_spans is not None and total > max_spans:
+                raise ResultTooLarge(
+                    f"the {len(ids)} traces found hold more than {max_spans} spans: ask for fewer"
+                )
+        return out
 
     @abstractmethod
     def summaries(self, trace_ids: list[str]) -> list[TraceSummary]:
@@ -120,6 +147,11 @@ class Store(ABC):
         self, start_ns: int, end_ns: int, service: str | None = None, limit: int | None = None
     ) -> list[Span]:
         """Spans starting in [start_ns, end_ns), optionally of one service."""
+
+    def count_between(self, start_ns: int, end_ns: int, at_most: int) -> int:
+        """How many spans start in [start_ns, end_ns), counted up to `at_most` + 1 (enough to
+        tell a window is over a cap). Engines count in their query language."""
+        return len(self.spans_between(start_ns, end_ns, limit=at_most + 1))
 
     @abstractmethod
     def services(self) -> list[str]: ...

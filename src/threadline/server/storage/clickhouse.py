@@ -855,6 +855,16 @@ class ClickHouseStore(Store):
             sql += f" LIMIT {int(limit)}"
         return self._spans(sql, p.values)
 
+    def count_between(self, start_ns: int, end_ns: int, at_most: int) -> int:
+        p = _Params()
+        sql = (
+            f"SELECT count() FROM (SELECT 1 FROM {self._t} "
+            f"WHERE Timestamp >= fromUnixTimestamp64Nano({p.add(start_ns, 'Int64')}) "
+            f"AND Timestamp < fromUnixTimestamp64Nano({p.add(end_ns, 'Int64')}) "
+            f"LIMIT {int(at_most) + 1})"
+        )
+        return int(self._conn.rows(sql, p.values)[0][0])
+
     def services(self) -> list[str]:
         return [
             r[0] for r in self._conn.rows(f"SELECT DISTINCT ServiceName FROM {self._t} ORDER BY 1")

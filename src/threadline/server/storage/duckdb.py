@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ import pyarrow as pa
 from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, STATUS_ERROR, Event, Link, Span
 from threadline.server.storage.base import (
     Dependency,
+    QueryTooCostly,
     Store,
     StoreUnavailable,
     TraceSummary,
@@ -141,13 +143,58 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+# DuckDB's own bounds on a read: the memory the engine may use before it spills to disk (its
+# temp_directory) or cancels the query, and how long one query may run before it is interrupted
+DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_QUERY_TIMEOUT_S = 30.0
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+def _memory_limit(value: str | None) -> str:
+    value = value or os.environ.get("THREADLINE_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+    if not _MEMORY.fullmatch(value.strip()):
+        raise StoreUnavailable(
+            f"THREADLINE_DUCKDB_MEMORY_LIMIT: {value[:40]!r} is not a size such as 512MB or 2GB"
+        )
+    return value.strip()
+
+
+def query_timeout_s(value: float | None = None) -> float:
+    """The per-query time limit: `value`, else THREADLINE_QUERY_TIMEOUT seconds, else 30."""
+    if value is not None:
+        return value
+    raw = os.environ.get("THREADLINE_QUERY_TIMEOUT")
+    if not raw:
+        return DEFAULT_QUERY_TIMEOUT_S
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not 0 < timeout < 1e9:
+        raise StoreUnavailable(f"THREADLINE_QUERY_TIMEOUT: {raw[:40]!r} is not seconds above 0")
+    return timeout
+
+
 class DuckDBStore(Store):
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(
+        self,
+        path: str = ":memory:",
+        *,
+        memory_limit: str | None = None,
+        query_timeout: float | None = None,
+    ) -> None:
         self.path = path
+        self.memory_limit = _memory_limit(memory_limit)
+        self.query_timeout = query_timeout_s(query_timeout)
         try:
             if path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._con = duckdb.connect(path)
+                spill = os.path.abspath(path) + ".tmp"  # DuckDB's own default for a file
+            else:
+                spill = os.path.join(tempfile.gettempdir(), f"threadline-duckdb-{os.getpid()}")
+            self._con = duckdb.connect(
+                path, config={"memory_limit": self.memory_limit, "temp_directory": spill}
+            )
         except OSError as exc:
             raise StoreUnavailable(f"cannot open {path}: {exc.strerror or exc}") from None
         except duckdb.IOException as exc:
@@ -191,7 +238,25 @@ class DuckDBStore(Store):
         return cur
 
     def _rows(self, sql: str, params: list | None = None) -> list[tuple]:
-        return self._cursor().execute(sql, params or []).fetchall()
+        """A read's rows; QueryTooCostly when it runs past the query time limit (it is
+        interrupted) or needs more than the memory limit even with spilling."""
+        cur = self._cursor()
+        timer = threading.Timer(self.query_timeout, cur.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        except duckdb.InterruptException:
+            raise QueryTooCostly(
+                f"query cancelled after {self.query_timeout:g} s (THREADLINE_QUERY_TIMEOUT)"
+            ) from None
+        except duckdb.OutOfMemoryException as exc:
+            raise QueryTooCostly(
+                f"query needs more than the store's {self.memory_limit} "
+                f"(THREADLINE_DUCKDB_MEMORY_LIMIT): {str(exc).splitlines()[0][:200]}"
+            ) from None
+        finally:
+            timer.cancel()
 
     # -- write
 
@@ -350,13 +415,14 @@ class DuckDBStore(Store):
                 conds.append(sql)
                 params.append(value)
         for alternatives in q.filters:
-            conds.append("(" + " OR ".join(self._filter_sql(f) for f in alternatives) + ")")
+            conds.append("(" + " OR ".join(self._filter_sql(f, params) for f in alternatives) + ")")
         return " AND ".join(conds), params
 
     @staticmethod
-    def _filter_sql(f: Filter) -> str:
+    def _filter_sql(f: Filter, params: list) -> str:
         """Span attributes through the list index; resource attributes through their JSON
-        (one text per resource, dictionary-compressed, so cheap to scan)."""
+        (one text per resource, dictionary-compressed, so cheap to scan). Numbers are bound
+        parameters (appended to `params` in the order their `?` appear), never SQL text."""
         parts = []
         key = _sql_str(f.key)
         if f.scope in ("span", "any"):
@@ -376,7 +442,8 @@ class DuckDBStore(Store):
             elif f.op == "!exists":
                 parts.append(f"NOT coalesce(list_contains(attr_keys, {key}), false)")
             else:
-                parts.append(f"attr_nums[list_position(attr_keys, {key})] {f.op} {f.number!r}")
+                parts.append(f"attr_nums[list_position(attr_keys, {key})] {f.op} ?::DOUBLE")
+                params.append(f.number)
         if f.scope in ("resource", "any"):
             present = f"contains(resource, {_sql_str(json.dumps(f.key, ensure_ascii=False) + ':')})"
             value = f"json_extract_string(resource, {_sql_str(_json_path(f.key))})"
@@ -387,7 +454,8 @@ class DuckDBStore(Store):
             elif f.op in ("=", "!="):
                 parts.append(f"({present} AND {value} {f.op} {_sql_str(str(f.value))})")
             else:
-                parts.append(f"({present} AND TRY_CAST({value} AS DOUBLE) {f.op} {f.number!r})")
+                parts.append(f"({present} AND TRY_CAST({value} AS DOUBLE) {f.op} ?::DOUBLE)")
+                params.append(f.number)
         joiner = " AND " if f.op == "!exists" else " OR "
         return "(" + joiner.join(parts) + ")"
 
@@ -447,6 +515,10 @@ class DuckDBStore(Store):
         if limit:
             sql += f" LIMIT {int(limit)}"
         return self._spans(self._rows(sql, params))
+
+    def count_between(self, start_ns: int, end_ns: int, at_most: int) -> int:
+        sql = "SELECT count(*) FROM (SELECT 1 FROM spans WHERE start_ns >= ? AND start_ns < ? LIMIT ?)"
+        return self._rows(sql, [start_ns, end_ns, at_most + 1])[0][0]
 
     def services(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT service FROM spans ORDER BY 1")]

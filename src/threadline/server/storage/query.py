@@ -5,6 +5,7 @@ Engine-neutral: each engine turns a Query into its own SQL."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -34,11 +35,16 @@ class Filter:
             raise ValueError("a filter needs an attribute key")
         if self.op in ("<", ">", "<=", ">="):
             try:
-                object.__setattr__(self, "value", float(self.value))  # type: ignore[arg-type]
+                number = float(self.value)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"{self.key} {self.op} needs a number, got {self.value!r}"
+                    f"{self.key} {self.op} needs a number, got {str(self.value)[:40]!r}"
                 ) from None
+            if not math.isfinite(number):  # nan, inf and 1e999 order nothing
+                raise ValueError(
+                    f"{self.key} {self.op} needs a finite number, got {str(self.value)[:40]!r}"
+                )
+            object.__setattr__(self, "value", number)
 
     @property
     def number(self) -> float:

@@ -34,15 +34,31 @@ from starlette.routing import Route
 from threadline.server import analysis as an
 from threadline.server.model import KIND_CONSUMER, KIND_NAMES, KIND_SERVER, Span
 from threadline.server.storage.base import Store
-from threadline.server.web.params import duration_param, trace_id_param
+from threadline.server.web.params import (
+    MAX_ANALYSIS_SPANS,
+    MAX_LOOKBACK_NS,
+    duration_param,
+    micros_param,
+    trace_id_param,
+)
 from threadline.server.web.responses import BadRequest, CompactJSON, error_response
 
 PREFIX = "/api/threadline/analysis"
 _TRACE_ID = re.compile(r"^[0-9a-f]{1,32}$")
 
 
+class WindowTooLarge(BadRequest):
+    """The window holds more spans than an analysis reads (MAX_ANALYSIS_SPANS)."""
+
+
 def traces_started_in(store: Store, start_ns: int, end_ns: int) -> list[Span]:
-    """Every span of the traces whose first span starts in [start_ns, end_ns)."""
+    """Every span of the traces whose first span starts in [start_ns, end_ns). WindowTooLarge
+    when the window holds more than MAX_ANALYSIS_SPANS spans: never read whole."""
+    if store.count_between(start_ns, end_ns, MAX_ANALYSIS_SPANS) > MAX_ANALYSIS_SPANS:
+        raise WindowTooLarge(
+            f"the window holds more than {MAX_ANALYSIS_SPANS} spans: narrow lookback "
+            "(or start and end)"
+        )
     ids = sorted({s.trace_id for s in store.spans_between(start_ns, end_ns)})
     traces = store.get_traces(ids) if ids else {}
     return [
@@ -102,7 +118,10 @@ def routes(store: Store) -> list[Route]:
             start_ns, end_ns = window_of(request.query_params)
         except BadRequest as e:
             return error_response(400, str(e))
-        spans = await run_in_threadpool(traces_started_in, store, start_ns, end_ns)
+        try:
+            spans = await run_in_threadpool(traces_started_in, store, start_ns, end_ns)
+        except WindowTooLarge as e:
+            return error_response(400, str(e))
         graph = await run_in_threadpool(an.dependencies, spans, examples=20)
         return CompactJSON(
             {
@@ -138,7 +157,10 @@ def routes(store: Store) -> list[Route]:
             return error_response(400, str(e))
         except ValueError:
             return error_response(400, "buckets must be an integer from 1 to 500")
-        spans = await run_in_threadpool(traces_started_in, store, start_ns, end_ns)
+        try:
+            spans = await run_in_threadpool(traces_started_in, store, start_ns, end_ns)
+        except WindowTooLarge as e:
+            return error_response(400, str(e))
         groups = an.group_by_trace(spans).values()
         c = await run_in_threadpool(
             an.completeness, groups, start_ns=start_ns, end_ns=end_ns, buckets=buckets
@@ -167,15 +189,10 @@ def window_of(params: Any, now_ns: int | None = None) -> tuple[int, int]:
     """[start_ns, end_ns) from `start`/`end` (µs) or `lookback` ending at `end` or now."""
 
     def micros(name: str) -> int | None:
-        raw = params.get(name)
-        if raw in (None, ""):
-            return None
         try:
-            return int(raw) * 1000
-        except ValueError:
-            raise BadRequest(
-                f"{name} must be microseconds since the epoch, got {raw[:40]!r}"
-            ) from None
+            return micros_param(params, name)
+        except BadRequest as exc:
+            raise BadRequest(f"{exc} (microseconds since the epoch)") from None
 
     end = micros("end")
     end = end if end is not None else (now_ns if now_ns is not None else time.time_ns())
@@ -190,6 +207,9 @@ def window_of(params: Any, now_ns: int | None = None) -> tuple[int, int]:
             ) from None
     if start >= end:
         raise BadRequest(f"start ({start // 1000}) must be before end ({end // 1000})")
+    if end - start > MAX_LOOKBACK_NS:
+        days = MAX_LOOKBACK_NS // (86400 * 10**9)
+        raise BadRequest(f"the window (lookback, or start to end) must be at most {days}d long")
     return start, end
 
 

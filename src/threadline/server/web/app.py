@@ -5,7 +5,7 @@ browser exporter may use the UI's origin), Jaeger (jaeger.py), threadline's own 
 (search.py), analysis (`threadline.server.web.analysis.routes(store)`) and the waterfall
 (`threadline.server.web.waterfall.routes(store)`), then the UI
 (`threadline.server.web.ui.routes()`, last: it answers `/`). Extra routers passed in go before
-the UI.
+the UI. Both apps sit behind `access.guard`: tokens, the Host check, nosniff.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from threadline.server.ingest.otlp_http import http_handler
 from threadline.server.ingest.queue import MAX_REQUEST_BYTES, Ingest
 from threadline.server.storage.base import Store, StoreUnavailable
 from threadline.server.web import jaeger, search
+from threadline.server.web.access import Access, guard
 from threadline.server.web.responses import store_unavailable
 
 # browser exporters on this machine may post spans; anything else must be allowed explicitly
@@ -37,18 +38,33 @@ def cors(origins: Iterable[str] | None) -> Middleware:
         allow_origins=origins,
         allow_origin_regex=None if origins else LOOPBACK_ORIGINS,
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["content-type", "content-encoding", "traceparent", "tracestate"],
+        allow_headers=[
+            "content-type",
+            "content-encoding",
+            "traceparent",
+            "tracestate",
+            "authorization",
+        ],
         max_age=3600,
     )
+
+
+def access_guard(access: Access | None, login_page: bool) -> Middleware:
+    """Tokens, the Host check and nosniff (access.py); the loopback defaults when None."""
+    return Middleware(guard, access=access or Access(), login_page=login_page)
 
 
 def otlp_app(
     ingest: Ingest,
     cors_origins: Iterable[str] | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    access: Access | None = None,
 ) -> Starlette:
     """The OTLP/HTTP receiver on its own port (4318)."""
-    return Starlette(routes=otlp_routes(ingest, max_request_bytes), middleware=[cors(cors_origins)])
+    return Starlette(
+        routes=otlp_routes(ingest, max_request_bytes),
+        middleware=[access_guard(access, False), cors(cors_origins)],
+    )
 
 
 def otlp_routes(ingest: Ingest, max_request_bytes: int = MAX_REQUEST_BYTES) -> list[BaseRoute]:
@@ -72,6 +88,7 @@ def build_app(
     routers: Iterable[Iterable[BaseRoute]] = (),
     cors_origins: Iterable[str] | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    access: Access | None = None,
 ) -> Starlette:
     routes: list[BaseRoute] = []
     if ingest is not None:
@@ -85,6 +102,6 @@ def build_app(
     routes += _optional_routes("web.ui")
     return Starlette(
         routes=routes,
-        middleware=[cors(cors_origins)],
+        middleware=[access_guard(access, True), cors(cors_origins)],
         exception_handlers={StoreUnavailable: store_unavailable},
     )

@@ -28,9 +28,23 @@ from starlette.routing import Route
 from threadline.semconv import INCOMPLETE
 from threadline.server.model import KIND_NAMES, STATUS_ERROR, STATUS_OK, Span
 from threadline.server.otlp.json_format import encode_json
-from threadline.server.storage.base import Store
+from threadline.server.storage.base import ResultTooLarge, Store
 from threadline.server.storage.query import Filter, Query
-from threadline.server.web.params import duration_param, int_param, kind_param, trace_id_param
+from threadline.server.web.params import (
+    MAX_LOOKBACK_NS,
+    MAX_MICROS,
+    MAX_RESULT_SPANS,
+    MAX_TRACES,
+    capped,
+    duration_param,
+    int_param,
+    json_param,
+    kind_param,
+    lookback_param,
+    micros_param,
+    trace_id_param,
+    traces_param,
+)
 from threadline.server.web.responses import BadRequest, json_safe
 
 INCOMPLETE_WARNING = "incomplete: announced when it started but never completed (the worker died or is still running)"
@@ -152,10 +166,7 @@ def _tag_filters(params: Any) -> list[list[Filter]]:
     pairs: list[tuple[str, str]] = []
     raw = params.get("tags")
     if raw:
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise BadRequest(f"tags must be a JSON object of strings, got {raw[:60]!r}") from None
+        obj = json_param(raw, "tags")
         if not isinstance(obj, dict):
             raise BadRequest("tags must be a JSON object of strings")
         pairs += [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in obj.items()]
@@ -180,19 +191,18 @@ def v1_query(params: Any, now_ns: int | None = None) -> Query:
         else:
             filters.append(group)
     q.filters = filters
-    end_us, start_us = int_param(params, "end"), int_param(params, "start")
+    end_ns, start_ns = micros_param(params, "end"), micros_param(params, "start")
     now_ns = time.time_ns() if now_ns is None else now_ns
-    end_ns = end_us * 1000 if end_us is not None else None
-    if start_us is not None:
-        q.start_ns = start_us * 1000
+    if start_ns is not None:
+        q.start_ns = start_ns
     elif params.get("lookback") and params.get("lookback") != "custom":
-        q.start_ns = (end_ns or now_ns) - duration_param(params["lookback"])
+        q.start_ns = (end_ns or now_ns) - lookback_param(params["lookback"])
     q.end_ns = end_ns + 1 if end_ns is not None else None
     if params.get("minDuration"):
         q.min_duration_ns = duration_param(params["minDuration"])
     if params.get("maxDuration"):
         q.max_duration_ns = duration_param(params["maxDuration"])
-    q.limit = max(1, min(int_param(params, "limit", 20) or 20, 1500))
+    q.limit = traces_param(params, "limit")
     return q
 
 
@@ -226,21 +236,12 @@ def v3_query(params: Any) -> Query:
         q.max_duration_ns = duration_param(params["query.duration_max"])
     raw = params.get("query.attributes")
     if raw:
-        try:
-            attrs = json.loads(raw)
-            assert isinstance(attrs, dict)
-        except (ValueError, AssertionError):
-            raise BadRequest("query.attributes must be a JSON object") from None
+        attrs = json_param(raw, "query.attributes")
+        if not isinstance(attrs, dict):
+            raise BadRequest("query.attributes must be a JSON object")
         q.filters = [[Filter(str(k), "=", str(v))] for k, v in attrs.items()]
-    q.limit = max(
-        1,
-        min(
-            int_param(params, "query.num_traces")
-            or int_param(params, "query.search_depth", 20)
-            or 20,
-            1500,
-        ),
-    )
+    name = "query.num_traces" if params.get("query.num_traces") else "query.search_depth"
+    q.limit = traces_param(params, name)
     return q
 
 
@@ -267,13 +268,15 @@ def routes(store: Store) -> list[Route]:
         params = request.query_params
         try:
             ids = [trace_id_param(t) for t in params.getlist("traceID") if t]
+            if len(ids) > MAX_TRACES:
+                raise BadRequest(f"traceID: at most {MAX_TRACES} trace ids, got {len(ids)}")
             if ids:
                 found = await call(store.get_traces, ids)
                 return _data([jaeger_trace(t, found[t]) for t in ids if t in found])
             query = v1_query(params)
-        except BadRequest as exc:
+            found = await call(store.find_traces, query, MAX_RESULT_SPANS)
+        except (BadRequest, ResultTooLarge) as exc:
             return _v1_error(400, str(exc))
-        found = await call(store.find_traces, query)
         return _data([jaeger_trace(spans[0].trace_id, spans) for spans in found])
 
     async def trace(request: Request) -> Response:
@@ -289,7 +292,9 @@ def routes(store: Store) -> list[Route]:
     async def dependencies(request: Request) -> Response:
         try:
             end_ms = int_param(request.query_params, "endTs", time.time_ns() // 10**6)
+            capped(end_ms, "endTs", MAX_MICROS // 1000, 0)
             lookback_ms = int_param(request.query_params, "lookback", 24 * 3600 * 1000)
+            capped(lookback_ms, "lookback", MAX_LOOKBACK_NS // 10**6)
         except BadRequest as exc:
             return _v1_error(400, str(exc))
         deps = await call(store.dependencies, (end_ms - lookback_ms) * 10**6, end_ms * 10**6 + 1)
@@ -324,9 +329,9 @@ def routes(store: Store) -> list[Route]:
     async def v3_traces(request: Request) -> Response:
         try:
             query = v3_query(request.query_params)
-        except BadRequest as exc:
+            found = await call(store.find_traces, query, MAX_RESULT_SPANS)
+        except (BadRequest, ResultTooLarge) as exc:
             return v3_error(400, str(exc))
-        found = await call(store.find_traces, query)
         if not found:
             return v3_error(404, "no traces found")
         return JSONResponse({"result": encode_json(s for spans in found for s in spans)})
