@@ -2,7 +2,7 @@
 
 Prints the completeness metrics and broken hops of the traces in a window and exits 1 when the
 share of traces that are one connected tree is under --min-completeness (or there are none),
-0 otherwise.
+0 otherwise. Lists the databases and external services the traces called, and their callers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from threadline.report import add_server_argument, add_since_argument, console, fetch
-from threadline.report.render import completeness_report, connected_share
+from threadline.report.render import completeness_report, connected_share, peer_list
 
 
 def _share(text: str) -> float:
@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     )
     out = console()
     out.print(completeness_report(payload))
+    graph = fetch(
+        args.server, "/api/threadline/analysis/dependencies", lookback=args.since.lookback
+    )
+    peers = peer_list(graph)
+    if peers is not None:
+        out.print(peers)
     share = connected_share(payload)
     if not payload.get("traces"):
         out.print(f"[red]FAIL[/red] no traces in the last {args.since} at {args.server}")

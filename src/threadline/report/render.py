@@ -155,6 +155,11 @@ def dependency_map(payload: dict[str, Any]) -> Group:
     its error counts count."""
     edges = payload.get("edges", [])
     services = [s["service"] for s in payload.get("services", [])]
+    peers = {
+        s["service"]: s
+        for s in payload.get("services", [])
+        if s.get("kind", "service") != "service"
+    }
     children: dict[str, list[dict]] = {}
     called = set()
     for e in edges:
@@ -167,6 +172,8 @@ def dependency_map(payload: dict[str, Any]) -> Group:
 
     def label(service: str, edge: dict | None) -> Text:
         text = Text(service, style=f"bold {service_style(service)}")
+        if service in peers:
+            text.append(f" ({_peer_kind(peers[service])})", style="italic")
         if edge is not None:
             arrow = {"messaging": " ⇢ ", "link": " ~ "}.get(edge.get("kind", "call"), "")
             noun = {"messaging": "message", "link": "link"}.get(edge.get("kind", "call"), "call")
@@ -192,6 +199,37 @@ def dependency_map(payload: dict[str, Any]) -> Group:
     if any(e.get("errors") for e in edges):
         return Group(tree, Text(ERRORS_LEGEND, style="dim"))
     return Group(tree)
+
+
+def _peer_kind(node: dict[str, Any]) -> str:
+    return f"{node.get('system')} database" if node.get("kind") == "database" else "external"
+
+
+def peer_list(payload: dict[str, Any]) -> Group | None:
+    """The databases and external services the dependencies payload names (called by CLIENT
+    spans no span answered), with who called them; None when there are none."""
+    peers = [s for s in payload.get("services", []) if s.get("kind", "service") != "service"]
+    if not peers:
+        return None
+    t = Table(title="databases and external services", box=None, header_style="dim")
+    t.add_column("name")
+    t.add_column("kind")
+    t.add_column("called by")
+    t.add_column("calls", justify="right")
+    t.add_column("errors", justify="right")
+    for p in peers:
+        callers = sorted(
+            {e["parent"] for e in payload.get("edges", []) if e["child"] == p["service"]}
+        )
+        errors = p.get("errors", 0)
+        t.add_row(
+            p["service"],
+            _peer_kind(p),
+            ", ".join(callers),
+            str(p.get("calls", 0)),
+            Text(str(errors), style="red") if errors else "0",
+        )
+    return Group(t)
 
 
 def _pct(share: float) -> str:
