@@ -40,7 +40,9 @@ def _bar(start: int, end: int, total: int, columns: int, style: str) -> Text:
     return Text(" " * left + "█" * width, style=style)
 
 
-def _event_line(event: dict[str, Any]) -> Text | None:
+def _event_line(event: dict[str, Any]) -> Text:
+    """One line for a span event: exceptions, circuit breaker changes and log records in words,
+    any other event as its name and attributes."""
     name, attrs = event.get("name", ""), event.get("attributes") or {}
     if name == "exception":
         kind = attrs.get("exception.type", "exception")
@@ -52,9 +54,15 @@ def _event_line(event: dict[str, Any]) -> Text | None:
             f" ({attrs.get('circuit_breaker.reason', '')})",
             style="bold yellow",
         )
-    if name.startswith("threadline."):
-        return Text(f"• {name} {attrs}", style="yellow")
-    return None
+    if name == "log" and "log.severity" in attrs:  # a logging record (integrations.logs)
+        severity = str(attrs["log.severity"])
+        logger = f" [{attrs['log.logger']}]" if attrs.get("log.logger") else ""
+        style = "yellow" if severity == "WARNING" else "red"
+        return Text(f"▲ {severity}{logger} {attrs.get('log.message', '')}", style=style)
+    text = Text(f"• {name}", style="yellow" if name.startswith("threadline.") else "")
+    if attrs:
+        text.append(" " + " ".join(f"{k}={v}" for k, v in attrs.items()), style="dim")
+    return text
 
 
 def _count(n: int, noun: str) -> str:
@@ -138,9 +146,7 @@ class Waterfall:
             yield line
             if self.events:
                 for event in row.get("events", []):
-                    text = _event_line(event)
-                    if text is not None:
-                        yield Text("  " * (int(row.get("depth", 0)) + 2)) + text
+                    yield Text("  " * (int(row.get("depth", 0)) + 2)) + _event_line(event)
         for b in self.payload.get("breaks", []):
             yield Text(f"broken: {b.get('message', '')}", style="bold red")
 
