@@ -107,7 +107,7 @@ def test_a_users_service_query_is_an_edge_to_users_db(shop):
     assert console.export_text().splitlines() == [
         "users",
         "└── users_db (postgresql database)  2 calls, 1 error",
-        "errors: the callee's span ended in ERROR (HTTP 5xx), not 4xx or caller timeouts",
+        "errors to a database or external service: the caller's span ended in ERROR",
     ]
 
 

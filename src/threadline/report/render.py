@@ -153,6 +153,8 @@ class Waterfall:
 
 # What an edge's error count counts (analysis.dependencies): the receiving span's status.
 ERRORS_LEGEND = "errors: the callee's span ended in ERROR (HTTP 5xx), not 4xx or caller timeouts"
+# A database or external service has no span: its errors are its callers' CLIENT spans'.
+PEER_ERRORS_LEGEND = "errors to a database or external service: the caller's span ended in ERROR"
 
 
 def dependency_map(payload: dict[str, Any]) -> Group:
@@ -202,9 +204,12 @@ def dependency_map(payload: dict[str, Any]) -> Group:
         grow(tree.add(label(root, None)), root, (root,))
     if payload.get("unresolved_links"):
         tree.add(Text(f"{payload['unresolved_links']} links to traces not stored", style="dim"))
-    if any(e.get("errors") for e in edges):
-        return Group(tree, Text(ERRORS_LEGEND, style="dim"))
-    return Group(tree)
+    legends = []
+    if any(e.get("errors") for e in edges if e["child"] not in peers):
+        legends.append(Text(ERRORS_LEGEND, style="dim"))
+    if any(e.get("errors") for e in edges if e["child"] in peers):
+        legends.append(Text(PEER_ERRORS_LEGEND, style="dim"))
+    return Group(tree, *legends)
 
 
 def _peer_kind(node: dict[str, Any]) -> str:

@@ -483,10 +483,11 @@ class DuckDBStore(Store):
         texts = ", ".join(f"attributes->>{_sql_str(_json_path(k))}" for k in peers.KEYS)
         rows = self._rows(
             f"""
-            WITH w AS (SELECT tid_hi, tid_lo, span_id, parent_id, service, kind,
-                              CASE WHEN kind = {KIND_CLIENT} AND list_has_any(attr_keys, [{keys}])
-                                   THEN [{texts}] END AS peer
-                       FROM spans WHERE start_ns >= ? AND start_ns < ? {one_per_span})
+            WITH w AS (SELECT tid_hi, tid_lo, span_id, parent_id, service, kind FROM spans
+                       WHERE start_ns >= ? AND start_ns < ? {one_per_span}),
+                 q AS (SELECT tid_hi, tid_lo, span_id, service, [{texts}] AS peer FROM spans
+                       WHERE start_ns >= ? AND start_ns < ? AND kind = {KIND_CLIENT}
+                       AND list_has_any(attr_keys, [{keys}]) {one_per_span})
             SELECT p.service, c.service,
                    CASE WHEN p.kind = {KIND_PRODUCER} AND c.kind = {KIND_CONSUMER}
                         THEN 'messaging' ELSE 'call' END,
@@ -496,12 +497,12 @@ class DuckDBStore(Store):
             GROUP BY 1, 2, 3
             UNION ALL  -- CLIENT spans no span answered: calls to a database or external service
             SELECT c.service, NULL, 'peer', count(*), c.peer
-            FROM w c ANTI JOIN w k
+            FROM q c ANTI JOIN (SELECT tid_hi, tid_lo, parent_id FROM w
+                                WHERE parent_id IN (SELECT span_id FROM q)) k
                 ON k.tid_hi = c.tid_hi AND k.tid_lo = c.tid_lo AND k.parent_id = c.span_id
-            WHERE c.peer IS NOT NULL
             GROUP BY c.service, c.peer
             """,
-            [start_ns, end_ns],
+            [start_ns, end_ns, start_ns, end_ns],
         )
         deps: dict[tuple[str, str, str], int] = {}
         for p, c, k, n, texts in rows:
