@@ -189,3 +189,22 @@ def test_import_threadline_does_not_import_logs():
     code = "import sys, threadline; print('threadline.integrations.logs' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_beside_the_contrib_logging_instrumentation(installed, kept):
+    from opentelemetry.instrumentation.logging import LoggingInstrumentor
+
+    log, records = kept
+    contrib = LoggingInstrumentor()
+    contrib.instrument(inject_trace_context=True, enable_log_auto_instrumentation=False)
+    installed.install()
+    try:
+        with tl.span("charge") as span:
+            log.info("both")
+    finally:
+        installed.uninstall()
+        contrib.uninstrument()
+    trace_id, span_id = hex_ids(span)
+    [r] = records
+    assert (r.trace_id, r.span_id) == (trace_id, span_id)  # type: ignore[attr-defined]
+    assert (r.otelTraceID, r.otelSpanID) == (trace_id, span_id)  # type: ignore[attr-defined]
