@@ -202,7 +202,7 @@ function peerNode(s, kind) {
   return [
     svg("title", {}, `${s.service} (${what}): ${calls}`),
     ...shape,
-    svg("text", { x: 14, y: kind === "database" ? 25 : 21, class: "node-name" }, truncate(s.service, 19)),
+    svg("text", { x: 14, y: kind === "database" ? 25 : 21, class: "node-name" }, truncate(s.service, 20)),
     svg("text", { x: 14, y: kind === "database" ? 39 : 35, class: "node-stats" }, `${kind === "database" ? truncate(s.system, 11) : "external"} · ${calls}`),
   ];
 }
