@@ -67,6 +67,30 @@ def test_every_record_carries_the_current_span_ids(traces, installed, kept):
     assert traces.one().find("charge").events == []  # no events unless asked for
 
 
+def test_asyncio_tasks_log_under_their_own_spans(installed, kept):
+    import asyncio
+
+    log, records = kept
+    installed.install()
+    ids = {}
+
+    async def work(name: str) -> None:
+        with tl.span(name) as span:
+            ids[name] = hex_ids(span)
+            await asyncio.sleep(0)  # the other task runs in between
+            log.info(name)
+
+    async def main() -> None:
+        await asyncio.gather(work("a"), work("b"))
+
+    asyncio.run(main())
+    assert sorted((r.getMessage(), r.trace_id, r.span_id) for r in records) == [  # type: ignore[attr-defined]
+        ("a", *ids["a"]),
+        ("b", *ids["b"]),
+    ]
+    assert ids["a"] != ids["b"]
+
+
 def test_the_documented_format_prints_the_ids(installed):
     installed.install()
     out = io.StringIO()
