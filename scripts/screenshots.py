@@ -51,6 +51,7 @@ def main(out: str = "docs/screenshots") -> int:
             + crafted.mailer(base)
             + crafted.broken(base)
             + crafted.crashed(base)
+            + crafted.users(base)
         )
         crafted.load(srv.urls.otlp_http, crafted.history(base) + spans)
         browser = chromium.launch(p)

@@ -61,6 +61,21 @@ EVENT_REPLAY = "threadline.event.replay"
 MQTT_CARRIED = "threadline.mqtt.carried"
 """Whether the MQTT message could carry the context (MQTT 5 user properties)."""
 
+# -- logs -----------------------------------------------------------------------------------------
+
+LOG_EVENT = "log"
+"""Event a logging record at WARNING or above becomes on the current span (opt-in,
+``threadline.integrations.logs.install(span_events=True)``)."""
+
+LOG_SEVERITY = "log.severity"
+"""The record's level name (``WARNING``, ``ERROR``, ``CRITICAL``), on a ``log`` event."""
+
+LOG_MESSAGE = "log.message"
+"""The record's message with its arguments filled in, on a ``log`` event."""
+
+LOG_LOGGER = "log.logger"
+"""The name of the logger that made the record, on a ``log`` event."""
+
 # -- analysis -------------------------------------------------------------------------------------
 
 CLOCK_CORRECTION = "threadline.clock.correction_ns"

@@ -124,3 +124,30 @@ def test_since_is_sent_as_a_lookback_every_endpoint_reads():
 def test_bad_threshold():
     with pytest.raises(SystemExit):
         main(["check", "--min-completeness", "2"])
+
+
+def test_show_prints_events_under_their_spans(server, capsys):
+    import logging
+
+    from threadline.integrations import logs
+
+    log = logging.getLogger("shop.refunds")
+    logs.install(span_events=True)
+    try:
+        with tl.span("refund") as root:
+            with tl.span("reverse charge") as reverse:
+                reverse.add_event("bank.request", {"bank": "acme", "attempt": 2})
+                log.warning("refund of %d EUR held for review", 30)
+            log.info("an INFO record is no event")
+    finally:
+        logs.uninstall()
+    assert tl.flush()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    code, out = cli(capsys, "show", trace_id, "--server", server.urls.api)
+    assert code == 0
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert [line.split()[0] for line in lines[1:]] == ["refund", "reverse", "•", "▲"]
+    assert lines[3] == "      • bank.request bank=acme attempt=2"
+    assert lines[4] == "      ▲ WARNING [shop.refunds] refund of 30 EUR held for review"
+    code, out = cli(capsys, "show", trace_id, "--no-events", "--server", server.urls.api)
+    assert len(out.splitlines()) == 3

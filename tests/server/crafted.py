@@ -32,6 +32,7 @@ CRASHED = "c0ffee00000000000000000000000003"
 MAILER = "c0ffee00000000000000000000000004"
 EVIL = "c0ffee00000000000000000000000005"
 SKEWED = "c0ffee00000000000000000000000006"
+USERS = "c0ffee00000000000000000000000007"
 
 
 def _res(service: str, pid: int, host: str = "app-1") -> dict:
@@ -127,6 +128,21 @@ def skewed(base_ns: int) -> list[Span]:
         span(t, "7000000000000002", "7000000000000001", "GET /balance", "web", KIND_CLIENT, 10, 60, b, resource=web),
         span(t, "7100000000000001", "7000000000000002", "balance", "payments", KIND_SERVER, -25, 5, b, resource=pay, events=[Event(b - 24 * MS, "query sent")]),
         span(t, "7100000000000002", "7100000000000001", "SELECT balance", "payments", KIND_CLIENT, -20, 0, b, resource=pay),
+    ]
+
+
+def users(base_ns: int, trace: str = USERS) -> list[Span]:
+    """The users service reads its own database twice (one query fails) and calls an external
+    API that nothing traces: nodes users_db (postgresql) and geo.example.net:443 in the map."""
+    t = trace
+    b = base_ns + 5000 * MS
+    db = {"db.system.name": "postgresql", "db.namespace": "users_db", "server.address": "127.0.0.1", "server.port": 5432, "db.operation.name": "SELECT"}
+    geo = {"http.request.method": "GET", "server.address": "geo.example.net", "server.port": 443}
+    return [
+        span(t, "6000000000000001", "", "GET /users/{id}", "users", KIND_SERVER, 0, 50, b, pid=500),
+        span(t, "6000000000000002", "6000000000000001", "SELECT users", "users", KIND_CLIENT, 2, 10, b, pid=500, attributes=db),
+        span(t, "6000000000000003", "6000000000000001", "SELECT addresses", "users", KIND_CLIENT, 11, 20, b, pid=500, attributes=db, status_code=STATUS_ERROR, status_message="relation does not exist"),
+        span(t, "6000000000000004", "6000000000000001", "GET", "users", KIND_CLIENT, 21, 45, b, pid=500, attributes=geo),
     ]
 
 

@@ -589,3 +589,30 @@ def test_sender_search_is_bounded_and_says_so():
     assert limited[1].message.startswith(
         "(sender not searched: too many breaks in this trace) -> service 'pay'"
     )
+
+
+def test_databases_and_external_services_are_nodes_with_calls_and_errors():
+    from store_spans import peer_cases
+
+    spans, _ = peer_cases(T, start=0)
+    g = an.dependencies(spans)
+    edges = {(e.parent, e.child, e.kind): (e.calls, e.errors, e.trace_ids) for e in g.edges}
+    assert edges == {
+        ("orders", "users", "external"): (1, 0, [T]),
+        ("users", "api.example.net", "external"): (1, 0, [T]),
+        ("users", "billing-db", "database"): (1, 0, [T]),
+        ("users", "db-1:3306", "database"): (1, 0, [T]),
+        ("users", "geo.Geo", "external"): (1, 0, [T]),
+        ("users", "orders", "call"): (1, 0, [T]),
+        ("users", "users_db", "database"): (2, 1, [T]),  # the completed twin failed
+    }
+    nodes = [(n.service, n.kind, n.system, n.spans, n.calls, n.errors) for n in g.services]
+    assert nodes == [
+        ("api.example.net", "external", "", 0, 1, 0),
+        ("billing-db", "database", "postgresql", 0, 1, 0),
+        ("db-1:3306", "database", "mysql", 0, 1, 0),
+        ("geo.Geo", "external", "", 0, 1, 0),
+        ("orders", "service", "", 3, 0, 0),
+        ("users", "service", "", 10, 0, 1),  # called as a peer too: still a service
+        ("users_db", "database", "postgresql", 0, 2, 1),
+    ]

@@ -2,7 +2,8 @@
 
 Prints the completeness metrics, broken hops and dropped contexts of the traces in a window and
 exits 1 when the share of connected traces (one tree whose root did not drop its context) is
-under --min-completeness (or there are none), 0 otherwise.
+under --min-completeness (or there are none), 0 otherwise. Lists the databases and external
+services the traces called, and their callers.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from threadline.report import add_server_argument, add_since_argument, console, fetch
-from threadline.report.render import completeness_report, connected_share
+from threadline.report.render import completeness_report, connected_share, peer_list
 
 
 def _share(text: str) -> float:
@@ -40,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     )
     out = console()
     out.print(completeness_report(payload))
+    graph = fetch(
+        args.server, "/api/threadline/analysis/dependencies", lookback=args.since.lookback
+    )
+    peers = peer_list(graph)
+    if peers is not None:
+        out.print(peers)
     share = connected_share(payload)
     if not payload.get("traces"):
         out.print(f"[red]FAIL[/red] no traces in the last {args.since} at {args.server}")

@@ -40,7 +40,9 @@ def _bar(start: int, end: int, total: int, columns: int, style: str) -> Text:
     return Text(" " * left + "█" * width, style=style)
 
 
-def _event_line(event: dict[str, Any]) -> Text | None:
+def _event_line(event: dict[str, Any]) -> Text:
+    """One line for a span event: exceptions, circuit breaker changes and log records in words,
+    any other event as its name and attributes."""
     name, attrs = event.get("name", ""), event.get("attributes") or {}
     if name == "exception":
         kind = attrs.get("exception.type", "exception")
@@ -52,9 +54,15 @@ def _event_line(event: dict[str, Any]) -> Text | None:
             f" ({attrs.get('circuit_breaker.reason', '')})",
             style="bold yellow",
         )
-    if name.startswith("threadline."):
-        return Text(f"• {name} {attrs}", style="yellow")
-    return None
+    if name == "log" and "log.severity" in attrs:  # a logging record (integrations.logs)
+        severity = str(attrs["log.severity"])
+        logger = f" [{attrs['log.logger']}]" if attrs.get("log.logger") else ""
+        style = "yellow" if severity == "WARNING" else "red"
+        return Text(f"▲ {severity}{logger} {attrs.get('log.message', '')}", style=style)
+    text = Text(f"• {name}", style="yellow" if name.startswith("threadline.") else "")
+    if attrs:
+        text.append(" " + " ".join(f"{k}={v}" for k, v in attrs.items()), style="dim")
+    return text
 
 
 def _count(n: int, noun: str) -> str:
@@ -138,15 +146,15 @@ class Waterfall:
             yield line
             if self.events:
                 for event in row.get("events", []):
-                    text = _event_line(event)
-                    if text is not None:
-                        yield Text("  " * (int(row.get("depth", 0)) + 2)) + text
+                    yield Text("  " * (int(row.get("depth", 0)) + 2)) + _event_line(event)
         for b in self.payload.get("breaks", []):
             yield Text(f"broken: {b.get('message', '')}", style="bold red")
 
 
 # What an edge's error count counts (analysis.dependencies): the receiving span's status.
 ERRORS_LEGEND = "errors: the callee's span ended in ERROR (HTTP 5xx), not 4xx or caller timeouts"
+# A database or external service has no span: its errors are its callers' CLIENT spans'.
+PEER_ERRORS_LEGEND = "errors to a database or external service: the caller's span ended in ERROR"
 
 
 def dependency_map(payload: dict[str, Any]) -> Group:
@@ -155,6 +163,11 @@ def dependency_map(payload: dict[str, Any]) -> Group:
     its error counts count."""
     edges = payload.get("edges", [])
     services = [s["service"] for s in payload.get("services", [])]
+    peers = {
+        s["service"]: s
+        for s in payload.get("services", [])
+        if s.get("kind", "service") != "service"
+    }
     children: dict[str, list[dict]] = {}
     called = set()
     for e in edges:
@@ -167,6 +180,8 @@ def dependency_map(payload: dict[str, Any]) -> Group:
 
     def label(service: str, edge: dict | None) -> Text:
         text = Text(service, style=f"bold {service_style(service)}")
+        if service in peers:
+            text.append(f" ({_peer_kind(peers[service])})", style="italic")
         if edge is not None:
             arrow = {"messaging": " ⇢ ", "link": " ~ "}.get(edge.get("kind", "call"), "")
             noun = {"messaging": "message", "link": "link"}.get(edge.get("kind", "call"), "call")
@@ -189,9 +204,43 @@ def dependency_map(payload: dict[str, Any]) -> Group:
         grow(tree.add(label(root, None)), root, (root,))
     if payload.get("unresolved_links"):
         tree.add(Text(f"{payload['unresolved_links']} links to traces not stored", style="dim"))
-    if any(e.get("errors") for e in edges):
-        return Group(tree, Text(ERRORS_LEGEND, style="dim"))
-    return Group(tree)
+    legends = []
+    if any(e.get("errors") for e in edges if e["child"] not in peers):
+        legends.append(Text(ERRORS_LEGEND, style="dim"))
+    if any(e.get("errors") for e in edges if e["child"] in peers):
+        legends.append(Text(PEER_ERRORS_LEGEND, style="dim"))
+    return Group(tree, *legends)
+
+
+def _peer_kind(node: dict[str, Any]) -> str:
+    return f"{node.get('system')} database" if node.get("kind") == "database" else "external"
+
+
+def peer_list(payload: dict[str, Any]) -> Group | None:
+    """The databases and external services the dependencies payload names (called by CLIENT
+    spans no span answered), with who called them; None when there are none."""
+    peers = [s for s in payload.get("services", []) if s.get("kind", "service") != "service"]
+    if not peers:
+        return None
+    t = Table(title="databases and external services", box=None, header_style="dim")
+    t.add_column("name")
+    t.add_column("kind")
+    t.add_column("called by")
+    t.add_column("calls", justify="right")
+    t.add_column("errors", justify="right")
+    for p in peers:
+        callers = sorted(
+            {e["parent"] for e in payload.get("edges", []) if e["child"] == p["service"]}
+        )
+        errors = p.get("errors", 0)
+        t.add_row(
+            p["service"],
+            _peer_kind(p),
+            ", ".join(callers),
+            str(p.get("calls", 0)),
+            Text(str(errors), style="red") if errors else "0",
+        )
+    return Group(t)
 
 
 def _pct(share: float) -> str:

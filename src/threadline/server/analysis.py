@@ -46,6 +46,7 @@ from threadline.server.model import (
     as_span,
     as_spans,
 )
+from threadline.server.peers import Peer, span_peer
 from threadline.server.storage.base import one_per_span
 
 DESTINATION = "messaging.destination.name"  # OTel messaging semantic conventions
@@ -455,7 +456,8 @@ def _by_end(node: Node) -> list[Node]:
 @dataclass(slots=True)
 class Edge:
     """Calls from one service to another. kind: "call" (parent -> child), "messaging"
-    (producer -> consumer, by parent or by link), "link" (any other cross-service link)."""
+    (producer -> consumer, by parent or by link), "link" (any other cross-service link),
+    "database" or "external" (a CLIENT span to a peer no span answered, `server.peers`)."""
 
     parent: str
     child: str
@@ -467,9 +469,15 @@ class Edge:
 
 @dataclass(slots=True)
 class ServiceNode:
+    """A service, or a database or external service (kind) that only its callers' CLIENT spans
+    show: it has no spans of its own, and `calls` and `errors` count those CLIENT spans."""
+
     service: str
     spans: int = 0
     errors: int = 0
+    kind: str = "service"  # "service" | "database" | "external"
+    system: str = ""  # a database's db.system(.name)
+    calls: int = 0
 
 
 @dataclass(slots=True)
@@ -481,22 +489,26 @@ class Graph:
 
 def dependencies(spans: Iterable[AnySpan], *, examples: int = 10) -> Graph:
     """The service graph over any set of spans (many traces). An edge counts one call per
-    receiving span; it is an error when the receiving span's status is ERROR."""
+    receiving span; it is an error when the receiving span's status is ERROR. A CLIENT span
+    that no span answered and that names its peer (`server.peers`) is an edge to that database
+    or external service, counted on the CLIENT span (its status is the error)."""
     spans = dedupe(spans)
     index = {(s.trace_id, s.span_id): s for s in spans}
+    parents = {(s.trace_id, s.parent_span_id) for s in spans if s.parent_span_id}
     services: dict[str, ServiceNode] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
     unresolved = 0
 
-    def add(src: Span, dst: Span, kind: str) -> None:
-        edge = edges.get((src.service, dst.service, kind))
+    def add(src: Span, child: str, kind: str, failed: Span) -> None:
+        edge = edges.get((src.service, child, kind))
         if edge is None:
-            edge = edges[(src.service, dst.service, kind)] = Edge(src.service, dst.service, kind)
+            edge = edges[(src.service, child, kind)] = Edge(src.service, child, kind)
         edge.calls += 1
-        edge.errors += dst.status_code == STATUS_ERROR
-        if len(edge.trace_ids) < examples and dst.trace_id not in edge.trace_ids:
-            edge.trace_ids.append(dst.trace_id)
+        edge.errors += failed.status_code == STATUS_ERROR
+        if len(edge.trace_ids) < examples and failed.trace_id not in edge.trace_ids:
+            edge.trace_ids.append(failed.trace_id)
 
+    called: list[tuple[Span, Peer]] = []
     for s in spans:
         node = services.get(s.service) or services.setdefault(s.service, ServiceNode(s.service))
         node.spans += 1
@@ -504,7 +516,7 @@ def dependencies(spans: Iterable[AnySpan], *, examples: int = 10) -> Graph:
         parent = index.get((s.trace_id, s.parent_span_id)) if s.parent_span_id else None
         if parent is not None and parent.service != s.service:
             messaging = parent.kind == KIND_PRODUCER and s.kind == KIND_CONSUMER
-            add(parent, s, "messaging" if messaging else "call")
+            add(parent, s.service, "messaging" if messaging else "call", s)
         for link in s.links:
             target = index.get((link.trace_id, link.span_id))
             if target is None:
@@ -512,7 +524,19 @@ def dependencies(spans: Iterable[AnySpan], *, examples: int = 10) -> Graph:
             elif target.service != s.service:
                 # as the store counts it: a link to a producer, or from a consumer
                 messaging = target.kind == KIND_PRODUCER or s.kind == KIND_CONSUMER
-                add(target, s, "messaging" if messaging else "link")
+                add(target, s.service, "messaging" if messaging else "link", s)
+        if s.kind == KIND_CLIENT and (s.trace_id, s.span_id) not in parents:
+            peer = span_peer(s.kind, s.attributes)
+            if peer is not None:
+                called.append((s, peer))
+    for s, peer in called:  # after every span: a peer that has spans of its own is a service
+        add(s, peer.name, peer.kind, s)
+        node = services.get(peer.name) or services.setdefault(
+            peer.name, ServiceNode(peer.name, kind=peer.kind, system=peer.system)
+        )
+        if node.kind != "service":
+            node.calls += 1
+            node.errors += s.status_code == STATUS_ERROR
     return Graph(
         sorted(services.values(), key=lambda n: n.service),
         sorted(edges.values(), key=lambda e: (e.parent, e.child, e.kind)),

@@ -140,3 +140,18 @@ def test_quoted_filter_values_may_hold_or(store):
         ValueError, match=r"""cannot parse filter 'q="a': unterminated quoted value"""
     ):
         parse_filter('q="a OR b')
+
+
+def test_dependencies_to_databases_and_external_services(store):
+    from store_spans import peer_cases
+
+    from threadline.server import analysis
+
+    spans, edges = peer_cases()
+    store.write(spans)
+    deps = [(d.parent, d.child, d.kind, d.call_count) for d in store.dependencies(0, 10_000)]
+    assert deps == edges
+    graph = analysis.dependencies(spans)  # the analysis reads the same rule over spans
+    assert [(e.parent, e.child, e.kind, e.calls) for e in graph.edges] == edges
+    # outside the window: nothing
+    assert store.dependencies(5_000, 10_000) == []

@@ -138,8 +138,20 @@ def test_dependencies_include_messaging_edge_with_its_traces(client):
         ("web", "payments", "call"): (1, 1, [CHECKOUT]),
         ("web", "mailer", "messaging"): (1, 0, [MAILER]),
         (XSS, "web", "call"): (1, 0, [EVIL]),
+        # the mailer's leaf CLIENT span names peer.service smtp, which no span answered
+        ("mailer", "smtp", "external"): (1, 0, [MAILER]),
     }
-    assert {s["service"] for s in body["services"]} == {"web", "payments", "mailer", "jobs", XSS}
+    assert {s["service"] for s in body["services"]} == {
+        "web",
+        "payments",
+        "mailer",
+        "jobs",
+        XSS,
+        "smtp",
+    }
+    assert [s for s in body["services"] if s["kind"] != "service"] == [
+        {"service": "smtp", "kind": "external", "spans": 0, "errors": 0, "system": "", "calls": 1}
+    ]
 
 
 def test_completeness_over_window(client):

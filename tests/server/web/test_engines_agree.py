@@ -95,6 +95,7 @@ def _threadline_spans() -> list[Span]:
     t = START + 5 * 10**9
     pending = {"threadline.pending": True}
     res = {"service.name": "orders", "host.name": "orders-1"}
+    db = {"db.system.name": "postgresql", "db.namespace": "orders_db", "server.port": 5432}
 
     def span(trace, sid, parent, name, service, kind, start, end, **kw):
         r = {**res, "service.name": service}
@@ -108,6 +109,11 @@ def _threadline_spans() -> list[Span]:
              events=[Event(t + 20, "sent", {"bytes": 512}, 1)]),
         span(C, "03" * 8, "", "consume", "billing", 5, t + 10**6, t + 10**6, attributes=pending,
              links=[Link(P, "02" * 8, "", {"messaging.batch": True}, 0, 1)]),
+        # calls no span answered: a database (announced, then completed) and an external API
+        span(P, "04" * 8, "01" * 8, "SELECT", "orders", 3, t + 20, t + 20, attributes={**pending, **db}),
+        span(P, "04" * 8, "01" * 8, "SELECT", "orders", 3, t + 20, t + 90, attributes=db, status_code=2),
+        span(P, "05" * 8, "01" * 8, "GET", "orders", 3, t + 100, t + 200,
+             attributes={"server.address": "rates.example.net", "server.port": 443}),
     ]  # fmt: skip
 
 
@@ -124,7 +130,20 @@ def test_duckdb_and_chdb_give_every_api_answer_alike(tmp_path):
     differing = [k for k in duck if duck[k] != ch[k]]
     assert differing == [], differing[:3]
     assert len(duck) > 40
+    window = {"start": START // 1_000 - 1, "end": NOW // 1_000 + 1}
     deps = duck[f"/api/dependencies?endTs={END_MS}&lookback=3600000"][1]["data"]  # type: ignore[index]
     assert {"parent": "orders", "child": "billing", "callCount": 1} in deps
+    assert {"parent": "orders", "child": "orders_db", "callCount": 1} in deps
+    assert {"parent": "orders", "child": "rates.example.net:443", "callCount": 1} in deps
+    graph = duck[
+        f"/api/threadline/analysis/dependencies?end={window['end']}&start={window['start']}"
+    ]
+    peers = [n for n in graph[1]["services"] if n["kind"] != "service"]  # type: ignore[index]
+    assert peers == [
+        {"service": "orders_db", "kind": "database", "spans": 0, "errors": 1,
+         "system": "postgresql", "calls": 1},
+        {"service": "rates.example.net:443", "kind": "external", "spans": 0, "errors": 0,
+         "system": "", "calls": 1},
+    ]  # fmt: skip
     [[pending]] = [t["spans"] for t in duck[f"/api/traces/{C}?"][1]["data"]]  # type: ignore[index]
     assert {"key": "threadline.incomplete", "type": "bool", "value": True} in pending["tags"]

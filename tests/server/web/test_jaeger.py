@@ -260,3 +260,19 @@ def test_client_waits_for_services_and_missing_parents(srv, api):
     srv.ingest.submit([span(trace, "07" * 8, "", "root", "web", 2, 79, 3)]).result(30)
     spans = client.wait_for_trace(trace, timeout=30, services={"db", "web"}, connected=True)
     assert sorted(s.name for s in spans) == ["child", "root"]
+
+
+def test_jaeger_dependencies_name_databases_and_external_services_as_jaeger_names_peers():
+    from crafted import users
+
+    from threadline import server
+
+    base = NOW - 30 * 60 * 10**9
+    with server.start() as s, httpx.Client(base_url=s.urls.api, timeout=30) as c:
+        s.ingest.submit(users(base)).result(30)
+        body = c.get("/api/dependencies", params={"endTs": NOW // 1_000_000}).json()
+    # a leaf CLIENT span's peer is an edge, as Jaeger makes one of a leaf span's peer.service
+    assert body["data"] == [
+        {"parent": "users", "child": "geo.example.net:443", "callCount": 1},
+        {"parent": "users", "child": "users_db", "callCount": 2},
+    ]

@@ -16,6 +16,7 @@ from crafted import (
     EVIL,
     MAILER,
     SKEWED,
+    USERS,
     XSS,
     XSS_URL,
     big,
@@ -23,6 +24,7 @@ from crafted import (
     load,
     showcase,
     skewed,
+    users,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -380,6 +382,41 @@ def test_service_map_nodes_edges_and_edge_traces(page, ui):
     page.click(".edge-label[data-kind=messaging]")
     page.wait_for_selector(f".edge-panel a[href='#/trace/{MAILER}'] .svc")
     assert "Messages: 1" in page.locator(".edge-panel").inner_text()
+
+
+def test_service_map_draws_databases_and_external_services_in_their_own_shapes(page, srv, ui):
+    load(srv.urls.otlp_http, users(BASE_NS))
+    page.goto(f"{ui}/#/map")
+    page.wait_for_selector("g.node[data-service=users_db]")
+    shapes = page.eval_on_selector_all(
+        "g.node",
+        "els => els.map(e => [e.dataset.service, e.getAttribute('class'),"
+        " e.querySelector('.node-shape').tagName, e.querySelector('.node-stats').textContent])",
+    )
+    by_name = {name: (cls, tag, stats) for name, cls, tag, stats in shapes}
+    assert by_name["users_db"] == (
+        "node database has-errors",
+        "path",
+        "postgresql · 2 calls · 1 err",
+    )
+    assert by_name["geo.example.net:443"] == ("node external", "polygon", "external · 1 call")
+    assert by_name["smtp"] == ("node external", "polygon", "external · 1 call")
+    assert by_name["users"] == ("node service has-errors", "rect", "4 spans · 1 errors")
+    # the database is a cylinder: a body with elliptic lids, and the lid's front edge drawn
+    body = page.locator("g.node[data-service=users_db] path.node-shape").get_attribute("d")
+    assert body.count(" A ") == 2
+    assert page.locator("g.node[data-service=users_db] path.node-lid").count() == 1
+    edges = page.eval_on_selector_all(
+        "g.edge[data-parent=users]",
+        "els => els.map(e => [e.dataset.child, e.dataset.kind, e.getAttribute('class')])",
+    )
+    assert sorted(map(tuple, edges)) == [
+        ("geo.example.net:443", "external", "edge call"),
+        ("users_db", "database", "edge call has-errors"),
+    ]
+    page.click(".edge-label[data-child=users_db]")
+    page.wait_for_selector(f".edge-panel a[href='#/trace/{USERS}']")
+    assert "Calls: 2 · errors: 1" in page.locator(".edge-panel").inner_text()
 
 
 def test_completeness_page_shows_metrics_and_broken_hops(page, ui):

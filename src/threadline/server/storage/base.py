@@ -58,7 +58,9 @@ class TraceSummary:
 class Dependency:
     """Calls from `parent`'s service to `child`'s. `kind`: "call" (a cross-service parent and
     child), "messaging" (a producer to its consumer: a PRODUCER parent of a CONSUMER child, or a
-    link from a CONSUMER span or to a PRODUCER span) or "link" (any other cross-service link)."""
+    link from a CONSUMER span or to a PRODUCER span), "link" (any other cross-service link),
+    "database" or "external" (`child` is the peer a CLIENT span that no span answered names,
+    `threadline.server.peers`; one call per such span)."""
 
     parent: str
     child: str

@@ -36,7 +36,9 @@ from decimal import Decimal
 from typing import Any
 
 from threadline.semconv import PENDING
+from threadline.server import peers
 from threadline.server.model import (
+    KIND_CLIENT,
     KIND_CONSUMER,
     KIND_PRODUCER,
     STATUS_ERROR,
@@ -888,9 +890,14 @@ class ClickHouseStore(Store):
         window = {"lo": start_ns, "hi": end_ns}
         # one row per span, `base.one_per_span` in SQL: a completed span supersedes its pending
         # copy (pending sorts false first), and a re-sent span counts once
+        client = "('" + "', '".join(_names_of(KIND_CLIENT, _KINDS)) + "')"
+        keys = "['" + "', '".join(peers.KEYS) + "']"
+        # a CLIENT span naming its peer keeps the texts `peers.peer_of` names it from
+        texts = ", ".join(f"SpanAttributes['{k}']" for k in peers.KEYS)
         spans = (
             "SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanKind, Links.TraceId AS lt, "
-            f"Links.SpanId AS ls FROM {self._t} "
+            f"Links.SpanId AS ls, if(SpanKind IN {client} AND hasAny(mapKeys(SpanAttributes), "
+            f"{keys}), [{texts}], []) AS peer FROM {self._t} "
             "WHERE Timestamp >= fromUnixTimestamp64Nano({lo:Int64}) "
             "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64}) "
             f"ORDER BY {_PENDING_SQL} LIMIT 1 BY TraceId, SpanId"
@@ -914,12 +921,22 @@ class ClickHouseStore(Store):
             "ON c.TraceId = p.TraceId AND c.ParentSpanId = p.SpanId "
             "WHERE c.ServiceName != p.ServiceName GROUP BY 2, 3, 4 "
             "UNION ALL SELECT 'link', ServiceName, SpanKind, '', 0, lt, ls FROM w "
-            f"WHERE notEmpty(lt){settings}",
+            "WHERE notEmpty(lt) "
+            # CLIENT spans no span answered: calls to a database or external service
+            "UNION ALL SELECT 'peer', c.ServiceName, '', '', count(), c.peer, [] "
+            "FROM w AS c LEFT ANTI JOIN w AS k "
+            "ON k.TraceId = c.TraceId AND k.ParentSpanId = c.SpanId "
+            f"WHERE notEmpty(c.peer) GROUP BY c.ServiceName, c.peer{settings}",
             window,
         )
         deps: dict[tuple[str, str, str], int] = {
             (p, c, k): n for what, p, c, k, n, _, _ in rows if what == "call"
         }
+        for what, service, _, _, n, texts, _ in rows:
+            peer = peers.peer_of(texts) if what == "peer" else None
+            if peer is not None:
+                key = (service, peer.name, peer.kind)
+                deps[key] = deps.get(key, 0) + n
         linked = [(r[1], r[2], r[5], r[6]) for r in rows if r[0] == "link"]
         targets: dict[tuple[str, str], list[tuple[str, int]]] = {}
         malformed = 0

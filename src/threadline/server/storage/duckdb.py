@@ -22,7 +22,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from threadline.server.model import KIND_CONSUMER, KIND_PRODUCER, STATUS_ERROR, Event, Link, Span
+from threadline.server import peers
+from threadline.server.model import (
+    KIND_CLIENT,
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    STATUS_ERROR,
+    Event,
+    Link,
+    Span,
+)
 from threadline.server.storage.base import (
     Dependency,
     QueryTooCostly,
@@ -541,21 +550,40 @@ class DuckDBStore(Store):
         one_per_span = (
             "QUALIFY row_number() OVER (PARTITION BY tid_hi, tid_lo, span_id ORDER BY pending) = 1"
         )
+        # a CLIENT span naming its peer keeps the texts `peers.peer_of` names it from
+        keys = ", ".join(_sql_str(k) for k in peers.KEYS)
+        texts = ", ".join(f"attributes->>{_sql_str(_json_path(k))}" for k in peers.KEYS)
         rows = self._rows(
             f"""
             WITH w AS (SELECT tid_hi, tid_lo, span_id, parent_id, service, kind FROM spans
-                       WHERE start_ns >= ? AND start_ns < ? {one_per_span})
+                       WHERE start_ns >= ? AND start_ns < ? {one_per_span}),
+                 q AS (SELECT tid_hi, tid_lo, span_id, service, [{texts}] AS peer FROM spans
+                       WHERE start_ns >= ? AND start_ns < ? AND kind = {KIND_CLIENT}
+                       AND list_has_any(attr_keys, [{keys}]) {one_per_span})
             SELECT p.service, c.service,
                    CASE WHEN p.kind = {KIND_PRODUCER} AND c.kind = {KIND_CONSUMER}
                         THEN 'messaging' ELSE 'call' END,
-                   count(*)
+                   count(*), NULL
             FROM w c JOIN w p ON c.tid_hi = p.tid_hi AND c.tid_lo = p.tid_lo AND c.parent_id = p.span_id
             WHERE c.service <> p.service
             GROUP BY 1, 2, 3
+            UNION ALL  -- CLIENT spans no span answered: calls to a database or external service
+            SELECT c.service, NULL, 'peer', count(*), c.peer
+            FROM q c ANTI JOIN (SELECT tid_hi, tid_lo, parent_id FROM w
+                                WHERE parent_id IN (SELECT span_id FROM q)) k
+                ON k.tid_hi = c.tid_hi AND k.tid_lo = c.tid_lo AND k.parent_id = c.span_id
+            GROUP BY c.service, c.peer
             """,
-            [start_ns, end_ns],
+            [start_ns, end_ns, start_ns, end_ns],
         )
-        deps = {(p, c, k): n for p, c, k, n in rows}
+        deps: dict[tuple[str, str, str], int] = {}
+        for p, c, k, n, texts in rows:
+            if k == "peer":
+                peer = peers.peer_of(texts)
+                if peer is None:
+                    continue
+                c, k = peer.name, peer.kind
+            deps[(p, c, k)] = deps.get((p, c, k), 0) + n
         # across traces: a span links to the span that caused it (a consumer to its producer)
         linked = self._rows(
             f"SELECT service, kind, links FROM spans WHERE start_ns >= ? AND start_ns < ? "

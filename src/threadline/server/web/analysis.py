@@ -4,8 +4,10 @@
                                      parents that never arrived), breaks, incomplete spans,
                                      critical path, and the clock-skew shifts when asked for;
                                      &client_clock=raw undoes corrections made at source
-    GET dependencies                 service graph; edges carry calls, errors, kind
-                                     ("call" | "messaging" | "link") and example trace ids
+    GET dependencies                 service graph; nodes carry kind ("service" | "database" |
+                                     "external"), edges calls, errors, kind ("call" |
+                                     "messaging" | "link" | "database" | "external") and
+                                     example trace ids
     GET completeness[?buckets=12]    completeness metrics over time, worst broken hops first,
                                      and the dropped contexts (receiving roots that should
                                      have had a caller) per hop
@@ -128,7 +130,13 @@ def routes(store: Store) -> list[Route]:
                 "start_ns": str(start_ns),
                 "end_ns": str(end_ns),
                 "services": [
-                    {"service": n.service, "spans": n.spans, "errors": n.errors}
+                    {
+                        "service": n.service,
+                        "kind": n.kind,
+                        "spans": n.spans,
+                        "errors": n.errors,
+                        **({"system": n.system, "calls": n.calls} if n.kind != "service" else {}),
+                    }
                     for n in graph.services
                 ],
                 "edges": [
@@ -136,7 +144,7 @@ def routes(store: Store) -> list[Route]:
                         "parent": e.parent,
                         "child": e.child,
                         "kind": e.kind,
-                        "messaging": e.kind != "call",
+                        "messaging": e.kind in ("messaging", "link"),
                         "calls": e.calls,
                         "errors": e.errors,
                         "trace_ids": e.trace_ids,

@@ -298,7 +298,9 @@ def routes(store: Store) -> list[Route]:
         except BadRequest as exc:
             return _v1_error(400, str(exc))
         deps = await call(store.dependencies, (end_ms - lookback_ms) * 10**6, end_ms * 10**6 + 1)
-        calls: dict[tuple[str, str], int] = {}  # Jaeger's edges are calls: no plain links
+        # Jaeger's edges are calls: no plain links; a leaf CLIENT span's database or external
+        # peer is one, as Jaeger makes one of a leaf span's peer.service
+        calls: dict[tuple[str, str], int] = {}
         for d in deps:
             if d.kind != "link":
                 calls[d.parent, d.child] = calls.get((d.parent, d.child), 0) + d.call_count

@@ -1,5 +1,6 @@
 // Service map: services as nodes laid out in layers (callers left of callees), edges with call
-// and error counts; messaging (producer -> consumer) edges dashed. Click an edge for its traces.
+// and error counts; messaging (producer -> consumer) edges dashed; databases and external services
+// (called by CLIENT spans no span answered) in their own shapes. Click an edge for its traces.
 import { append, clear, getJSON, h, message, serviceColour, svg } from "./dom.js";
 import { lookbackSelect, traceList } from "./search.js";
 
@@ -21,7 +22,7 @@ export async function render(container, params) {
       { class: "page-head" },
       h("h1", {}, "Service map"),
       h("div", { class: "controls" }, h("label", {}, "Window ", select)),
-      h("div", { class: "legend" }, h("span", { class: "legend-call" }, "call (parent → child)"), h("span", { class: "legend-msg" }, "messaging (producer → consumer)"), h("span", { class: "legend-err" }, "with errors")),
+      h("div", { class: "legend" }, h("span", { class: "legend-call" }, "call (parent → child)"), h("span", { class: "legend-msg" }, "messaging (producer → consumer)"), h("span", { class: "legend-db" }, "database"), h("span", { class: "legend-ext" }, "external service"), h("span", { class: "legend-err" }, "with errors")),
     ),
     h("div", { class: "map-body" }, canvas, panel),
   );
@@ -133,8 +134,9 @@ function drawGraph(data, onEdge) {
       d = `M ${x1} ${y1} C ${x1 + dx} ${y1 + dy}, ${x2 - dx} ${y2 + dy}, ${x2} ${y2}`;
       mid = { x: (x1 + x2) / 2, y: (y1 + y2) / 2 + dy * 0.75 };
     }
-    const cls = `edge ${e.kind === "call" ? "call" : "messaging"}${e.errors ? " has-errors" : ""}`;
-    const marker = e.errors ? "error" : e.kind === "call" ? "call" : "messaging";
+    const style = e.kind === "messaging" || e.kind === "link" ? "messaging" : "call";
+    const cls = `edge ${style}${e.errors ? " has-errors" : ""}`;
+    const marker = e.errors ? "error" : style;
     const group = svg(
       "g",
       { class: cls, tabindex: 0, role: "button", dataset: { parent: e.parent, child: e.child, kind: e.kind } },
@@ -146,7 +148,7 @@ function drawGraph(data, onEdge) {
       "g",
       { class: `edge-label${e.errors ? " has-errors" : ""}`, dataset: { parent: e.parent, child: e.child, kind: e.kind } },
       svg("rect", { x: mid.x - 52, y: mid.y - 11, width: 104, height: 22, rx: 11 }),
-      svg("text", { x: mid.x, y: mid.y + 4, "text-anchor": "middle" }, `${e.calls} ${e.kind === "call" ? "call" : "msg"}${e.calls === 1 ? "" : "s"}${e.errors ? ` · ${e.errors} err` : ""}`),
+      svg("text", { x: mid.x, y: mid.y + 4, "text-anchor": "middle" }, `${e.calls} ${style === "call" ? "call" : "msg"}${e.calls === 1 ? "" : "s"}${e.errors ? ` · ${e.errors} err` : ""}`),
     );
     const activate = () => onEdge(e, group);
     group.addEventListener("click", activate);
@@ -160,21 +162,49 @@ function drawGraph(data, onEdge) {
   root.appendChild(edgeLayer);
   const nodeLayer = svg("g", { class: "nodes" });
   for (const { x, y, s } of pos.values()) {
+    const kind = s.kind || "service";
     nodeLayer.appendChild(
       svg(
         "g",
-        { class: `node${s.errors ? " has-errors" : ""}`, dataset: { service: s.service }, transform: `translate(${x} ${y})` },
-        svg("title", {}, `${s.service}: ${s.spans} spans, ${s.errors} errors`),
-        svg("rect", { width: NODE_W, height: NODE_H, rx: 8 }),
-        svg("rect", { width: 6, height: NODE_H, rx: 3, fill: serviceColour(s.service), class: "node-stripe" }),
-        svg("text", { x: 16, y: 20, class: "node-name" }, truncate(s.service, 20)),
-        svg("text", { x: 16, y: 37, class: "node-stats" }, `${s.spans} spans${s.errors ? ` · ${s.errors} errors` : ""}`),
+        { class: `node ${kind}${s.errors ? " has-errors" : ""}`, dataset: { service: s.service, kind }, transform: `translate(${x} ${y})` },
+        ...(kind === "service" ? serviceNode(s) : peerNode(s, kind)),
       ),
     );
   }
   root.appendChild(nodeLayer);
   root.appendChild(labelLayer);
   return root;
+}
+
+function serviceNode(s) {
+  return [
+    svg("title", {}, `${s.service}: ${s.spans} spans, ${s.errors} errors`),
+    svg("rect", { width: NODE_W, height: NODE_H, rx: 8, class: "node-shape" }),
+    svg("rect", { width: 6, height: NODE_H, rx: 3, fill: serviceColour(s.service), class: "node-stripe" }),
+    svg("text", { x: 16, y: 20, class: "node-name" }, truncate(s.service, 20)),
+    svg("text", { x: 16, y: 37, class: "node-stats" }, `${s.spans} spans${s.errors ? ` · ${s.errors} errors` : ""}`),
+  ];
+}
+
+// A database is a cylinder, an external service (no spans of its own) a dashed hexagon; their
+// figures are the calls their callers made to them.
+function peerNode(s, kind) {
+  const what = kind === "database" ? `${s.system} database` : "external service";
+  const calls = `${s.calls} call${s.calls === 1 ? "" : "s"}${s.errors ? ` · ${s.errors} err` : ""}`;
+  const r = 7; // the cylinder's lids
+  const shape =
+    kind === "database"
+      ? [
+          svg("path", { class: "node-shape", d: `M 0 ${r} A ${NODE_W / 2} ${r} 0 0 1 ${NODE_W} ${r} V ${NODE_H - r} A ${NODE_W / 2} ${r} 0 0 1 0 ${NODE_H - r} Z` }),
+          svg("path", { class: "node-lid", d: `M 0 ${r} A ${NODE_W / 2} ${r} 0 0 0 ${NODE_W} ${r}` }),
+        ]
+      : [svg("polygon", { class: "node-shape", points: `14,0 ${NODE_W - 14},0 ${NODE_W},${NODE_H / 2} ${NODE_W - 14},${NODE_H} 14,${NODE_H} 0,${NODE_H / 2}` })];
+  return [
+    svg("title", {}, `${s.service} (${what}): ${calls}`),
+    ...shape,
+    svg("text", { x: 14, y: kind === "database" ? 25 : 21, class: "node-name" }, truncate(s.service, 20)),
+    svg("text", { x: 14, y: kind === "database" ? 39 : 35, class: "node-stats" }, `${kind === "database" ? truncate(s.system, 11) : "external"} · ${calls}`),
+  ];
 }
 
 function truncate(text, n) {
@@ -186,7 +216,7 @@ function showEdge(panel, edge, el) {
   el.classList.add("selected");
   append(clear(panel), 
     h("h2", {}, edge.parent, " → ", edge.child),
-    h("p", { class: "edge-facts" }, `${edge.kind === "call" ? "Calls" : edge.kind === "messaging" ? "Messages" : "Links"}: ${edge.calls}`, edge.errors ? h("span", { class: "bad" }, ` · errors: ${edge.errors}`) : null),
+    h("p", { class: "edge-facts" }, `${edge.kind === "messaging" ? "Messages" : edge.kind === "link" ? "Links" : "Calls"}: ${edge.calls}`, edge.errors ? h("span", { class: "bad" }, ` · errors: ${edge.errors}`) : null),
     h("h3", {}, `Traces (${edge.trace_ids.length}${edge.trace_ids.length < edge.calls ? ` of ${edge.calls} calls` : ""})`),
     traceList(edge.trace_ids),
   );
