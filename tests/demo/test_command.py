@@ -77,6 +77,10 @@ def test_prints_a_checkout_the_service_map_and_completeness(demo):
     assert "checkouts" in out and "20/20" in out
     assert "trace " in out and "GET /checkout" in out and "authorize payment" in out
     assert re.search(r"service map ─+\ngateway\n├── orders  20 calls, 6 errors\n", out)
+    # each service's database is a node of the map, under the service that owns it
+    assert "│   │   └── inventory_db (sqlite database)  40 calls\n" in out  # UPDATE + SELECT
+    assert "│   ├── orders_db (sqlite database)  20 calls\n" in out
+    assert "    └── users_db (sqlite database)  20 calls\n" in out
     assert f"\n{ERRORS_LEGEND}\n" in out
     assert re.search(r"^traces\s+20$", out, re.M)  # one per checkout, nothing else
     assert re.search(r"connected \(one tree\)\s+100\.0%", out)

@@ -152,7 +152,7 @@ class Waterfall:
 
 
 # What an edge's error count counts (analysis.dependencies): the receiving span's status.
-ERRORS_LEGEND = "errors: the callee's span ended in ERROR (HTTP 5xx), not 4xx or caller timeouts"
+ERRORS_LEGEND = "errors: the callee's span ended in ERROR (HTTP 5xx, gRPC fault), not 4xx/timeout"  # fits 80 columns
 # A database or external service has no span: its errors are its callers' CLIENT spans'.
 PEER_ERRORS_LEGEND = "errors to a database or external service: the caller's span ended in ERROR"
 
