@@ -224,7 +224,19 @@ def test_finite_filter_bounds_are_bound_parameters():
     store = DuckDBStore()
     where, params = store._where(Query(filters=[[Filter("k", ">", "1e300")]]))
     assert "1e+300" not in where and "1e300" not in where
-    assert params == [1e300, 1e300]  # the span and the resource lookups
+    # the span and the resource lookups: key, bound; resource key, path and bound
+    assert params == ["k", 1e300, '"k":', '$."k"', 1e300]
+
+
+def test_filter_keys_and_values_are_bound_parameters():
+    from threadline.server.storage import Filter, Query
+    from threadline.server.storage.duckdb import DuckDBStore
+
+    store = DuckDBStore()
+    hostile = "x'); DROP TABLE spans; --"
+    for op in ("=", "!=", "exists", "!exists"):
+        where, params = store._where(Query(filters=[[Filter(hostile, op, hostile)]]))
+        assert "DROP" not in where and hostile in params, (op, where)
 
 
 SURROGATE = '{"k": "\\ud800"}'

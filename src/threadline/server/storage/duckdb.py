@@ -430,38 +430,40 @@ class DuckDBStore(Store):
     @staticmethod
     def _filter_sql(f: Filter, params: list) -> str:
         """Span attributes through the list index; resource attributes through their JSON
-        (one text per resource, dictionary-compressed, so cheap to scan). Numbers are bound
-        parameters (appended to `params` in the order their `?` appear), never SQL text."""
+        (one text per resource, dictionary-compressed, so cheap to scan). Every key and value
+        is a bound parameter (appended to `params` in the order their `?` appear), never SQL
+        text."""
         parts = []
-        key = _sql_str(f.key)
         if f.scope in ("span", "any"):
+            h = "hash(? || chr(0) || ?)"  # attr_kv's entry of key=value
             if f.op == "=":
-                h = _kv_hash(f.key, str(f.value))
                 parts.append(
                     f"((attr_sig & (1::UBIGINT << ({h} % 64)::INTEGER)) <> 0"
                     f" AND list_contains(attr_kv, {h}))"
                 )
+                params.extend([f.key, str(f.value)] * 2)
             elif f.op == "!=":
-                kv = _kv_hash(f.key, str(f.value))
-                parts.append(
-                    f"(list_contains(attr_keys, {key}) AND NOT list_contains(attr_kv, {kv}))"
-                )
+                parts.append(f"(list_contains(attr_keys, ?) AND NOT list_contains(attr_kv, {h}))")
+                params.extend([f.key, f.key, str(f.value)])
             elif f.op == "exists":
-                parts.append(f"list_contains(attr_keys, {key})")
+                parts.append("list_contains(attr_keys, ?)")
+                params.append(f.key)
             elif f.op == "!exists":
-                parts.append(f"NOT coalesce(list_contains(attr_keys, {key}), false)")
+                parts.append("NOT coalesce(list_contains(attr_keys, ?), false)")
+                params.append(f.key)
             else:
-                parts.append(f"attr_nums[list_position(attr_keys, {key})] {f.op} ?::DOUBLE")
-                params.append(f.number)
+                parts.append(f"attr_nums[list_position(attr_keys, ?)] {f.op} ?::DOUBLE")
+                params.extend([f.key, f.number])
         if f.scope in ("resource", "any"):
-            present = f"contains(resource, {_sql_str(json.dumps(f.key, ensure_ascii=False) + ':')})"
-            value = f"json_extract_string(resource, {_sql_str(_json_path(f.key))})"
+            present, value = "contains(resource, ?)", "json_extract_string(resource, ?)"
+            params.extend([json.dumps(f.key, ensure_ascii=False) + ":", _json_path(f.key)])
             if f.op == "exists":
                 parts.append(f"({present} AND {value} IS NOT NULL)")
             elif f.op == "!exists":
                 parts.append(f"NOT coalesce({present} AND {value} IS NOT NULL, false)")
             elif f.op in ("=", "!="):
-                parts.append(f"({present} AND {value} {f.op} {_sql_str(str(f.value))})")
+                parts.append(f"({present} AND {value} {f.op} ?)")
+                params.append(str(f.value))
             else:
                 parts.append(f"({present} AND TRY_CAST({value} AS DOUBLE) {f.op} ?::DOUBLE)")
                 params.append(f.number)
