@@ -534,3 +534,32 @@ def test_an_acknowledged_export_survives_kill_9(tmp_path):
         assert [s.name for s in store.get_trace(T1)] == ["GET /"]
     finally:
         store.close()
+
+
+def test_a_query_past_the_memory_bound_is_cancelled_and_too_costly(tmp_path, monkeypatch):
+    from threadline.server.storage.base import QueryTooCostly
+
+    monkeypatch.setenv("THREADLINE_CLICKHOUSE_MAX_MEMORY", "2000000")
+    s = open_store(f"chdb:{tmp_path / 'ch'}")
+    try:
+        assert s._conn.rows("SELECT getSetting('max_memory_usage')") == [[2000000]]
+        assert s._conn.rows("SELECT getSetting('max_execution_time')") == [[30]]
+        with pytest.raises(QueryTooCostly, match=r"\(MEMORY_LIMIT_EXCEEDED\)"):
+            s._conn.rows("SELECT length(groupArray(toString(number))) FROM numbers(10000000)")
+        assert s._conn.rows("SELECT count() FROM numbers(10)") == [[10]]  # and it goes on
+    finally:
+        s.close()
+
+
+def test_the_query_bounds_come_from_the_environment(monkeypatch):
+    from threadline.server.storage.clickhouse_connection import _cancelled, query_limits
+
+    monkeypatch.setenv("THREADLINE_QUERY_TIMEOUT", "2.4")
+    monkeypatch.delenv("THREADLINE_CLICKHOUSE_MAX_MEMORY", raising=False)
+    assert query_limits() == {"max_execution_time": 2, "max_memory_usage": 10**9}
+    monkeypatch.setenv("THREADLINE_CLICKHOUSE_MAX_MEMORY", "lots")
+    with pytest.raises(StoreURLError, match="THREADLINE_CLICKHOUSE_MAX_MEMORY: 'lots' is not a"):
+        query_limits()
+    timed_out = _cancelled("Code: 159. DB::Exception: Timeout exceeded: (TIMEOUT_EXCEEDED)")
+    assert timed_out is not None and "TIMEOUT_EXCEEDED" in str(timed_out)
+    assert _cancelled("Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)") is None

@@ -7,6 +7,7 @@ already superseded by their completed twins (`supersede`, the one statement of t
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
@@ -179,3 +180,23 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - engines without resources need not override
         """Release the engine's resources."""
+
+
+# How long one read may run before the engine cancels it (503 + Retry-After), on every engine.
+DEFAULT_QUERY_TIMEOUT_S = 30.0
+
+
+def query_timeout_s(value: float | None = None) -> float:
+    """The per-query time limit: `value`, else THREADLINE_QUERY_TIMEOUT seconds, else 30."""
+    if value is not None:
+        return value
+    raw = os.environ.get("THREADLINE_QUERY_TIMEOUT")
+    if not raw:
+        return DEFAULT_QUERY_TIMEOUT_S
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not 0 < timeout < 1e9:
+        raise StoreUnavailable(f"THREADLINE_QUERY_TIMEOUT: {raw[:40]!r} is not seconds above 0")
+    return timeout

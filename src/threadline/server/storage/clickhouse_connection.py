@@ -13,6 +13,10 @@ A password (from the URL or THREADLINE_CLICKHOUSE_PASSWORD) appears in no error 
 A server that does not answer within THREADLINE_CLICKHOUSE_TIMEOUT seconds (default 30; each
 connect and each wait for an answer) is unavailable (`StoreUnavailable`): at start that stops
 `serve` with one line naming the host, afterwards an export is answered "retry later".
+
+Every query is bounded by ClickHouse itself: `max_execution_time` (THREADLINE_QUERY_TIMEOUT,
+default 30 s, as DuckDB's) and `max_memory_usage` (THREADLINE_CLICKHOUSE_MAX_MEMORY bytes,
+default 1 GB). A query cancelled at either bound is `QueryTooCostly`: answered 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from threadline.server.storage.base import StoreUnavailable
+from threadline.server.storage.base import QueryTooCostly, StoreUnavailable, query_timeout_s
 
 PASSWORD_ENV = "THREADLINE_CLICKHOUSE_PASSWORD"
 TIMEOUT_ENV = "THREADLINE_CLICKHOUSE_TIMEOUT"
 DEFAULT_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 5
+MEMORY_ENV = "THREADLINE_CLICKHOUSE_MAX_MEMORY"
+DEFAULT_MAX_MEMORY = 10**9
+# ClickHouse's codes for a query it cancelled at a bound
+_CANCELLED = ("MEMORY_LIMIT_EXCEEDED", "TIMEOUT_EXCEEDED")
 
 
 class StoreURLError(ValueError):
@@ -97,6 +105,26 @@ def timeout_from_env() -> int:
     if not text.isdigit() or int(text) < 1:
         raise StoreURLError(f"{TIMEOUT_ENV}: {text!r} is not a whole number of seconds (>= 1)")
     return int(text)
+
+
+def query_limits() -> dict[str, int]:
+    """The settings that bound every query: time (THREADLINE_QUERY_TIMEOUT, whole seconds, at
+    least 1) and memory (THREADLINE_CLICKHOUSE_MAX_MEMORY, bytes)."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if text and (not text.isdigit() or int(text) < 1):
+        raise StoreURLError(f"{MEMORY_ENV}: {text[:40]!r} is not a number of bytes (>= 1)")
+    return {
+        "max_execution_time": max(1, round(query_timeout_s())),
+        "max_memory_usage": int(text) if text else DEFAULT_MAX_MEMORY,
+    }
+
+
+def _cancelled(message: str) -> QueryTooCostly | None:
+    """QueryTooCostly for a ClickHouse error that says it cancelled the query at a bound."""
+    for code in _CANCELLED:
+        if code in message:
+            return QueryTooCostly(f"ClickHouse cancelled the query ({code}): {message[:200]}")
+    return None
 
 
 def redact(url: str) -> str:
@@ -194,11 +222,19 @@ class ChdbConnection(Connection):
         # 64-bit integers as JSON numbers; strings someone wrote with invalid UTF-8 repaired
         self.execute("SET output_format_json_quote_64bit_integers = 0")
         self.execute("SET output_format_json_validate_utf8 = 1")
+        for name, value in query_limits().items():
+            self.execute(f"SET {name} = {int(value)}")
 
     def _query(self, sql: str, params: dict[str, Any] | None, fmt: str) -> bytes:
         p = {k: _param_text(v) for k, v in params.items()} if params else None
         with self._lock:
-            return self._session.query(sql, fmt, params=p).bytes()
+            try:
+                return self._session.query(sql, fmt, params=p).bytes()
+            except Exception as exc:  # chdb raises RuntimeError subclasses with ClickHouse's text
+                cancelled = _cancelled(str(exc))
+                if cancelled is not None:
+                    raise cancelled from None
+                raise
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
         out = self._query(sql, params, "JSONCompactEachRow")
@@ -256,7 +292,7 @@ class HttpConnection(Connection):
                 connect_timeout=min(CONNECT_TIMEOUT_S, self._timeout),
                 send_receive_timeout=self._timeout,
                 # acknowledged means stored: an async insert is answered once it is flushed
-                settings={"wait_for_async_insert": 1},
+                settings={"wait_for_async_insert": 1, **query_limits()},
                 autogenerate_session_id=False,  # several threads share the client
             )
         except Exception as exc:  # noqa: BLE001 - connect errors come in many types
@@ -279,6 +315,9 @@ class HttpConnection(Connection):
         except Exception as exc:  # noqa: BLE001 - re-raised without the password
             from clickhouse_connect.driver.exceptions import OperationalError
 
+            cancelled = _cancelled(self._scrub(exc))
+            if cancelled is not None:
+                raise cancelled from None
             cls = StoreUnavailable if isinstance(exc, OperationalError) else RuntimeError
             raise cls(f"ClickHouse at {self.where}: {self._scrub(exc)}") from None
 

@@ -39,6 +39,7 @@ from threadline.server.storage.base import (
     StoreUnavailable,
     TraceSummary,
     one_per_span,
+    query_timeout_s,
     supersede,
 )
 from threadline.server.storage.layout import (
@@ -153,9 +154,8 @@ def _sql_str(s: str) -> str:
 
 
 # DuckDB's own bounds on a read: the memory the engine may use before it spills to disk (its
-# temp_directory) or cancels the query, and how long one query may run before it is interrupted
+# temp_directory) or cancels the query; how long one query may run is storage.base's
 DEFAULT_MEMORY_LIMIT = "1GB"
-DEFAULT_QUERY_TIMEOUT_S = 30.0
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
@@ -166,22 +166,6 @@ def _memory_limit(value: str | None) -> str:
             f"THREADLINE_DUCKDB_MEMORY_LIMIT: {value[:40]!r} is not a size such as 512MB or 2GB"
         )
     return value.strip()
-
-
-def query_timeout_s(value: float | None = None) -> float:
-    """The per-query time limit: `value`, else THREADLINE_QUERY_TIMEOUT seconds, else 30."""
-    if value is not None:
-        return value
-    raw = os.environ.get("THREADLINE_QUERY_TIMEOUT")
-    if not raw:
-        return DEFAULT_QUERY_TIMEOUT_S
-    try:
-        timeout = float(raw)
-    except ValueError:
-        timeout = 0.0
-    if not 0 < timeout < 1e9:
-        raise StoreUnavailable(f"THREADLINE_QUERY_TIMEOUT: {raw[:40]!r} is not seconds above 0")
-    return timeout
 
 
 class DuckDBStore(Store):
