@@ -28,7 +28,10 @@ OTLP_SERVICES = "opentelemetry.proto.collector."
 
 
 def not_otlp() -> Any:
-    """The contrib's filter that traces every call but OTLP's own."""
-    from opentelemetry.instrumentation.grpc import filters
-
+    """The contrib's filter that traces every call but OTLP's own; None when the contrib is not
+    installed (grpcio alone, as `threadline serve` has it): then nothing is instrumented."""
+    try:
+        from opentelemetry.instrumentation.grpc import filters
+    except ImportError:
+        return None
     return filters.negate(filters.service_prefix(OTLP_SERVICES))
