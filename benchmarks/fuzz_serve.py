@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from serve_data import make_request
+from serve_data import make_request, nested_value
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PB = "application/x-protobuf"
@@ -58,17 +58,6 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 
 # ------------------------------------------------------------------------------ inputs
-
-
-def nested_value(depth: int) -> Any:
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
-    v = AnyValue(string_value="x")
-    for _ in range(depth - 1):
-        outer = AnyValue()
-        outer.array_value.values.add().CopyFrom(v)
-        v = outer
-    return v
 
 
 class Inputs:

@@ -112,3 +112,16 @@ def make_request(n_spans: int, seed: int = 1, start_ns: int = 1_700_000_000_000_
                 kv.key, kv.value.string_value = "exception.type", "TimeoutError"
         made += size
     return req
+
+
+def nested_value(depth: int):
+    """An OTLP AnyValue `depth` levels deep (arrays in arrays around a string): the hostile-input
+    tests and the fuzz campaign spoil exports with it."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    v = AnyValue(string_value="x")
+    for _ in range(depth - 1):
+        outer = AnyValue()
+        outer.array_value.values.add().CopyFrom(v)
+        v = outer
+    return v

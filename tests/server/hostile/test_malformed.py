@@ -9,10 +9,9 @@ import grpc
 import httpx
 import pytest
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "benchmarks"))
-from serve_data import make_request
+from serve_data import make_request, nested_value
 from threadline.server.durations import parse_duration
 from threadline.server.ingest.decode import ARROW_MIN_BYTES
 
@@ -41,15 +40,6 @@ def grpc_export(srv):
         yield channel.unary_unary(EXPORT)
 
 
-def nested(depth: int) -> AnyValue:
-    v = AnyValue(string_value="x")
-    for _ in range(depth - 1):
-        outer = AnyValue()
-        outer.array_value.values.add().CopyFrom(v)
-        v = outer
-    return v
-
-
 def large(spoil=None) -> bytes:
     """An export over the Arrow path's threshold, with its third span spoiled."""
     req = make_request(300, seed=1)
@@ -64,7 +54,7 @@ def deep_attribute(depth):
     def spoil(span):
         kv = span.attributes.add()
         kv.key = "deep"
-        kv.value.CopyFrom(nested(depth))
+        kv.value.CopyFrom(nested_value(depth))
 
     return spoil
 

@@ -20,7 +20,7 @@ from threadline.server.storage.duckdb import DuckDBStore
 from threadline.server.storage.layout import ArrowColumns
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "benchmarks"))
-from serve_data import make_request
+from serve_data import make_request, nested_value
 
 pytestmark = pytest.mark.skipif(not arrow.available(), reason="ptars not installed")
 
@@ -161,22 +161,11 @@ def test_resource_and_scope_dropped_counts_are_kept_on_both_paths():
         ) == counts
 
 
-def _nested(depth: int):
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
-    v = AnyValue(string_value="x")
-    for _ in range(depth - 1):
-        outer = AnyValue()
-        outer.array_value.values.add().CopyFrom(v)
-        v = outer
-    return v
-
-
 def _deep(depth):
     def spoil(s):
         kv = s.attributes.add()
         kv.key = "deep"
-        kv.value.CopyFrom(_nested(depth))
+        kv.value.CopyFrom(nested_value(depth))
 
     return spoil
 
