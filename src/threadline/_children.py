@@ -129,31 +129,27 @@ def load_setup(spec: str) -> Callable[[], Any]:
     return target
 
 
-def use_child_setup(spec: str | None) -> None:
-    """What children of this process run when they start with no tracer provider of their own."""
-    global _child_setup
-    _child_setup = spec
-
-
 def borrow(
     child_setup: str | Callable[[], Any] | None = None, boundaries: tuple[str, ...] = ()
 ) -> None:
     """Carry context through the global provider, whoever set it up. Children install the same
     boundaries, and those that start with no provider run child_setup (checked now: ValueError
     naming it when it cannot be imported)."""
-    global _boundaries
-    spec = resolve_setup(child_setup) if child_setup is not None else None
-    use_child_setup(spec)
-    _boundaries = tuple(boundaries)
-    _runtime.borrow(True)
+    _lend(resolve_setup(child_setup) if child_setup is not None else None, boundaries)
 
 
 def unborrow() -> None:
     """Undo borrow(): the boundaries carry context again only once configure() has run."""
-    global _boundaries
+    global _child_setup, _boundaries
     _runtime.borrow(False)
-    use_child_setup(None)
-    _boundaries = ()
+    _child_setup, _boundaries = None, ()
+
+
+def _lend(spec: str | None, boundaries: tuple[str, ...]) -> None:
+    """borrow() with a child_setup already checked (by the parent, for a child)."""
+    global _child_setup, _boundaries
+    _child_setup, _boundaries = spec, tuple(boundaries)
+    _runtime.borrow(True)
 
 
 def set_up_child(settings: Mapping[str, Any] | None) -> None:
@@ -164,7 +160,8 @@ def set_up_child(settings: Mapping[str, Any] | None) -> None:
         _runtime.configure(**settings)
         return
     spec = settings[CHILD_SETUP]
-    borrow(spec, tuple(settings.get("boundaries", ())))  # its own children, if any, do the same
+    # Checked by the parent: imported here only if it is to run (_run_setup counts a failure).
+    _lend(spec, tuple(settings.get("boundaries", ())))  # its own children, if any, do the same
     _run_setup(spec)
     from threadline import boundaries  # the boundaries are threadline's outer layer
 

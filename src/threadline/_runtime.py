@@ -81,11 +81,6 @@ def borrow(on: bool) -> None:
     _borrowed = on
 
 
-def borrowed() -> bool:
-    """Whether threadline traces through another set-up's provider: instrumented, not configured."""
-    return _borrowed and _runtime is None
-
-
 def enabled() -> bool:
     """Whether the boundaries carry context now: threadline is configured, or instrumented on
     top of another OpenTelemetry set-up."""
