@@ -4,12 +4,12 @@ process of its own (the instrumentor changes process-wide state)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from interop_env import app_env
 
 from threadline.testing import Capture
 
@@ -24,12 +24,7 @@ def capture():
 
 
 def run(args: list[str], capture: Capture | None = None, **env: str):
-    environ = {  # the set-ups read OTEL_*: only what the test says
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_"))},
-        "INTEROP_ENDPOINT": capture.endpoint if capture else "http://127.0.0.1:9",
-        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(HERE)) if p),
-        **env,
-    }
+    environ = app_env(capture.endpoint if capture else "http://127.0.0.1:9", **env)
     return subprocess.run(
         [sys.executable, *args], env=environ, capture_output=True, text=True, timeout=120, cwd=HERE
     )

@@ -6,12 +6,12 @@ span names, parents and service."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from interop_env import app_env
 
 from local_services import require
 from threadline.testing import Capture, CapturedSpan
@@ -43,12 +43,7 @@ def capture():
 def run_app(capture: Capture, setup: str, boundary: str, **env: str) -> tuple[str, int, str]:
     """Run app.py; its request's trace id, its pid and whether ThreadlineInstrumentor was on
     ("True" / "False"; "" for the mailbox, which prints before it checks)."""
-    environ = {  # the set-ups read OTEL_*: only what the test says
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_"))},
-        "INTEROP_ENDPOINT": capture.endpoint,
-        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(HERE)) if p),
-        **env,
-    }
+    environ = app_env(capture.endpoint, **env)
     command = [sys.executable, str(HERE / "app.py"), setup, boundary]
     if setup == "instrument":
         command = [str(BIN / "opentelemetry-instrument"), *command]

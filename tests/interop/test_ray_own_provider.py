@@ -3,10 +3,11 @@ child_setup the instrumentor names, and its span lands in the caller's trace."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from interop_env import app_env
 
 from threadline.testing import Capture
 
@@ -16,12 +17,7 @@ HERE = Path(__file__).parent
 def test_a_ray_task_on_the_programs_own_provider_joins_the_callers_trace():
     capture = Capture()
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_"))}
-        env.update(
-            INTEROP_ENDPOINT=capture.endpoint,
-            RAY_USAGE_STATS_ENABLED="0",
-            PYTHONPATH=os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(HERE)) if p),
-        )
+        env = app_env(capture.endpoint, RAY_USAGE_STATS_ENABLED="0")
         done = subprocess.run(
             [sys.executable, "ray_app.py"], cwd=HERE, env=env, capture_output=True, text=True,
             timeout=240,
