@@ -11,36 +11,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 
-N = 5_000
+from bench_threads import halves
+
 ROUNDS = 15
 RUNS = 4
 GOAL = 1.10  # the user's provider's added cost over threadline's own
 
 
-def noop() -> None:
-    pass
-
-
 def hop_cost() -> float:
-    """CPU per submit() (the worker busy, so it only queues) plus per queued work item run."""
-    gate = threading.Event()
-    with ThreadPoolExecutor(1) as ex:
-        ex.submit(gate.wait)
-        start = time.thread_time()
-        for _ in range(N):
-            ex.submit(noop)
-        submit = time.thread_time() - start
-        items = [ex._work_queue.get_nowait() for _ in range(ex._work_queue.qsize())]
-        start = time.thread_time()
-        for item in items:
-            item.run()
-        run = time.thread_time() - start
-        gate.set()
-    return (submit + run) / N * 1e6
+    """CPU per hop: bench_threads' two halves, submit() (the worker busy, so it only queues) and
+    the run of the queued work item, each in the thread that pays it."""
+    return sum(halves())
 
 
 def measure(setup: str) -> dict:
