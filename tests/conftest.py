@@ -8,6 +8,17 @@ import pytest
 sys.path.append(str(Path(__file__).parent))  # tests/browser.py, under --import-mode=importlib
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _instrumentation_ends_with_its_module():
+    """What a module's tl.instrument() turned on (the contrib instrumentations, the database
+    conventions' opt-in, the Server-Timing propagator) ends with the module: a later module
+    gets no spans it did not ask for."""
+    yield
+    http = sys.modules.get("threadline.integrations.http")  # never imported just for this
+    if http is not None:
+        http.uninstrument()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Headless Debian chromium through Playwright, installed when missing (else the test

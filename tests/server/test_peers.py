@@ -62,9 +62,6 @@ def _postgres() -> psycopg.Connection:
 def shop():
     """A users service: a request whose CLIENT span runs a real query on users_db, and one
     whose query fails."""
-    # The spans here are the service's own: no driver instrumentation an earlier test's
-    # tl.instrument() left on may add its own span under them.
-    tl.uninstrument()
     conn = _postgres()
     with serving.start() as srv:
         tl.configure("users", endpoint=srv.urls.otlp_http)
