@@ -9,8 +9,6 @@ tracestate, baggage), so it crosses processes, nodes and brokers the same way.
 from __future__ import annotations
 
 import functools
-import inspect
-import json
 import logging
 import os
 import threading
@@ -86,6 +84,8 @@ class Handoff:
         return dict(self._carrier)
 
     def to_json(self) -> str:
+        import json  # not on `import threadline`'s path: most programs never ask
+
         return json.dumps(self.carrier, separators=(",", ":"))
 
     @classmethod
@@ -110,6 +110,8 @@ class Handoff:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Handoff:
+        import json
+
         try:
             return cls.from_carrier(json.loads(text))
         except (ValueError, TypeError) as exc:
@@ -337,6 +339,8 @@ def wrap(fn: F) -> F:
     """
     if not callable(fn):
         raise TypeError(f"wrap takes a function, not {type(fn).__name__}")
+    import inspect  # a few ms of `import threadline` saved; wrap() is called far less often
+
     h = capture()
 
     def begin() -> tuple[Context, None]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import socket
 import sys
 import threading
 import weakref
@@ -170,6 +169,8 @@ def tracer() -> trace.Tracer:
 
 
 def _resource(s: Settings) -> Resource:
+    import socket  # with the SDK, when configure() runs: not on `import threadline`'s path
+
     from threadline._tracer import OnceHashedResource
     from threadline._version import __version__
 

@@ -20,7 +20,6 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 log = logging.getLogger("threadline")
 
@@ -63,6 +62,8 @@ def env(name: str) -> str | None:
 
 def env_resource() -> dict[str, str]:
     """$OTEL_RESOURCE_ATTRIBUTES as a dict (``key=value,...``, values percent-decoded)."""
+    from urllib.parse import unquote  # not on `import threadline`'s path
+
     out: dict[str, str] = {}
     for item in (env("OTEL_RESOURCE_ATTRIBUTES") or "").split(","):
         key, sep, value = item.partition("=")

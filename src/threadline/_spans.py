@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping
 from types import GeneratorType
@@ -161,6 +160,8 @@ def traced(fn=None, /, *, name=None, attributes=None, kind=None) -> Any:
         return functools.partial(traced, name=name, attributes=attributes, kind=kind)
     if not callable(fn):
         raise TypeError(f"@traced decorates a callable, not {type(fn).__name__}")
+    import inspect  # a few ms of `import threadline` saved; decorating is rare, calls are not
+
     span_name = name or getattr(fn, "__qualname__", None) or repr(fn)
     span_kind = coerce_kind(kind)
     attrs = clean_attributes(attributes)
