@@ -8,7 +8,6 @@ decoded to spans (otlp/json_format.py) and laid out as rows.
 
 from __future__ import annotations
 
-from threadline.server.otlp import arrow
 from threadline.server.otlp.columns import columns_from_request
 from threadline.server.otlp.decoded import Decoded
 from threadline.server.otlp.json_format import decode_json
@@ -22,8 +21,12 @@ ARROW_MIN_BYTES = 64 * 1024
 def decode_protobuf_export(body: bytes) -> Decoded:
     """An OTLP protobuf export as rows (`Decoded.columns`): through Arrow when the request suits
     it, message by message otherwise. Raises OTLPError for a malformed request."""
-    if len(body) >= ARROW_MIN_BYTES and arrow.available():
-        decoded = arrow.decode(body)
+    if len(body) >= ARROW_MIN_BYTES:
+        # Imported by the first large request, not at start: with pyarrow.compute and the pandas
+        # pyarrow loads for its first Python values, a good part of `threadline serve`'s start.
+        from threadline.server.otlp import arrow
+
+        decoded = arrow.decode(body) if arrow.available() else None
         if decoded is not None:
             return decoded
     return columns_from_request(parse_protobuf(body))
