@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from threadline._context import attach, current, detach, reset
 from threadline._spans import (
@@ -41,18 +43,25 @@ _keys_of: tuple[Any, frozenset[str]] | None = None  # (global propagator, its ca
 F = TypeVar("F", bound=Callable[..., Any])
 
 _EMPTY = Context()
+_INVALID_SPAN = trace.INVALID_SPAN
 _warned_garbled = False
 _garbled_count = 0  # handoffs that could not be read, this process (export_stats())
 _garbled_lock = threading.Lock()
 _SHOWN = 64  # characters of an untrusted header a log line shows
 
 
+_propagate_module: Any = None
+
+
 def _propagate():
     """opentelemetry.propagate, imported when a context first crosses a process: it loads the
     configured propagators through package metadata, which is most of what importing costs."""
-    from opentelemetry import propagate
+    global _propagate_module
+    if _propagate_module is None:
+        from opentelemetry import propagate
 
-    return propagate
+        _propagate_module = propagate
+    return _propagate_module
 
 
 def _reset_garbled() -> None:
@@ -171,6 +180,56 @@ class Handoff:
         return f"Handoff(trace_id={sc.trace_id:032x}, span_id={sc.span_id:016x}, sampled={sc.trace_flags.sampled})"
 
 
+# -- the compact form: a traceparent's three numbers --------------------------------------------
+# Most handoffs carry nothing but a traceparent. Across processes that travels as its numbers,
+# pickled as they are and read back without formatting or parsing a header.
+
+_FLAGS = [trace.TraceFlags(n) for n in range(4)]  # sampled | random-trace-id: W3C's known flags
+_tuple_new = tuple.__new__
+
+
+def compact(handoff: Handoff) -> tuple[int, int, int] | None:
+    """(trace_id, span_id, trace_flags) when that is all the carrier would hold: a valid span
+    context without tracestate, no baggage, and threadline's W3C propagators installed (another
+    propagator may carry more). None otherwise: send the Handoff itself."""
+    ctx = handoff.context
+    sc = cast(trace.Span, ctx.get(_SPAN_KEY, _INVALID_SPAN)).get_span_context()
+    if (
+        not sc.is_valid
+        or sc.trace_state
+        or ctx.get(_baggage_key())
+        or not getattr(_propagate().get_global_textmap(), "_threadline_w3c", False)
+    ):
+        return None
+    return sc.trace_id, sc.span_id, sc.trace_flags & 0x03  # the flags W3C knows (_w3c.KNOWN_FLAGS)
+
+
+def from_compact(trace_id: int, span_id: int, flags: int) -> Handoff:
+    """The Handoff of compact()'s numbers: the context a W3C extract of the same traceparent
+    gives (a remote span context, the flags W3C knows, no tracestate, no baggage)."""
+    if 0 < trace_id < 1 << 128 and 0 < span_id < 1 << 64:
+        # SpanContext(trace_id, span_id, True, flags) for ids just checked: (trace_id, span_id,
+        # is_remote, trace_flags, trace_state, is_valid), as threadline._tracer builds them
+        sc = _tuple_new(
+            trace.SpanContext,
+            (trace_id, span_id, True, _FLAGS[flags & 0x03], DEFAULT_TRACE_STATE, True),
+        )
+    else:  # no traceparent holds these: the invalid context a garbled one gives
+        sc = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags & 0x03))
+    return Handoff(trace.set_span_in_context(trace.NonRecordingSpan(sc), _EMPTY))
+
+
+_baggage: list[str] = []  # the API's context key for baggage, once baggage is first looked at
+
+
+def _baggage_key() -> str:
+    if not _baggage:
+        from opentelemetry.baggage import _BAGGAGE_KEY
+
+        _baggage.append(_BAGGAGE_KEY)
+    return _baggage[0]
+
+
 def count_garbled(message: str) -> None:
     """Count a handoff that could not be read (``export_stats()["garbled_handoffs"]``) and log
     the first one, saying why in `message`; the receiver then starts a new trace."""
@@ -249,7 +308,7 @@ class resume:  # used like a function: `with tl.resume(h, "work"):`
         attributes: the span's attributes.
     """
 
-    __slots__ = ("_handoff", "_name", "_relation", "_kind", "_attributes", "_token", "_cm")
+    __slots__ = ("_handoff", "_name", "_relation", "_kind", "_attributes", "_token", "_scope")
 
     def __init__(
         self,
@@ -272,7 +331,7 @@ class resume:  # used like a function: `with tl.resume(h, "work"):`
         self._kind = coerce_kind(kind) if kind is not None else None
         self._attributes = clean_attributes(attributes)
         self._token = None
-        self._cm = None
+        self._scope = None
 
     def __enter__(self) -> trace.Span:
         h = as_handoff(self._handoff)
@@ -291,22 +350,22 @@ class resume:  # used like a function: `with tl.resume(h, "work"):`
         if relation == "link":
             sc = h.span_context
             links = [trace.Link(sc)] if sc.is_valid else None
-        self._token = attach(ctx)
-        self._cm = start_span(
+        # The span starts in ctx and the block runs in ctx with it: one context switch, undone
+        # by the scope itself.
+        self._scope = start_span(
             self._name,
             attributes=self._attributes,
             kind=self._kind or trace.SpanKind.INTERNAL,
             links=links,
+            context=ctx,
         )
-        return self._cm.__enter__()
+        return self._scope.__enter__()
 
     def __exit__(self, exc_type, exc, tb) -> bool | None:
-        try:
-            if self._cm is not None:
-                return self._cm.__exit__(exc_type, exc, tb)
-            return None
-        finally:
-            detach(cast("Token[Context]", self._token))  # set by __enter__
+        if self._scope is not None:
+            return self._scope.__exit__(exc_type, exc, tb)
+        detach(cast("Token[Context]", self._token))  # set by __enter__
+        return None
 
 
 def _baggage_only(ctx: Context) -> Context:

@@ -66,29 +66,40 @@ def start_span(
     attributes: Mapping[str, Any] | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     links: Iterable[Any] | None = None,
+    context: Context | None = None,
 ) -> _Scope:
     """The context manager behind span(), resume() and @traced; records exceptions as events,
-    sets ERROR status and re-raises unchanged."""
-    return _Scope(name, kind, clean_attributes(attributes), _links(links))
+    sets ERROR status and re-raises unchanged. The span starts in `context` when given (its
+    span is the parent, and the block runs in it), else in the current context."""
+    return _Scope(name, kind, clean_attributes(attributes), _links(links), context)
 
 
 class _Scope:
     """A span, current inside the block. The SDK's start_as_current_span does the same through
-    two generator-based context managers; a plain class is cheaper on this, the hottest path."""
+    two generator-based context managers; a plain class is cheaper on this, the hottest path.
 
-    __slots__ = ("_name", "_kind", "_attributes", "_links", "_span", "_token")
+    The span starts in `context` when one is given (resume(): the sender's), else in the current
+    one; either way the block runs in that context with the span added."""
 
-    def __init__(self, name: str, kind: SpanKind, attributes: Any, links: Any) -> None:
+    __slots__ = ("_name", "_kind", "_attributes", "_links", "_context", "_span", "_token")
+
+    def __init__(
+        self, name: str, kind: SpanKind, attributes: Any, links: Any, context: Context | None = None
+    ) -> None:
         self._name = name
         self._kind = kind
         self._attributes = attributes
         self._links = links
+        self._context = context
 
     def __enter__(self) -> trace.Span:
+        ctx = self._context
         span = self._span = _runtime.tracer().start_span(
-            self._name, None, self._kind, self._attributes, self._links
+            self._name, ctx, self._kind, self._attributes, self._links
         )
-        self._token = attach(Context({**current(), _SPAN_KEY: span}))  # set_span_in_context
+        if ctx is None:
+            ctx = current()
+        self._token = attach(Context({**ctx, _SPAN_KEY: span}))  # set_span_in_context
         return span
 
     def __exit__(self, exc_type, exc, tb) -> None:

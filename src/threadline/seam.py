@@ -23,7 +23,9 @@ Every boundary is the same three steps: **capture** at the sender when the work 
 (``capture()``, or ``inject()`` straight into the transport's headers), **carry** the Handoff in
 the transport's own way (its ``carrier`` is a dict of headers: W3C traceparent, tracestate and
 baggage by default, or what ``OTEL_PROPAGATORS`` chose; ``carrier_keys()`` names them, and a
-transport that picks headers out of a message keeps those; a Handoff also pickles), and **resume** at the receiver around exactly the unit of work
+transport that picks headers out of a message keeps those; a Handoff also pickles, and
+``compact()`` / ``from_compact()`` turn one that holds just a traceparent into its three numbers
+and back, the cheapest form to pickle), and **resume** at the receiver around exactly the unit of work
 (``resume()``), which restores what was current before when the block ends. A receiver accepts
 whatever arrives: ``as_handoff()`` takes a Handoff, a header mapping, JSON or None, and a carrier
 that cannot be read starts a new trace (say why with ``count_garbled()``; it never raises)::
@@ -73,7 +75,9 @@ from threadline._handoff import (
     call,
     capture,
     carrier_keys,
+    compact,
     count_garbled,
+    from_compact,
     inject,
     resume,
 )
@@ -135,6 +139,7 @@ __all__ = [
     "check_name",
     "child_settings",
     "children",
+    "compact",
     "configure",
     "count_garbled",
     "current",
@@ -145,6 +150,7 @@ __all__ = [
     "exports_failed",
     "final_flush",
     "flush",
+    "from_compact",
     "guard",
     "inject",
     "mark_cut_short",

@@ -8,7 +8,7 @@ from opentelemetry import baggage, context, trace
 from opentelemetry.trace import SpanKind
 
 import threadline as tl
-from threadline import _handoff
+from threadline import _handoff, seam
 
 
 def run_in_thread(fn):
@@ -245,3 +245,42 @@ def test_inject_extract_round_trip(memory):
         trace.get_current_span(ctx).get_span_context().span_id == client.get_span_context().span_id
     )
     assert not trace.get_current_span(tl.extract(None)).get_span_context().is_valid
+
+
+def test_a_traceparent_alone_travels_as_its_three_numbers(memory, finished):
+    remote = {"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-03"}
+    with tl.resume(remote, "sender"):
+        h = tl.capture()
+    numbers = seam.compact(h)
+    sc = h.span_context
+    assert numbers == (sc.trace_id, sc.span_id, 0x03)
+    back = seam.from_compact(*numbers)
+    want = tl.Handoff.from_carrier(h.carrier)  # what a W3C extract of the same traceparent gives
+    assert back.span_context == want.span_context
+    assert back.span_context.is_remote and back.span_context.trace_flags == 0x03
+    assert back.carrier == h.carrier
+    with tl.resume(back, "receiver"):
+        pass
+    spans = {s.name: s for s in finished(memory)}
+    assert spans["receiver"].parent.span_id == spans["sender"].context.span_id
+
+
+def test_more_than_a_traceparent_is_not_compact(memory):
+    with tl.resume(
+        {"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "tracestate": "k=v"}
+    ):
+        assert seam.compact(tl.capture()) is None
+    with tl.span("with baggage"):
+        token = context.attach(baggage.set_baggage("tenant", "acme"))
+        try:
+            assert seam.compact(tl.capture()) is None
+        finally:
+            context.detach(token)
+    assert seam.compact(tl.capture()) is None  # nothing to carry
+    assert seam.compact(tl.Handoff.from_carrier({"traceparent": "00-zz-yy-01"})) is None
+
+
+def test_numbers_no_traceparent_could_hold_give_an_empty_handoff():
+    for numbers in ((0, 1, 1), (1, 0, 1), (1 << 128, 1, 1), (1, 1 << 64, 1)):
+        assert not seam.from_compact(*numbers).span_context.is_valid
+    assert seam.from_compact(1, 1, 0x81).span_context.trace_flags == 0x01  # as W3C extract has it

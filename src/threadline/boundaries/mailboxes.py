@@ -32,18 +32,17 @@ from multiprocessing.connection import Connection as _Connection
 from multiprocessing.queues import SimpleQueue as _ProcessSimpleQueue
 from typing import Any, cast
 
-from opentelemetry import baggage, propagate, trace
-from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from threadline.boundaries._renamed import renamed
 from threadline.seam import (
-    KNOWN_FLAGS,
     RELATIONS,
     Handoff,
     Relation,
     batch_span,
     capture,
+    compact,
+    from_compact,
     resume,
     sender_links,
     start_span,
@@ -89,19 +88,14 @@ class Envelope:
         self.handoff = handoff
 
     # Across processes an Envelope carries what the W3C carrier would: most often just the
-    # traceparent's three numbers, sent as they are and read back without parsing a header.
-    # Anything more (tracestate, baggage, other propagators) travels as the Handoff's carrier.
+    # traceparent's three numbers (seam.compact), sent as they are and read back without parsing
+    # a header. Anything more (tracestate, baggage, other propagators) travels as the Handoff's
+    # carrier.
     def __reduce__(self):
-        ctx = self.handoff.context
-        sc = trace.get_current_span(ctx).get_span_context()
-        if (
-            sc.is_valid
-            and not sc.trace_state
-            and not baggage.get_all(ctx)
-            and getattr(propagate.get_global_textmap(), "_threadline_w3c", False)
-        ):
-            return (_unseal, (self.item, sc.trace_id, sc.span_id, sc.trace_flags & KNOWN_FLAGS))
-        return (Envelope, (self.item, self.handoff))
+        numbers = compact(self.handoff)
+        if numbers is None:
+            return (Envelope, (self.item, self.handoff))
+        return (_unseal, (self.item, *numbers))
 
     def __lt__(self, other: Any) -> bool:
         return self.item < _item(other)
@@ -120,10 +114,8 @@ class Envelope:
 
 
 def _unseal(item: Any, trace_id: int, span_id: int, flags: int) -> Envelope:
-    """An Envelope from its compact wire form: the context a W3C extract of the same traceparent
-    gives (a remote span context, no tracestate, no baggage)."""
-    sc = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags))
-    return Envelope(item, Handoff(trace.set_span_in_context(trace.NonRecordingSpan(sc), Context())))
+    """An Envelope from its compact wire form (seam.from_compact)."""
+    return Envelope(item, from_compact(trace_id, span_id, flags))
 
 
 def _item(value: Any) -> Any:
@@ -170,6 +162,10 @@ class Delivery:
             attrs = _attrs(self._attributes, "process")
             if not self.handoff:  # sent from no trace: processed under the receiver's own context
                 self._cm = start_span(name, attributes=attrs, kind=SpanKind.CONSUMER)
+            elif self.relation == "child":  # resume(relation="child"), without its checks
+                self._cm = start_span(
+                    name, attributes=attrs, kind=SpanKind.CONSUMER, context=self.handoff.context
+                )
             else:
                 self._cm = resume(
                     self.handoff,
@@ -304,6 +300,7 @@ class Mailbox:
         "_get",
         "_poll",
         "_attributes",
+        "_send_attributes",
         "_awaitable",
     )
 
@@ -355,10 +352,11 @@ class Mailbox:
             "messaging.system": self.system,
             "messaging.destination.name": self.name,
         }
+        self._send_attributes = _attrs(self._attributes, "send")  # every span copies its own
 
     def _send_span(self):
         return start_span(
-            f"send {self.name}", attributes=_attrs(self._attributes, "send"), kind=SpanKind.PRODUCER
+            f"send {self.name}", attributes=self._send_attributes, kind=SpanKind.PRODUCER
         )
 
     def send(self, item: Any, *args: Any, **kwargs: Any) -> Any:
