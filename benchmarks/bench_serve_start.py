@@ -62,18 +62,17 @@ def start_ms() -> tuple[float, float]:
             "--db", str(Path(tmp) / "traces.duckdb"), "--ready-file", str(Path(tmp) / "ready"),
         ]
         # fmt: on
+        log = Path(tmp) / "stderr"
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            command,
-            env=fresh_interpreter.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                command, env=fresh_interpreter.env(), stdout=subprocess.DEVNULL, stderr=stderr
+            )
         try:
             connected = None
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"threadline serve exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+                    raise RuntimeError(f"threadline serve exited: {log.read_text()}")
                 if connected is None and _connects(api):
                     connected = time.perf_counter() - start
                 if connected is not None and _answers(api):
