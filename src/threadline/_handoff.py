@@ -50,18 +50,13 @@ _garbled_lock = threading.Lock()
 _SHOWN = 64  # characters of an untrusted header a log line shows
 
 
-_propagate_module: Any = None
-
-
+@functools.cache
 def _propagate():
     """opentelemetry.propagate, imported when a context first crosses a process: it loads the
     configured propagators through package metadata, which is most of what importing costs."""
-    global _propagate_module
-    if _propagate_module is None:
-        from opentelemetry import propagate
+    from opentelemetry import propagate
 
-        _propagate_module = propagate
-    return _propagate_module
+    return propagate
 
 
 def _reset_garbled() -> None:
@@ -219,15 +214,12 @@ def from_compact(trace_id: int, span_id: int, flags: int) -> Handoff:
     return Handoff(trace.set_span_in_context(trace.NonRecordingSpan(sc), _EMPTY))
 
 
-_baggage: list[str] = []  # the API's context key for baggage, once baggage is first looked at
-
-
+@functools.cache
 def _baggage_key() -> str:
-    if not _baggage:
-        from opentelemetry.baggage import _BAGGAGE_KEY
+    """The API's context key for baggage (opentelemetry.baggage, imported when first needed)."""
+    from opentelemetry.baggage import _BAGGAGE_KEY
 
-        _baggage.append(_BAGGAGE_KEY)
-    return _baggage[0]
+    return _BAGGAGE_KEY
 
 
 def count_garbled(message: str) -> None:
