@@ -148,9 +148,15 @@ def start_up() -> float:
     return statistics.median(costs)
 
 
-def run() -> list[dict]:
+def untraced() -> None:
+    """threadline not configured and the process boundaries uninstalled (configure() installs
+    them)."""
     tl.shutdown()
     boundaries.uninstrument("processes", "nodes")
+
+
+def run() -> list[dict]:
+    untraced()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     sink = multiprocessing.get_context("fork").Process(target=_serve, args=(server,), daemon=True)
@@ -164,7 +170,7 @@ def run() -> list[dict]:
         quiet_rt = per_item(round_trips)
         queues = interleaved(
             {
-                "plain": (tl.shutdown, queue_items(False)),
+                "plain": (untraced, queue_items(False)),
                 "traced": (lambda: tl.configure("bench", endpoint=endpoint), queue_items(True)),
                 "unexported": (lambda: tl.configure("bench", exporter="none"), queue_items(True)),
                 "carried": (lambda: tl.configure("bench", endpoint=endpoint), queue_items("carry")),
