@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
@@ -240,10 +240,16 @@ class GuardedExporter(SpanExporter):
                 logging.getLogger(name).addFilter(_quiet)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        n = len(spans)
+        return self._counted(len(spans), lambda: self.exporter.export(spans))
+
+    def send(self, data: bytes, count: int) -> SpanExportResult:
+        """Send `count` spans encoded ahead (an OTLPExporter's send()), counted as export() is."""
+        return self._counted(count, lambda: self.exporter.send(data, count))  # type: ignore[attr-defined]
+
+    def _counted(self, n: int, export: Callable[[], SpanExportResult]) -> SpanExportResult:
         epoch = stats.epoch
         try:
-            result = self.exporter.export(spans)
+            result = export()
         except Exception as exc:  # noqa: BLE001 - tracing never breaks the program
             stats.failure(type(exc).__name__, n, f"{type(exc).__name__}: {exc}", epoch)
             return SpanExportResult.FAILURE
