@@ -8,15 +8,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
-from urllib.parse import urlsplit
+from typing import cast
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext
-
-if TYPE_CHECKING:
-    import http.client
 
 from threadline.semconv import PENDING
 
@@ -297,26 +293,22 @@ ANNOUNCE_PAUSE = 30.0  # seconds without announcements after a failure
 
 
 class _PlainOTLP(SpanExporter):
-    """OTLP/HTTP protobuf over one kept-alive http.client connection: a third of the cost of the
-    full exporter for the one-span requests of announcements, which the work waits for. Used
-    only for a plain http endpoint without extra headers; anything else takes the full path."""
+    """OTLP/HTTP protobuf over one kept-alive connection (threadline._otlp_http), with no retry:
+    for the one-span requests of announcements, which the work waits for. Used only for a plain
+    http endpoint without extra headers; anything else takes the full path."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port, self.path = (
-            cast(str, parts.hostname),  # suits() admits only http:// URLs
-            parts.port or 80,
-            parts.path or "/v1/traces",
-        )
-        self._lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None  # imported when first used
-        self._pid = 0
+        from threadline._otlp_http import Connection
+
+        self.connection = Connection(url, ANNOUNCE_TIMEOUT)
 
     @classmethod
     def suits(cls, exporter: SpanExporter, endpoint: str | None) -> bool:
+        from threadline._otlp_http import suits
+
         return (
             endpoint is not None
-            and endpoint.startswith("http://")
+            and suits(endpoint)
             and type(exporter).__name__ in ("OTLPExporter", "OTLPSpanExporter")
             and not any(
                 os.environ.get(k)
@@ -325,44 +317,16 @@ class _PlainOTLP(SpanExporter):
         )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        import http.client
-
         from threadline._otlp_encoder import encode_spans
 
-        body = encode_spans(spans)
-        headers = {"Content-Type": "application/x-protobuf"}
-        with self._lock:
-            while True:
-                conn = self._conn if self._pid == os.getpid() else None
-                reused = conn is not None
-                if conn is None:
-                    conn = self._conn = http.client.HTTPConnection(
-                        self.host, self.port, timeout=ANNOUNCE_TIMEOUT
-                    )
-                    self._pid = os.getpid()
-                try:
-                    conn.request("POST", self.path, body, headers)
-                    response = conn.getresponse()
-                    response.read()
-                except (OSError, http.client.HTTPException) as exc:
-                    conn.close()
-                    self._conn = None
-                    # A kept-alive connection the server has closed since: reconnect, once.
-                    # Anything else (a timeout above all) is a failure now, not a retry.
-                    if reused and isinstance(
-                        exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-                    ):
-                        continue
-                    raise
-                return (
-                    SpanExportResult.SUCCESS if response.status < 300 else SpanExportResult.FAILURE
-                )
+        response, _ = self.connection.post(encode_spans(spans), _PROTOBUF)
+        return SpanExportResult.SUCCESS if response.status < 300 else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self.connection.close()
+
+
+_PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 class PendingAnnouncer(SpanProcessor):
