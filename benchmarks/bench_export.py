@@ -3,8 +3,8 @@ sent over the network to a loopback receiver in another process that reads every
 discards it. The stock OpenTelemetry SDK (BatchSpanProcessor + OTLPSpanExporter, http/protobuf)
 is the baseline; threadline sends OTLP/HTTP too, ddtrace its own agent protocol, Logfire OTLP/HTTP
 through its own set-up. CPU is the tracer process's (every thread: the export thread and the HTTP
-client count), over a round of N spans and the flush that delivers them; best of ROUNDS rounds,
-the range over rounds shown beside it. The receiver counts the spans it got (OTLP and the agent
+client count), over N spans and the flush that delivers them, after a warm-up; each round is a
+fresh process per tracer, the tracers taking turns; best of ROUNDS rounds, the range beside it. The receiver counts the spans it got (OTLP and the agent
 protocol both decoded), so a tracer that dropped some fails the bench instead of looking fast.
 
 ddtrace and Logfire run from a virtualenv of their own (.venv-bench-peers, made by `make bench`
@@ -27,7 +27,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 N = 20_000  # spans per round
-ROUNDS = 3
+WARMUP = 2_000
+ROUNDS = 3  # each a process per tracer, the tracers taking turns: load from elsewhere falls on all
 ATTRS = {"order.id": 1234, "customer.tier": "gold"}
 GOAL = 0.2  # threadline's CPU per exported span, as a share of the stock SDK's
 
@@ -164,20 +165,22 @@ def setup(name: str, url: str):
 
 
 def worker(name: str, url: str) -> None:
+    """WARMUP spans, flushed, then N: prints the CPU per span of the N and their flush."""
     one, flush = setup(name, url)
-    rounds = []
-    for _ in range(ROUNDS):
-        start = time.process_time()  # every thread of this process
-        for _ in range(N):
-            one()
-        flush()
-        rounds.append((time.process_time() - start) / N * 1e6)
+    for _ in range(WARMUP):  # connections, caches and lazy imports before the timing
+        one()
+    flush()
+    start = time.process_time()  # every thread of this process
+    for _ in range(N):
+        one()
+    flush()
+    cpu = (time.process_time() - start) / N * 1e6
     if name == "threadline":
         import threadline as tl
 
-        lost = tl.export_stats()
-        assert lost["exported"] == lost["ended"] == N * ROUNDS, lost
-    print(json.dumps(rounds), flush=True)
+        counted = tl.export_stats()
+        assert counted["exported"] == counted["ended"] == WARMUP + N, counted
+    print(json.dumps(cpu), flush=True)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -212,7 +215,8 @@ def received(url: str) -> int:
         return json.load(response)["spans"]
 
 
-def measure(name: str, url: str) -> list[float] | None:
+def measure(name: str, url: str) -> float | None:
+    """One round of tracer `name`, in a process of its own: CPU per span (None: not installed)."""
     _, python, extra = TRACERS[name]
     if not os.path.exists(python):
         return None
@@ -226,7 +230,7 @@ def measure(name: str, url: str) -> list[float] | None:
         [python, __file__, "worker", name, url], env=env, check=True, capture_output=True, text=True
     )
     got = received(url) - before
-    expected = 0 if name == "untraced" else N * ROUNDS
+    expected = 0 if name == "untraced" else WARMUP + N
     if got != expected:
         raise RuntimeError(f"{name}: the receiver got {got} spans of {expected}\n{out.stderr}")
     return json.loads(out.stdout.splitlines()[-1])
@@ -238,7 +242,14 @@ def run() -> list[dict]:
     )
     try:
         url = f"http://127.0.0.1:{int(receiver.stdout.readline())}"  # type: ignore[union-attr]
-        results = {name: measure(name, url) for name in TRACERS}
+        results: dict[str, list[float] | None] = {name: [] for name in TRACERS}
+        for _ in range(ROUNDS):
+            for name in TRACERS:
+                cpu = measure(name, url)
+                if cpu is None:
+                    results[name] = None
+                else:
+                    results[name].append(cpu)  # type: ignore[union-attr]
     finally:
         receiver.terminate()
         receiver.wait()

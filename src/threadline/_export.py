@@ -6,9 +6,10 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -44,6 +45,9 @@ class ExportStats:
         self._reported_drop = False
         self._reported_announce = False
         self._last_report: tuple | None = None
+        # Queues (OTLPBatchProcessor) whose spans count as ended while they wait: they count no
+        # span one by one, and take them out through taken().
+        self._queues: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def add(
         self, *, exported: int = 0, failed: int = 0, dropped: int = 0, announced: int = 0
@@ -57,6 +61,22 @@ class ExportStats:
     def end(self) -> None:
         with self._lock:
             self.ended += 1
+
+    def watch(self, queue: Any) -> None:
+        """Count the spans queue.queued() reports as ended, until they are taken()."""
+        with self._lock:
+            self._queues.add(queue)
+
+    def taken(self, take: Callable[[], int]) -> int:
+        """Run take(), which takes spans out of a watched queue and says how many, and count them
+        as ended: together, so that no snapshot counts a span twice or not at all."""
+        with self._lock:
+            n = take()
+            self.ended += n
+            return n
+
+    def _ended(self) -> int:
+        return self.ended + sum(queue.queued() for queue in self._queues)
 
     def delivered(self, spans: int, epoch: int) -> None:
         """An export that began in `epoch` succeeded (already counted dropped if settled since)."""
@@ -112,7 +132,7 @@ class ExportStats:
         """Count every ended span that was neither exported, failed nor dropped as dropped for
         `reason`: the export path has stopped, so they never will be. Returns how many."""
         with self._lock:
-            missing = self.ended - self.exported - self.failed - self.dropped
+            missing = self._ended() - self.exported - self.failed - self.dropped
             if missing <= 0:
                 return 0
             self.epoch += 1  # an export still in flight was among them: its outcome is moot
@@ -122,7 +142,7 @@ class ExportStats:
     def snapshot(self) -> dict:
         with self._lock:
             return {
-                "ended": self.ended,
+                "ended": self._ended(),
                 "exported": self.exported,
                 "failed": self.failed,
                 "dropped": self.dropped,

@@ -28,7 +28,7 @@ from threadline._tracer import LeanSpan
 
 log = logging.getLogger("threadline")
 
-_OWN = frozenset((LeanSpan, SdkSpan, ReadableSpan))
+OWN = frozenset((LeanSpan, SdkSpan, ReadableSpan))  # span classes whose fields are read directly
 
 _double = Struct("<d").pack
 _fixed64 = Struct("<Q").pack
@@ -231,7 +231,7 @@ _names: dict[str, bytes] = {}  # span names, encoded once: a process has few
 
 def encode_span(span: Any) -> bytes:
     """One Span message's body."""
-    if type(span) in _OWN:
+    if type(span) in OWN:
         return _own_span(span)
     return _any_span(span)
 
@@ -356,7 +356,7 @@ def _scope(scope: Any) -> bytes:
 
 def span_field(span: Any) -> bytes:
     """One span as a ScopeSpans message's `spans` field: what encode_request() takes."""
-    body = _own_span(span) if type(span) in _OWN else _any_span(span)
+    body = _own_span(span) if type(span) in OWN else _any_span(span)
     n = len(body)
     return b"\x12" + (_SMALL[n] if n < 128 else _varint(n)) + body
 
@@ -367,7 +367,7 @@ def encode_spans(spans: Sequence[Any]) -> bytes:
     # resource, scope, their list: most spans follow one of the same
     last: tuple[Any, Any, Any] = (None, None, None)
     for span in spans:
-        if type(span) in _OWN:
+        if type(span) in OWN:
             resource, scope = span._resource, span._instrumentation_scope or None  # noqa: SLF001
         else:
             resource, scope = span.resource, span.instrumentation_scope or None

@@ -4,21 +4,21 @@ thread sends the encoded spans in batches.
 The SDK's BatchSpanProcessor keeps every ended span alive until its export thread encodes it:
 thousands of objects for the garbage collector to visit again and again, read by another thread
 once they have left its cache. Encoded at the end, on the thread that ends it, a span is freed
-at once and the queue holds bytes, which the collector never visits. That halves what exporting
-a span costs (benchmarks/bench_export.py).
+at once and the queue holds bytes, which the collector never visits; and ending a span takes no
+lock here. benchmarks/bench_export.py measures what that saves.
 
-Queue size, batch size and schedule delay follow the SDK's OTEL_BSP_* variables and defaults.
-Every span handed here is counted in export_stats(): exported, failed (its request failed, or it
-could not be encoded) or dropped (the queue was full: the new span is the one dropped; or the
-process stopped first)."""
+Queue size (for each resource and instrumentation scope), batch size and schedule delay follow
+the SDK's OTEL_BSP_* variables and defaults. Every span handed here is counted in
+export_stats(): exported, failed (its request failed, or it could not be encoded) or dropped
+(the queue was full: the new span is the one dropped; or the process stopped first)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import weakref
 from collections import deque
+from functools import partial
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from threadline._export import GuardedExporter, stats
-from threadline._otlp_encoder import encode_request, group, span_field
+from threadline._otlp_encoder import OWN, encode_request, group, span_field
 
-log = logging.getLogger("threadline")
+_NOTHING = object()  # the resource and scope of no span
 
 
 class OTLPBatchProcessor(SpanProcessor):
@@ -47,53 +47,62 @@ class OTLPBatchProcessor(SpanProcessor):
         os.register_at_fork(after_in_child=lambda: (p := ref()) and p._start())  # noqa: SLF001
 
     def _start(self) -> None:
-        # The queue holds span fields (bytes) and, before the first span of each run of spans of
-        # one resource and scope, that (resource, scope) pair; _queued counts the spans.
-        self._queue: deque[bytes | tuple[Any, Any]] = deque()
-        self._queued = 0
-        self._resource: Any = None  # of the last span queued
-        self._scope: Any = None
-        self._lock = threading.Lock()  # the queue, _queued and the last span's pair
+        # A queue of span fields (bytes) for each resource and scope: ending a span takes no
+        # lock, and leaves nothing the garbage collector visits. The last one used is at hand.
+        self._queues: dict[tuple[int, int], tuple[Any, Any, deque[bytes]]] = {}
+        self._last: tuple[Any, Any, deque[bytes]] = (_NOTHING, _NOTHING, deque())
+        self._lock = threading.Lock()  # adding a queue
         self._export_lock = threading.Lock()  # one batch in flight at a time
-        self._group: tuple[Any, Any] = (None, None)  # of the next span field taken from the queue
         self._wake = threading.Event()
+        stats.watch(self)
         self._thread = threading.Thread(
             target=self._run, name="threadline-otlp-export", daemon=True
         )
         self._thread.start()
 
+    def queued(self) -> int:
+        """How many spans wait to be sent."""
+        return sum(len(q) for _, _, q in list(self._queues.values()))
+
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not span.context.trace_flags.sampled:  # pyright: ignore[reportOptionalMemberAccess]
+        if not span.context[3] & 1:  # pyright: ignore[reportOptionalSubscript] - trace_flags.sampled
             return
-        stats.end()
         if self._shutdown:
+            stats.end()
             stats.drop(1, "ended_after_shutdown")
             return
         try:
             field = span_field(span)
         except Exception as error:  # noqa: BLE001 - this span fails, not its batch
+            stats.end()
             stats.failure("encode_error", 1, f"could not encode span {span.name!r}: {error}")
             return
-        resource, scope = span.resource, span.instrumentation_scope or None
-        wake = False
-        with self._lock:
-            if self._queued >= self._max_queue:
-                full = True
-            else:
-                full = False
-                if resource is not self._resource or scope is not self._scope:
-                    self._resource, self._scope = resource, scope
-                    self._queue.append((resource, scope))
-                self._queue.append(field)
-                self._queued += 1
-                wake = self._queued >= self._batch
-        if full:
+        if type(span) in OWN:
+            resource, scope = span._resource, span._instrumentation_scope or None  # noqa: SLF001
+        else:
+            resource, scope = span.resource, span.instrumentation_scope or None
+        last = self._last  # one read: another thread may replace it
+        queue = (
+            last[2] if last[0] is resource and last[1] is scope else self._queue(resource, scope)
+        )
+        if len(queue) >= self._max_queue:
+            stats.end()
             stats.drop(1, "queue_full")
-        elif wake and not self._wake.is_set():
+            return
+        queue.append(field)  # counted ended from now on (queued())
+        if len(queue) >= self._batch and not self._wake.is_set():
             self._wake.set()
+
+    def _queue(self, resource: Any, scope: Any) -> deque[bytes]:
+        with self._lock:
+            found = self._queues.get((id(resource), id(scope)))  # the pair keeps both ids taken
+            if found is None:
+                found = self._queues[(id(resource), id(scope))] = (resource, scope, deque())
+            self._last = found
+            return found[2]
 
     def _run(self) -> None:
         while not self._shutdown:
@@ -107,31 +116,27 @@ class OTLPBatchProcessor(SpanProcessor):
         """Send full batches while there are any; with everything, the rest too."""
         with self._export_lock:
             while True:
+                queued = self.queued()
+                if not queued or (queued < self._batch and not everything):
+                    return
                 groups: dict[Any, dict[Any, list[bytes]]] = {}
-                with self._lock:
-                    queued = self._queued
-                    if not queued or (queued < self._batch and not everything):
-                        return
-                    count = min(queued, self._batch)
-                    self._queued -= count
-                    queue, current = self._queue, self._group
-                    fields = None
-                    taken = 0
-                    while taken < count:
-                        item = queue.popleft()
-                        if type(item) is tuple:
-                            current, fields = item, None
-                        else:
-                            if fields is None:
-                                fields = group(groups, *current)
-                            fields.append(item)  # type: ignore[arg-type] - a field
-                            taken += 1
-                    self._group = current
+                count = stats.taken(partial(self._take, groups))
                 token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
                 try:
                     self.span_exporter.send(encode_request(groups), count)
                 finally:
                     detach(token)
+
+    def _take(self, groups: dict[Any, dict[Any, list[bytes]]]) -> int:
+        """Move up to a batch of span fields from the queues into groups (as encode_request()
+        takes them); how many."""
+        taken = 0
+        for resource, scope, queue in list(self._queues.values()):
+            n = min(len(queue), self._batch - taken)
+            if n:
+                group(groups, resource, scope).extend([queue.popleft() for _ in range(n)])
+                taken += n
+        return taken
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if not self._shutdown:

@@ -54,7 +54,7 @@ def exporting(collector, monkeypatch):
     """threadline exporting over OTLP/HTTP to the collector, a tap keeping the same spans as the
     SDK hands them over: (the spans in the order they ended, the bodies received, status)."""
     url, bodies, status = collector
-    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "3")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
     memory = InMemorySpanExporter()
     tap = SimpleSpanProcessor(memory)
     tl.configure("processor-tests", endpoint=url, boundaries=False, announce=False)
@@ -78,7 +78,7 @@ def _processor() -> OTLPBatchProcessor:
 
 
 def test_the_otlp_path_takes_it(exporting):
-    assert _processor()._batch == 3
+    assert _processor()._batch == 4
 
 
 def test_each_batch_is_the_sdk_encoding_of_its_spans_across_scopes(exporting):
@@ -94,24 +94,39 @@ def test_each_batch_is_the_sdk_encoding_of_its_spans_across_scopes(exporting):
     assert tl.flush()
     spans = memory.get_finished_spans()
     assert len(spans) == 7
-    # 7 spans in batches of 3: the scope of a span starting a batch is carried over, not lost
-    assert bodies == [sdk_encode(spans[i : i + 3]).SerializeToString() for i in (0, 3, 6)]
-    first = ExportTraceServiceRequest.FromString(bodies[0])
-    scopes = [ss.scope.name for ss in first.resource_spans[0].scope_spans]
-    assert scopes == ["other.library", "threadline"]
+    # 7 spans in batches of 4, of two scopes (a queue each): every span once, each request the
+    # SDK's bytes for the spans it holds, in the order it holds them
+    by_id = {s.context.span_id: s for s in spans}
+    held = [
+        [
+            by_id[int.from_bytes(s.span_id, "big")]
+            for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        ]
+        for body in bodies
+    ]
+    assert [len(h) for h in held] == [4, 3]
+    assert sorted(s.context.span_id for h in held for s in h) == sorted(by_id)
+    assert bodies == [sdk_encode(h).SerializeToString() for h in held]
+    first = ExportTraceServiceRequest.FromString(bodies[0]).resource_spans[0].scope_spans
+    assert [(ss.scope.name, len(ss.spans)) for ss in first] == [
+        ("other.library", 3),
+        ("threadline", 1),
+    ]
     assert tl.export_stats()["exported"] == 7
 
 
 def test_a_refused_batch_is_counted_failed(exporting):
     _, bodies, status = exporting
     status[0] = 400
-    for i in range(4):
+    for i in range(8):
         with tl.span(f"s{i}"):
             pass
     tl.flush()
     assert len(bodies) == 2
     stats = tl.export_stats()
-    assert (stats["ended"], stats["exported"], stats["failed"]) == (4, 0, 4)
+    assert (stats["ended"], stats["exported"], stats["failed"]) == (8, 0, 8)
     assert stats["errors"] == {"export_failed": 2}
 
 
@@ -128,11 +143,14 @@ class Sent(GuardedExporter):
         return SpanExportResult.SUCCESS
 
 
+RAW = Resource({"service.name": "raw"})
+
+
 def _span(i: int, start_time: object = 10) -> ReadableSpan:
     return ReadableSpan(
         name=f"s{i}",
         context=SpanContext(5, i + 1, False, TraceFlags(1)),
-        resource=Resource({"service.name": "raw"}),
+        resource=RAW,
         start_time=start_time,  # type: ignore[arg-type] - a bad one on purpose, below
         end_time=20,
     )
@@ -186,3 +204,16 @@ def test_after_shutdown_a_span_is_counted_dropped_and_unsampled_ones_are_not_see
     snap = stats.snapshot()
     assert (snap["ended"], snap["dropped"]) == (1, 1)
     assert snap["errors"] == {"ended_after_shutdown": 1}
+
+
+def test_queued_spans_count_as_ended_until_sent(stats):
+    sent = Sent()
+    proc = OTLPBatchProcessor(sent)
+    for i in range(3):
+        proc.on_end(_span(i))
+    snap = stats.snapshot()
+    assert (snap["ended"], snap["exported"], proc.queued()) == (3, 0, 3)
+    proc.force_flush()
+    snap = stats.snapshot()
+    assert (snap["ended"], snap["exported"], proc.queued()) == (3, 3, 0)
+    proc.shutdown()
