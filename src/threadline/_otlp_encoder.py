@@ -102,9 +102,11 @@ def _key(key: str) -> bytes:
 
 
 # A KeyValue's value field (tag 2) holding an AnyValue: for a text of n < 124 bytes, everything
-# before the text; for an integer 0 <= i < 128, all of it.
+# before the text; for an integer 0 <= i < 128 or a boolean, all of it.
 _TEXT_VALUE = [b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] for n in range(124)]
 _SMALL_INT_VALUE = [b"\x12\x02\x18" + _SMALL[i] for i in range(128)]
+_INT_VALUE = [b"\x12" + _SMALL[n + 1] + b"\x18" for n in range(11)]  # before a varint of n bytes
+_BOOL_VALUE = {False: b"\x12\x02\x10\x00", True: b"\x12\x02\x10\x01"}
 
 
 def _attributes(tag: bytes, attributes: Any) -> bytes:
@@ -114,6 +116,8 @@ def _attributes(tag: bytes, attributes: Any) -> bytes:
     for key, value in attributes.items():
         kind = type(value)
         field = _keys.get(key)
+        if field is None and type(key) is str and key.isascii():  # other keys: _attribute()
+            field = _key(key)
         if field is not None and len(field) < 60:  # the common cases, lengths of one byte each
             if kind is str:
                 try:
@@ -129,8 +133,18 @@ def _attributes(tag: bytes, attributes: Any) -> bytes:
                         + text
                     )
                     continue
-            elif kind is int and 0 <= value < 128:
-                out.append(tag + _SMALL[len(field) + 4] + field + _SMALL_INT_VALUE[value])
+            elif kind is int and 0 <= value < _INT64:
+                if value < 128:
+                    out.append(tag + _SMALL[len(field) + 4] + field + _SMALL_INT_VALUE[value])
+                else:
+                    v = _varint(value)
+                    out.append(tag + _SMALL[len(field) + len(v) + 3] + field + _INT_VALUE[len(v)] + v)  # fmt: skip
+                continue
+            elif kind is bool:
+                out.append(tag + _SMALL[len(field) + 4] + field + _BOOL_VALUE[value])
+                continue
+            elif kind is float:
+                out.append(tag + _SMALL[len(field) + 11] + field + b"\x12\x09\x21" + _double(value))
                 continue
         out.append(_attribute(tag, key, value, kind))
     return b"".join(out)

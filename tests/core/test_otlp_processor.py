@@ -3,6 +3,7 @@ request the very bytes the SDK's encoder makes of the same spans, and every span
 
 from __future__ import annotations
 
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -216,4 +217,27 @@ def test_queued_spans_count_as_ended_until_sent(stats):
     proc.force_flush()
     snap = stats.snapshot()
     assert (snap["ended"], snap["exported"], proc.queued()) == (3, 3, 0)
+    proc.shutdown()
+
+
+def test_a_forked_child_sends_its_own_spans_only(stats):
+    sent = Sent()
+    proc = OTLPBatchProcessor(sent)
+    proc.on_end(_span(1))  # queued in the parent when it forks
+    pid = os.fork()
+    if pid == 0:  # the child: an empty queue, a thread of its own
+        code = 1
+        try:
+            proc.on_end(_span(2))
+            proc.force_flush()
+            ok = proc.queued() == 0 and sent.sent == [
+                (sdk_encode([_span(2)]).SerializeToString(), 1)
+            ]
+            code = 0 if ok and proc._thread.is_alive() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    proc.force_flush()
+    assert sent.sent == [(sdk_encode([_span(1)]).SerializeToString(), 1)]
     proc.shutdown()
