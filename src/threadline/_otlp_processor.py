@@ -106,10 +106,10 @@ class OTLPBatchProcessor(SpanProcessor):
 
     def _run(self) -> None:
         while not self._shutdown:
-            self._wake.wait(self._delay)
+            woken = self._wake.wait(self._delay)  # by a full batch; else the delay has passed
             self._wake.clear()
             if not self._shutdown:
-                self._export(everything=False)
+                self._export(everything=not woken)
         self._export(everything=True)
 
     def _export(self, everything: bool) -> None:

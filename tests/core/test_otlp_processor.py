@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -205,6 +206,18 @@ def test_after_shutdown_a_span_is_counted_dropped_and_unsampled_ones_are_not_see
     snap = stats.snapshot()
     assert (snap["ended"], snap["dropped"]) == (1, 1)
     assert snap["errors"] == {"ended_after_shutdown": 1}
+
+
+def test_a_partial_batch_leaves_after_the_schedule_delay(stats, monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    sent = Sent()
+    proc = OTLPBatchProcessor(sent)
+    proc.on_end(_span(1))
+    deadline = time.monotonic() + 5
+    while not sent.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent.sent == [(sdk_encode([_span(1)]).SerializeToString(), 1)]  # no flush asked
+    proc.shutdown()
 
 
 def test_queued_spans_count_as_ended_until_sent(stats):
