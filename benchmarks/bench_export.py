@@ -134,7 +134,7 @@ def setup(name: str, url: str):
     if name == "threadline":
         import threadline as tl
 
-        tl.configure("bench", endpoint=url, boundaries=False, announce=False)
+        tl.configure("bench", endpoint=url, boundaries=False)
 
         def one() -> None:
             with tl.span("op", attributes=ATTRS):
