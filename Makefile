@@ -12,6 +12,11 @@ OLDEST_STAMP := $(OLDEST)/.installed
 OLDEST_PINS  := constraints/otel-oldest.txt
 OLDEST_TESTS := tests/core tests/boundaries tests/testing \
                 tests/integrations/test_w3c.py tests/integrations/test_http.py
+# ddtrace and Logfire, the peers benchmarks/bench_export.py measures, kept out of the project's
+# virtualenv (ddtrace patches what it finds at import).
+PEERS       := .venv-bench-peers
+PEERS_STAMP := $(PEERS)/.installed
+PEERS_PINS  := constraints/bench-peers.txt
 
 .PHONY: test test-otel-oldest demo bench lint format system clean screenshots docs
 
@@ -28,6 +33,12 @@ $(OLDEST_STAMP): pyproject.toml $(OLDEST_PINS)
 		'pytest>=8' 'pytest-timeout>=2.3' fastapi flask requests aiohttp
 	touch $(OLDEST_STAMP)
 
+$(PEERS_STAMP): $(PEERS_PINS)
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --upgrade pip
+	$(PEERS)/bin/python -m pip install -q -r $(PEERS_PINS)
+	touch $(PEERS_STAMP)
+
 system:
 	bash scripts/system.sh
 
@@ -42,7 +53,7 @@ test-otel-oldest: $(OLDEST_STAMP) system
 demo: $(STAMP)
 	$(VENV)/bin/threadline demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(PEERS_STAMP)
 	$(PY) benchmarks/run.py
 
 # The documentation site (MkDocs, Material theme) into site/; --strict fails on a broken link.
@@ -62,4 +73,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(OLDEST) build site *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(OLDEST) $(PEERS) build site *.egg-info src/*.egg-info

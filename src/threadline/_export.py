@@ -6,17 +6,14 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext
-
-if TYPE_CHECKING:
-    import http.client
 
 from threadline.semconv import PENDING
 
@@ -48,6 +45,9 @@ class ExportStats:
         self._reported_drop = False
         self._reported_announce = False
         self._last_report: tuple | None = None
+        # Queues (OTLPBatchProcessor) whose spans count as ended while they wait: they count no
+        # span one by one, and take them out through taken().
+        self._queues: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def add(
         self, *, exported: int = 0, failed: int = 0, dropped: int = 0, announced: int = 0
@@ -61,6 +61,22 @@ class ExportStats:
     def end(self) -> None:
         with self._lock:
             self.ended += 1
+
+    def watch(self, queue: Any) -> None:
+        """Count the spans queue.queued() reports as ended, until they are taken()."""
+        with self._lock:
+            self._queues.add(queue)
+
+    def taken(self, take: Callable[[], int]) -> int:
+        """Run take(), which takes spans out of a watched queue and says how many, and count them
+        as ended: together, so that no snapshot counts a span twice or not at all."""
+        with self._lock:
+            n = take()
+            self.ended += n
+            return n
+
+    def _ended(self) -> int:
+        return self.ended + sum(queue.queued() for queue in self._queues)
 
     def delivered(self, spans: int, epoch: int) -> None:
         """An export that began in `epoch` succeeded (already counted dropped if settled since)."""
@@ -116,7 +132,7 @@ class ExportStats:
         """Count every ended span that was neither exported, failed nor dropped as dropped for
         `reason`: the export path has stopped, so they never will be. Returns how many."""
         with self._lock:
-            missing = self.ended - self.exported - self.failed - self.dropped
+            missing = self._ended() - self.exported - self.failed - self.dropped
             if missing <= 0:
                 return 0
             self.epoch += 1  # an export still in flight was among them: its outcome is moot
@@ -126,7 +142,7 @@ class ExportStats:
     def snapshot(self) -> dict:
         with self._lock:
             return {
-                "ended": self.ended,
+                "ended": self._ended(),
                 "exported": self.exported,
                 "failed": self.failed,
                 "dropped": self.dropped,
@@ -240,10 +256,16 @@ class GuardedExporter(SpanExporter):
                 logging.getLogger(name).addFilter(_quiet)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        n = len(spans)
+        return self._counted(len(spans), lambda: self.exporter.export(spans))
+
+    def send(self, data: bytes, count: int) -> SpanExportResult:
+        """Send `count` spans encoded ahead (an OTLPExporter's send()), counted as export() is."""
+        return self._counted(count, lambda: self.exporter.send(data, count))  # type: ignore[attr-defined]
+
+    def _counted(self, n: int, export: Callable[[], SpanExportResult]) -> SpanExportResult:
         epoch = stats.epoch
         try:
-            result = self.exporter.export(spans)
+            result = export()
         except Exception as exc:  # noqa: BLE001 - tracing never breaks the program
             stats.failure(type(exc).__name__, n, f"{type(exc).__name__}: {exc}", epoch)
             return SpanExportResult.FAILURE
@@ -291,26 +313,22 @@ ANNOUNCE_PAUSE = 30.0  # seconds without announcements after a failure
 
 
 class _PlainOTLP(SpanExporter):
-    """OTLP/HTTP protobuf over one kept-alive http.client connection: a third of the cost of the
-    full exporter for the one-span requests of announcements, which the work waits for. Used
-    only for a plain http endpoint without extra headers; anything else takes the full path."""
+    """OTLP/HTTP protobuf over one kept-alive connection (threadline._otlp_http), with no retry:
+    for the one-span requests of announcements, which the work waits for. Used only for a plain
+    http endpoint without extra headers; anything else takes the full path."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port, self.path = (
-            cast(str, parts.hostname),  # suits() admits only http:// URLs
-            parts.port or 80,
-            parts.path or "/v1/traces",
-        )
-        self._lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None  # imported when first used
-        self._pid = 0
+        from threadline._otlp_http import Connection
+
+        self.connection = Connection(url, ANNOUNCE_TIMEOUT)
 
     @classmethod
     def suits(cls, exporter: SpanExporter, endpoint: str | None) -> bool:
+        from threadline._otlp_http import suits
+
         return (
             endpoint is not None
-            and endpoint.startswith("http://")
+            and suits(endpoint)
             and type(exporter).__name__ in ("OTLPExporter", "OTLPSpanExporter")
             and not any(
                 os.environ.get(k)
@@ -319,44 +337,16 @@ class _PlainOTLP(SpanExporter):
         )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        import http.client
-
         from threadline._otlp_encoder import encode_spans
 
-        body = encode_spans(spans)
-        headers = {"Content-Type": "application/x-protobuf"}
-        with self._lock:
-            while True:
-                conn = self._conn if self._pid == os.getpid() else None
-                reused = conn is not None
-                if conn is None:
-                    conn = self._conn = http.client.HTTPConnection(
-                        self.host, self.port, timeout=ANNOUNCE_TIMEOUT
-                    )
-                    self._pid = os.getpid()
-                try:
-                    conn.request("POST", self.path, body, headers)
-                    response = conn.getresponse()
-                    response.read()
-                except (OSError, http.client.HTTPException) as exc:
-                    conn.close()
-                    self._conn = None
-                    # A kept-alive connection the server has closed since: reconnect, once.
-                    # Anything else (a timeout above all) is a failure now, not a retry.
-                    if reused and isinstance(
-                        exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-                    ):
-                        continue
-                    raise
-                return (
-                    SpanExportResult.SUCCESS if response.status < 300 else SpanExportResult.FAILURE
-                )
+        response, _ = self.connection.post(encode_spans(spans), _PROTOBUF)
+        return SpanExportResult.SUCCESS if response.status < 300 else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self.connection.close()
+
+
+_PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 class PendingAnnouncer(SpanProcessor):

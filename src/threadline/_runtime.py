@@ -20,7 +20,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
@@ -214,17 +214,22 @@ def _processors(
 
             procs.append(SimpleSpanProcessor(ConsoleTreeExporter()))
         elif name in ("otlp", "custom"):
+            otlp = None
             if name == "otlp" or exporter is None:
                 from threadline._otlp_exporter import OTLPExporter
 
-                real: SpanExporter = OTLPExporter(endpoint=export_url(s), timeout=5)
-            else:
-                real = exporter
+                otlp = OTLPExporter(endpoint=export_url(s), timeout=5)
+            real = cast("SpanExporter", otlp or exporter)
             guarded = GuardedExporter(real, export_url(s) if name == "otlp" else None)
             # A roomier queue than the SDK's 2048 absorbs bursts; $OTEL_BSP_MAX_QUEUE_SIZE rules.
             queue = None if env("OTEL_BSP_MAX_QUEUE_SIZE") else 8192
-            bsp = BatchSpanProcessor(guarded, max_queue_size=queue)
-            count_drops(bsp)
+            if otlp is not None and otlp.sends_encoded():
+                from threadline._otlp_processor import OTLPBatchProcessor
+
+                bsp: SpanProcessor = OTLPBatchProcessor(guarded, max_queue_size=queue)
+            else:
+                bsp = BatchSpanProcessor(guarded, max_queue_size=queue)
+                count_drops(bsp)
             announcer = PendingAnnouncer(guarded)
             procs.extend([announcer, bsp] if s.announce else [bsp])
     return procs, announcer

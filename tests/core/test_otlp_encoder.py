@@ -36,6 +36,10 @@ EVERY_VALUE = {
     "ints": [1, -1, 0],
     "floats": [0.25],
     "none": [],
+    "long": "x" * 200,
+    "int.negative.large": -(2**40),
+    "int.two.bytes": 300,
+    "k" * 70: "a key too long for the short form",
 }
 
 

@@ -1,4 +1,5 @@
-"""The configured OTLP/HTTP exporter sends threadline's encoding over the SDK's HTTP client."""
+"""The configured OTLP/HTTP exporter sends threadline's encoding through the SDK's HTTP client,
+over a kept-alive http.client connection for a plain http:// endpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from threadline import _export, _otlp_http
 from threadline._otlp_exporter import OTLPExporter
 
 
@@ -38,6 +40,13 @@ def collector():
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def stats_reset():
+    _export.stats.reset()
+    yield
+    _export.stats.reset()
 
 
 def _spans():
@@ -82,3 +91,112 @@ def test_a_refused_request_is_a_failure(collector):
     exporter.shutdown()
     assert exporter.export(list(_spans())) is SpanExportResult.FAILURE  # after shutdown
     assert len(received) == 1
+
+
+@pytest.fixture
+def keep_alive():
+    """An HTTP/1.1 collector: (URL, the client ports of its requests, the statuses it answers with
+    in turn, then 200; whether it drops each connection silently after answering)."""
+    ports: list[int] = []
+    statuses: list[int] = []
+    drop = [False]
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            ports.append(self.client_address[1])
+            self.send_response(statuses.pop(0) if statuses else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.close_connection = drop[0]  # as an idle timeout does: nothing said
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", ports, statuses, drop
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_plain_http_goes_over_one_kept_alive_connection(keep_alive):
+    url, ports, _, _ = keep_alive
+    exporter = OTLPExporter(endpoint=url, timeout=5)
+    assert isinstance(exporter._client._transport, _otlp_http.Transport)
+    for _ in range(3):
+        assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert len(ports) == 3 and len(set(ports)) == 1
+
+
+def test_a_connection_the_server_closed_is_reopened_once(keep_alive):
+    url, ports, _, drop = keep_alive
+    drop[0] = True
+    exporter = OTLPExporter(endpoint=url, timeout=5)
+    for _ in range(3):
+        assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert len(set(ports)) == 3
+
+
+def test_a_server_that_closes_after_each_answer_is_followed(collector):
+    url, received, _ = collector  # HTTP/1.0: the connection closes after each response
+    exporter = OTLPExporter(endpoint=url, timeout=5)
+    for _ in range(2):
+        assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert len(received) == 2
+
+
+def test_a_retryable_answer_is_retried_by_the_sdk_client_over_this_transport(keep_alive):
+    url, ports, statuses, _ = keep_alive
+    statuses.append(503)
+    exporter = OTLPExporter(endpoint=url, timeout=5)
+    assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert len(ports) == 2
+
+
+def test_nobody_listening_is_a_counted_failure(stats_reset):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1/traces"
+    exporter = OTLPExporter(endpoint=url, timeout=0.5)
+    guarded = _export.GuardedExporter(exporter, url)
+    assert guarded.export(list(_spans())) is SpanExportResult.FAILURE
+    snap = _export.stats.snapshot()
+    assert (snap["failed"], snap["errors"]) == (2, {"export_failed": 1})
+    exporter.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("url", "env", "lean"),
+    [
+        ("http://127.0.0.1:4318/v1/traces", {}, True),
+        ("https://127.0.0.1:4318/v1/traces", {}, False),
+        ("http://collector:4318/v1/traces", {"HTTP_PROXY": "http://proxy:3128"}, False),
+        (
+            "http://collector:4318/v1/traces",
+            {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "collector"},
+            True,
+        ),
+        (
+            "http://127.0.0.1:4318/v1/traces",
+            {"OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER": "mine"},
+            False,
+        ),
+    ],
+)
+def test_https_a_proxy_or_a_credential_provider_keep_the_sdk_transport(url, env, lean, monkeypatch):
+    for key in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert _otlp_http.suits(url) is lean
