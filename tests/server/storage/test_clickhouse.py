@@ -297,6 +297,8 @@ class _Recording:
             return [[0]]
         if sql.startswith("SELECT count()"):
             return [[1]]
+        if sql.startswith("SELECT toUnixTimestamp64Nano(min(Timestamp))"):
+            return [[NOW - 10**9, NOW]]
         return []
 
     def execute(self, sql, params=None):
@@ -335,9 +337,9 @@ def test_a_clustered_store_reads_and_writes_through_the_distributed_tables():
     s.spans_between(0, NOW)
     s.dependencies(0, NOW)
     reads = [q for q in conn.sql if q.startswith(("SELECT", "WITH"))]
-    assert len(reads) == 6  # get_traces: one read, of the table by trace id
-    assert all("`obs`.`spans_dist`" in q for q in reads if q is not reads[1])
-    assert "FROM `obs`.`spans_threadline_by_trace_dist` WHERE TraceId IN" in reads[1]
+    assert len(reads) == 7  # get_traces: one read, of the table by trace id
+    assert all("`obs`.`spans_dist`" in q for q in reads if q is not reads[2])
+    assert "FROM `obs`.`spans_threadline_by_trace_dist` WHERE TraceId IN" in reads[2]
     assert not any("`obs`.`spans` " in q or "`obs`.`spans_trace_id_ts` " in q for q in reads)
     s.delete_before(NOW)  # a Distributed table takes no DELETE: every shard deletes its own
     assert conn.sql[-2:] == [
@@ -686,3 +688,31 @@ def test_traces_older_than_a_copy_that_did_not_finish_are_read_from_the_traces_t
         assert list(s.get_traces([old, new])) == [old]
     finally:
         s.close()
+
+
+def test_a_search_reads_back_in_slices_until_it_has_its_traces(ch):
+    from threadline.server.storage.query import Query
+
+    hour = 3600 * 10**9
+    traces = {f"{i:032x}": NOW - ago for i, ago in enumerate([0, 2 * hour, 30 * hour, 900 * hour])}
+    ch.write([_span(t, 1, start) for t, start in traces.items()])
+    newest_first = list(traces)
+    for limit in (1, 2, 3, 4, 9):
+        assert ch.find_trace_ids(Query(service="api", limit=limit)) == newest_first[:limit]
+    # within the query's own bounds, the slices stop at its start
+    found = ch.find_trace_ids(Query(service="api", start_ns=NOW - 40 * hour, end_ns=NOW, limit=9))
+    assert found == newest_first[1:3]
+    assert ch.find_trace_ids(Query(service="api", start_ns=NOW + 1, limit=9)) == []
+    assert ch.find_trace_ids(Query(service="other", limit=9)) == []
+    # the slices read: an hour back from the newest span, then 8 hours, then 64
+    cuts = []
+    rows = ch._conn.rows
+
+    def recording(sql, params=None):
+        if sql.startswith("SELECT TraceId FROM"):
+            cuts.append(list(params.values())[-1])  # the slice's start, added last
+        return rows(sql, params)
+
+    ch._conn.rows = recording
+    assert ch.find_trace_ids(Query(service="api", limit=3)) == newest_first[:3]
+    assert [NOW + 1 - c for c in cuts] == [hour, 8 * hour, 64 * hour]

@@ -635,6 +635,14 @@ def read_span(row: list[Any], resources: dict[Any, dict[str, Any]] | None = None
     )
 
 
+# the first slice a search reads back from its end; each next one is 8 times longer
+_FIRST_SLICE_NS = 3600 * 10**9
+
+
+def _from_sql(ns: int, p: _Params) -> str:
+    return f"Timestamp >= fromUnixTimestamp64Nano({p.add(ns, 'Int64')})"
+
+
 class _Params:
     """Bound parameters of one statement: `add` returns the placeholder of a value."""
 
@@ -919,16 +927,37 @@ class ClickHouseStore(Store):
         return "(" + joiner.join(parts) + ")"
 
     def find_trace_ids(self, query: Query) -> list[str]:
-        # the latest matching spans, widening the window until it holds `limit` traces
+        # the latest matching spans, in time slices back from the newest (each reads only its
+        # days' partitions), widening the slice until it holds `limit` traces: every span older
+        # than a slice sorts after every span in it, so its first `limit` traces are the answer
         p = _Params()
         where = self._where(query, p)
         limit = int(query.limit)
+        first, last = self._conn.rows(
+            f"SELECT toUnixTimestamp64Nano(min(Timestamp)), "
+            f"toUnixTimestamp64Nano(max(Timestamp)) FROM {self._t}"
+        )[0]
+        lo = first if query.start_ns is None else max(first, query.start_ns)
+        hi = last + 1 if query.end_ns is None else min(last + 1, query.end_ns)
+        if lo >= hi:
+            return []
+        span = _FIRST_SLICE_NS
+        while True:
+            cut = max(lo, hi - span)
+            ids = self._latest_trace_ids(f"{where} AND {_from_sql(cut, p)}", p.values, limit)
+            if len(ids) >= limit or cut <= lo:
+                return ids
+            span *= 8
+
+    def _latest_trace_ids(self, where: str, params: dict[str, Any], limit: int) -> list[str]:
+        """The first `limit` traces of the matching spans, newest first: the latest few spans,
+        more until they hold `limit` traces or all were read."""
         window = limit * 4
         while True:
             rows = self._conn.rows(
                 f"SELECT TraceId FROM {self._t} WHERE {where} "
                 f"ORDER BY Timestamp DESC, TraceId DESC LIMIT {int(window)}",
-                p.values,
+                params,
             )
             ids = list(dict.fromkeys(r[0].lower() for r in rows))
             if len(ids) >= limit or len(rows) < window:
