@@ -282,15 +282,16 @@ class _Recording:
 
     engine, where = "clickhouse", "clickhouse://h:8123/otel"
 
-    def __init__(self, existing=()):
+    def __init__(self, existing=(), refused=()):
         self.existing, self.sql, self.inserts = list(existing), [], []
+        self.refused = list(refused)  # names whose CREATE the server refuses
 
     def rows(self, sql, params=None):
         self.sql.append(sql)
         if "system.databases" in sql:
             return [[1 if self.existing else 0]]
-        if sql.startswith("SELECT comment FROM system.tables"):
-            return [[COMPLETE]]
+        if sql.startswith("SELECT name, comment FROM system.tables"):
+            return [[n, COMPLETE] for n in params["names"] if n not in self.refused]
         if "FROM system.tables" in sql:
             return [[n] for n in self.existing]
         if "system.settings" in sql:
@@ -303,6 +304,8 @@ class _Recording:
 
     def execute(self, sql, params=None):
         self.sql.append(sql)
+        if any(f"`{name}`" in sql.split("\n")[0] for name in self.refused):
+            raise RuntimeError("Code: 497. DB::Exception: threadline: Not enough privileges.")
 
     def insert(self, table, columns, select, structure, lines, settings=None):
         self.inserts.append((table, settings))
@@ -311,7 +314,8 @@ class _Recording:
         pass
 
 
-def test_a_clustered_store_reads_and_writes_through_the_distributed_tables():
+def test_a_clustered_store_reads_and_writes_through_the_distributed_tables(caplog):
+    from threadline.server.storage.clickhouse import _SELECT as ch_select
     from threadline.server.storage.clickhouse import ClickHouseStore
     from threadline.server.storage.query import Query
 
@@ -354,6 +358,25 @@ def test_a_clustered_store_reads_and_writes_through_the_distributed_tables():
                        "spans_threadline_by_trace_mv", "spans_threadline_by_trace_dist"])  # fmt: skip
     ClickHouseStore(made, "obs", "spans", cluster="three")
     assert not [q for q in made.sql if q.startswith(("CREATE", "INSERT", "ALTER"))]
+
+    # not granted the table by trace id (or its view): a warning, and reads keep to the
+    # collector's tables
+    for refused in ("spans_threadline_by_trace", "spans_threadline_by_trace_mv"):
+        denied = _Recording(["spans", "spans_trace_id_ts", "spans_trace_id_ts_mv"], [refused])
+        with caplog.at_level("WARNING", "threadline.server"):
+            s = ClickHouseStore(denied, "obs", "spans")
+        assert caplog.messages[-1] == (
+            "obs.spans_threadline_by_trace not made (Code: 497. DB::Exception: threadline: "
+            "Not enough privileges.): traces are read from spans alone"
+        )
+        assert s._complete_from is None
+        denied.sql.clear()
+        s.get_traces([T1])
+        assert [q.split(" WHERE")[0] for q in denied.sql] == [
+            "SELECT TraceId, toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) "
+            "FROM `obs`.`spans_trace_id_ts`",
+            f"SELECT {ch_select} FROM `obs`.`spans`",
+        ]
 
     # one machine: the local tables, no insert settings
     single = _Recording()
@@ -686,6 +709,14 @@ def test_traces_older_than_a_copy_that_did_not_finish_are_read_from_the_traces_t
         assert s._by_trace_complete_from() is None
         s._complete_from = None
         assert list(s.get_traces([old, new])) == [old]
+        # complete, but its view gone (it would miss what comes next): not used either
+        s._conn.execute(
+            "ALTER TABLE otel.otel_traces_threadline_by_trace MODIFY COMMENT "
+            "'threadline: spans of otel_traces by trace id, complete from 0'"
+        )
+        assert s._by_trace_complete_from() == 0
+        s._conn.execute("DROP VIEW otel.otel_traces_threadline_by_trace_mv")
+        assert s._by_trace_complete_from() is None
     finally:
         s.close()
 

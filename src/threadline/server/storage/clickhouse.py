@@ -723,12 +723,26 @@ class ClickHouseStore(Store):
             # the traces table's own TTL when someone else made it: the copy lives as long
             by_trace_ttl=self._traces_ttl() if self.table in existing else None,
         )
-        for name, sql in zip(names, statements, strict=True):
-            if has_db[0][0] if name is None else name in existing:
-                continue
-            self._conn.execute(sql)
-        if by_trace not in existing:
-            self._copy_into_by_trace()
+        steps = list(zip(names, statements, strict=True))
+        # the collector's tables first, then threadline's own (the last names)
+        ours = [(n, q) for n, q in steps if n is not None and n.startswith(by_trace)]
+        for name, sql in steps[: len(steps) - len(ours)]:
+            if not (has_db[0][0] if name is None else name in existing):
+                self._conn.execute(sql)
+        try:
+            for name, sql in ours:
+                if name not in existing:
+                    self._conn.execute(sql)
+            if by_trace not in existing:
+                self._copy_into_by_trace()
+        except RuntimeError as exc:  # not granted, say: reads keep to the collector's tables
+            log.warning(
+                "%s.%s not made (%s): traces are read from %s alone",
+                self.database,
+                by_trace,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                self.table,
+            )
 
     def _traces_ttl(self) -> str:
         """The TTL expression of the traces table as ClickHouse shows it, "" for none."""
@@ -760,13 +774,18 @@ class ClickHouseStore(Store):
         )
 
     def _by_trace_complete_from(self) -> int | None:
-        """From when the table by trace id holds every span (0: always), None if it cannot tell."""
-        rows = self._conn.rows(
-            "SELECT comment FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            {"db": self.database, "t": self.table + BY_TRACE_SUFFIX},
+        """From when the table by trace id holds every span (0: always); None when it cannot
+        tell, or the view that fills it is missing."""
+        name = self.table + BY_TRACE_SUFFIX
+        found = dict(
+            self._conn.rows(
+                "SELECT name, comment FROM system.tables WHERE database = {db:String} "
+                "AND name IN {names:Array(String)}",
+                {"db": self.database, "names": [name, name + "_mv"]},
+            )
         )
-        found = _COMPLETE_FROM_RE.match(rows[0][0]) if rows else None
-        return int(found.group(1)) if found else None
+        complete = _COMPLETE_FROM_RE.match(found.get(name, ""))
+        return int(complete.group(1)) if complete and name + "_mv" in found else None
 
     def _check_layout(self) -> None:
         """Refuse tables that exist with other columns (before anything is created or written)."""
