@@ -257,7 +257,7 @@ def test_cluster_ddl_adds_distributed_tables_sharded_by_trace(tmp_path):
     )
     assert (
         "\n) ENGINE = ReplicatedMergeTree()\nPARTITION BY toStartOfWeek(Timestamp)\n"
-        "ORDER BY (TraceId, Timestamp)\nSETTINGS index_granularity = 1024" in by_trace
+        "ORDER BY (TraceId, Timestamp)\nSETTINGS index_granularity = 128" in by_trace
     )
     assert "ALIAS" not in by_trace and "INDEX" not in by_trace
     assert by_trace.endswith("\nCOMMENT 'threadline: spans of spans by trace id, complete from 0'")
@@ -327,7 +327,8 @@ def test_a_clustered_store_reads_and_writes_through_the_distributed_tables(caplo
     # made now, complete once the rows already there are copied (none here): then marked so
     assert created[6].split("COMMENT")[0] == expected[6].split("COMMENT")[0]
     assert conn.sql[-4:-2] == [
-        "SELECT DISTINCT toString(toDate(Timestamp)) FROM `obs`.`spans_dist`",
+        "SELECT DISTINCT toUnixTimestamp(toStartOfHour(Timestamp)) AS h FROM `obs`.`spans_dist` "
+        "ORDER BY h",
         "ALTER TABLE `obs`.`spans_threadline_by_trace` ON CLUSTER `three` "
         f"MODIFY COMMENT '{COMPLETE}'",
     ]
@@ -366,8 +367,8 @@ def test_a_clustered_store_reads_and_writes_through_the_distributed_tables(caplo
         with caplog.at_level("WARNING", "threadline.server"):
             s = ClickHouseStore(denied, "obs", "spans")
         assert caplog.messages[-1] == (
-            "obs.spans_threadline_by_trace not made (Code: 497. DB::Exception: threadline: "
-            "Not enough privileges.): traces are read from spans alone"
+            "obs.spans_threadline_by_trace is not complete (Code: 497. DB::Exception: threadline: "
+            "Not enough privileges.): traces it does not hold whole are read from spans"
         )
         assert s._complete_from is None
         denied.sql.clear()

@@ -49,6 +49,7 @@ from threadline.server.model import (
 )
 from threadline.server.storage.base import (
     Dependency,
+    QueryTooCostly,
     Store,
     StoreUnavailable,
     TraceSummary,
@@ -195,15 +196,17 @@ GROUP BY TraceId"""
 # threadline's own table beside the collector's: the same rows ordered by trace id, so that a
 # trace is read from a granule or two instead of one per (service, span name) it touches. Its
 # view copies every insert into the traces table; rows that predate the view are copied once
-# when it is made ("complete from" in the comment: 0 once that copy is done).
+# when it is made ("complete from" in the comment: 0 once that copy is done). Small granules
+# and compressed blocks: a read by id decompresses little more than its trace (20 traces of
+# ~120 spans: 26 ms against 59 ms with 1024-row granules, for 30% more bytes on disk).
 _BY_TRACE_DDL = (
     _TRACES_DDL.split("    ResourceAttributeItems")[0].rstrip().rstrip(",")
     + """
 ) ENGINE = {engine}
 PARTITION BY toStartOfWeek(Timestamp)
 ORDER BY (TraceId, Timestamp)
-{ttl}SETTINGS index_granularity = 1024, min_compress_block_size = 4096, \
-max_compress_block_size = 65536, ttl_only_drop_parts = 1
+{ttl}SETTINGS index_granularity = 128, min_compress_block_size = 1024, \
+max_compress_block_size = 16384, ttl_only_drop_parts = 1
 COMMENT {comment}"""
 )
 
@@ -215,6 +218,13 @@ FROM {table}"""
 BY_TRACE_SUFFIX = "_threadline_by_trace"
 _COMPLETE_FROM = "threadline: spans of {table} by trace id, complete from {ns}"
 _COMPLETE_FROM_RE = re.compile(r"threadline: spans of .* by trace id, complete from (\d+)$")
+_COPY_SETTINGS = {
+    "max_threads": 1,
+    "max_insert_threads": 1,
+    "min_insert_block_size_rows": 65536,
+    "min_insert_block_size_bytes": 32 << 20,
+    "max_execution_time": 0,  # an hour's spans, once: not a query a user waits for
+}
 # a client clock ahead of the server's: rows inserted before the view may be stamped this late
 _CLOCK_MARGIN_NS = 3600 * 10**9
 
@@ -735,9 +745,11 @@ class ClickHouseStore(Store):
                     self._conn.execute(sql)
             if by_trace not in existing:
                 self._copy_into_by_trace()
-        except RuntimeError as exc:  # not granted, say: reads keep to the collector's tables
+        except (RuntimeError, QueryTooCostly) as exc:
+            # not granted, say: reads keep to the collector's tables (all, or the traces older
+            # than a copy that did not finish)
             log.warning(
-                "%s.%s not made (%s): traces are read from %s alone",
+                "%s.%s is not complete (%s): traces it does not hold whole are read from %s",
                 self.database,
                 by_trace,
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
@@ -755,17 +767,23 @@ class ClickHouseStore(Store):
         return found.group(1) if found else ""
 
     def _copy_into_by_trace(self) -> None:
-        """Copy the rows the traces table held before the view existed, a day at a time (a
+        """Copy the rows the traces table held before the view existed, an hour at a time (a
         bounded insert), then mark the table complete. Rows inserted meanwhile may be copied
         twice: reads keep one row per span (`base.supersede`). Interrupted, the comment still
         says which traces to read from the traces table instead."""
         cols = f"SELECT {_INSERT_COLUMNS} FROM {self._t}"
-        days = self._conn.rows(f"SELECT DISTINCT toString(toDate(Timestamp)) FROM {self._t}")
-        for (day,) in days:
+        hours = self._conn.rows(
+            f"SELECT DISTINCT toUnixTimestamp(toStartOfHour(Timestamp)) AS h FROM {self._t} "
+            "ORDER BY h"
+        )
+        # one thread and small blocks: the copy stays well inside the query memory bound
+        settings = {**self._insert_settings, **_COPY_SETTINGS}
+        for (hour,) in hours:
             self._conn.execute(
-                f"INSERT INTO {self._by_trace}{settings_clause(self._insert_settings)} {cols} "
-                "WHERE toDate(Timestamp) = {day:Date}",
-                {"day": day},
+                f"INSERT INTO {self._by_trace}{settings_clause(settings)} {cols} "
+                "WHERE Timestamp >= fromUnixTimestamp({h:Int64}) "
+                "AND Timestamp < fromUnixTimestamp({h:Int64} + 3600)",
+                {"h": hour},
             )
         comment = _COMPLETE_FROM.format(table=self.table, ns=0)
         self._conn.execute(
