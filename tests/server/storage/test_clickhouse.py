@@ -219,6 +219,19 @@ def test_cluster_ddl_and_ttl():
     single = create_statements("otel", "otel_traces")
     assert "ON CLUSTER" not in "".join(single) and "TTL" not in "".join(single)
     assert "ENGINE = MergeTree()" in single[1]
+    # threadline's table by trace id: the retention's TTL when it makes the traces table too,
+    # else the traces table's own, or none
+    week = 7 * 86400 * 10**9
+    assert (
+        "TTL toDateTime(Timestamp) + toIntervalDay(7)\n"
+        in create_statements("o", "t", ttl_ns=week)[4]
+    )
+    theirs = "toDateTime(Timestamp) + toIntervalHour(5)"
+    assert (
+        f"TTL {theirs}\nSETTINGS"
+        in create_statements("o", "t", ttl_ns=week, by_trace_ttl=theirs)[4]
+    )
+    assert "TTL" not in create_statements("o", "t", ttl_ns=week, by_trace_ttl="")[4]
     assert ttl_expr("Timestamp", 90 * 60 * 10**9) == (
         "TTL toDateTime(Timestamp) + toIntervalMinute(90)\n"
     )

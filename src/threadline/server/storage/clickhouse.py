@@ -8,7 +8,8 @@ and Distributed tables `<table>_dist` and `<table>_trace_id_ts_dist` over them, 
 `cityHash64(TraceId)` so a trace stays on one shard, that threadline then reads and writes
 through); an existing table is never altered, and one whose columns differ from this layout is
 refused with the first differing column named. Retention is the tables' TTL, set when threadline
-creates them.
+creates them. Beside them threadline keeps its own table, the same rows ordered by trace id and
+filled by its own view, for reads by id (`BY_TRACE_SUFFIX`).
 
 Values are written as the exporter writes them: ids as lowercase hex, `SPAN_KIND_SERVER` ...,
 `STATUS_CODE_ERROR` ..., attribute values as strings in pdata's `AsString` forms (`true`, `42`,
@@ -324,7 +325,9 @@ def create_statements(
             table=by_trace,
             on_cluster=on,
             engine=f"{rep}MergeTree()",
-            ttl=f"TTL {by_trace_ttl}\n" if by_trace_ttl else ttl_expr("Timestamp", ttl_ns),
+            ttl=ttl_expr("Timestamp", ttl_ns)
+            if by_trace_ttl is None
+            else f"TTL {by_trace_ttl}\n" * bool(by_trace_ttl),
             comment=literal(_COMPLETE_FROM.format(table=table, ns=complete_from_ns)),
         ),
         _BY_TRACE_VIEW_DDL.format(
