@@ -731,6 +731,18 @@ def test_traces_older_than_a_copy_that_did_not_finish_are_read_from_the_traces_t
         assert s._by_trace_complete_from() == 0
         s._conn.execute("DROP VIEW otel.otel_traces_threadline_by_trace_mv")
         assert s._by_trace_complete_from() is None
+        gone = _span("ee" * 16, 1, NOW)  # written while the view is gone: not in the table
+        s.write([gone])
+    finally:
+        s.close()
+    before = time.time_ns()
+    s = open_store(f"chdb:{path}")  # the view made again: complete only from now on
+    try:
+        assert before + 3600 * 10**9 <= s._complete_from <= time.time_ns() + 3600 * 10**9
+        assert _by_trace_count(s, "ee" * 16) == 0
+        assert [x.span_id for x in s.get_trace("ee" * 16)] == [gone.span_id]
+        s.write([_span("ff" * 16, 1, NOW)])
+        assert _by_trace_count(s, "ff" * 16) == 1
     finally:
         s.close()
 

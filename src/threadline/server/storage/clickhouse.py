@@ -726,13 +726,14 @@ class ClickHouseStore(Store):
         }
         names = [None, *table_names(self.table, self.cluster)]
         by_trace = self.table + BY_TRACE_SUFFIX
+        from_now = time.time_ns() + _CLOCK_MARGIN_NS
         statements = create_statements(
             self.database,
             self.table,
             self.cluster,
             ttl_ns,
             # until the rows already there are copied: from now on (and a clock's margin)
-            complete_from_ns=time.time_ns() + _CLOCK_MARGIN_NS,
+            complete_from_ns=from_now,
             # the traces table's own TTL when someone else made it: the copy lives as long
             by_trace_ttl=self._traces_ttl() if self.table in existing else None,
         )
@@ -748,6 +749,8 @@ class ClickHouseStore(Store):
                     self._conn.execute(sql)
             if by_trace not in existing:
                 self._copy_into_by_trace()
+            elif by_trace + "_mv" not in existing:  # what was written while it was gone is not
+                self._mark_complete_from(from_now)  # in it: older traces from the traces table
         except (RuntimeError, QueryTooCostly) as exc:
             # not granted, say: reads keep to the collector's tables (all, or the traces older
             # than a copy that did not finish)
@@ -788,7 +791,10 @@ class ClickHouseStore(Store):
                 "AND Timestamp < fromUnixTimestamp({h:Int64} + 3600)",
                 {"h": hour},
             )
-        comment = _COMPLETE_FROM.format(table=self.table, ns=0)
+        self._mark_complete_from(0)
+
+    def _mark_complete_from(self, ns: int) -> None:
+        comment = _COMPLETE_FROM.format(table=self.table, ns=ns)
         self._conn.execute(
             f"ALTER TABLE {self._by_trace_local}{self._on_cluster} "
             f"MODIFY COMMENT {literal(comment)}"
