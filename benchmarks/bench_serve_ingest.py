@@ -53,7 +53,8 @@ def _store_path(n: int, rounds: int, part: str = "all") -> tuple[float, float]:
 def _chdb_path(n: int, rounds: int, part: str = "all") -> tuple[float, float]:
     """Spans per CPU-second (every thread of this process: chdb runs inside it) and per second
     into the collector's tables on embedded ClickHouse: decode + insert ("all") or the insert
-    alone ("store"), each insert acknowledged once stored."""
+    alone ("store"), each insert acknowledged once stored, with the work of both views (the
+    collector's lookup and threadline's table by trace id)."""
     from threadline.server.ingest.decode import decode_protobuf_export
     from threadline.server.storage import open_store
 

@@ -219,6 +219,19 @@ def test_cluster_ddl_and_ttl():
     single = create_statements("otel", "otel_traces")
     assert "ON CLUSTER" not in "".join(single) and "TTL" not in "".join(single)
     assert "ENGINE = MergeTree()" in single[1]
+    # threadline's table by trace id: the retention's TTL when it makes the traces table too,
+    # else the traces table's own, or none
+    week = 7 * 86400 * 10**9
+    assert (
+        "TTL toDateTime(Timestamp) + toIntervalDay(7)\n"
+        in create_statements("o", "t", ttl_ns=week)[4]
+    )
+    theirs = "toDateTime(Timestamp) + toIntervalHour(5)"
+    assert (
+        f"TTL {theirs}\nSETTINGS"
+        in create_statements("o", "t", ttl_ns=week, by_trace_ttl=theirs)[4]
+    )
+    assert "TTL" not in create_statements("o", "t", ttl_ns=week, by_trace_ttl="")[4]
     assert ttl_expr("Timestamp", 90 * 60 * 10**9) == (
         "TTL toDateTime(Timestamp) + toIntervalMinute(90)\n"
     )
@@ -232,7 +245,7 @@ def test_cluster_ddl_adds_distributed_tables_sharded_by_trace(tmp_path):
             assert conn.rows("EXPLAIN AST " + sql)[0][0].startswith("CreateQuery obs")
     finally:
         conn.close()
-    assert len(statements) == 6
+    assert len(statements) == 9
     assert statements[4] == (
         "CREATE TABLE IF NOT EXISTS `obs`.`spans_dist` ON CLUSTER `three` AS `obs`.`spans`\n"
         "ENGINE = Distributed('three', 'obs', 'spans', cityHash64(TraceId))"
@@ -249,6 +262,31 @@ def test_cluster_ddl_adds_distributed_tables_sharded_by_trace(tmp_path):
         "ENGINE = Distributed('c\\'l', 'o\\'b', 's`p', cityHash64(TraceId))"
     )
     assert not any("Distributed" in s for s in create_statements("otel", "otel_traces"))
+    # threadline's table by trace id: replicated, filled by its view on each shard, read through
+    # a Distributed table sharded as the others (a trace and its copy on one shard)
+    by_trace, view, dist = statements[6:]
+    assert by_trace.startswith(
+        "CREATE TABLE IF NOT EXISTS `obs`.`spans_threadline_by_trace` ON CLUSTER `three` (\n"
+    )
+    assert (
+        "\n) ENGINE = ReplicatedMergeTree()\nPARTITION BY toStartOfWeek(Timestamp)\n"
+        "ORDER BY (TraceId, Timestamp)\nSETTINGS index_granularity = 128" in by_trace
+    )
+    assert "ALIAS" not in by_trace and "INDEX" not in by_trace
+    assert by_trace.endswith("\nCOMMENT 'threadline: spans of spans by trace id, complete from 0'")
+    assert view.startswith(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS `obs`.`spans_threadline_by_trace_mv` "
+        "ON CLUSTER `three`\nTO `obs`.`spans_threadline_by_trace`\nAS SELECT Timestamp, TraceId, "
+    )
+    assert view.endswith("`Links.Attributes`\nFROM `obs`.`spans`")
+    assert dist == (
+        "CREATE TABLE IF NOT EXISTS `obs`.`spans_threadline_by_trace_dist` ON CLUSTER `three` "
+        "AS `obs`.`spans_threadline_by_trace`\nENGINE = Distributed('three', 'obs', "
+        "'spans_threadline_by_trace', cityHash64(TraceId))"
+    )
+
+
+COMPLETE = "threadline: spans of spans by trace id, complete from 0"
 
 
 class _Recording:
@@ -257,23 +295,30 @@ class _Recording:
 
     engine, where = "clickhouse", "clickhouse://h:8123/otel"
 
-    def __init__(self, existing=()):
+    def __init__(self, existing=(), refused=()):
         self.existing, self.sql, self.inserts = list(existing), [], []
+        self.refused = list(refused)  # names whose CREATE the server refuses
 
     def rows(self, sql, params=None):
         self.sql.append(sql)
         if "system.databases" in sql:
             return [[1 if self.existing else 0]]
+        if sql.startswith("SELECT name, comment FROM system.tables"):
+            return [[n, COMPLETE] for n in params["names"] if n not in self.refused]
         if "FROM system.tables" in sql:
             return [[n] for n in self.existing]
         if "system.settings" in sql:
             return [[0]]
         if sql.startswith("SELECT count()"):
             return [[1]]
+        if sql.startswith("SELECT toUnixTimestamp64Nano(min(Timestamp))"):
+            return [[NOW - 10**9, NOW]]
         return []
 
     def execute(self, sql, params=None):
         self.sql.append(sql)
+        if any(f"`{name}`" in sql.split("\n")[0] for name in self.refused):
+            raise RuntimeError("Code: 497. DB::Exception: threadline: Not enough privileges.")
 
     def insert(self, table, columns, select, structure, lines, settings=None):
         self.inserts.append((table, settings))
@@ -282,14 +327,24 @@ class _Recording:
         pass
 
 
-def test_a_clustered_store_reads_and_writes_through_the_distributed_tables():
+def test_a_clustered_store_reads_and_writes_through_the_distributed_tables(caplog):
+    from threadline.server.storage.clickhouse import _SELECT as ch_select
     from threadline.server.storage.clickhouse import ClickHouseStore
     from threadline.server.storage.query import Query
 
     conn = _Recording()
     s = ClickHouseStore(conn, "obs", "spans", cluster="three")
     created = [q for q in conn.sql if q.startswith("CREATE")]
-    assert created == create_statements("obs", "spans", "three")
+    expected = create_statements("obs", "spans", "three")
+    assert created[:6] == expected[:6] and created[7:] == expected[7:]
+    # made now, complete once the rows already there are copied (none here): then marked so
+    assert created[6].split("COMMENT")[0] == expected[6].split("COMMENT")[0]
+    assert conn.sql[-4:-2] == [
+        "SELECT DISTINCT toUnixTimestamp(toStartOfHour(Timestamp)) AS h FROM `obs`.`spans_dist` "
+        "ORDER BY h",
+        "ALTER TABLE `obs`.`spans_threadline_by_trace` ON CLUSTER `three` "
+        f"MODIFY COMMENT '{COMPLETE}'",
+    ]
     conn.sql.clear()
     s.write([Span(T1, "cd" * 8, "", "op", 2, NOW, NOW + 1, "a")])
     assert conn.inserts == [("`obs`.`spans_dist`", {"insert_distributed_sync": 1})]
@@ -300,20 +355,42 @@ def test_a_clustered_store_reads_and_writes_through_the_distributed_tables():
     s.spans_between(0, NOW)
     s.dependencies(0, NOW)
     reads = [q for q in conn.sql if q.startswith(("SELECT", "WITH"))]
-    assert len(reads) == 7
-    assert all("`obs`.`spans_dist`" in q or "`obs`.`spans_trace_id_ts_dist`" in q for q in reads)
+    assert len(reads) == 7  # get_traces: one read, of the table by trace id
+    assert all("`obs`.`spans_dist`" in q for q in reads if q is not reads[2])
+    assert "FROM `obs`.`spans_threadline_by_trace_dist` WHERE TraceId IN" in reads[2]
     assert not any("`obs`.`spans` " in q or "`obs`.`spans_trace_id_ts` " in q for q in reads)
     s.delete_before(NOW)  # a Distributed table takes no DELETE: every shard deletes its own
-    assert conn.sql[-1] == (
-        "DELETE FROM `obs`.`spans` ON CLUSTER `three` "
+    assert conn.sql[-2:] == [
+        f"DELETE FROM `obs`.`{table}` ON CLUSTER `three` "
         "WHERE Timestamp < fromUnixTimestamp64Nano({ns:Int64})"
-    )
+        for table in ("spans", "spans_threadline_by_trace")
+    ]
 
     # tables someone made are used as they are: no DDL
     made = _Recording(["spans", "spans_trace_id_ts", "spans_trace_id_ts_mv", "spans_dist",
-                       "spans_trace_id_ts_dist"])  # fmt: skip
+                       "spans_trace_id_ts_dist", "spans_threadline_by_trace",
+                       "spans_threadline_by_trace_mv", "spans_threadline_by_trace_dist"])  # fmt: skip
     ClickHouseStore(made, "obs", "spans", cluster="three")
-    assert not [q for q in made.sql if q.startswith("CREATE")]
+    assert not [q for q in made.sql if q.startswith(("CREATE", "INSERT", "ALTER"))]
+
+    # not granted the table by trace id (or its view): a warning, and reads keep to the
+    # collector's tables
+    for refused in ("spans_threadline_by_trace", "spans_threadline_by_trace_mv"):
+        denied = _Recording(["spans", "spans_trace_id_ts", "spans_trace_id_ts_mv"], [refused])
+        with caplog.at_level("WARNING", "threadline.server"):
+            s = ClickHouseStore(denied, "obs", "spans")
+        assert caplog.messages[-1] == (
+            "obs.spans_threadline_by_trace is not complete (Code: 497. DB::Exception: threadline: "
+            "Not enough privileges.): traces it does not hold whole are read from spans"
+        )
+        assert s._complete_from is None
+        denied.sql.clear()
+        s.get_traces([T1])
+        assert [q.split(" WHERE")[0] for q in denied.sql] == [
+            "SELECT TraceId, toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) "
+            "FROM `obs`.`spans_trace_id_ts`",
+            f"SELECT {ch_select} FROM `obs`.`spans`",
+        ]
 
     # one machine: the local tables, no insert settings
     single = _Recording()
@@ -563,3 +640,136 @@ def test_the_query_bounds_come_from_the_environment(monkeypatch):
     timed_out = _cancelled("Code: 159. DB::Exception: Timeout exceeded: (TIMEOUT_EXCEEDED)")
     assert timed_out is not None and "TIMEOUT_EXCEEDED" in str(timed_out)
     assert _cancelled("Code: 60. DB::Exception: Unknown table (UNKNOWN_TABLE)") is None
+
+
+def _span(trace_id: str, n: int, start: int) -> Span:
+    return Span(trace_id, f"{n:016x}", "", f"op{n}", 2, start, start + 1000, "api")
+
+
+def _by_trace_count(store, trace_id: str) -> int:
+    return store._conn.rows(
+        "SELECT count() FROM otel.otel_traces_threadline_by_trace WHERE TraceId = {t:String}",
+        {"t": trace_id},
+    )[0][0]
+
+
+def test_rows_already_there_are_copied_once_into_the_table_by_trace_id(tmp_path):
+    path = str(tmp_path / "ch")
+    conn = ChdbConnection(path)  # the collector's tables (with its TTL) and rows, from before
+    for sql in create_statements("otel", "otel_traces", ttl_ns=3 * 86400 * 10**9)[:4]:
+        conn.execute(sql)
+    _insert_as_the_collector_does(conn)
+    conn.close()
+
+    s = open_store(f"chdb:{path}")
+    try:
+        assert (_by_trace_count(s, T1), _by_trace_count(s, T2)) == (4, 1)
+        [[comment, ddl]] = s._conn.rows(
+            "SELECT comment, create_table_query FROM system.tables "
+            "WHERE name = 'otel_traces_threadline_by_trace'"
+        )
+        assert comment == "threadline: spans of otel_traces by trace id, complete from 0"
+        assert "TTL toDateTime(Timestamp) + toIntervalDay(3) " in ddl  # the collector's TTL
+        assert s._complete_from == 0
+        # what is written from now on is copied by the view
+        s.write([_span("cc" * 16, 1, NOW), _span("cc" * 16, 2, NOW + 5)])
+        assert _by_trace_count(s, "cc" * 16) == 2
+        # reads by id use it: the collector's rows of T1 gone, the trace still reads whole
+        s._conn.execute(f"DELETE FROM otel.otel_traces WHERE TraceId = '{T1}'")
+        assert sorted(x.span_id for x in s.get_trace(T1)) == [
+            "01" * 8,
+            "02" * 8,
+            "03" * 8,
+            "04" * 8,
+        ]
+        [summary] = s.summaries(["cc" * 16])
+        assert (summary.span_count, summary.duration_ns) == (2, 1005)
+    finally:
+        s.close()
+    # opened again: nothing copied twice
+    s = open_store(f"chdb:{path}")
+    try:
+        assert (_by_trace_count(s, T1), _by_trace_count(s, "cc" * 16)) == (4, 2)
+    finally:
+        s.close()
+
+
+def test_traces_older_than_a_copy_that_did_not_finish_are_read_from_the_traces_table(tmp_path):
+    path = str(tmp_path / "ch")
+    s = open_store(f"chdb:{path}")
+    old, new = "aa" * 16, "bb" * 16
+    s.write([_span(old, 1, NOW - 7200 * 10**9), _span(new, 1, NOW)])
+    # a copy interrupted: the comment still says from when the table holds every span
+    s._conn.execute(
+        "ALTER TABLE otel.otel_traces_threadline_by_trace MODIFY COMMENT "
+        f"'threadline: spans of otel_traces by trace id, complete from {NOW - 3600 * 10**9}'"
+    )
+    s.close()
+    s = open_store(f"chdb:{path}")
+    try:
+        assert s._complete_from == NOW - 3600 * 10**9
+        # each read from one table only: the old trace from the traces table, the new one not
+        s._conn.execute(f"DELETE FROM otel.otel_traces_threadline_by_trace WHERE TraceId = '{old}'")
+        s._conn.execute(f"DELETE FROM otel.otel_traces WHERE TraceId = '{new}'")
+        found = s.get_traces([old, new, "dd" * 16])
+        assert {t: [x.start_ns for x in spans] for t, spans in found.items()} == {
+            old: [NOW - 7200 * 10**9],
+            new: [NOW],
+        }
+        # a comment it cannot read: every trace from the traces table
+        s._conn.execute(
+            "ALTER TABLE otel.otel_traces_threadline_by_trace MODIFY COMMENT 'someone else'"
+        )
+        assert s._by_trace_complete_from() is None
+        s._complete_from = None
+        assert list(s.get_traces([old, new])) == [old]
+        # complete, but its view gone (it would miss what comes next): not used either
+        s._conn.execute(
+            "ALTER TABLE otel.otel_traces_threadline_by_trace MODIFY COMMENT "
+            "'threadline: spans of otel_traces by trace id, complete from 0'"
+        )
+        assert s._by_trace_complete_from() == 0
+        s._conn.execute("DROP VIEW otel.otel_traces_threadline_by_trace_mv")
+        assert s._by_trace_complete_from() is None
+        gone = _span("ee" * 16, 1, NOW)  # written while the view is gone: not in the table
+        s.write([gone])
+    finally:
+        s.close()
+    before = time.time_ns()
+    s = open_store(f"chdb:{path}")  # the view made again: complete only from now on
+    try:
+        assert before + 3600 * 10**9 <= s._complete_from <= time.time_ns() + 3600 * 10**9
+        assert _by_trace_count(s, "ee" * 16) == 0
+        assert [x.span_id for x in s.get_trace("ee" * 16)] == [gone.span_id]
+        s.write([_span("ff" * 16, 1, NOW)])
+        assert _by_trace_count(s, "ff" * 16) == 1
+    finally:
+        s.close()
+
+
+def test_a_search_reads_back_in_slices_until_it_has_its_traces(ch):
+    from threadline.server.storage.query import Query
+
+    hour = 3600 * 10**9
+    traces = {f"{i:032x}": NOW - ago for i, ago in enumerate([0, 2 * hour, 30 * hour, 900 * hour])}
+    ch.write([_span(t, 1, start) for t, start in traces.items()])
+    newest_first = list(traces)
+    for limit in (1, 2, 3, 4, 9):
+        assert ch.find_trace_ids(Query(service="api", limit=limit)) == newest_first[:limit]
+    # within the query's own bounds, the slices stop at its start
+    found = ch.find_trace_ids(Query(service="api", start_ns=NOW - 40 * hour, end_ns=NOW, limit=9))
+    assert found == newest_first[1:3]
+    assert ch.find_trace_ids(Query(service="api", start_ns=NOW + 1, limit=9)) == []
+    assert ch.find_trace_ids(Query(service="other", limit=9)) == []
+    # the slices read: an hour back from the newest span, then 8 hours, then 64
+    cuts = []
+    rows = ch._conn.rows
+
+    def recording(sql, params=None):
+        if sql.startswith("SELECT TraceId FROM"):
+            cuts.append(list(params.values())[-1])  # the slice's start, added last
+        return rows(sql, params)
+
+    ch._conn.rows = recording
+    assert ch.find_trace_ids(Query(service="api", limit=3)) == newest_first[:3]
+    assert [NOW + 1 - c for c in cuts] == [hour, 8 * hour, 64 * hour]

@@ -163,18 +163,24 @@ def test_exports_while_the_server_hangs_are_retry_later_and_ingest_goes_on(tmp_p
 
     from threadline.server.otlp.json_format import encode_json
     from threadline.server.serving import spawn
+    from threadline.server.storage.clickhouse import create_statements
 
     monkeypatch.setenv("THREADLINE_CLICKHOUSE_TIMEOUT", "1")
     ch = ServedFromChdb(str(tmp_path / "ch"))
-    srv = spawn(
-        str(tmp_path / "unused.duckdb"), "--store", f"clickhouse://127.0.0.1:{ch.port}/otel"
-    )
+    srv = None
 
     def export(trace_id: str) -> httpx.Response:
         body = encode_json([Span(trace_id, "01" * 8, "", "GET /", 2, NOW, NOW + 5, "api")])
         return httpx.post(srv.urls.otlp_http + "/v1/traces", json=body, timeout=60)
 
     try:
+        # the tables made beforehand (as by the collector): the start only reads, well within
+        # the 1 s on a busy machine
+        for sql in create_statements("otel", "otel_traces"):
+            assert ch.answer({}, sql)[0] == 200
+        srv = spawn(
+            str(tmp_path / "unused.duckdb"), "--store", f"clickhouse://127.0.0.1:{ch.port}/otel"
+        )
         assert export(T1).status_code == 200
         ch.hang.set()
         hung = export(T2)  # answered after our 1 s timeout: the message says so
@@ -195,5 +201,6 @@ def test_exports_while_the_server_hangs_are_retry_later_and_ingest_goes_on(tmp_p
         found = httpx.get(srv.urls.api + f"/api/traces/{T2}", timeout=30).json()
         assert [s["operationName"] for s in found["data"][0]["spans"]] == ["GET /"]
     finally:
-        srv.kill()
+        if srv is not None:
+            srv.kill()
         ch.close()

@@ -175,7 +175,7 @@ def _quoted(s: str) -> str:
     )
 
 
-def _settings(settings: dict[str, int] | None) -> str:
+def settings_clause(settings: dict[str, int] | None) -> str:
     """An INSERT's SETTINGS clause (names are the engine's own, values integers)."""
     if not settings:
         return ""
@@ -255,7 +255,7 @@ class ChdbConnection(Connection):
         settings: dict[str, int] | None = None,
     ) -> None:
         self.execute(
-            f"INSERT INTO {table} ({columns}){_settings(settings)} SELECT {select} "
+            f"INSERT INTO {table} ({columns}){settings_clause(settings)} SELECT {select} "
             "FROM format(JSONCompactEachRow, {structure:String}, {data:String})",
             {"structure": structure, "data": lines},
         )
@@ -338,7 +338,7 @@ class HttpConnection(Connection):
         settings: dict[str, int] | None = None,
     ) -> None:
         sql = (
-            f"INSERT INTO {table} ({columns}){_settings(settings)} SELECT {select} "
+            f"INSERT INTO {table} ({columns}){settings_clause(settings)} SELECT {select} "
             f"FROM input({_quoted(structure)}) FORMAT JSONCompactEachRow"
         )
         self._call(self._client.command, sql, data=lines.encode())
