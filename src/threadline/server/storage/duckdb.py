@@ -5,6 +5,13 @@ Layout, chosen for the two hot reads: trace ids are two BIGINT columns (a by-id 
 in arrival order through Arrow (columnar, ~4x faster than parameter lists). Attribute maps are
 kept as typed JSON text (layout.py), exact for every OTLP value type and searchable with
 DuckDB's JSON functions; a cheap `contains` on the key runs before any JSON is parsed.
+
+Writes to a file are durable segments first (segments.py): a write returns once its rows are in
+a synced Arrow IPC file, and a background merge moves them into the table in one commit, which
+also records the last segment merged. Until then every read sees them through DuckDB's scan of
+the Arrow rows held in memory, UNION ALL the table (`_unmerged_sql`), so a span reads the same
+before and after its merge. The unmerged window is bounded: merging starts at MERGE_SPANS spans
+or after MERGE_AFTER_S, and writes wait while MAX_UNMERGED_SPANS are unmerged.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +59,7 @@ from threadline.server.storage.layout import (
     untag_value,
 )
 from threadline.server.storage.query import Filter, Query
+from threadline.server.storage.segments import Segments
 
 log = logging.getLogger("threadline.server")
 
@@ -91,11 +100,40 @@ _SIG = (
     "coalesce(list_aggregate(list_transform(list_filter(attr_kv, lambda h: h IS NOT NULL),"
     " lambda h: 1::UBIGINT << (h % 64)::INTEGER), 'bit_or'), 0)"
 )
-_INSERT = (
-    "INSERT INTO spans SELECT "
+_FROM_ROWS = (  # the table's columns from layout rows (`{}`): the index made as an insert does
+    "SELECT "
     + ", ".join(list(TABLE)[:-2])
-    + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM batch)"
+    + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM {{}})"
 )
+_INSERT = f"INSERT INTO spans ({', '.join(TABLE)}) " + _FROM_ROWS.format("batch")
+
+# The bounds of the unmerged window (module doc): ~1.2 kB of Arrow per span of serve_data's
+# realistic spans, so at most ~120 MB held, and a read scans at most that many extra rows.
+MERGE_SPANS = 50_000
+MERGE_AFTER_S = 1.0
+MAX_UNMERGED_SPANS = 100_000
+UNMERGED_WAIT_S = 30.0  # a write waiting this long for the merge fails as StoreUnavailable
+
+# What reads name as `spans` and `traces` while spans are unmerged: the table UNION ALL the
+# registered Arrow rows (`unmerged`, with their segment number `seg`) that the read's snapshot
+# of the table does not hold yet. The merged mark is read in the same snapshot, so a segment
+# merged while the read runs is counted once, on one side or the other.
+_MERGED = "(SELECT value::BIGINT FROM meta WHERE key = 'merged_segment')"
+_UNMERGED_ROWS = f"(SELECT * FROM unmerged WHERE seg > {_MERGED})"
+_UNMERGED_SOURCES = {
+    "spans": f"(SELECT {', '.join(TABLE)} FROM spans UNION ALL "
+    + _FROM_ROWS.format(_UNMERGED_ROWS)
+    + ") spans",
+    "traces": "(SELECT tid_hi, tid_lo, first_ns, last_ns FROM traces UNION ALL "
+    f"SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) FROM {_UNMERGED_ROWS} "
+    "GROUP BY tid_hi, tid_lo) traces",
+}
+_SOURCE = re.compile(r"\bFROM (spans|traces)\b")
+
+
+def _unmerged_sql(sql: str) -> str:
+    """A read's SQL with its `FROM spans` and `FROM traces` also reading the unmerged rows."""
+    return _SOURCE.sub(lambda m: "FROM " + _UNMERGED_SOURCES[m.group(1)], sql)
 
 
 def _kv_hash(key: str, value: str) -> str:
@@ -175,8 +213,12 @@ class DuckDBStore(Store):
         *,
         memory_limit: str | None = None,
         query_timeout: float | None = None,
+        merge_spans: int = MERGE_SPANS,
+        max_unmerged_spans: int = MAX_UNMERGED_SPANS,
     ) -> None:
         self.path = path
+        self.merge_spans = merge_spans
+        self.max_unmerged_spans = max_unmerged_spans
         self.memory_limit = _memory_limit(memory_limit)
         self.query_timeout = query_timeout_s(query_timeout)
         try:
@@ -202,6 +244,36 @@ class DuckDBStore(Store):
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._check_index()
+        # the unmerged window: (segment number, rows) in write order, guarded by _window
+        self._unmerged: list[tuple[int, pa.Table]] = []
+        self._unmerged_spans = 0
+        self._oldest = 0.0  # when the oldest unmerged segment was written (monotonic)
+        self._window = threading.Condition()
+        self._append_lock = threading.Lock()  # segments are numbered in the order they are written
+        self._merge_lock = threading.Lock()
+        self._merger: threading.Thread | None = None
+        self._closing = False
+        self._segments = None if path == ":memory:" else self._replay()
+
+    def _replay(self) -> Segments:
+        """Open the segments beside the file and merge those a crash left unmerged."""
+        merged = self._con.execute("SELECT value FROM meta WHERE key = 'merged_segment'").fetchone()
+        if merged is None:
+            self._con.execute("INSERT INTO meta VALUES ('merged_segment', '0')")
+        mark = int(merged[0]) if merged else 0
+        try:
+            segments = Segments(os.path.abspath(self.path) + ".segments")
+            left = list(segments.unmerged(mark))
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {self.path}.segments: {exc}") from None
+        except pa.ArrowInvalid as exc:  # a synced segment that does not read: never skip it
+            raise StoreUnavailable(f"cannot read {self.path}.segments: {exc}") from None
+        segments.last = max(segments.last, mark)
+        if left:
+            log.info("threadline: merging %d segment(s) written before a stop", len(left))
+            self._insert(left)
+            segments.remove(left[-1][0])
+        return segments
 
     def _check_index(self) -> None:
         """attr_kv holds DuckDB's hash(), which DuckDB does not promise to keep across versions:
@@ -234,6 +306,11 @@ class DuckDBStore(Store):
         """A read's rows; QueryTooCostly when it runs past the query time limit (it is
         interrupted) or needs more than the memory limit even with spilling."""
         cur = self._cursor()
+        with self._window:
+            unmerged = [t for _, t in self._unmerged]
+        if unmerged:
+            cur.register("unmerged", pa.concat_tables(unmerged))
+            sql = _unmerged_sql(sql)
         timer = threading.Timer(self.query_timeout, cur.interrupt)
         timer.daemon = True
         timer.start()
@@ -250,6 +327,8 @@ class DuckDBStore(Store):
             ) from None
         finally:
             timer.cancel()
+            if unmerged:
+                cur.unregister("unmerged")  # its rows are freed once merged
 
     # -- write
 
@@ -260,13 +339,96 @@ class DuckDBStore(Store):
         columns = [c for c in columns if len(c)]
         if not columns:
             return
-        batch = pa.concat_tables([c.table() for c in columns])  # noqa: F841 - read by DuckDB's replacement scan below
-        with self._transaction() as con:
-            con.execute(_INSERT)
-            con.execute(
-                "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
-                "FROM batch GROUP BY tid_hi, tid_lo"
+        table = pa.concat_tables([c.table() for c in columns])
+        if self._segments is None:  # in memory: nothing to make durable
+            self._insert([(0, table)])
+            return
+        self._wait_for_room()
+        with self._append_lock:
+            try:
+                number = self._segments.append(table)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot write {self._segments.directory}: {exc}") from exc
+            seg = pa.repeat(pa.scalar(number, pa.int64()), len(table))
+            with self._window:
+                if not self._unmerged:
+                    self._oldest = time.monotonic()
+                self._unmerged.append((number, table.append_column("seg", seg)))
+                self._unmerged_spans += len(table)
+                self._window.notify_all()
+        if self._merger is None:
+            self._merger = threading.Thread(
+                target=self._merge_loop, name="threadline-merge", daemon=True
             )
+            self._merger.start()
+
+    def _wait_for_room(self) -> None:
+        """Hold a write while the unmerged window is full (the merge is behind)."""
+        deadline = time.monotonic() + UNMERGED_WAIT_S
+        with self._window:
+            while self._unmerged_spans >= self.max_unmerged_spans:
+                if self._closing or not self._window.wait(deadline - time.monotonic()):
+                    raise StoreUnavailable(
+                        f"{self._unmerged_spans} spans are waiting to be merged into {self.path}"
+                    )
+
+    def _merge_loop(self) -> None:
+        while True:
+            with self._window:
+                while not self._closing and not self._merge_due():
+                    self._window.wait(MERGE_AFTER_S if self._unmerged else None)
+                if self._closing:
+                    return
+            try:
+                self.merge()
+            except Exception:  # the segments stay; the next round retries (logged)
+                log.exception("merging segments into %s failed", self.path)
+                time.sleep(MERGE_AFTER_S)
+
+    def _merge_due(self) -> bool:
+        return self._unmerged_spans >= self.merge_spans or bool(
+            self._unmerged and time.monotonic() - self._oldest >= MERGE_AFTER_S
+        )
+
+    def merge(self) -> int:
+        """Move every unmerged segment's rows into the table in one commit, then remove the
+        segments; returns how many spans. The background merge calls it; so do `checkpoint`,
+        `delete_before` and `close`."""
+        with self._merge_lock:
+            with self._window:
+                taken = list(self._unmerged)
+            if not taken:
+                return 0
+            self._insert(taken)
+            n = sum(len(t) for _, t in taken)
+            with self._window:
+                del self._unmerged[: len(taken)]
+                self._unmerged_spans -= n
+                self._oldest = time.monotonic()
+                self._window.notify_all()
+            if self._segments is not None:
+                self._segments.remove(taken[-1][0])
+            return n
+
+    def _insert(self, taken: list[tuple[int, pa.Table]]) -> None:
+        """Segments' rows into the table, with the last one's number as the merged mark, in
+        one commit (DuckDB syncs its WAL on commit)."""
+        batch = pa.concat_tables([t.select(list(COLUMNS)) for _, t in taken])
+        with self._transaction() as con:
+            con.register("batch", batch)
+            try:
+                con.execute(_INSERT)
+                con.execute(
+                    "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
+                    "FROM batch GROUP BY tid_hi, tid_lo"
+                )
+            finally:  # in a failed transaction it fails too: the next insert's replaces it
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister("batch")
+            if taken[-1][0]:
+                con.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'merged_segment'", [str(taken[-1][0])]
+                )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -602,6 +764,7 @@ class DuckDBStore(Store):
         return [Dependency(p, c, n, k) for (p, c, k), n in sorted(deps.items())]
 
     def delete_before(self, ns: int) -> int:
+        self.merge()
         with self._transaction() as con:
             deleted = _scalar(con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]))
             con.execute("DELETE FROM traces WHERE last_ns < ?", [ns])
@@ -614,12 +777,24 @@ class DuckDBStore(Store):
             size = os.path.getsize(self.path)
             wal = self.path + ".wal"
             out["bytes_on_disk"] = size + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+            if self._segments is not None:
+                out["bytes_on_disk"] += self._segments.bytes()
+                out["unmerged_spans"] = self._unmerged_spans
         return out
 
     def checkpoint(self) -> None:
+        self.merge()
         with self._write_lock:
             self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
-        with self._write_lock:
-            self._con.close()
+        with self._window:
+            self._closing = True
+            self._window.notify_all()
+        if self._merger is not None:
+            self._merger.join()
+        try:
+            self.merge()  # a clean stop leaves no segment behind
+        finally:
+            with self._write_lock:
+                self._con.close()
