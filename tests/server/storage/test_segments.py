@@ -59,7 +59,9 @@ def reads(store: DuckDBStore) -> dict:
 
 def written(tmp_path, name: str, merge_after: int | None) -> DuckDBStore:
     """A store holding `batches()`, merged after the first `merge_after` of them."""
-    store = DuckDBStore(str(tmp_path / name), merge_spans=NEVER, max_unmerged_spans=NEVER)
+    store = DuckDBStore(
+        str(tmp_path / name), merge_spans=NEVER, max_unmerged_spans=NEVER, merge_after_s=NEVER
+    )
     for i, batch in enumerate(batches()):
         store.write(batch)
         if merge_after is not None and i + 1 >= merge_after:
@@ -123,7 +125,7 @@ import sys
 sys.path[:0] = {paths!r}
 from crafted import showcase
 from threadline.server.storage.duckdb import DuckDBStore
-store = DuckDBStore({db!r}, merge_spans=10**12, max_unmerged_spans=10**12)
+store = DuckDBStore({db!r}, merge_spans=10**12, merge_after_s=10**12)
 store.write(showcase({base}))
 print("written", flush=True)
 sys.stdin.read()  # killed here
@@ -161,7 +163,9 @@ def test_kill_9_after_a_write_returns_loses_nothing(tmp_path):
 
 def test_a_full_unmerged_window_holds_writes_then_refuses_them(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "UNMERGED_WAIT_S", 0.2)
-    store = DuckDBStore(str(tmp_path / "t.duckdb"), merge_spans=NEVER, max_unmerged_spans=10)
+    store = DuckDBStore(
+        str(tmp_path / "t.duckdb"), merge_spans=NEVER, max_unmerged_spans=10, merge_after_s=NEVER
+    )
     try:
         spans = showcase(BASE)
         store.write(spans[:10])
@@ -175,9 +179,8 @@ def test_a_full_unmerged_window_holds_writes_then_refuses_them(tmp_path, monkeyp
         store.close()
 
 
-def test_the_background_merge_empties_the_window(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "MERGE_AFTER_S", 0.05)
-    store = DuckDBStore(str(tmp_path / "t.duckdb"), merge_spans=NEVER)
+def test_the_background_merge_empties_the_window(tmp_path):
+    store = DuckDBStore(str(tmp_path / "t.duckdb"), merge_spans=NEVER, merge_after_s=0.05)
     try:
         store.write(showcase(BASE))
         deadline = time.monotonic() + 30

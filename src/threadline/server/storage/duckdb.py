@@ -107,8 +107,8 @@ _FROM_ROWS = (  # the table's columns from layout rows (`{}`): the index made as
 )
 _INSERT = f"INSERT INTO spans ({', '.join(TABLE)}) " + _FROM_ROWS.format("batch")
 
-# The bounds of the unmerged window (module doc): ~1.2 kB of Arrow per span of serve_data's
-# realistic spans, so at most ~120 MB held, and a read scans at most that many extra rows.
+# The bounds of the unmerged window (module doc): ~0.8 kB of Arrow per span of serve_data's
+# realistic spans, so at most ~80 MB held, and a read scans at most that many extra rows.
 MERGE_SPANS = 50_000
 MERGE_AFTER_S = 1.0
 MAX_UNMERGED_SPANS = 100_000
@@ -215,9 +215,11 @@ class DuckDBStore(Store):
         query_timeout: float | None = None,
         merge_spans: int = MERGE_SPANS,
         max_unmerged_spans: int = MAX_UNMERGED_SPANS,
+        merge_after_s: float = MERGE_AFTER_S,
     ) -> None:
         self.path = path
         self.merge_spans = merge_spans
+        self.merge_after_s = merge_after_s
         self.max_unmerged_spans = max_unmerged_spans
         self.memory_limit = _memory_limit(memory_limit)
         self.query_timeout = query_timeout_s(query_timeout)
@@ -376,18 +378,19 @@ class DuckDBStore(Store):
         while True:
             with self._window:
                 while not self._closing and not self._merge_due():
-                    self._window.wait(MERGE_AFTER_S if self._unmerged else None)
+                    wait = min(self.merge_after_s, threading.TIMEOUT_MAX)
+                    self._window.wait(wait if self._unmerged else None)
                 if self._closing:
                     return
             try:
                 self.merge()
             except Exception:  # the segments stay; the next round retries (logged)
                 log.exception("merging segments into %s failed", self.path)
-                time.sleep(MERGE_AFTER_S)
+                time.sleep(self.merge_after_s)
 
     def _merge_due(self) -> bool:
         return self._unmerged_spans >= self.merge_spans or bool(
-            self._unmerged and time.monotonic() - self._oldest >= MERGE_AFTER_S
+            self._unmerged and time.monotonic() - self._oldest >= self.merge_after_s
         )
 
     def merge(self) -> int:
