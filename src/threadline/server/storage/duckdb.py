@@ -7,11 +7,15 @@ kept as typed JSON text (layout.py), exact for every OTLP value type and searcha
 DuckDB's JSON functions; a cheap `contains` on the key runs before any JSON is parsed.
 
 Writes to a file are durable segments first (segments.py): a write returns once its rows are in
-a synced Arrow IPC file, and a background merge moves them into the table in one commit, which
-also records the last segment merged. Until then every read sees them through DuckDB's scan of
-the Arrow rows held in memory, UNION ALL the table (`_unmerged_sql`), so a span reads the same
-before and after its merge. The unmerged window is bounded: merging starts at MERGE_SPANS spans
-or after MERGE_AFTER_S, and writes wait while MAX_UNMERGED_SPANS are unmerged.
+a synced Arrow IPC file. Their rows are then loaded into an in-memory table beside the file's
+(`unmerged.spans`, indexed as the table is; by the background thread, or by the next read, which
+must see them), and a background merge moves them into the file's table in one commit that also
+records the last segment merged. Every read names `spans` and `traces`; while spans are
+unmerged those become the table UNION ALL the in-memory rows (`_unmerged_sql`), so a span reads
+the same before and after its merge. (DuckDB's scan of registered Arrow rows costs milliseconds
+per query, which a search of many queries would pay on every read during ingest.) The window
+is bounded: merging starts at MERGE_SPANS spans or after MERGE_AFTER_S, and writes wait while
+MAX_UNMERGED_SPANS are unmerged.
 """
 
 from __future__ import annotations
@@ -106,24 +110,26 @@ _FROM_ROWS = (  # the table's columns from layout rows (`{}`): the index made as
     + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM {{}})"
 )
 _INSERT = f"INSERT INTO spans ({', '.join(TABLE)}) " + _FROM_ROWS.format("batch")
+_LOAD = f"INSERT INTO unmerged.spans ({', '.join(TABLE)}, seg) " + _FROM_ROWS.format(
+    "batch"
+).replace(" FROM (SELECT", ", seg FROM (SELECT", 1)
 
 # The bounds of the unmerged window (module doc): ~0.8 kB of Arrow per span of serve_data's
-# realistic spans, so at most ~80 MB held, and a read scans at most that many extra rows.
+# realistic spans held until merged, and as much again in the in-memory table, ~160 MB at most.
 MERGE_SPANS = 50_000
 MERGE_AFTER_S = 1.0
 MAX_UNMERGED_SPANS = 100_000
 UNMERGED_WAIT_S = 30.0  # a write waiting this long for the merge fails as StoreUnavailable
 
 # What reads name as `spans` and `traces` while spans are unmerged: the table UNION ALL the
-# registered Arrow rows (`unmerged`, with their segment number `seg`) that the read's snapshot
-# of the table does not hold yet. The merged mark is read in the same snapshot, so a segment
-# merged while the read runs is counted once, on one side or the other.
+# in-memory rows (with their segment number `seg`) that the read's snapshot of the table does
+# not hold yet. The merged mark is read in the same snapshot as the table, so a segment merged
+# while the read runs is counted once, on one side or the other.
 _MERGED = "(SELECT value::BIGINT FROM meta WHERE key = 'merged_segment')"
-_UNMERGED_ROWS = f"(SELECT * FROM unmerged WHERE seg > {_MERGED})"
+_UNMERGED_ROWS = f"(SELECT * FROM unmerged.spans WHERE seg > {_MERGED})"
 _UNMERGED_SOURCES = {
     "spans": f"(SELECT {', '.join(TABLE)} FROM spans UNION ALL "
-    + _FROM_ROWS.format(_UNMERGED_ROWS)
-    + ") spans",
+    f"SELECT {', '.join(TABLE)} FROM {_UNMERGED_ROWS}) spans",
     "traces": "(SELECT tid_hi, tid_lo, first_ns, last_ns FROM traces UNION ALL "
     f"SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) FROM {_UNMERGED_ROWS} "
     "GROUP BY tid_hi, tid_lo) traces",
@@ -131,9 +137,13 @@ _UNMERGED_SOURCES = {
 _SOURCE = re.compile(r"\bFROM (spans|traces)\b")
 
 
-def _unmerged_sql(sql: str) -> str:
-    """A read's SQL with its `FROM spans` and `FROM traces` also reading the unmerged rows."""
-    return _SOURCE.sub(lambda m: "FROM " + _UNMERGED_SOURCES[m.group(1)], sql)
+def _unmerged_sql(sql: str, database: str) -> str:
+    """A read's SQL with its `FROM spans` and `FROM traces` also reading the unmerged rows,
+    which are in the in-memory `database`."""
+    return _SOURCE.sub(
+        lambda m: "FROM " + _UNMERGED_SOURCES[m.group(1)].replace("unmerged.", database + "."),
+        sql,
+    )
 
 
 def _kv_hash(key: str, value: str) -> str:
@@ -246,16 +256,32 @@ class DuckDBStore(Store):
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._check_index()
-        # the unmerged window: (segment number, rows) in write order, guarded by _window
-        self._unmerged: list[tuple[int, pa.Table]] = []
+        # the unmerged window, guarded by _window: segments written but not loaded into
+        # unmerged.spans yet, (number, rows) in write order; the last one loaded; the spans not
+        # merged (loaded or not); reads running, by the merge epoch they started in
+        self._unloaded: list[tuple[int, pa.Table]] = []
+        self._loaded = 0
         self._unmerged_spans = 0
         self._oldest = 0.0  # when the oldest unmerged segment was written (monotonic)
+        self._epoch = 0
+        self._reading: dict[int, int] = {}
         self._window = threading.Condition()
         self._append_lock = threading.Lock()  # segments are numbered in the order they are written
+        self._load_lock = threading.Lock()
         self._merge_lock = threading.Lock()
         self._merger: threading.Thread | None = None
         self._closing = False
         self._segments = None if path == ":memory:" else self._replay()
+        if self._segments is not None:
+            # named apart from the file's own database, which DuckDB names after the file
+            self._mem = (
+                "unmerged"
+                if _scalar(self._con.execute("SELECT current_database()")) != "unmerged"
+                else "unmerged_rows"
+            )
+            self._con.execute(f"ATTACH ':memory:' AS {self._mem}")
+            self._con.execute(f"CREATE TABLE {self._mem}.spans ({cols}, seg BIGINT)")
+            self._loader = self._con.cursor()
 
     def _replay(self) -> Segments:
         """Open the segments beside the file and merge those a crash left unmerged."""
@@ -273,7 +299,7 @@ class DuckDBStore(Store):
         segments.last = max(segments.last, mark)
         if left:
             log.info("threadline: merging %d segment(s) written before a stop", len(left))
-            self._insert(left)
+            self._insert(pa.concat_tables([t for _, t in left]), left[-1][0])
             segments.remove(left[-1][0])
         return segments
 
@@ -307,12 +333,23 @@ class DuckDBStore(Store):
     def _rows(self, sql: str, params: list | None = None) -> list[tuple]:
         """A read's rows; QueryTooCostly when it runs past the query time limit (it is
         interrupted) or needs more than the memory limit even with spilling."""
-        cur = self._cursor()
         with self._window:
-            unmerged = [t for _, t in self._unmerged]
-        if unmerged:
-            cur.register("unmerged", pa.concat_tables(unmerged))
-            sql = _unmerged_sql(sql)
+            epoch = self._epoch
+            self._reading[epoch] = self._reading.get(epoch, 0) + 1
+            unloaded, unmerged = bool(self._unloaded), self._unmerged_spans > 0
+        try:
+            if unloaded:
+                self._load()
+            return self._run(_unmerged_sql(sql, self._mem) if unmerged else sql, params)
+        finally:
+            with self._window:
+                self._reading[epoch] -= 1
+                if not self._reading[epoch]:
+                    del self._reading[epoch]
+                    self._window.notify_all()
+
+    def _run(self, sql: str, params: list | None) -> list[tuple]:
+        cur = self._cursor()
         timer = threading.Timer(self.query_timeout, cur.interrupt)
         timer.daemon = True
         timer.start()
@@ -329,8 +366,6 @@ class DuckDBStore(Store):
             ) from None
         finally:
             timer.cancel()
-            if unmerged:
-                cur.unregister("unmerged")  # its rows are freed once merged
 
     # -- write
 
@@ -343,7 +378,7 @@ class DuckDBStore(Store):
             return
         table = pa.concat_tables([c.table() for c in columns])
         if self._segments is None:  # in memory: nothing to make durable
-            self._insert([(0, table)])
+            self._insert(table)
             return
         self._wait_for_room()
         with self._append_lock:
@@ -353,9 +388,9 @@ class DuckDBStore(Store):
                 raise StoreUnavailable(f"cannot write {self._segments.directory}: {exc}") from exc
             seg = pa.repeat(pa.scalar(number, pa.int64()), len(table))
             with self._window:
-                if not self._unmerged:
+                if not self._unmerged_spans:
                     self._oldest = time.monotonic()
-                self._unmerged.append((number, table.append_column("seg", seg)))
+                self._unloaded.append((number, table.append_column("seg", seg)))
                 self._unmerged_spans += len(table)
                 self._window.notify_all()
         if self._merger is None:
@@ -374,51 +409,86 @@ class DuckDBStore(Store):
                         f"{self._unmerged_spans} spans are waiting to be merged into {self.path}"
                     )
 
+    def _load(self) -> None:
+        """Load the written segments' rows into unmerged.spans, where reads see them."""
+        with self._load_lock:
+            with self._window:
+                taken = list(self._unloaded)
+            if not taken:
+                return
+            batch = pa.concat_tables([t for _, t in taken])
+            self._loader.register("batch", batch)
+            try:
+                self._loader.execute(_LOAD.replace("unmerged.", self._mem + ".", 1))
+            finally:
+                self._loader.unregister("batch")
+            with self._window:
+                del self._unloaded[: len(taken)]
+                self._loaded = taken[-1][0]
+
     def _merge_loop(self) -> None:
         while True:
             with self._window:
-                while not self._closing and not self._merge_due():
-                    wait = min(self.merge_after_s, threading.TIMEOUT_MAX)
-                    self._window.wait(wait if self._unmerged else None)
+                while not self._closing and not self._merge_due() and not self._load_due():
+                    wait = min(self.merge_after_s / 10, threading.TIMEOUT_MAX)
+                    self._window.wait(wait if self._unmerged_spans else None)
                 if self._closing:
                     return
+                merge = self._merge_due()
             try:
-                self.merge()
+                self.merge() if merge else self._load()
             except Exception:  # the segments stay; the next round retries (logged)
                 log.exception("merging segments into %s failed", self.path)
-                time.sleep(self.merge_after_s)
+                time.sleep(min(self.merge_after_s, 60))
 
     def _merge_due(self) -> bool:
         return self._unmerged_spans >= self.merge_spans or bool(
-            self._unmerged and time.monotonic() - self._oldest >= self.merge_after_s
+            self._unmerged_spans and time.monotonic() - self._oldest >= self.merge_after_s
         )
 
+    def _load_due(self) -> bool:
+        """Rows are loaded soon after their write, so a read seldom waits for it."""
+        return bool(self._unloaded) and time.monotonic() - self._oldest >= self.merge_after_s / 10
+
     def merge(self) -> int:
-        """Move every unmerged segment's rows into the table in one commit, then remove the
-        segments; returns how many spans. The background merge calls it; so do `checkpoint`,
-        `delete_before` and `close`."""
+        """Move every unmerged segment's rows into the table in one commit, then drop them
+        from unmerged.spans and remove the segments; returns how many spans. The background
+        merge calls it; so do `checkpoint`, `delete_before` and `close`."""
+        if self._segments is None:
+            return 0
         with self._merge_lock:
+            self._load()
             with self._window:
-                taken = list(self._unmerged)
-            if not taken:
-                return 0
-            self._insert(taken)
-            n = sum(len(t) for _, t in taken)
+                upto = self._loaded
+            rows = f"FROM {self._mem}.spans WHERE seg > {_MERGED} AND seg <= {upto}"
+            with self._transaction() as con:
+                n = _scalar(con.execute(f"SELECT count(*) {rows}"))
+                if not n:
+                    return 0
+                con.execute(f"INSERT INTO spans SELECT {', '.join(TABLE)} {rows}")
+                con.execute(
+                    "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
+                    f"{rows} GROUP BY tid_hi, tid_lo"
+                )
+                con.execute("UPDATE meta SET value = ? WHERE key = 'merged_segment'", [str(upto)])
+            # reads that started before the commit may still read these rows from unmerged.spans
             with self._window:
-                del self._unmerged[: len(taken)]
+                self._epoch += 1
+                while any(e < self._epoch for e in self._reading):
+                    self._window.wait()
                 self._unmerged_spans -= n
                 self._oldest = time.monotonic()
                 self._window.notify_all()
-            if self._segments is not None:
-                self._segments.remove(taken[-1][0])
+            with self._load_lock:
+                self._loader.execute(f"DELETE FROM {self._mem}.spans WHERE seg <= {upto}")
+            self._segments.remove(upto)
             return n
 
-    def _insert(self, taken: list[tuple[int, pa.Table]]) -> None:
-        """Segments' rows into the table, with the last one's number as the merged mark, in
-        one commit (DuckDB syncs its WAL on commit)."""
-        batch = pa.concat_tables([t.select(list(COLUMNS)) for _, t in taken])
+    def _insert(self, batch: pa.Table, mark: int = 0) -> None:
+        """Rows straight into the table in one commit (DuckDB syncs its WAL on commit), with
+        `mark` as the last segment merged when they are segments' rows."""
         with self._transaction() as con:
-            con.register("batch", batch)
+            con.register("batch", batch.select(list(COLUMNS)))
             try:
                 con.execute(_INSERT)
                 con.execute(
@@ -428,10 +498,8 @@ class DuckDBStore(Store):
             finally:  # in a failed transaction it fails too: the next insert's replaces it
                 with contextlib.suppress(duckdb.Error):
                     con.unregister("batch")
-            if taken[-1][0]:
-                con.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'merged_segment'", [str(taken[-1][0])]
-                )
+            if mark:
+                con.execute("UPDATE meta SET value = ? WHERE key = 'merged_segment'", [str(mark)])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
