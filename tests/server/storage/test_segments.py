@@ -191,3 +191,49 @@ def test_the_background_merge_empties_the_window(tmp_path):
         assert os.listdir(store.path + ".segments") == []
     finally:
         store.close()
+
+
+def test_reads_during_loads_and_merges_count_every_span_once(tmp_path):
+    """The merged mark and the in-memory rows are read in one snapshot, and rows leave the
+    in-memory table only after the reads that started before their merge: a read running
+    while the background thread loads and merges never misses an acknowledged span nor counts
+    one twice."""
+    import threading
+
+    from store_spans import span
+
+    store = DuckDBStore(str(tmp_path / "t.duckdb"), merge_spans=40, merge_after_s=0.01)
+    started = acked = 0
+    done = threading.Event()
+
+    def writer():
+        nonlocal started, acked
+        for i in range(60):
+            batch = [span(f"{i + 1:032x}", f"{j + 1:016x}", start=BASE + i) for j in range(10)]
+            started += len(batch)
+            store.write(batch)
+            acked += len(batch)
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = []
+    try:
+        while not done.is_set():
+            low = acked
+            n = store.stats()["spans"]
+            high = started
+            seen.append(n)
+            assert low <= n <= high
+    finally:
+        thread.join(60)
+    store.merge()
+    assert store.stats() | {"bytes_on_disk": 0} == {
+        "engine": "duckdb",
+        "path": store.path,
+        "spans": 600,
+        "bytes_on_disk": 0,
+        "unmerged_spans": 0,
+    }
+    assert len(seen) > 5 and store._rows("SELECT count(*) FROM traces") != [(0,)]
+    store.close()

@@ -22,6 +22,7 @@ import struct
 from functools import cache
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as _compute
 
@@ -266,9 +267,18 @@ class _Attributes:
         """No row repeats a key (the other path keeps the last value of a repeated key)."""
         if len(self.keys) < 2:
             return True
-        width = len(pc.unique(self.key_codes))
-        pairs = pc.add(pc.multiply(self.owner, width), pc.cast(self.key_codes, pa.int64()))
-        return pc.count_distinct(pairs).as_py() == len(self.keys)
+        codes = self.key_codes.to_numpy(zero_copy_only=False)
+        if codes.max() >= 64:  # more distinct keys than one bit each in a word: count pairs
+            width = int(codes.max()) + 1
+            pairs = pc.add(pc.multiply(self.owner, width), pc.cast(self.key_codes, pa.int64()))
+            return pc.count_distinct(pairs).as_py() == len(self.keys)
+        # a bit per key, OR-ed over each row: as many bits set as the row has keys
+        offsets = self.offsets.to_numpy(zero_copy_only=False)
+        lengths = np.diff(offsets)
+        some = lengths > 0
+        bits = np.left_shift(np.uint64(1), codes.astype(np.uint64))
+        seen = np.bitwise_or.reduceat(bits, offsets[:-1][some])
+        return bool((np.bitwise_count(seen) == lengths[some]).all())
 
     def lists(self, values: pa.Array) -> pa.Array:
         """`values` (one per attribute) as one list per row; NULL for a row without any."""

@@ -114,8 +114,8 @@ _LOAD = f"INSERT INTO unmerged.spans ({', '.join(TABLE)}, seg) " + _FROM_ROWS.fo
     "batch"
 ).replace(" FROM (SELECT", ", seg FROM (SELECT", 1)
 
-# The bounds of the unmerged window (module doc): ~0.8 kB of Arrow per span of serve_data's
-# realistic spans held until merged, and as much again in the in-memory table, ~160 MB at most.
+# The bounds of the unmerged window (module doc): serve_data's realistic spans take ~0.8 kB of
+# Arrow until loaded, then about as much in the in-memory table: ~100 MB at most.
 MERGE_SPANS = 50_000
 MERGE_AFTER_S = 1.0
 MAX_UNMERGED_SPANS = 100_000
