@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as _compute
 
 from threadline.server import peers
 from threadline.server.model import (
@@ -66,6 +67,7 @@ from threadline.server.storage.query import Filter, Query
 from threadline.server.storage.segments import Segments
 
 log = logging.getLogger("threadline.server")
+pc: Any = _compute  # its kernels are made at import time: the stubs cannot name them
 
 # The spans table: the layout's columns in DuckDB's types, with the attribute index DuckDB makes
 # from attr_texts in its place: attr_kv (DuckDB's hash of each "key\0text form") and attr_sig
@@ -260,6 +262,7 @@ class DuckDBStore(Store):
         # unmerged.spans yet, (number, rows) in write order; the last one loaded; the spans not
         # merged (loaded or not); reads running, by the merge epoch they started in
         self._unloaded: list[tuple[int, pa.Table]] = []
+        self._starts: list[tuple[int, int]] = []  # (number, earliest start_ns) of each unmerged
         self._loaded = 0
         self._unmerged_spans = 0
         self._oldest = 0.0  # when the oldest unmerged segment was written (monotonic)
@@ -330,13 +333,18 @@ class DuckDBStore(Store):
             cur = self._local.cur = self._con.cursor()
         return cur
 
-    def _rows(self, sql: str, params: list | None = None) -> list[tuple]:
+    def _rows(self, sql: str, params: list | None = None, before: int | None = None) -> list[tuple]:
         """A read's rows; QueryTooCostly when it runs past the query time limit (it is
-        interrupted) or needs more than the memory limit even with spilling."""
+        interrupted) or needs more than the memory limit even with spilling. `before`: the
+        read selects only spans starting at or before it, so it skips the unmerged rows when
+        every one of them starts later (a trace read by id, older than the window)."""
         with self._window:
             epoch = self._epoch
             self._reading[epoch] = self._reading.get(epoch, 0) + 1
-            unloaded, unmerged = bool(self._unloaded), self._unmerged_spans > 0
+            unmerged = self._unmerged_spans > 0 and (
+                before is None or before >= min(start for _, start in self._starts)
+            )
+            unloaded = unmerged and bool(self._unloaded)
         try:
             if unloaded:
                 self._load()
@@ -391,6 +399,7 @@ class DuckDBStore(Store):
                 if not self._unmerged_spans:
                     self._oldest = time.monotonic()
                 self._unloaded.append((number, table.append_column("seg", seg)))
+                self._starts.append((number, pc.min(table["start_ns"]).as_py()))
                 self._unmerged_spans += len(table)
                 self._window.notify_all()
         if self._merger is None:
@@ -454,9 +463,9 @@ class DuckDBStore(Store):
         """Move every unmerged segment's rows into the table in one commit, then drop them
         from unmerged.spans and remove the segments; returns how many spans. The background
         merge calls it; so do `checkpoint`, `delete_before` and `close`."""
-        if self._segments is None:
-            return 0
         with self._merge_lock:
+            if self._segments is None or not self._unmerged_spans:
+                return 0  # merged meanwhile (by the background thread or a caller)
             self._load()
             with self._window:
                 upto = self._loaded
@@ -477,6 +486,7 @@ class DuckDBStore(Store):
                 while any(e < self._epoch for e in self._reading):
                     self._window.wait()
                 self._unmerged_spans -= n
+                self._starts = [(k, start) for k, start in self._starts if k > upto]
                 self._oldest = time.monotonic()
                 self._window.notify_all()
             with self._load_lock:
@@ -586,8 +596,9 @@ class DuckDBStore(Store):
                     continue
         return keys
 
-    def _located(self, trace_ids: list[str]) -> list[tuple[int, int, str]]:
-        """(tid_hi, tid_lo, SQL condition selecting the trace's spans) for each known id.
+    def _located(self, trace_ids: list[str]) -> list[tuple[int, int, str, int]]:
+        """(tid_hi, tid_lo, SQL condition selecting the trace's spans, its latest start) for
+        each known id.
 
         One query per trace: DuckDB applies `col = constant` and a start_ns range inside the
         scan (zone maps skip row groups; other columns are read only where rows match), while
@@ -608,6 +619,7 @@ class DuckDBStore(Store):
                 hi,
                 lo,
                 f"tid_hi = {hi} AND tid_lo = {lo} AND start_ns BETWEEN {where[hi, lo][0]} AND {where[hi, lo][1]}",
+                where[hi, lo][1],
             )
             for hi, lo in keys
             if (hi, lo) in where
@@ -615,8 +627,8 @@ class DuckDBStore(Store):
 
     def get_traces(self, trace_ids: list[str]) -> dict[str, list[Span]]:
         out: dict[str, list[Span]] = {}
-        for hi, lo, cond in self._located(trace_ids):
-            rows = self._rows(f"SELECT {_SELECT} FROM spans WHERE {cond}")
+        for hi, lo, cond, last in self._located(trace_ids):
+            rows = self._rows(f"SELECT {_SELECT} FROM spans WHERE {cond}", before=last)
             if rows:
                 out[_dec_id(hi) + _dec_id(lo)] = self._spans(rows)
         return out
@@ -705,10 +717,11 @@ class DuckDBStore(Store):
 
     def summaries(self, trace_ids: list[str]) -> list[TraceSummary]:
         out = []
-        for hi, lo, cond in self._located(trace_ids):
+        for hi, lo, cond, last in self._located(trace_ids):
             rows = self._rows(
                 "SELECT span_id, parent_id IS NULL, service, name, start_ns, duration_ns, "
-                f"status_code, pending FROM spans WHERE {cond}"
+                f"status_code, pending FROM spans WHERE {cond}",
+                before=last,
             )
             kept = one_per_span(rows, lambda r: r[0], lambda r: r[7])  # by span id, pending
             if not kept:
