@@ -242,25 +242,21 @@ class _Attributes:
     @staticmethod
     def _reprs(d: pa.Array) -> pa.Array:
         """Doubles as Python's repr writes them (what JSON and `key=value` search use). Arrow's
-        cast writes the same shortest digits, in the same plain notation for 1e-4 <= |x| < 1e16
-        (but "5" for 5.0): Python writes only the values Arrow writes otherwise."""
+        cast writes the same shortest digits, in the same plain notation where it writes a
+        "." and no exponent for |x| >= 1e-4: Python writes the rest (whole numbers, which Arrow
+        writes without ".0", tiny and huge ones, NaN and the infinities)."""
         valid = pc.is_valid(d)
         if not pc.any(valid).as_py():
             return pa.nulls(len(d), pa.string())
         values = pc.filter(d, valid)
         texts = pc.cast(values, pa.string())
-        size = pc.abs(values)
-        plain = pc.and_(
-            pc.and_(pc.is_finite(values), pc.invert(pc.match_substring(texts, "e"))),
-            pc.or_(pc.greater_equal(size, 1e-4), pc.equal(size, 0.0)),
+        odd = pc.or_(
+            pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
+            pc.less(pc.abs(values), 1e-4),
         )
-        texts = pc.if_else(
-            pc.match_substring(texts, "."), texts, pc.binary_join_element_wise(texts, ".0", "")
-        )
-        if not pc.all(plain).as_py():
-            rest = pc.invert(plain)
-            fixed = list(map(text_form, pc.filter(values, rest).to_pylist()))
-            texts = pc.replace_with_mask(texts, rest, pa.array(fixed, pa.string()))
+        if pc.any(odd).as_py():
+            fixed = list(map(text_form, pc.filter(values, odd).to_pylist()))
+            texts = pc.replace_with_mask(texts, odd, pa.array(fixed, pa.string()))
         return pc.replace_with_mask(pa.nulls(len(d), pa.string()), valid, texts)
 
     def unique_keys(self) -> bool:
