@@ -402,11 +402,11 @@ class DuckDBStore(Store):
                 self._starts.append((number, pc.min(table["start_ns"]).as_py()))
                 self._unmerged_spans += len(table)
                 self._window.notify_all()
-        if self._merger is None:
-            self._merger = threading.Thread(
-                target=self._merge_loop, name="threadline-merge", daemon=True
-            )
-            self._merger.start()
+            if self._merger is None:
+                self._merger = threading.Thread(
+                    target=self._merge_loop, name="threadline-merge", daemon=True
+                )
+                self._merger.start()
 
     def _wait_for_room(self) -> None:
         """Hold a write while the unmerged window is full (the merge is behind)."""
