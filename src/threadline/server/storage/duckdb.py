@@ -139,6 +139,12 @@ _UNMERGED_SOURCES = {
 _SOURCE = re.compile(r"\bFROM (spans|traces)\b")
 
 
+def _unmerged_only_sql(sql: str, database: str) -> str:
+    """A read's SQL with its `FROM spans` reading only the unmerged rows."""
+    rows = _UNMERGED_ROWS.replace("unmerged.", database + ".")
+    return re.sub(r"\bFROM spans\b", f"FROM {rows} spans", sql)
+
+
 def _unmerged_sql(sql: str, database: str) -> str:
     """A read's SQL with its `FROM spans` and `FROM traces` also reading the unmerged rows,
     which are in the in-memory `database`."""
@@ -333,11 +339,20 @@ class DuckDBStore(Store):
             cur = self._local.cur = self._con.cursor()
         return cur
 
-    def _rows(self, sql: str, params: list | None = None, before: int | None = None) -> list[tuple]:
+    def _rows(
+        self,
+        sql: str,
+        params: list | None = None,
+        before: int | None = None,
+        apart: str | None = None,
+    ) -> list[tuple]:
         """A read's rows; QueryTooCostly when it runs past the query time limit (it is
         interrupted) or needs more than the memory limit even with spilling. `before`: the
         read selects only spans starting at or before it, so it skips the unmerged rows when
-        every one of them starts later (a trace read by id, older than the window)."""
+        every one of them starts later (a trace read by id, older than the window). `apart`:
+        the read is a top-N of `spans` alone, with this ORDER BY .. LIMIT: it runs on the
+        table and on the unmerged rows apart, and the two are combined (a top-N over their
+        UNION ALL cannot skip the table's row groups by the order)."""
         with self._window:
             epoch = self._epoch
             self._reading[epoch] = self._reading.get(epoch, 0) + 1
@@ -348,6 +363,10 @@ class DuckDBStore(Store):
         try:
             if unloaded:
                 self._load()
+            if unmerged and apart:
+                fresh = _unmerged_only_sql(sql, self._mem)
+                sql = f"SELECT * FROM (({sql}) UNION ALL ({fresh})) {apart}"
+                return self._run(sql, (params or []) * 2)
             return self._run(_unmerged_sql(sql, self._mem) if unmerged else sql, params)
         finally:
             with self._window:
@@ -706,11 +725,11 @@ class DuckDBStore(Store):
         limit = int(query.limit)
         window = limit * 4
         while True:
+            top = f"ORDER BY start_ns DESC LIMIT {window}"
             rows = self._rows(
-                f"SELECT tid_hi, tid_lo FROM spans WHERE {where} ORDER BY start_ns DESC LIMIT {window}",
-                params,
+                f"SELECT tid_hi, tid_lo, start_ns FROM spans WHERE {where} {top}", params, apart=top
             )
-            ids = list(dict.fromkeys(rows))
+            ids = list(dict.fromkeys((h, lo) for h, lo, _ in rows))
             if len(ids) >= limit or len(rows) < window:
                 return [_dec_id(h) + _dec_id(lo) for h, lo in ids[:limit]]
             window *= 8
