@@ -54,6 +54,7 @@ def _fill(store, total: int) -> float:
     """BASE spans through the real write path, then copies made by DuckDB (fresh trace and span
     ids, an hour later each). Returns the CPU seconds of the write path."""
     made, cpu = _write_base(store, total)
+    store.merge()  # the copies below are made from the table
     copies = (total - made + made - 1) // made
     base_traces = store._rows("SELECT count(*) FROM traces")[0][0]
     for k in range(1, copies + 1):  # one copy at a time keeps each trace's rows together
@@ -177,6 +178,7 @@ def run() -> list[dict]:
                 "200 ms",
             )
         )
+        rows += _unmerged_rows(store, last, rare, label)
         rows.append(
             {
                 "name": f"bytes on disk per span ({label})",
@@ -189,6 +191,36 @@ def run() -> list[dict]:
     if importlib.util.find_spec("chdb") is not None:
         chdb_total = int(os.environ.get("THREADLINE_BENCH_CHDB_SPANS", str(total)))
         rows += _chdb_rows(chdb_total)
+    return rows
+
+
+def _unmerged_rows(store, last: int, rare: str, label: str) -> list[dict]:
+    """The same reads with the unmerged window full (MAX_UNMERGED_SPANS spans written after the
+    rest, not merged yet): what a read pays for spans acknowledged but not yet in the table."""
+    from threadline.server.ingest.decode import decode_protobuf_export
+    from threadline.server.storage import Query
+    from threadline.server.storage.duckdb import MAX_UNMERGED_SPANS
+
+    store.merge_spans, store.merge_after_s = 10**12, 10**9  # held unmerged while timed
+    seed = 500
+    while store.stats()["unmerged_spans"] + 10_000 <= MAX_UNMERGED_SPANS:
+        body = make_request(10_000, seed=seed, start_ns=last + seed * 10**9).SerializeToString()
+        store.write_columns([decode_protobuf_export(body).columns])
+        seed += 1
+    window = f"{store.stats()['unmerged_spans'] // 1000}k unmerged"
+    fresh = store.find_trace_ids(Query(limit=1))  # the most recent trace: an unmerged one
+    newest = store._rows("SELECT max(start_ns) FROM spans")[0][0]
+    rows = [
+        _row(
+            f"trace by id, {label} + {window} (an unmerged trace)",
+            _timed(lambda: store.get_trace(fresh[0]), 20),
+            JAEGER_BY_ID_MS,
+            "20 ms",
+        )
+    ]
+    for name, fn in _searches(store, newest, rare).items():
+        rows.append(_row(f"{name}, {label} + {window}", _timed(fn, 5), JAEGER_SEARCH_MS, "200 ms"))
+    store.merge()
     return rows
 
 

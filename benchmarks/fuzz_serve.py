@@ -388,7 +388,7 @@ def main() -> int:
         http.close()
         srv.kill()  # SIGKILL: nothing flushed beyond what was acknowledged
 
-    store = DuckDBStore(db)  # opened again: the WAL replayed, as a restarted server would
+    store = DuckDBStore(db)  # opened again: its WAL and segments replayed, as on a restart
     found = {t: len(store.get_trace(t)) for t in acknowledged}
     store.close()
     lost = sum(max(0, n - found.get(t, 0)) for t, n in acknowledged.items())

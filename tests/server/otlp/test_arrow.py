@@ -222,3 +222,24 @@ def test_both_paths_accept_and_refuse_the_same_requests(spoil):
     message_path = _outcome(lambda b: columns_from_request(parse_protobuf(b)), body)
     assert production[0] == message_path[0]
     assert repr(production[1]) == repr(message_path[1])
+
+
+def test_doubles_are_written_as_python_writes_them():
+    """Arrow's text of a double where it is Python's repr, Python's where it is not: across
+    notations, magnitudes and the values without a plain form, each reads as `text_form`."""
+    import random
+    import struct
+
+    import pyarrow as pa
+
+    from threadline.server.storage.layout import text_form
+
+    rng = random.Random(3)
+    edges = [0.1, 1.0, 5.0, -2.5, -0.0, 0.0, 1e-4, 1e-5, 9.99e-5, 1e15, 1e16, 123.0, 1e22, 5e-324]
+    edges += [float("nan"), float("inf"), -float("inf"), 9999999999999998.0]
+    values = edges + [struct.unpack("d", rng.randbytes(8))[0] for _ in range(20_000)]
+    values += [rng.random() * 10 ** rng.randint(-8, 20) for _ in range(20_000)]
+    values += [float(rng.randint(-(10**17), 10**17)) for _ in range(5_000)] + [None, None]
+    got = arrow._Attributes._reprs(pa.array(values, pa.float64())).to_pylist()
+    assert got[:4] == ["0.1", "1.0", "5.0", "-2.5"] and got[-2:] == [None, None]
+    assert got == [None if v is None else text_form(v) for v in values]

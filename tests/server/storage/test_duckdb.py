@@ -66,6 +66,7 @@ def test_reads_run_while_a_write_is_open(store):
     import threading
 
     store.write([span(T1, "01" * 8)])
+    store.merge()
     store._con.execute("BEGIN")
     store._con.execute("INSERT INTO spans SELECT * FROM spans")  # uncommitted duplicate rows
     seen = []

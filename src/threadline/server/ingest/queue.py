@@ -1,7 +1,7 @@
 """The bounded ingest queue in front of the store, and its one writer thread.
 
-An export is acknowledged only after the commit holding its spans returns (DuckDB syncs its WAL
-on commit), so a 200 survives `kill -9`. One writer thread merges whatever exports are waiting
+An export is acknowledged only after the store's write holding its spans returns, durable
+(DuckDB: a synced segment, storage/segments.py), so a 200 survives `kill -9`. One writer thread merges whatever exports are waiting
 into a single commit; when the queue holds more than its bound, exporters get 503 + Retry-After
 (gRPC UNAVAILABLE with RetryInfo), which every OTLP exporter retries.
 

@@ -22,6 +22,7 @@ import struct
 from functools import cache
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as _compute
 
@@ -240,24 +241,40 @@ class _Attributes:
 
     @staticmethod
     def _reprs(d: pa.Array) -> pa.Array:
-        """Doubles as Python's repr writes them (what JSON and `key=value` search use)."""
+        """Doubles as Python's repr writes them (what JSON and `key=value` search use). Arrow's
+        cast writes the same shortest digits, in the same plain notation where it writes a
+        "." and no exponent for |x| >= 1e-4: Python writes the rest (whole numbers, which Arrow
+        writes without ".0", tiny and huge ones, NaN and the infinities)."""
         valid = pc.is_valid(d)
         if not pc.any(valid).as_py():
             return pa.nulls(len(d), pa.string())
         values = pc.filter(d, valid)
-        if pc.all(pc.is_finite(values)).as_py():
-            texts = list(map(float.__repr__, values.to_pylist()))
-        else:
-            texts = list(map(text_form, values.to_pylist()))
-        return pc.replace_with_mask(pa.nulls(len(d), pa.string()), valid, pa.array(texts))
+        texts = pc.cast(values, pa.string())
+        odd = pc.or_(
+            pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
+            pc.less(pc.abs(values), 1e-4),
+        )
+        if pc.any(odd).as_py():
+            fixed = list(map(text_form, pc.filter(values, odd).to_pylist()))
+            texts = pc.replace_with_mask(texts, odd, pa.array(fixed, pa.string()))
+        return pc.replace_with_mask(pa.nulls(len(d), pa.string()), valid, texts)
 
     def unique_keys(self) -> bool:
         """No row repeats a key (the other path keeps the last value of a repeated key)."""
         if len(self.keys) < 2:
             return True
-        width = len(pc.unique(self.key_codes))
-        pairs = pc.add(pc.multiply(self.owner, width), pc.cast(self.key_codes, pa.int64()))
-        return pc.count_distinct(pairs).as_py() == len(self.keys)
+        codes = self.key_codes.to_numpy(zero_copy_only=False)
+        if codes.max() >= 64:  # more distinct keys than one bit each in a word: count pairs
+            width = int(codes.max()) + 1
+            pairs = pc.add(pc.multiply(self.owner, width), pc.cast(self.key_codes, pa.int64()))
+            return pc.count_distinct(pairs).as_py() == len(self.keys)
+        # a bit per key, OR-ed over each row: as many bits set as the row has keys
+        offsets = self.offsets.to_numpy(zero_copy_only=False)
+        lengths = np.diff(offsets)
+        some = lengths > 0
+        bits = np.left_shift(np.uint64(1), codes.astype(np.uint64))
+        seen = np.bitwise_or.reduceat(bits, offsets[:-1][some])
+        return bool((np.bitwise_count(seen) == lengths[some]).all())
 
     def lists(self, values: pa.Array) -> pa.Array:
         """`values` (one per attribute) as one list per row; NULL for a row without any."""

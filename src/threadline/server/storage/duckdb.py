@@ -5,6 +5,17 @@ Layout, chosen for the two hot reads: trace ids are two BIGINT columns (a by-id 
 in arrival order through Arrow (columnar, ~4x faster than parameter lists). Attribute maps are
 kept as typed JSON text (layout.py), exact for every OTLP value type and searchable with
 DuckDB's JSON functions; a cheap `contains` on the key runs before any JSON is parsed.
+
+Writes to a file are durable segments first (segments.py): a write returns once its rows are in
+a synced Arrow IPC file. Their rows are then loaded into an in-memory table beside the file's
+(`unmerged.spans`, indexed as the table is; by the background thread, or by the next read, which
+must see them), and a background merge moves them into the file's table in one commit that also
+records the last segment merged. Every read names `spans` and `traces`; while spans are
+unmerged those become the table UNION ALL the in-memory rows (`_unmerged_sql`), so a span reads
+the same before and after its merge. (DuckDB's scan of registered Arrow rows costs milliseconds
+per query, which a search of many queries would pay on every read during ingest.) The window
+is bounded: merging starts at MERGE_SPANS spans or after MERGE_AFTER_S, and writes wait while
+MAX_UNMERGED_SPANS are unmerged.
 """
 
 from __future__ import annotations
@@ -16,11 +27,13 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as _compute
 
 from threadline.server import peers
 from threadline.server.model import (
@@ -51,8 +64,10 @@ from threadline.server.storage.layout import (
     untag_value,
 )
 from threadline.server.storage.query import Filter, Query
+from threadline.server.storage.segments import Segments
 
 log = logging.getLogger("threadline.server")
+pc: Any = _compute  # its kernels are made at import time: the stubs cannot name them
 
 # The spans table: the layout's columns in DuckDB's types, with the attribute index DuckDB makes
 # from attr_texts in its place: attr_kv (DuckDB's hash of each "key\0text form") and attr_sig
@@ -91,11 +106,52 @@ _SIG = (
     "coalesce(list_aggregate(list_transform(list_filter(attr_kv, lambda h: h IS NOT NULL),"
     " lambda h: 1::UBIGINT << (h % 64)::INTEGER), 'bit_or'), 0)"
 )
-_INSERT = (
-    "INSERT INTO spans SELECT "
+_FROM_ROWS = (  # the table's columns from layout rows (`{}`): the index made as an insert does
+    "SELECT "
     + ", ".join(list(TABLE)[:-2])
-    + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM batch)"
+    + f", attr_kv, {_SIG} FROM (SELECT *, {_KV} AS attr_kv FROM {{}})"
 )
+_INSERT = f"INSERT INTO spans ({', '.join(TABLE)}) " + _FROM_ROWS.format("batch")
+_LOAD = f"INSERT INTO unmerged.spans ({', '.join(TABLE)}, seg) " + _FROM_ROWS.format(
+    "batch"
+).replace(" FROM (SELECT", ", seg FROM (SELECT", 1)
+
+# The bounds of the unmerged window (module doc): serve_data's realistic spans take ~0.8 kB of
+# Arrow until loaded, then about as much in the in-memory table: ~100 MB at most.
+MERGE_SPANS = 50_000
+MERGE_AFTER_S = 1.0
+MAX_UNMERGED_SPANS = 100_000
+UNMERGED_WAIT_S = 30.0  # a write waiting this long for the merge fails as StoreUnavailable
+
+# What reads name as `spans` and `traces` while spans are unmerged: the table UNION ALL the
+# in-memory rows (with their segment number `seg`) that the read's snapshot of the table does
+# not hold yet. The merged mark is read in the same snapshot as the table, so a segment merged
+# while the read runs is counted once, on one side or the other.
+_MERGED = "(SELECT value::BIGINT FROM meta WHERE key = 'merged_segment')"
+_UNMERGED_ROWS = f"(SELECT * FROM unmerged.spans WHERE seg > {_MERGED})"
+_UNMERGED_SOURCES = {
+    "spans": f"(SELECT {', '.join(TABLE)} FROM spans UNION ALL "
+    f"SELECT {', '.join(TABLE)} FROM {_UNMERGED_ROWS}) spans",
+    "traces": "(SELECT tid_hi, tid_lo, first_ns, last_ns FROM traces UNION ALL "
+    f"SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) FROM {_UNMERGED_ROWS} "
+    "GROUP BY tid_hi, tid_lo) traces",
+}
+_SOURCE = re.compile(r"\bFROM (spans|traces)\b")
+
+
+def _unmerged_only_sql(sql: str, database: str) -> str:
+    """A read's SQL with its `FROM spans` reading only the unmerged rows."""
+    rows = _UNMERGED_ROWS.replace("unmerged.", database + ".")
+    return re.sub(r"\bFROM spans\b", f"FROM {rows} spans", sql)
+
+
+def _unmerged_sql(sql: str, database: str) -> str:
+    """A read's SQL with its `FROM spans` and `FROM traces` also reading the unmerged rows,
+    which are in the in-memory `database`."""
+    return _SOURCE.sub(
+        lambda m: "FROM " + _UNMERGED_SOURCES[m.group(1)].replace("unmerged.", database + "."),
+        sql,
+    )
 
 
 def _kv_hash(key: str, value: str) -> str:
@@ -175,8 +231,14 @@ class DuckDBStore(Store):
         *,
         memory_limit: str | None = None,
         query_timeout: float | None = None,
+        merge_spans: int = MERGE_SPANS,
+        max_unmerged_spans: int = MAX_UNMERGED_SPANS,
+        merge_after_s: float = MERGE_AFTER_S,
     ) -> None:
         self.path = path
+        self.merge_spans = merge_spans
+        self.merge_after_s = merge_after_s
+        self.max_unmerged_spans = max_unmerged_spans
         self.memory_limit = _memory_limit(memory_limit)
         self.query_timeout = query_timeout_s(query_timeout)
         try:
@@ -202,6 +264,53 @@ class DuckDBStore(Store):
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._check_index()
+        # the unmerged window, guarded by _window: segments written but not loaded into
+        # unmerged.spans yet, (number, rows) in write order; the last one loaded; the spans not
+        # merged (loaded or not); reads running, by the merge epoch they started in
+        self._unloaded: list[tuple[int, pa.Table]] = []
+        self._starts: list[tuple[int, int]] = []  # (number, earliest start_ns) of each unmerged
+        self._loaded = 0
+        self._unmerged_spans = 0
+        self._oldest = 0.0  # when the oldest unmerged segment was written (monotonic)
+        self._epoch = 0
+        self._reading: dict[int, int] = {}
+        self._window = threading.Condition()
+        self._append_lock = threading.Lock()  # segments are numbered in the order they are written
+        self._load_lock = threading.Lock()
+        self._merge_lock = threading.Lock()
+        self._merger: threading.Thread | None = None
+        self._closing = False
+        self._segments = None if path == ":memory:" else self._replay()
+        if self._segments is not None:
+            # named apart from the file's own database, which DuckDB names after the file
+            self._mem = (
+                "unmerged"
+                if _scalar(self._con.execute("SELECT current_database()")) != "unmerged"
+                else "unmerged_rows"
+            )
+            self._con.execute(f"ATTACH ':memory:' AS {self._mem}")
+            self._con.execute(f"CREATE TABLE {self._mem}.spans ({cols}, seg BIGINT)")
+            self._loader = self._con.cursor()
+
+    def _replay(self) -> Segments:
+        """Open the segments beside the file and merge those a crash left unmerged."""
+        merged = self._con.execute("SELECT value FROM meta WHERE key = 'merged_segment'").fetchone()
+        if merged is None:
+            self._con.execute("INSERT INTO meta VALUES ('merged_segment', '0')")
+        mark = int(merged[0]) if merged else 0
+        try:
+            segments = Segments(os.path.abspath(self.path) + ".segments")
+            left = list(segments.unmerged(mark))
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {self.path}.segments: {exc}") from None
+        except pa.ArrowInvalid as exc:  # a synced segment that does not read: never skip it
+            raise StoreUnavailable(f"cannot read {self.path}.segments: {exc}") from None
+        segments.last = max(segments.last, mark)
+        if left:
+            log.info("threadline: merging %d segment(s) written before a stop", len(left))
+            self._insert(pa.concat_tables([t for _, t in left]), left[-1][0])
+            segments.remove(left[-1][0])
+        return segments
 
     def _check_index(self) -> None:
         """attr_kv holds DuckDB's hash(), which DuckDB does not promise to keep across versions:
@@ -230,9 +339,43 @@ class DuckDBStore(Store):
             cur = self._local.cur = self._con.cursor()
         return cur
 
-    def _rows(self, sql: str, params: list | None = None) -> list[tuple]:
+    def _rows(
+        self,
+        sql: str,
+        params: list | None = None,
+        before: int | None = None,
+        apart: str | None = None,
+    ) -> list[tuple]:
         """A read's rows; QueryTooCostly when it runs past the query time limit (it is
-        interrupted) or needs more than the memory limit even with spilling."""
+        interrupted) or needs more than the memory limit even with spilling. `before`: the
+        read selects only spans starting at or before it, so it skips the unmerged rows when
+        every one of them starts later (a trace read by id, older than the window). `apart`:
+        the read is a top-N of `spans` alone, with this ORDER BY .. LIMIT: it runs on the
+        table and on the unmerged rows apart, and the two are combined (a top-N over their
+        UNION ALL cannot skip the table's row groups by the order)."""
+        with self._window:
+            epoch = self._epoch
+            self._reading[epoch] = self._reading.get(epoch, 0) + 1
+            unmerged = self._unmerged_spans > 0 and (
+                before is None or before >= min(start for _, start in self._starts)
+            )
+            unloaded = unmerged and bool(self._unloaded)
+        try:
+            if unloaded:
+                self._load()
+            if unmerged and apart:
+                fresh = _unmerged_only_sql(sql, self._mem)
+                sql = f"SELECT * FROM (({sql}) UNION ALL ({fresh})) {apart}"
+                return self._run(sql, (params or []) * 2)
+            return self._run(_unmerged_sql(sql, self._mem) if unmerged else sql, params)
+        finally:
+            with self._window:
+                self._reading[epoch] -= 1
+                if not self._reading[epoch]:
+                    del self._reading[epoch]
+                    self._window.notify_all()
+
+    def _run(self, sql: str, params: list | None) -> list[tuple]:
         cur = self._cursor()
         timer = threading.Timer(self.query_timeout, cur.interrupt)
         timer.daemon = True
@@ -260,13 +403,132 @@ class DuckDBStore(Store):
         columns = [c for c in columns if len(c)]
         if not columns:
             return
-        batch = pa.concat_tables([c.table() for c in columns])  # noqa: F841 - read by DuckDB's replacement scan below
+        table = pa.concat_tables([c.table() for c in columns])
+        if self._segments is None:  # in memory: nothing to make durable
+            self._insert(table)
+            return
+        self._wait_for_room()
+        with self._append_lock:
+            try:
+                number = self._segments.append(table)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot write {self._segments.directory}: {exc}") from exc
+            seg = pa.repeat(pa.scalar(number, pa.int64()), len(table))
+            with self._window:
+                if not self._unmerged_spans:
+                    self._oldest = time.monotonic()
+                self._unloaded.append((number, table.append_column("seg", seg)))
+                self._starts.append((number, pc.min(table["start_ns"]).as_py()))
+                self._unmerged_spans += len(table)
+                self._window.notify_all()
+            if self._merger is None:
+                self._merger = threading.Thread(
+                    target=self._merge_loop, name="threadline-merge", daemon=True
+                )
+                self._merger.start()
+
+    def _wait_for_room(self) -> None:
+        """Hold a write while the unmerged window is full (the merge is behind)."""
+        deadline = time.monotonic() + UNMERGED_WAIT_S
+        with self._window:
+            while self._unmerged_spans >= self.max_unmerged_spans:
+                if self._closing or not self._window.wait(deadline - time.monotonic()):
+                    raise StoreUnavailable(
+                        f"{self._unmerged_spans} spans are waiting to be merged into {self.path}"
+                    )
+
+    def _load(self) -> None:
+        """Load the written segments' rows into unmerged.spans, where reads see them."""
+        with self._load_lock:
+            with self._window:
+                taken = list(self._unloaded)
+            if not taken:
+                return
+            batch = pa.concat_tables([t for _, t in taken])
+            self._loader.register("batch", batch)
+            try:
+                self._loader.execute(_LOAD.replace("unmerged.", self._mem + ".", 1))
+            finally:
+                self._loader.unregister("batch")
+            with self._window:
+                del self._unloaded[: len(taken)]
+                self._loaded = taken[-1][0]
+
+    def _merge_loop(self) -> None:
+        while True:
+            with self._window:
+                while not self._closing and not self._merge_due() and not self._load_due():
+                    wait = min(self.merge_after_s / 10, threading.TIMEOUT_MAX)
+                    self._window.wait(wait if self._unmerged_spans else None)
+                if self._closing:
+                    return
+                merge = self._merge_due()
+            try:
+                self.merge() if merge else self._load()
+            except Exception:  # the segments stay; the next round retries (logged)
+                log.exception("merging segments into %s failed", self.path)
+                time.sleep(min(self.merge_after_s, 60))
+
+    def _merge_due(self) -> bool:
+        return self._unmerged_spans >= self.merge_spans or bool(
+            self._unmerged_spans and time.monotonic() - self._oldest >= self.merge_after_s
+        )
+
+    def _load_due(self) -> bool:
+        """Rows are loaded soon after their write, so a read seldom waits for it."""
+        return bool(self._unloaded) and time.monotonic() - self._oldest >= self.merge_after_s / 10
+
+    def merge(self) -> int:
+        """Move every unmerged segment's rows into the table in one commit, then drop them
+        from unmerged.spans and remove the segments; returns how many spans. The background
+        merge calls it; so do `checkpoint`, `delete_before` and `close`."""
+        with self._merge_lock:
+            if self._segments is None or not self._unmerged_spans:
+                return 0  # merged meanwhile (by the background thread or a caller)
+            self._load()
+            with self._window:
+                upto = self._loaded
+            rows = f"FROM {self._mem}.spans WHERE seg > {_MERGED} AND seg <= {upto}"
+            with self._transaction() as con:
+                n = _scalar(con.execute(f"SELECT count(*) {rows}"))
+                if not n:
+                    return 0
+                con.execute(f"INSERT INTO spans SELECT {', '.join(TABLE)} {rows}")
+                con.execute(
+                    "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
+                    f"{rows} GROUP BY tid_hi, tid_lo"
+                )
+                con.execute("UPDATE meta SET value = ? WHERE key = 'merged_segment'", [str(upto)])
+            # reads that started before the commit may still read these rows from unmerged.spans
+            with self._window:
+                self._epoch += 1
+                while any(e < self._epoch for e in self._reading):
+                    self._window.wait()
+                self._unmerged_spans -= n
+                self._starts = [(k, start) for k, start in self._starts if k > upto]
+                self._oldest = time.monotonic()
+                self._window.notify_all()
+            with self._load_lock:
+                self._loader.execute(f"DELETE FROM {self._mem}.spans WHERE seg <= {upto}")
+            self._segments.remove(upto)
+            return n
+
+    def _insert(self, batch: pa.Table, mark: int = 0) -> None:
+        """Rows straight into the table in one commit (DuckDB syncs its WAL on commit), with
+        `mark` as the last segment merged when they are segments' rows."""
         with self._transaction() as con:
-            con.execute(_INSERT)
-            con.execute(
-                "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
-                "FROM batch GROUP BY tid_hi, tid_lo"
-            )
+            con.register("batch", batch.select(list(COLUMNS)))
+            try:
+                con.execute(_INSERT)
+                con.execute(
+                    "INSERT INTO traces SELECT tid_hi, tid_lo, min(start_ns), max(start_ns) "
+                    "FROM batch GROUP BY tid_hi, tid_lo"
+                )
+            finally:  # in a failed transaction it fails too: the next insert's replaces it
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister("batch")
+            if mark:
+                con.execute("UPDATE meta SET value = ? WHERE key = 'merged_segment'", [str(mark)])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -353,8 +615,9 @@ class DuckDBStore(Store):
                     continue
         return keys
 
-    def _located(self, trace_ids: list[str]) -> list[tuple[int, int, str]]:
-        """(tid_hi, tid_lo, SQL condition selecting the trace's spans) for each known id.
+    def _located(self, trace_ids: list[str]) -> list[tuple[int, int, str, int]]:
+        """(tid_hi, tid_lo, SQL condition selecting the trace's spans, its latest start) for
+        each known id.
 
         One query per trace: DuckDB applies `col = constant` and a start_ns range inside the
         scan (zone maps skip row groups; other columns are read only where rows match), while
@@ -375,6 +638,7 @@ class DuckDBStore(Store):
                 hi,
                 lo,
                 f"tid_hi = {hi} AND tid_lo = {lo} AND start_ns BETWEEN {where[hi, lo][0]} AND {where[hi, lo][1]}",
+                where[hi, lo][1],
             )
             for hi, lo in keys
             if (hi, lo) in where
@@ -382,8 +646,8 @@ class DuckDBStore(Store):
 
     def get_traces(self, trace_ids: list[str]) -> dict[str, list[Span]]:
         out: dict[str, list[Span]] = {}
-        for hi, lo, cond in self._located(trace_ids):
-            rows = self._rows(f"SELECT {_SELECT} FROM spans WHERE {cond}")
+        for hi, lo, cond, last in self._located(trace_ids):
+            rows = self._rows(f"SELECT {_SELECT} FROM spans WHERE {cond}", before=last)
             if rows:
                 out[_dec_id(hi) + _dec_id(lo)] = self._spans(rows)
         return out
@@ -461,21 +725,22 @@ class DuckDBStore(Store):
         limit = int(query.limit)
         window = limit * 4
         while True:
+            top = f"ORDER BY start_ns DESC LIMIT {window}"
             rows = self._rows(
-                f"SELECT tid_hi, tid_lo FROM spans WHERE {where} ORDER BY start_ns DESC LIMIT {window}",
-                params,
+                f"SELECT tid_hi, tid_lo, start_ns FROM spans WHERE {where} {top}", params, apart=top
             )
-            ids = list(dict.fromkeys(rows))
+            ids = list(dict.fromkeys((h, lo) for h, lo, _ in rows))
             if len(ids) >= limit or len(rows) < window:
                 return [_dec_id(h) + _dec_id(lo) for h, lo in ids[:limit]]
             window *= 8
 
     def summaries(self, trace_ids: list[str]) -> list[TraceSummary]:
         out = []
-        for hi, lo, cond in self._located(trace_ids):
+        for hi, lo, cond, last in self._located(trace_ids):
             rows = self._rows(
                 "SELECT span_id, parent_id IS NULL, service, name, start_ns, duration_ns, "
-                f"status_code, pending FROM spans WHERE {cond}"
+                f"status_code, pending FROM spans WHERE {cond}",
+                before=last,
             )
             kept = one_per_span(rows, lambda r: r[0], lambda r: r[7])  # by span id, pending
             if not kept:
@@ -602,6 +867,7 @@ class DuckDBStore(Store):
         return [Dependency(p, c, n, k) for (p, c, k), n in sorted(deps.items())]
 
     def delete_before(self, ns: int) -> int:
+        self.merge()
         with self._transaction() as con:
             deleted = _scalar(con.execute("DELETE FROM spans WHERE start_ns < ?", [ns]))
             con.execute("DELETE FROM traces WHERE last_ns < ?", [ns])
@@ -614,12 +880,24 @@ class DuckDBStore(Store):
             size = os.path.getsize(self.path)
             wal = self.path + ".wal"
             out["bytes_on_disk"] = size + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+            if self._segments is not None:
+                out["bytes_on_disk"] += self._segments.bytes()
+                out["unmerged_spans"] = self._unmerged_spans
         return out
 
     def checkpoint(self) -> None:
+        self.merge()
         with self._write_lock:
             self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
-        with self._write_lock:
-            self._con.close()
+        with self._window:
+            self._closing = True
+            self._window.notify_all()
+        if self._merger is not None:
+            self._merger.join()
+        try:
+            self.merge()  # a clean stop leaves no segment behind
+        finally:
+            with self._write_lock:
+                self._con.close()
