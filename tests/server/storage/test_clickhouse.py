@@ -3,6 +3,7 @@ collector wrote read everywhere, the DDL (cluster, TTL), a foreign layout refuse
 
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -340,8 +341,7 @@ def test_a_clustered_store_reads_and_writes_through_the_distributed_tables(caplo
     # made now, complete once the rows already there are copied (none here): then marked so
     assert created[6].split("COMMENT")[0] == expected[6].split("COMMENT")[0]
     assert conn.sql[-4:-2] == [
-        "SELECT DISTINCT toUnixTimestamp(toStartOfHour(Timestamp)) AS h FROM `obs`.`spans_dist` "
-        "ORDER BY h",
+        "SELECT 1 FROM `obs`.`spans_dist` LIMIT 1",
         "ALTER TABLE `obs`.`spans_threadline_by_trace` ON CLUSTER `three` "
         f"MODIFY COMMENT '{COMPLETE}'",
     ]
@@ -663,6 +663,7 @@ def test_rows_already_there_are_copied_once_into_the_table_by_trace_id(tmp_path)
 
     s = open_store(f"chdb:{path}")
     try:
+        s._copier.join()  # the copy runs once the store is open
         assert (_by_trace_count(s, T1), _by_trace_count(s, T2)) == (4, 1)
         [[comment, ddl]] = s._conn.rows(
             "SELECT comment, create_table_query FROM system.tables "
@@ -689,6 +690,7 @@ def test_rows_already_there_are_copied_once_into_the_table_by_trace_id(tmp_path)
     # opened again: nothing copied twice
     s = open_store(f"chdb:{path}")
     try:
+        assert s._copier is None
         assert (_by_trace_count(s, T1), _by_trace_count(s, "cc" * 16)) == (4, 2)
     finally:
         s.close()
@@ -720,7 +722,7 @@ def test_traces_older_than_a_copy_that_did_not_finish_are_read_from_the_traces_t
         s._conn.execute(
             "ALTER TABLE otel.otel_traces_threadline_by_trace MODIFY COMMENT 'someone else'"
         )
-        assert s._by_trace_complete_from() is None
+        assert s._by_trace_state()[0] is None
         s._complete_from = None
         assert list(s.get_traces([old, new])) == [old]
         # complete, but its view gone (it would miss what comes next): not used either
@@ -728,9 +730,9 @@ def test_traces_older_than_a_copy_that_did_not_finish_are_read_from_the_traces_t
             "ALTER TABLE otel.otel_traces_threadline_by_trace MODIFY COMMENT "
             "'threadline: spans of otel_traces by trace id, complete from 0'"
         )
-        assert s._by_trace_complete_from() == 0
+        assert s._by_trace_state()[0] == 0
         s._conn.execute("DROP VIEW otel.otel_traces_threadline_by_trace_mv")
-        assert s._by_trace_complete_from() is None
+        assert s._by_trace_state()[0] is None
         gone = _span("ee" * 16, 1, NOW)  # written while the view is gone: not in the table
         s.write([gone])
     finally:
@@ -773,3 +775,157 @@ def test_a_search_reads_back_in_slices_until_it_has_its_traces(ch):
     ch._conn.rows = recording
     assert ch.find_trace_ids(Query(service="api", limit=3)) == newest_first[:3]
     assert [NOW + 1 - c for c in cuts] == [hour, 8 * hour, 64 * hour]
+
+
+HOUR = 3600 * 10**9
+H0 = (NOW // HOUR - 3) * HOUR  # the start of an hour, three hours before this one
+
+
+def _older_rows(path: str) -> tuple[list[str], list[Span]]:
+    """A store's rows over four hours, then its table by trace id dropped: rows it must copy.
+    One trace per hour and one across the boundary at H0 + 2h (a span on each side)."""
+    ids = [f"{i + 1:02x}" * 16 for i in range(5)]
+    spans = [_span(ids[i], n, H0 + i * HOUR + n * 10**9) for i in range(4) for n in (1, 2)]
+    spans += [_span(ids[4], 1, H0 + 2 * HOUR - 10**10), _span(ids[4], 2, H0 + 2 * HOUR + 10**10)]
+    s = open_store(f"chdb:{path}")
+    s.write(spans)
+    s._conn.execute("DROP VIEW otel.otel_traces_threadline_by_trace_mv")
+    s._conn.execute("DROP TABLE otel.otel_traces_threadline_by_trace")
+    s.close()
+    return ids, spans
+
+
+def _answers(s, ids: list[str]):
+    traces = {t: sorted((x.span_id, x.start_ns) for x in v) for t, v in s.get_traces(ids).items()}
+    return traces, [(x.trace_id, x.span_count, x.duration_ns) for x in s.summaries(ids)]
+
+
+def _comment(s) -> str:
+    return s._conn.rows(
+        "SELECT comment FROM system.tables WHERE name = 'otel_traces_threadline_by_trace'"
+    )[0][0]
+
+
+def test_the_copy_runs_after_the_store_opens_newest_hour_first(tmp_path, monkeypatch, caplog):
+    from threadline.server.storage import clickhouse
+
+    path = str(tmp_path / "ch")
+    ids, spans = _older_rows(path)
+    expected = (
+        {t: sorted((x.span_id, x.start_ns) for x in spans if x.trace_id == t) for t in ids},
+        [(t, 2, 1000 + 10**9 if t != ids[4] else 1000 + 2 * 10**10) for t in ids],
+    )
+    monkeypatch.setattr(clickhouse, "_COPY_SLICE_SPANS", 1)  # several inserts an hour
+    gate, seen = threading.Event(), []
+    copy_hour = clickhouse.ClickHouseStore._copy_hour
+
+    def observed(self, hour, n):  # in the copy's thread, before each hour
+        assert gate.wait(30)
+        seen.append((hour, self._complete_from, _comment(self), _answers(self, ids)))
+        return copy_hour(self, hour, n)
+
+    monkeypatch.setattr(clickhouse.ClickHouseStore, "_copy_hour", observed)
+    before = time.time_ns()
+    with caplog.at_level("INFO", "threadline.server"):
+        s = open_store(f"chdb:{path}")
+        try:
+            # open, nothing copied yet: every trace read whole from the traces table
+            assert s._copier.is_alive() and _by_trace_count(s, ids[3]) == 0
+            assert before + HOUR <= s._complete_from <= time.time_ns() + HOUR
+            assert _answers(s, ids) == expected
+            gate.set()
+            s._copier.join()
+            # newest hour first, the mark at each hour's start once it is in; the trace across
+            # H0 + 2h read from the traces table until its older half is in
+            assert [x[0] * 10**9 for x in seen] == [H0 + i * HOUR for i in (3, 2, 1, 0)]
+            assert [x[1] for x in seen[1:]] == [H0 + i * HOUR for i in (3, 2, 1)]
+            assert seen[2][2] == (
+                "threadline: spans of otel_traces by trace id, complete from "
+                f"{H0 + 2 * HOUR}, older ones being copied"
+            )
+            assert all(x[3] == expected for x in seen)
+            assert s._complete_from == 0 and _answers(s, ids) == expected
+            assert _comment(s) == "threadline: spans of otel_traces by trace id, complete from 0"
+            assert [_by_trace_count(s, t) for t in ids] == [2] * 5  # each span once
+        finally:
+            s.close()
+    assert caplog.messages[-2:] == [
+        "otel.otel_traces_threadline_by_trace: copying 10 older spans, newest hour first",
+        "otel.otel_traces_threadline_by_trace: complete (10 spans copied)",
+    ]
+
+
+def test_a_copy_stops_at_close_and_resumes_from_its_mark(tmp_path, monkeypatch, caplog):
+    from threadline.server.storage import clickhouse
+
+    path = str(tmp_path / "ch")
+    ids, _ = _older_rows(path)
+    reached, hours = threading.Event(), []
+    copy_hour = clickhouse.ClickHouseStore._copy_hour
+
+    def stopping(self, hour, n):  # the third hour waits for close()
+        hours.append(hour * 10**9)
+        if len(hours) == 3:
+            reached.set()
+            assert self._closing.wait(30)
+        return copy_hour(self, hour, n)
+
+    monkeypatch.setattr(clickhouse.ClickHouseStore, "_copy_hour", stopping)
+    s = open_store(f"chdb:{path}")
+    assert reached.wait(30)
+    s.close()  # returns once the copy has stopped, before its third hour
+    assert not s._copier.is_alive()
+    assert hours == [H0 + 3 * HOUR, H0 + 2 * HOUR, H0 + HOUR]
+
+    hours.clear()
+    with caplog.at_level("INFO", "threadline.server"):
+        s = open_store(f"chdb:{path}")  # opened again: the hours older than the mark remain
+        try:
+            assert s._complete_from == H0 + 2 * HOUR
+            s._copier.join()
+            assert hours == [H0 + HOUR, H0]
+            assert s._complete_from == 0
+            assert [_by_trace_count(s, t) for t in ids] == [2] * 5
+        finally:
+            s.close()
+    assert "copying 5 older spans" in caplog.messages[-2]
+
+
+def test_a_copy_that_fails_warns_once_and_reads_fall_back(tmp_path, monkeypatch, caplog):
+    from threadline.server.storage import clickhouse
+
+    path = str(tmp_path / "ch")
+    ids, _ = _older_rows(path)
+    copy_hour = clickhouse.ClickHouseStore._copy_hour
+
+    def failing(self, hour, n):
+        if hour * 10**9 == H0 + HOUR:
+            raise RuntimeError("Code: 241. DB::Exception: Memory limit exceeded\nstack")
+        return copy_hour(self, hour, n)
+
+    # the mark set back as a copy that stopped at H0 + 3h leaves it
+    s = open_store(f"chdb:{path}")
+    try:
+        s._copier.join()
+        expected = _answers(s, ids)
+        s._conn.execute(
+            "DELETE FROM otel.otel_traces_threadline_by_trace "
+            f"WHERE Timestamp < fromUnixTimestamp64Nano({H0 + 3 * HOUR})"
+        )
+        s._mark_complete_from(H0 + 3 * HOUR, copying=True)
+    finally:
+        s.close()
+    monkeypatch.setattr(clickhouse.ClickHouseStore, "_copy_hour", failing)
+    with caplog.at_level("WARNING", "threadline.server"):
+        s = open_store(f"chdb:{path}")
+        try:
+            s._copier.join()
+            assert caplog.messages == [
+                "otel.otel_traces_threadline_by_trace is not complete (Code: 241. "
+                "DB::Exception: Memory limit exceeded): traces it does not hold whole are read "
+                "from otel_traces"
+            ]
+            assert s._complete_from == H0 + 2 * HOUR
+            assert _answers(s, ids) == expected
+        finally:
+            s.close()

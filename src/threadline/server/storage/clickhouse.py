@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from decimal import Decimal
 from typing import Any
@@ -196,8 +197,9 @@ GROUP BY TraceId"""
 
 # threadline's own table beside the collector's: the same rows ordered by trace id, so that a
 # trace is read from a granule or two instead of one per (service, span name) it touches. Its
-# view copies every insert into the traces table; rows that predate the view are copied once
-# when it is made ("complete from" in the comment: 0 once that copy is done). Small granules
+# view copies every insert into the traces table; rows that predate the view are copied once,
+# in the background, newest hour first ("complete from" in the comment moves back an hour at a
+# time while "older ones being copied"; 0 once that copy is done). Small granules
 # and compressed blocks: a read by id decompresses little more than its trace (20 traces of
 # ~120 spans: 26 ms against 59 ms with 1024-row granules, for 30% more bytes on disk).
 _BY_TRACE_DDL = (
@@ -217,8 +219,11 @@ AS SELECT {columns}
 FROM {table}"""
 
 BY_TRACE_SUFFIX = "_threadline_by_trace"
-_COMPLETE_FROM = "threadline: spans of {table} by trace id, complete from {ns}"
-_COMPLETE_FROM_RE = re.compile(r"threadline: spans of .* by trace id, complete from (\d+)$")
+_COMPLETE_FROM = "threadline: spans of {table} by trace id, complete from {ns}{copying}"
+_COPYING = ", older ones being copied"
+_COMPLETE_FROM_RE = re.compile(
+    rf"threadline: spans of .* by trace id, complete from (\d+)({re.escape(_COPYING)})?$"
+)
 _COPY_SETTINGS = {
     "max_threads": 1,
     "max_insert_threads": 1,
@@ -226,6 +231,12 @@ _COPY_SETTINGS = {
     "min_insert_block_size_bytes": 32 << 20,
     "max_execution_time": 0,  # an hour's spans, once: not a query a user waits for
 }
+# an hour's copy goes in slices of about this many spans: each insert holds a chdb session
+# (and so the writer) for about a second, and close() waits for one at most
+_COPY_SLICE_SPANS = 20_000
+_COPY_LOG_EVERY_S = 60
+# between slices: a writer waiting for the chdb session gets it (a lock is not handed over)
+_COPY_PAUSE_S = 0.02
 # a client clock ahead of the server's: rows inserted before the view may be stamped this late
 _CLOCK_MARGIN_NS = 3600 * 10**9
 
@@ -274,6 +285,7 @@ def create_statements(
     ttl_ns: int | None = None,
     complete_from_ns: int = 0,
     by_trace_ttl: str | None = None,
+    copying: bool = False,
 ) -> list[str]:
     """The DDL that makes the layout: database, traces table, lookup table, view. With a cluster,
     each runs ON CLUSTER and the tables use Replicated engines (replica paths from the servers'
@@ -281,8 +293,9 @@ def create_statements(
     options make them; then a Distributed table over each (sharded by cityHash64(TraceId): a
     trace's spans and its lookup row stay on one shard, where the view fills the lookup).
     Then threadline's own table by trace id and its view (`BY_TRACE_SUFFIX`), its comment saying
-    from when it holds every span (`complete_from_ns`), its TTL `by_trace_ttl` (the traces
-    table's, as ClickHouse shows it) or else the retention's."""
+    from when it holds every span (`complete_from_ns`; `copying` while older spans are being
+    copied into it), its TTL `by_trace_ttl` (the traces table's, as ClickHouse shows it) or else
+    the retention's."""
     on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
     rep = "Replicated" if cluster else ""
     db = ident(database)
@@ -328,7 +341,7 @@ def create_statements(
             ttl=ttl_expr("Timestamp", ttl_ns)
             if by_trace_ttl is None
             else f"TTL {by_trace_ttl}\n" * bool(by_trace_ttl),
-            comment=literal(_COMPLETE_FROM.format(table=table, ns=complete_from_ns)),
+            comment=literal(_complete_from_comment(table, complete_from_ns, copying)),
         ),
         _BY_TRACE_VIEW_DDL.format(
             view=f"{db}.{ident(table + BY_TRACE_SUFFIX + '_mv')}",
@@ -341,6 +354,10 @@ def create_statements(
     if cluster:
         statements.append(distributed(table + BY_TRACE_SUFFIX))
     return statements
+
+
+def _complete_from_comment(table: str, ns: int, copying: bool = False) -> str:
+    return _COMPLETE_FROM.format(table=table, ns=ns, copying=_COPYING if copying else "")
 
 
 class LayoutMismatch(StoreUnavailable):
@@ -697,10 +714,12 @@ class ClickHouseStore(Store):
         self._by_trace = f"{ident(database)}.{ident(table + BY_TRACE_SUFFIX + dist)}"
         self._insert_settings = {"insert_distributed_sync": 1} if cluster else {}
         self._on_cluster = f" ON CLUSTER {ident(cluster)}" if cluster else ""
+        self._closing = threading.Event()
+        self._copier: threading.Thread | None = None
         try:
             self._check_layout()
             self._create_missing(ttl_ns)
-            self._complete_from = self._by_trace_complete_from()
+            self._complete_from, copying = self._by_trace_state()
             # a CTE read once for all its uses (ClickHouse 25.x on): dependencies use it
             self._materialized_cte = bool(
                 conn.rows(
@@ -710,6 +729,11 @@ class ClickHouseStore(Store):
         except BaseException:
             conn.close()
             raise
+        if copying and self._complete_from:  # older spans to copy (the view is there)
+            self._copier = threading.Thread(
+                target=self._copy_older, name="threadline-by-trace-copy", daemon=True
+            )
+            self._copier.start()
 
     def _create_missing(self, ttl_ns: int | None) -> None:
         """Run the DDL of what does not exist yet: a reader that may not create tables can use
@@ -734,6 +758,7 @@ class ClickHouseStore(Store):
             ttl_ns,
             # until the rows already there are copied: from now on (and a clock's margin)
             complete_from_ns=from_now,
+            copying=True,
             # the traces table's own TTL when someone else made it: the copy lives as long
             by_trace_ttl=self._traces_ttl() if self.table in existing else None,
         )
@@ -748,19 +773,26 @@ class ClickHouseStore(Store):
                 if name not in existing:
                     self._conn.execute(sql)
             if by_trace not in existing:
-                self._copy_into_by_trace()
+                # nothing to copy: complete at once (the view holds all that comes after);
+                # else the copy runs once the store is open (`_copy_older`)
+                if not self._conn.rows(f"SELECT 1 FROM {self._t} LIMIT 1"):
+                    self._mark_complete_from(0)
             elif by_trace + "_mv" not in existing:  # what was written while it was gone is not
                 self._mark_complete_from(from_now)  # in it: older traces from the traces table
         except (RuntimeError, QueryTooCostly) as exc:
-            # not granted, say: reads keep to the collector's tables (all, or the traces older
-            # than a copy that did not finish)
-            log.warning(
-                "%s.%s is not complete (%s): traces it does not hold whole are read from %s",
-                self.database,
-                by_trace,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                self.table,
-            )
+            # not granted, say: reads keep to the collector's tables
+            self._warn_incomplete(exc)
+
+    def _warn_incomplete(self, exc: BaseException) -> None:
+        """Once, when the table by trace id cannot be made or filled: reads keep to the
+        collector's tables (all, or the traces older than a copy that did not finish)."""
+        log.warning(
+            "%s.%s is not complete (%s): traces it does not hold whole are read from %s",
+            self.database,
+            self.table + BY_TRACE_SUFFIX,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            self.table,
+        )
 
     def _traces_ttl(self) -> str:
         """The TTL expression of the traces table as ClickHouse shows it, "" for none."""
@@ -772,37 +804,70 @@ class ClickHouseStore(Store):
         found = re.search(r"\bTTL (.+?)(?: SETTINGS |$)", rows[0][0]) if rows else None
         return found.group(1) if found else ""
 
-    def _copy_into_by_trace(self) -> None:
-        """Copy the rows the traces table held before the view existed, an hour at a time (a
-        bounded insert), then mark the table complete. Rows inserted meanwhile may be copied
-        twice: reads keep one row per span (`base.supersede`). Interrupted, the comment still
-        says which traces to read from the traces table instead."""
-        cols = f"SELECT {_INSERT_COLUMNS} FROM {self._t}"
-        hours = self._conn.rows(
-            f"SELECT DISTINCT toUnixTimestamp(toStartOfHour(Timestamp)) AS h FROM {self._t} "
-            "ORDER BY h"
-        )
-        # one thread and small blocks: the copy stays well inside the query memory bound
-        settings = {**self._insert_settings, **_COPY_SETTINGS}
-        for (hour,) in hours:
-            self._conn.execute(
-                f"INSERT INTO {self._by_trace}{settings_clause(settings)} {cols} "
-                "WHERE Timestamp >= fromUnixTimestamp({h:Int64}) "
-                "AND Timestamp < fromUnixTimestamp({h:Int64} + 3600)",
-                {"h": hour},
+    def _copy_older(self) -> None:
+        """Copy the spans older than the table's "complete from" into it, newest hour first,
+        moving that mark back to each hour's start once the hour is in, then to 0. It runs
+        beside the store: reads take from this table the traces that begin at or after the
+        mark, the others from the traces table, and a restart resumes from the mark. Rows
+        inserted meanwhile may be copied twice: reads keep one row per span (`supersede`)."""
+        name = f"{self.database}.{self.table}{BY_TRACE_SUFFIX}"
+        try:
+            hours = self._conn.rows(
+                f"SELECT toUnixTimestamp(toStartOfHour(Timestamp)) AS h, count() FROM {self._t} "
+                "WHERE Timestamp < fromUnixTimestamp64Nano({since:Int64}) GROUP BY h ORDER BY h DESC",
+                {"since": self._complete_from or 0},
             )
-        self._mark_complete_from(0)
+            total, done, logged = sum(n for _, n in hours), 0, time.monotonic()
+            log.info("%s: copying %d older spans, newest hour first", name, total)
+            for hour, spans in hours:
+                if not self._copy_hour(hour, spans):
+                    return
+                self._mark_complete_from(hour * 10**9, copying=True)
+                done += spans
+                if time.monotonic() - logged >= _COPY_LOG_EVERY_S:
+                    logged = time.monotonic()
+                    log.info(
+                        "%s: %d of %d spans copied, complete from %s",
+                        name,
+                        done,
+                        total,
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(hour)),
+                    )
+            self._mark_complete_from(0)
+            log.info("%s: complete (%d spans copied)", name, total)
+        except Exception as exc:  # noqa: BLE001 - any failure: reads fall back, serving goes on
+            if not self._closing.is_set():
+                self._warn_incomplete(exc)
 
-    def _mark_complete_from(self, ns: int) -> None:
-        comment = _COMPLETE_FROM.format(table=self.table, ns=ns)
+    def _copy_hour(self, hour: int, spans: int) -> bool:
+        """Copy the hour from `hour` (Unix seconds) in slices of whole seconds, newest first,
+        each a short insert; False when the store closes meanwhile."""
+        step = math.ceil(3600 / max(1, math.ceil(spans / _COPY_SLICE_SPANS)))
+        # one thread and small blocks: the copy stays well inside the query memory bound
+        settings = settings_clause({**self._insert_settings, **_COPY_SETTINGS})
+        for end in range(hour + 3600, hour, -step):
+            if self._closing.wait(_COPY_PAUSE_S):
+                return False
+            self._conn.execute(
+                f"INSERT INTO {self._by_trace}{settings} SELECT {_INSERT_COLUMNS} FROM {self._t} "
+                "WHERE Timestamp >= fromUnixTimestamp({lo:Int64}) "
+                "AND Timestamp < fromUnixTimestamp({hi:Int64})",
+                {"lo": max(hour, end - step), "hi": end},
+            )
+        return True
+
+    def _mark_complete_from(self, ns: int, copying: bool = False) -> None:
+        comment = _complete_from_comment(self.table, ns, copying)
         self._conn.execute(
             f"ALTER TABLE {self._by_trace_local}{self._on_cluster} "
             f"MODIFY COMMENT {literal(comment)}"
         )
+        self._complete_from = ns
 
-    def _by_trace_complete_from(self) -> int | None:
-        """From when the table by trace id holds every span (0: always); None when it cannot
-        tell, or the view that fills it is missing."""
+    def _by_trace_state(self) -> tuple[int | None, bool]:
+        """From when the table by trace id holds every span (0: always; None when it cannot
+        tell, or the view that fills it is missing), and whether older spans are being
+        copied into it."""
         name = self.table + BY_TRACE_SUFFIX
         found = dict(
             self._conn.rows(
@@ -812,7 +877,9 @@ class ClickHouseStore(Store):
             )
         )
         complete = _COMPLETE_FROM_RE.match(found.get(name, ""))
-        return int(complete.group(1)) if complete and name + "_mv" in found else None
+        if not complete or name + "_mv" not in found:
+            return None, False
+        return int(complete.group(1)), bool(complete.group(2))
 
     def _check_layout(self) -> None:
         """Refuse tables that exist with other columns (before anything is created or written)."""
@@ -875,15 +942,15 @@ class ClickHouseStore(Store):
         """Rows of the given traces (`select`, TraceId first), from the table by trace id for
         traces it holds whole; the others (they began before it was complete) from the traces
         table, the lookup table bounding the scan in time, ids it does not know (rows written
-        before its view existed) by id alone."""
-        if self._complete_from == 0:
+        before its view existed) by id alone. The mark is read once: a copy moves it back."""
+        since = self._complete_from
+        if since == 0:
             return self._by_trace_rows(ids, select)
         known = self._conn.rows(
             f"SELECT TraceId, toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) "
             f"FROM {self._lookup} WHERE TraceId IN {{ids:Array(String)}} GROUP BY TraceId",
             {"ids": ids},
         )
-        since = self._complete_from
         whole = {k[0] for k in known if since is not None and k[1] * 1_000_000_000 >= since}
         older = [k for k in known if k[0] not in whole]
         rows = self._by_trace_rows(sorted(whole), select) if whole else []
@@ -1207,6 +1274,9 @@ class ClickHouseStore(Store):
         return out
 
     def close(self) -> None:
+        self._closing.set()
+        if self._copier is not None:  # ends after its insert: the connection outlives it
+            self._copier.join()
         self._conn.close()
 
 
