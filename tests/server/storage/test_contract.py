@@ -125,6 +125,35 @@ def test_dependencies_count_each_span_once_by_kind(store):
     ]
 
 
+def test_dependencies_read_peers_from_the_copy_that_counts(store):
+    """The copy of a span that names its peer: the completed one, else the pending one alone; a
+    re-sent span counts once."""
+    pending = {"threadline.pending": True}
+    store.write(
+        [
+            span(T1, "01" * 8, service="web", kind=2, start=10, end=90),
+            # announced naming none, completed naming one: that peer, once
+            span(T1, "03" * 8, "01" * 8, service="web", kind=3, start=30, end=30,
+                 attributes=pending),
+            span(T1, "03" * 8, "01" * 8, service="web", kind=3, start=30, end=35,
+                 attributes={"peer.service": "billing"}),
+            # still running: its announcement names the peer
+            span(T1, "04" * 8, "01" * 8, service="web", kind=3, start=40, end=40,
+                 attributes={**pending, "rpc.service": "geo.Geo"}),
+        ]
+    )  # fmt: skip
+    resent = span(T1, "05" * 8, "01" * 8, service="web", kind=3, start=50, end=55,
+                  attributes={"server.address": "api.example.net"})  # fmt: skip
+    store.write([resent])
+    store.write([resent])
+    deps = [(d.parent, d.child, d.kind, d.call_count) for d in store.dependencies(0, 1_000)]
+    assert deps == [
+        ("web", "api.example.net", "external", 1),
+        ("web", "billing", "external", 1),
+        ("web", "geo.Geo", "external", 1),
+    ]
+
+
 def test_quoted_filter_values_may_hold_or(store):
     store.write(
         [

@@ -1161,20 +1161,35 @@ class ClickHouseStore(Store):
 
     def dependencies(self, start_ns: int, end_ns: int) -> list[Dependency]:
         window = {"lo": start_ns, "hi": end_ns}
-        # one row per span, `base.one_per_span` in SQL: a completed span supersedes its pending
-        # copy (pending sorts false first), and a re-sent span counts once
         client = "('" + "', '".join(_names_of(KIND_CLIENT, _KINDS)) + "')"
         keys = "['" + "', '".join(peers.KEYS) + "']"
+        flags = "['" + "', '".join((PENDING, *peers.KEYS)) + "']"
         # a CLIENT span naming its peer keeps the texts `peers.peer_of` names it from
         texts = ", ".join(f"SpanAttributes['{k}']" for k in peers.KEYS)
-        spans = (
-            "SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanKind, Links.TraceId AS lt, "
-            f"Links.SpanId AS ls, if(SpanKind IN {client} AND hasAny(mapKeys(SpanAttributes), "
-            f"{keys}), [{texts}], []) AS peer FROM {self._t} "
-            "WHERE Timestamp >= fromUnixTimestamp64Nano({lo:Int64}) "
-            "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64}) "
-            f"ORDER BY {_PENDING_SQL} LIMIT 1 BY TraceId, SpanId"
+        narrow = (
+            "TraceId, SpanId, ParentSpanId, ServiceName, SpanKind, Links.TraceId AS lt, "
+            "Links.SpanId AS ls"
         )
+        in_window = (
+            "Timestamp >= fromUnixTimestamp64Nano({lo:Int64}) "
+            "AND Timestamp < fromUnixTimestamp64Nano({hi:Int64})"
+        )
+        # attribute values are most of the read, and only rows carrying a key in `flags` (a
+        # pending flag, a peer's name) need them: those rows are read apart, with their values,
+        # found through the index on the map's keys (`mapKeys(...)` is the form it matches); the
+        # rest read the keys alone (`.keys` reads no values; the window is tested first)
+        spans = (
+            f"SELECT {narrow}, toUInt8(0) AS pending, CAST([], 'Array(String)') AS peer "
+            f"FROM {self._t} PREWHERE {in_window} "
+            f"WHERE NOT arrayExists(k -> k IN {flags}, SpanAttributes.keys) "
+            f"UNION ALL SELECT {narrow}, toUInt8({_PENDING_SQL}) AS pending, "
+            f"if(SpanKind IN {client} AND hasAny(mapKeys(SpanAttributes), {keys}), [{texts}], "
+            f"[]) AS peer FROM {self._t} "
+            f"WHERE {in_window} AND hasAny(mapKeys(SpanAttributes), {flags})"
+        )
+        # one row per span, `base.one_per_span` in SQL: a completed span supersedes its pending
+        # copy (pending sorts false first), and a re-sent span counts once
+        spans = f"SELECT * FROM ({spans}) ORDER BY pending LIMIT 1 BY TraceId, SpanId"
         producer, consumer = (
             "('" + "', '".join(_names_of(k, _KINDS)) + "')" for k in (KIND_PRODUCER, KIND_CONSUMER)
         )
