@@ -126,8 +126,8 @@ def test_dependencies_count_each_span_once_by_kind(store):
 
 
 def test_dependencies_read_peers_from_the_copy_that_counts(store):
-    """The copy of a span that names its peer: the completed one, else the pending one alone; a
-    re-sent span counts once."""
+    """The copy of a span that counts names its peer: the completed one, else the pending one
+    alone; a re-sent span counts once."""
     pending = {"threadline.pending": True}
     store.write(
         [
@@ -140,6 +140,10 @@ def test_dependencies_read_peers_from_the_copy_that_counts(store):
             # still running: its announcement names the peer
             span(T1, "04" * 8, "01" * 8, service="web", kind=3, start=40, end=40,
                  attributes={**pending, "rpc.service": "geo.Geo"}),
+            # announced naming one, completed naming none: no peer
+            span(T1, "06" * 8, "01" * 8, service="web", kind=3, start=60, end=60,
+                 attributes={**pending, "peer.service": "gone"}),
+            span(T1, "06" * 8, "01" * 8, service="web", kind=3, start=60, end=65),
         ]
     )  # fmt: skip
     resent = span(T1, "05" * 8, "01" * 8, service="web", kind=3, start=50, end=55,

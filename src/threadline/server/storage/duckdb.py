@@ -801,16 +801,19 @@ class DuckDBStore(Store):
         one_per_span = (
             "QUALIFY row_number() OVER (PARTITION BY tid_hi, tid_lo, span_id ORDER BY pending) = 1"
         )
-        # a CLIENT span naming its peer keeps the texts `peers.peer_of` names it from
+        # a CLIENT span naming its peer keeps the texts `peers.peer_of` names it from: the copy
+        # that counts decides (a completed copy naming none names no peer)
         keys = ", ".join(_sql_str(k) for k in peers.KEYS)
         texts = ", ".join(f"attributes->>{_sql_str(_json_path(k))}" for k in peers.KEYS)
         rows = self._rows(
             f"""
             WITH w AS (SELECT tid_hi, tid_lo, span_id, parent_id, service, kind FROM spans
                        WHERE start_ns >= ? AND start_ns < ? {one_per_span}),
-                 q AS (SELECT tid_hi, tid_lo, span_id, service, [{texts}] AS peer FROM spans
-                       WHERE start_ns >= ? AND start_ns < ? AND kind = {KIND_CLIENT}
-                       AND list_has_any(attr_keys, [{keys}]) {one_per_span})
+                 q AS (SELECT tid_hi, tid_lo, span_id, service, [{texts}] AS peer
+                       FROM (SELECT tid_hi, tid_lo, span_id, service, attr_keys, attributes
+                             FROM spans WHERE start_ns >= ? AND start_ns < ?
+                             AND kind = {KIND_CLIENT} {one_per_span})
+                       WHERE list_has_any(attr_keys, [{keys}]))
             SELECT p.service, c.service,
                    CASE WHEN p.kind = {KIND_PRODUCER} AND c.kind = {KIND_CONSUMER}
                         THEN 'messaging' ELSE 'call' END,
