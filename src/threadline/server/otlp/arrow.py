@@ -177,6 +177,18 @@ def _json_strings(s: pa.Array) -> pa.Array:
     return out.take(coded.indices)
 
 
+def _may_need_escapes(s: pa.Array) -> bool:
+    """Whether any byte of the strings' text is one JSON escapes (a scan of the raw buffer, many
+    times quicker than a match per string)."""
+    if not len(s):
+        return False
+    offsets = np.frombuffer(s.buffers()[1], np.int32, len(s) + 1, s.offset * 4)
+    text = np.frombuffer(s.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
+    return bool(_ESCAPED[text].any())
+
+
+_ESCAPED = np.zeros(256, bool)
+_ESCAPED[[*range(0x20), ord('"'), ord("\\")]] = True
 _NULL_TEXT = pa.scalar(None, pa.string())
 _COMMA, _EMPTY = pa.scalar(","), pa.scalar("")
 
@@ -199,44 +211,80 @@ class _Attributes:
         b = _field(value, "bool_value")
         i = _field(value, "int_value")
         d = _field(value, "double_value")
-        finite = pc.is_finite(d)
         d_text = self._reprs(d)
         i_text = pc.cast(i, pa.string())
         b_text = pc.if_else(b, "true", "false")
         self.nums = pc.coalesce(pc.cast(i, pa.float64(), safe=False), d)
-        texts = pc.coalesce(s, i_text, d_text, b_text)
+        # at most one of them set per value; those set nowhere left out of the joins
+        typed = tuple(t for t in (s, i_text, d_text, b_text) if t.null_count < len(t))
         key_nul = pa.array([k + "\x00" for k in names], pa.string()).take(self.key_codes)
-        self.texts = pc.binary_join_element_wise(key_nul, texts, "")
-        # JSON of each value; Python finishes bytes, arrays, maps and non-finite doubles
-        value_json = pc.coalesce(
-            _json_strings(s), i_text, pc.if_else(finite, d_text, _NULL_TEXT), b_text
+        self.texts = pc.binary_join_element_wise(key_nul, *typed, "", null_handling="skip")
+        # Python writes the JSON of bytes, arrays, maps, non-finite doubles, strings that need
+        # escapes and values with nothing set; the kernels write the rest
+        scalar = pc.or_(pc.or_(pc.is_valid(s), pc.is_valid(i)), pc.is_valid(b))
+        python = pc.invert(pc.or_(scalar, pc.fill_null(pc.is_finite(d), False)))
+        if _may_need_escapes(s):
+            special = pc.match_substring_regex(s, _NEEDS_ESCAPE)
+            python = pc.or_(python, pc.fill_null(special, False))
+        if pc.any(none := pc.invert(pc.or_(scalar, pc.is_valid(d)))).as_py():
+            self.texts = pc.if_else(none, _NULL_TEXT, self.texts)  # no text to search
+        self.json = self._objects(
+            names, tagged, pc.and_not(pc.is_valid(s), python), python, value, typed
         )
-        python = pc.or_kleene(
-            pc.or_kleene(pc.is_valid(_field(value, "bytes_value")), pc.invert(finite)),
-            pc.or_kleene(
-                pc.is_valid(_field(value, "array_value")),
-                pc.is_valid(_field(value, "kvlist_value")),
-            ),
-        )
-        python = pc.fill_null(python, False)
-        if pc.any(python).as_py():
-            finished = [
-                json_text(tag_value(_python_value(v))) for v in pc.filter(value, python).to_pylist()
-            ]
-            value_json = pc.replace_with_mask(value_json, python, pa.array(finished, pa.string()))
-        value_json = pc.fill_null(value_json, "null")  # an AnyValue with nothing set
+
+    def _objects(
+        self,
+        names: list,
+        tagged: bool,
+        quoted: pa.Array,
+        python: pa.Array,
+        value: pa.Array,
+        typed: tuple,
+    ) -> pa.Array:
+        """Each row's attributes as one JSON text. Every attribute is written as one piece that
+        carries its row's punctuation (the opening brace or a comma before it, the closing one
+        after the last), so a row's text is the run of its pieces in the joined buffer, and the
+        rows are cut from it with no copy."""
+        offsets = self.offsets.to_numpy(zero_copy_only=False)
+        lengths = np.diff(offsets)
+        some = lengths > 0
+        n = offsets[-1]
+        first = np.zeros(n, np.int64)
+        first[offsets[:-1][some]] = 2
+        last = np.zeros(n, np.int64)
+        last[offsets[1:][some] - 1] = 2
+        quote = quoted.to_numpy(zero_copy_only=False).astype(np.int64)
         if tagged:
-            heads = [f"[{json_text(k)}," for k in names]
-            value_json = pc.binary_join_element_wise(value_json, "]", "")
-            before, after = '{"m":[', "]}"
+            key_json = [f"[{json_text(k)}," for k in names]
+            openers, closers = (",", '{"m":['), ("]", "]]}")
         else:
-            heads = [f"{json_text(k)}:" for k in names]
-            before, after = "{", "}"
-        head = pa.array(heads, pa.string()).take(self.key_codes)
-        pieces = pc.binary_join_element_wise(head, value_json, "")
-        joined = pc.binary_join(pa.ListArray.from_arrays(self.offsets, pieces), ",")
-        self.json = pc.if_else(
-            self.empty, _NULL_TEXT, pc.binary_join_element_wise(before, joined, after, "")
+            key_json = [f"{json_text(k)}:" for k in names]
+            openers, closers = (",", "{"), ("", "}")
+        heads = [o + k + q for k in key_json for o in openers for q in ("", '"')]
+        tails = [q + c for c in closers for q in ("", '"')]
+        codes = self.key_codes.to_numpy(zero_copy_only=False).astype(np.int64)
+        head = pa.array(heads, pa.string()).take(pa.array(codes * 4 + first + quote))
+        tail = pa.array(tails, pa.string()).take(pa.array(last + quote))
+        pieces = pc.binary_join_element_wise(head, *typed, tail, "", null_handling="skip")
+        if pc.any(python).as_py():
+            where = np.flatnonzero(python.to_numpy(zero_copy_only=False))
+            finished = [
+                h + json_text(tag_value(_python_value(v))) + t
+                for h, v, t in zip(
+                    head.take(where).to_pylist(),
+                    value.take(where).to_pylist(),
+                    tail.take(where).to_pylist(),
+                    strict=True,
+                )
+            ]
+            pieces = pc.replace_with_mask(pieces, python, pa.array(finished, pa.string()))
+        starts = np.frombuffer(pieces.buffers()[1], np.int32, len(pieces) + 1, pieces.offset * 4)
+        valid = pc.invert(pc.fill_null(self.empty, True))
+        return pa.StringArray.from_buffers(
+            len(lengths),
+            pa.py_buffer(starts[offsets]),
+            pieces.buffers()[2],
+            valid.buffers()[1] if not pc.all(valid).as_py() else None,
         )
 
     @staticmethod
@@ -245,19 +293,18 @@ class _Attributes:
         cast writes the same shortest digits, in the same plain notation where it writes a
         "." and no exponent for |x| >= 1e-4: Python writes the rest (whole numbers, which Arrow
         writes without ".0", tiny and huge ones, NaN and the infinities)."""
-        valid = pc.is_valid(d)
-        if not pc.any(valid).as_py():
-            return pa.nulls(len(d), pa.string())
-        values = pc.filter(d, valid)
-        texts = pc.cast(values, pa.string())
+        texts = pc.cast(d, pa.string())  # NULL stays NULL
+        if d.null_count == len(d):
+            return texts
         odd = pc.or_(
             pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
-            pc.less(pc.abs(values), 1e-4),
+            pc.less(pc.abs(d), 1e-4),
         )
+        odd = pc.fill_null(odd, False)
         if pc.any(odd).as_py():
-            fixed = list(map(text_form, pc.filter(values, odd).to_pylist()))
+            fixed = list(map(text_form, pc.filter(d, odd).to_pylist()))
             texts = pc.replace_with_mask(texts, odd, pa.array(fixed, pa.string()))
-        return pc.replace_with_mask(pa.nulls(len(d), pa.string()), valid, texts)
+        return texts
 
     def unique_keys(self) -> bool:
         """No row repeats a key (the other path keeps the last value of a repeated key)."""
