@@ -164,15 +164,15 @@ def _python_attrs(kvs: list[dict]) -> dict[str, Any]:
     return {kv["key"]: _python_value(kv["value"]) for kv in kvs}
 
 
-def _json_strings(s: pa.Array) -> pa.Array:
-    """Each string as JSON text, worked out once per distinct string; escaped in Python only
-    where it needs escapes."""
+def _json_strings(s: pa.Array, before: str = "", after: str = "") -> pa.Array:
+    """Each string as JSON text (between `before` and `after`), worked out once per distinct
+    string; escaped in Python only where it needs escapes."""
     coded = pc.dictionary_encode(s)
     distinct = coded.dictionary
-    out = pc.binary_join_element_wise('"', distinct, '"', "")
+    out = pc.binary_join_element_wise(before + '"', distinct, '"' + after, "")
     special = pc.match_substring_regex(distinct, _NEEDS_ESCAPE)
     if pc.any(special).as_py():
-        fixed = [json_text(x) for x in pc.filter(distinct, special).to_pylist()]
+        fixed = [before + json_text(x) + after for x in pc.filter(distinct, special).to_pylist()]
         out = pc.replace_with_mask(out, special, pa.array(fixed, pa.string()))
     return out.take(coded.indices)
 
@@ -190,6 +190,54 @@ def _may_need_escapes(s: pa.Array) -> bool:
 _ESCAPED = np.zeros(256, bool)
 _ESCAPED[[*range(0x20), ord('"'), ord("\\")]] = True
 _NULL_TEXT = pa.scalar(None, pa.string())
+
+
+def _with_validity(s: pa.Array, valid: np.ndarray) -> pa.Array:
+    """The strings `s` (offset 0) with only those where `valid` valid, sharing their buffers."""
+    _, offsets, data = s.buffers()
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(len(s), offsets, data, bitmap)
+
+
+def _sparse(n: int, where: np.ndarray, texts: list[str]) -> pa.Array:
+    """n strings, `texts` at the positions `where` (ascending) and NULL elsewhere."""
+    lengths = np.zeros(n + 1, np.int32)
+    encoded = [t.encode() for t in texts]
+    lengths[where + 1] = [len(t) for t in encoded]
+    valid = np.zeros(n, bool)
+    valid[where] = True
+    return pa.StringArray.from_buffers(
+        n,
+        pa.py_buffer(np.cumsum(lengths, dtype=np.int32)),
+        pa.py_buffer(b"".join(encoded)),
+        pa.py_buffer(np.packbits(valid, bitorder="little")),
+    )
+
+
+def _ends(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of the lists with these offsets: 1 for the first (the last) of its list."""
+    some = offsets[:-1] < offsets[1:]
+    first = np.zeros(offsets[-1], np.int64)
+    first[offsets[:-1][some]] = 1
+    last = np.zeros(offsets[-1], np.int64)
+    last[offsets[1:][some] - 1] = 1
+    return first, last
+
+
+def _cut(pieces: pa.Array, offsets: np.ndarray, empty: pa.Array) -> pa.Array:
+    """The text of each list (`offsets` into `pieces`) as its pieces run together, NULL where
+    `empty`: the pieces carry their list's punctuation, so each list's text is already a run of
+    the joined pieces' buffer and is cut from it without a copy."""
+    starts = np.frombuffer(pieces.buffers()[1], np.int32, len(pieces) + 1, pieces.offset * 4)
+    valid = pc.invert(pc.fill_null(empty, True))
+    return pa.StringArray.from_buffers(
+        len(offsets) - 1,
+        pa.py_buffer(starts[offsets]),
+        pieces.buffers()[2],
+        valid.buffers()[1] if not pc.all(valid).as_py() else None,
+    )
+
+
 _COMMA, _EMPTY = pa.scalar(","), pa.scalar("")
 
 
@@ -205,27 +253,32 @@ class _Attributes:
         self.keys = _field(kvs, "key")
         self.owner = pc.list_parent_indices(lists)  # the row of each attribute
         coded = pc.dictionary_encode(self.keys)
-        self.key_codes, names = coded.indices, coded.dictionary.to_pylist()
+        self.key_codes, self.names = coded.indices, coded.dictionary.to_pylist()
+        names = self.names
         value = _field(kvs, "value")
         s = _field(value, "string_value")
         b = _field(value, "bool_value")
         i = _field(value, "int_value")
         d = _field(value, "double_value")
-        d_text = self._reprs(d)
-        i_text = pc.cast(i, pa.string())
-        b_text = pc.if_else(b, "true", "false")
         self.nums = pc.coalesce(pc.cast(i, pa.float64(), safe=False), d)
-        # at most one of them set per value; those set nowhere left out of the joins
-        typed = tuple(t for t in (s, i_text, d_text, b_text) if t.null_count < len(t))
+        # the value's text: at most one of them is set per value; those set nowhere are left
+        # out of the joins
+        typed = [s] if s.null_count < len(s) else []
+        if i.null_count < len(i):
+            typed.append(pc.cast(i, pa.string()))
+        if d.null_count < len(d):
+            typed += self._reprs(d)
+        if b.null_count < len(b):
+            typed.append(pc.if_else(b, "true", "false"))
         key_nul = pa.array([k + "\x00" for k in names], pa.string()).take(self.key_codes)
         self.texts = pc.binary_join_element_wise(key_nul, *typed, "", null_handling="skip")
         # Python writes the JSON of bytes, arrays, maps, non-finite doubles, strings that need
         # escapes and values with nothing set; the kernels write the rest
         scalar = pc.or_(pc.or_(pc.is_valid(s), pc.is_valid(i)), pc.is_valid(b))
-        python = pc.invert(pc.or_(scalar, pc.fill_null(pc.is_finite(d), False)))
+        python = pc.invert(pc.or_(scalar, pc.and_kleene(pc.is_valid(d), pc.is_finite(d))))
         if _may_need_escapes(s):
             special = pc.match_substring_regex(s, _NEEDS_ESCAPE)
-            python = pc.or_(python, pc.fill_null(special, False))
+            python = pc.or_(python, pc.and_kleene(pc.is_valid(s), special))
         if pc.any(none := pc.invert(pc.or_(scalar, pc.is_valid(d)))).as_py():
             self.texts = pc.if_else(none, _NULL_TEXT, self.texts)  # no text to search
         self.json = self._objects(
@@ -243,16 +296,9 @@ class _Attributes:
     ) -> pa.Array:
         """Each row's attributes as one JSON text. Every attribute is written as one piece that
         carries its row's punctuation (the opening brace or a comma before it, the closing one
-        after the last), so a row's text is the run of its pieces in the joined buffer, and the
-        rows are cut from it with no copy."""
+        after the last), for `_cut`."""
         offsets = self.offsets.to_numpy(zero_copy_only=False)
-        lengths = np.diff(offsets)
-        some = lengths > 0
-        n = offsets[-1]
-        first = np.zeros(n, np.int64)
-        first[offsets[:-1][some]] = 2
-        last = np.zeros(n, np.int64)
-        last[offsets[1:][some] - 1] = 2
+        first, last = (2 * x for x in _ends(offsets))
         quote = quoted.to_numpy(zero_copy_only=False).astype(np.int64)
         if tagged:
             key_json = [f"[{json_text(k)}," for k in names]
@@ -278,14 +324,7 @@ class _Attributes:
                 )
             ]
             pieces = pc.replace_with_mask(pieces, python, pa.array(finished, pa.string()))
-        starts = np.frombuffer(pieces.buffers()[1], np.int32, len(pieces) + 1, pieces.offset * 4)
-        valid = pc.invert(pc.fill_null(self.empty, True))
-        return pa.StringArray.from_buffers(
-            len(lengths),
-            pa.py_buffer(starts[offsets]),
-            pieces.buffers()[2],
-            valid.buffers()[1] if not pc.all(valid).as_py() else None,
-        )
+        return _cut(pieces, offsets, self.empty)
 
     @staticmethod
     def _reprs(d: pa.Array) -> pa.Array:
@@ -294,8 +333,19 @@ class _Attributes:
         "." and no exponent for |x| >= 1e-4: Python writes the rest (whole numbers, which Arrow
         writes without ".0", tiny and huge ones, NaN and the infinities)."""
         texts = pc.cast(d, pa.string())  # NULL stays NULL
-        if d.null_count == len(d):
-            return texts
+        odd = pc.or_(
+            pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
+            pc.less(pc.abs(d), 1e-4),
+        )
+        odd = pc.and_kleene(pc.is_valid(d), odd)
+        if not pc.any(odd).as_py():
+            return [texts]
+        # few: Python's texts go in a column of their own, Arrow's there left out
+        where = np.flatnonzero(odd.to_numpy(zero_copy_only=False))
+        fixed = [text_form(x) for x in d.take(where).to_pylist()]
+        plain = pc.is_valid(texts).to_numpy(zero_copy_only=False)
+        plain[where] = False
+        return [_with_validity(texts, plain), _sparse(len(d), where, fixed)]
         odd = pc.or_(
             pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
             pc.less(pc.abs(d), 1e-4),
@@ -418,6 +468,8 @@ def _empty_null(s: pa.Array) -> pa.Array:
 
 
 def _pending(attrs: _Attributes, n: int) -> pa.Array:
+    if PENDING not in attrs.names:
+        return pa.array(np.zeros(n, bool))
     marked = pc.and_(pc.equal(attrs.keys, PENDING), pc.equal(attrs.texts, _PENDING_TRUE))
     rows = pc.unique(pc.filter(attrs.owner, pc.fill_null(marked, False)))
     return pc.is_in(pa.array(range(n), pa.int64()), value_set=rows.cast(pa.int64()))
@@ -431,9 +483,12 @@ def _dropped(counts: list[pa.Array], outer: pa.Array) -> pa.Array:
     a, e, lk = counts
     zero = pa.scalar(0, a.type)
     none = pc.and_(pc.and_(pc.equal(a, zero), pc.equal(e, zero)), pc.equal(lk, zero))
+    none = pc.and_(none, pc.is_null(outer))
+    if pc.all(none).as_py():
+        return pa.nulls(len(a), pa.string())
     text = pc.binary_join_element_wise(*(pc.cast(x, pa.string()) for x in counts), _COMMA)
     text = pc.binary_join_element_wise(text, pc.fill_null(outer, _EMPTY), _EMPTY)
-    return pc.if_else(pc.and_(none, pc.is_null(outer)), _NULL_TEXT, text)
+    return pc.if_else(none, _NULL_TEXT, text)
 
 
 def _events(lists: pa.ListArray) -> pa.Array:
@@ -442,23 +497,23 @@ def _events(lists: pa.ListArray) -> pa.Array:
     if not len(events):
         return pa.nulls(len(lists), pa.string())
     attrs = _Attributes(_field(events, "attributes"), tagged=True)
+    offsets = _rebased(lists).to_numpy(zero_copy_only=False)
+    first, last = _ends(offsets)
+    dropped = pc.fill_null(_field(events, "dropped_attributes_count"), 0)
+    if pc.all(pc.equal(dropped, 0)).as_py():
+        tail = pa.array([",0]", ",0]]"]).take(pa.array(last))
+    else:
+        closer = pa.array(["]", "]]"]).take(pa.array(last))
+        tail = pc.binary_join_element_wise(",", pc.cast(dropped, pa.string()), closer, "")
     rows = pc.binary_join_element_wise(
-        "[",
+        pa.array([",[", "[["]).take(pa.array(first)),
         pc.cast(_field(events, "time_unix_nano"), pa.string()),
-        ",",
-        _json_strings(_field(events, "name")),
-        ",",
+        _json_strings(_field(events, "name"), ",", ","),
         pc.fill_null(attrs.json, "null"),
-        ",",
-        pc.cast(pc.fill_null(_field(events, "dropped_attributes_count"), 0), pa.string()),
-        "]",
+        tail,
         "",
     )
-    joined = pc.binary_join(pa.ListArray.from_arrays(_rebased(lists), rows), ",")
-    empty = pc.equal(pc.list_value_length(lists), 0)
-    return pc.if_else(
-        empty, pa.scalar(None, pa.string()), pc.binary_join_element_wise("[", joined, "]", "")
-    )
+    return _cut(rows, offsets, pc.equal(pc.list_value_length(lists), 0))
 
 
 def _links(lists: pa.ListArray) -> pa.Array:
