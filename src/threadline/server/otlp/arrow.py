@@ -198,17 +198,25 @@ def _with_validity(s: pa.Array, valid: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(len(s), offsets, data, bitmap)
 
 
-def _sparse(n: int, where: np.ndarray, texts: list[str]) -> pa.Array:
-    """n strings, `texts` at the positions `where` (ascending) and NULL elsewhere."""
-    lengths = np.zeros(n + 1, np.int32)
-    encoded = [t.encode() for t in texts]
-    lengths[where + 1] = [len(t) for t in encoded]
-    valid = np.zeros(n, bool)
-    valid[where] = True
+def _valid(x: pa.Array) -> np.ndarray:
+    return x.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _spread(dense: pa.Array, at: np.ndarray) -> pa.Array:
+    """The strings `dense`, one per True in `at`, laid out at those positions and NULL elsewhere,
+    sharing their bytes (a kernel writes the text of a column with many NULLs several times
+    slower than that of its values alone)."""
+    starts = np.frombuffer(dense.buffers()[1], np.int32, len(dense) + 1, dense.offset * 4)
+    lengths = np.zeros(len(at) + 1, np.int32)
+    lengths[0] = starts[0]
+    lengths[1:][at] = np.diff(starts)
+    valid = at.copy()
+    if dense.null_count:
+        valid[at] = _valid(dense)
     return pa.StringArray.from_buffers(
-        n,
+        len(at),
         pa.py_buffer(np.cumsum(lengths, dtype=np.int32)),
-        pa.py_buffer(b"".join(encoded)),
+        dense.buffers()[2],
         pa.py_buffer(np.packbits(valid, bitorder="little")),
     )
 
@@ -264,7 +272,7 @@ class _Attributes:
         # out of the joins
         typed = [s] if s.null_count < len(s) else []
         if i.null_count < len(i):
-            typed.append(pc.cast(i, pa.string()))
+            typed.append(_spread(pc.cast(pc.drop_null(i), pa.string()), _valid(i)))
         if d.null_count < len(d):
             typed += self._reprs(d)
         if b.null_count < len(b):
@@ -331,20 +339,21 @@ class _Attributes:
         cast writes the same shortest digits, in the same plain notation where it writes a
         "." and no exponent for |x| >= 1e-4: Python writes the rest (whole numbers, which Arrow
         writes without ".0", tiny and huge ones, NaN and the infinities)."""
-        texts = pc.cast(d, pa.string())  # NULL stays NULL
+        at = _valid(d)
+        d = pc.drop_null(d)
+        texts = pc.cast(d, pa.string())
         odd = pc.or_(
             pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
             pc.less(pc.abs(d), 1e-4),
         )
-        odd = pc.and_kleene(pc.is_valid(d), odd)
         if not pc.any(odd).as_py():
-            return [texts]
+            return [_spread(texts, at)]
         # few: Python's texts go in a column of their own, Arrow's there left out
-        where = np.flatnonzero(odd.to_numpy(zero_copy_only=False))
-        fixed = [text_form(x) for x in d.take(where).to_pylist()]
-        plain = pc.is_valid(texts).to_numpy(zero_copy_only=False)
-        plain[where] = False
-        return [_with_validity(texts, plain), _sparse(len(d), where, fixed)]
+        odd = odd.to_numpy(zero_copy_only=False)
+        fixed = pa.array(map(text_form, pc.filter(d, odd).to_pylist()), pa.string())
+        python = np.zeros(len(at), bool)
+        python[np.flatnonzero(at)[odd]] = True
+        return [_spread(_with_validity(texts, ~odd), at), _spread(fixed, python)]
         odd = pc.or_(
             pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
             pc.less(pc.abs(d), 1e-4),
