@@ -107,7 +107,8 @@ def _is_panic(exc: BaseException) -> bool:
 
 
 def _field(arr: pa.Array, name: str) -> pa.Array:
-    return pc.struct_field(arr, name)
+    # the child as it is where no struct is NULL; else the kernel, which makes those rows NULL
+    return arr.field(name) if not arr.null_count else pc.struct_field(arr, name)
 
 
 def _rebased(lists: pa.ListArray) -> pa.Array:
