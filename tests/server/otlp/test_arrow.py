@@ -1,6 +1,7 @@
 """The Arrow path from OTLP protobuf to the span table builds exactly the table of the message by
 message path, and hands every request it does not take to that path."""
 
+import json
 import math
 import os
 import sys
@@ -279,3 +280,19 @@ def test_attribute_and_event_texts_keep_their_punctuation_at_every_edge():
         '[[1700000000000000000,"step \\"0\\"",null,0],'
         '[1700000000000000001,"step \\"1\\"",{"m":[["n0",0]]},1]]'
     )
+
+
+@pytest.mark.parametrize("text", ["tab\there", 'a "quote', "back\\slash", "\x00"])
+def test_a_string_needing_one_escape_is_escaped(text):
+    """Each character JSON escapes, alone among an export's strings, is found and escaped."""
+    req = make_request(200, seed=4)
+    span = req.resource_spans[2].scope_spans[0].spans[3]
+    span.attributes[1].value.string_value = text
+    fast, slow = both(req.SerializeToString())
+    assert_same(fast, slow)
+    assert json.loads(fast.column("attributes")[span_row(req, span)].as_py())["http.route"] == text
+
+
+def span_row(req, target) -> int:
+    spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    return next(i for i, s in enumerate(spans) if s.span_id == target.span_id)

@@ -184,11 +184,9 @@ def _may_need_escapes(s: pa.Array) -> bool:
         return False
     offsets = np.frombuffer(s.buffers()[1], np.int32, len(s) + 1, s.offset * 4)
     text = np.frombuffer(s.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
-    return bool(_ESCAPED[text].any())
+    return bool((text < 0x20).any() or (text == ord('"')).any() or (text == ord("\\")).any())
 
 
-_ESCAPED = np.zeros(256, bool)
-_ESCAPED[[*range(0x20), ord('"'), ord("\\")]] = True
 _NULL_TEXT = pa.scalar(None, pa.string())
 
 
