@@ -298,7 +298,7 @@ class _Attributes:
         quoted: pa.Array,
         python: pa.Array,
         value: pa.Array,
-        typed: tuple,
+        typed: list,
     ) -> pa.Array:
         """Each row's attributes as one JSON text. Every attribute is written as one piece that
         carries its row's punctuation (the opening brace or a comma before it, the closing one
