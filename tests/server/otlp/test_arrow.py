@@ -1,6 +1,7 @@
 """The Arrow path from OTLP protobuf to the span table builds exactly the table of the message by
 message path, and hands every request it does not take to that path."""
 
+import json
 import math
 import os
 import sys
@@ -231,6 +232,7 @@ def test_doubles_are_written_as_python_writes_them():
     import struct
 
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from threadline.server.storage.layout import text_form
 
@@ -240,6 +242,57 @@ def test_doubles_are_written_as_python_writes_them():
     values = edges + [struct.unpack("d", rng.randbytes(8))[0] for _ in range(20_000)]
     values += [rng.random() * 10 ** rng.randint(-8, 20) for _ in range(20_000)]
     values += [float(rng.randint(-(10**17), 10**17)) for _ in range(5_000)] + [None, None]
-    got = arrow._Attributes._reprs(pa.array(values, pa.float64())).to_pylist()
+    parts = arrow._Attributes._reprs(pa.array(values, pa.float64()))
+    # the parts share out the values: each is set in at most one of them
+    assert sum(p.is_valid().to_numpy(zero_copy_only=False).astype(int) for p in parts).max() == 1
+    got = pc.coalesce(*parts).to_pylist()
     assert got[:4] == ["0.1", "1.0", "5.0", "-2.5"] and got[-2:] == [None, None]
     assert got == [None if v is None else text_form(v) for v in values]
+
+
+def test_attribute_and_event_texts_keep_their_punctuation_at_every_edge():
+    """Rows with no attributes, one, several; spans with no events, one, several, events with
+    and without attributes or dropped counts; values with escapes, bools, empty values: each
+    attribute and event carries its row's punctuation, and the rows read exactly as the
+    message path writes them."""
+    req = make_request(400, seed=9)
+    spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    del spans[0].attributes[:]
+    del spans[1].attributes[1:]
+    spans[2].attributes.add().key = "unset"  # an AnyValue with nothing set
+    spans[3].attributes.add().key, spans[3].attributes[-1].value.bool_value = "ok", True
+    spans[4].attributes[0].value.string_value = 'a "quoted"\\ value'
+    for n_events, span in enumerate(spans[5:9]):
+        del span.events[:]
+        for k in range(n_events):
+            e = span.events.add()
+            e.time_unix_nano, e.name = 1_700_000_000_000_000_000 + k, f'step "{k}"'
+            e.dropped_attributes_count = k % 2
+            for j in range(k):
+                kv = e.attributes.add()
+                kv.key, kv.value.int_value = f"n{j}", j
+    fast, slow = both(req.SerializeToString())
+    assert_same(fast, slow)
+    rows = fast.to_pylist()
+    assert rows[0]["attributes"] is None and rows[5]["events"] is None
+    assert rows[1]["attributes"] == '{"http.method":"GET"}'
+    assert rows[7]["events"] == (
+        '[[1700000000000000000,"step \\"0\\"",null,0],'
+        '[1700000000000000001,"step \\"1\\"",{"m":[["n0",0]]},1]]'
+    )
+
+
+@pytest.mark.parametrize("text", ["tab\there", 'a "quote', "back\\slash", "\x00"])
+def test_a_string_needing_one_escape_is_escaped(text):
+    """Each character JSON escapes, alone among an export's strings, is found and escaped."""
+    req = make_request(200, seed=4)
+    span = req.resource_spans[2].scope_spans[0].spans[3]
+    span.attributes[1].value.string_value = text
+    fast, slow = both(req.SerializeToString())
+    assert_same(fast, slow)
+    assert json.loads(fast.column("attributes")[span_row(req, span)].as_py())["http.route"] == text
+
+
+def span_row(req, target) -> int:
+    spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    return next(i for i, s in enumerate(spans) if s.span_id == target.span_id)

@@ -18,7 +18,6 @@ them together).
 from __future__ import annotations
 
 import logging
-import struct
 from functools import cache
 from typing import Any
 
@@ -108,7 +107,8 @@ def _is_panic(exc: BaseException) -> bool:
 
 
 def _field(arr: pa.Array, name: str) -> pa.Array:
-    return pc.struct_field(arr, name)
+    # the child as it is where no struct is NULL; else the kernel, which makes those rows NULL
+    return arr.field(name) if not arr.null_count else pc.struct_field(arr, name)
 
 
 def _rebased(lists: pa.ListArray) -> pa.Array:
@@ -164,20 +164,86 @@ def _python_attrs(kvs: list[dict]) -> dict[str, Any]:
     return {kv["key"]: _python_value(kv["value"]) for kv in kvs}
 
 
-def _json_strings(s: pa.Array) -> pa.Array:
-    """Each string as JSON text, worked out once per distinct string; escaped in Python only
-    where it needs escapes."""
+def _json_strings(s: pa.Array, before: str = "", after: str = "") -> pa.Array:
+    """Each string as JSON text (between `before` and `after`), worked out once per distinct
+    string; escaped in Python only where it needs escapes."""
     coded = pc.dictionary_encode(s)
     distinct = coded.dictionary
-    out = pc.binary_join_element_wise('"', distinct, '"', "")
+    out = pc.binary_join_element_wise(before + '"', distinct, '"' + after, "")
     special = pc.match_substring_regex(distinct, _NEEDS_ESCAPE)
     if pc.any(special).as_py():
-        fixed = [json_text(x) for x in pc.filter(distinct, special).to_pylist()]
+        fixed = [before + json_text(x) + after for x in pc.filter(distinct, special).to_pylist()]
         out = pc.replace_with_mask(out, special, pa.array(fixed, pa.string()))
     return out.take(coded.indices)
 
 
+def _may_need_escapes(s: pa.Array) -> bool:
+    """Whether any byte of the strings' text is one JSON escapes (a scan of the raw buffer, many
+    times quicker than a match per string)."""
+    if not len(s):
+        return False
+    offsets = np.frombuffer(s.buffers()[1], np.int32, len(s) + 1, s.offset * 4)
+    text = np.frombuffer(s.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
+    return bool((text < 0x20).any() or (text == ord('"')).any() or (text == ord("\\")).any())
+
+
 _NULL_TEXT = pa.scalar(None, pa.string())
+
+
+def _with_validity(s: pa.Array, valid: np.ndarray) -> pa.Array:
+    """The strings `s` (offset 0) with only those where `valid` valid, sharing their buffers."""
+    _, offsets, data = s.buffers()
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.StringArray.from_buffers(len(s), offsets, data, bitmap)
+
+
+def _valid(x: pa.Array) -> np.ndarray:
+    return x.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _spread(dense: pa.Array, at: np.ndarray) -> pa.Array:
+    """The strings `dense`, one per True in `at`, laid out at those positions and NULL elsewhere,
+    sharing their bytes (a kernel writes the text of a column with many NULLs several times
+    slower than that of its values alone)."""
+    starts = np.frombuffer(dense.buffers()[1], np.int32, len(dense) + 1, dense.offset * 4)
+    lengths = np.zeros(len(at) + 1, np.int32)
+    lengths[0] = starts[0]
+    lengths[1:][at] = np.diff(starts)
+    valid = at.copy()
+    if dense.null_count:
+        valid[at] = _valid(dense)
+    return pa.StringArray.from_buffers(
+        len(at),
+        pa.py_buffer(np.cumsum(lengths, dtype=np.int32)),
+        dense.buffers()[2],
+        pa.py_buffer(np.packbits(valid, bitorder="little")),
+    )
+
+
+def _ends(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of the lists with these offsets: 1 for the first (the last) of its list."""
+    some = offsets[:-1] < offsets[1:]
+    first = np.zeros(offsets[-1], np.int64)
+    first[offsets[:-1][some]] = 1
+    last = np.zeros(offsets[-1], np.int64)
+    last[offsets[1:][some] - 1] = 1
+    return first, last
+
+
+def _cut(pieces: pa.Array, offsets: np.ndarray, empty: pa.Array) -> pa.Array:
+    """The text of each list (`offsets` into `pieces`) as its pieces run together, NULL where
+    `empty`: the pieces carry their list's punctuation, so each list's text is already a run of
+    the joined pieces' buffer and is cut from it without a copy."""
+    starts = np.frombuffer(pieces.buffers()[1], np.int32, len(pieces) + 1, pieces.offset * 4)
+    valid = pc.invert(pc.fill_null(empty, True))
+    return pa.StringArray.from_buffers(
+        len(offsets) - 1,
+        pa.py_buffer(starts[offsets]),
+        pieces.buffers()[2],
+        valid.buffers()[1] if not pc.all(valid).as_py() else None,
+    )
+
+
 _COMMA, _EMPTY = pa.scalar(","), pa.scalar("")
 
 
@@ -193,51 +259,78 @@ class _Attributes:
         self.keys = _field(kvs, "key")
         self.owner = pc.list_parent_indices(lists)  # the row of each attribute
         coded = pc.dictionary_encode(self.keys)
-        self.key_codes, names = coded.indices, coded.dictionary.to_pylist()
+        self.key_codes, self.names = coded.indices, coded.dictionary.to_pylist()
+        names = self.names
         value = _field(kvs, "value")
         s = _field(value, "string_value")
         b = _field(value, "bool_value")
         i = _field(value, "int_value")
         d = _field(value, "double_value")
-        finite = pc.is_finite(d)
-        d_text = self._reprs(d)
-        i_text = pc.cast(i, pa.string())
-        b_text = pc.if_else(b, "true", "false")
         self.nums = pc.coalesce(pc.cast(i, pa.float64(), safe=False), d)
-        texts = pc.coalesce(s, i_text, d_text, b_text)
+        # the value's text: at most one of them is set per value; those set nowhere are left
+        # out of the joins
+        typed = [s] if s.null_count < len(s) else []
+        if i.null_count < len(i):
+            typed.append(_spread(pc.cast(pc.drop_null(i), pa.string()), _valid(i)))
+        if d.null_count < len(d):
+            typed += self._reprs(d)
+        if b.null_count < len(b):
+            typed.append(pc.if_else(b, "true", "false"))
         key_nul = pa.array([k + "\x00" for k in names], pa.string()).take(self.key_codes)
-        self.texts = pc.binary_join_element_wise(key_nul, texts, "")
-        # JSON of each value; Python finishes bytes, arrays, maps and non-finite doubles
-        value_json = pc.coalesce(
-            _json_strings(s), i_text, pc.if_else(finite, d_text, _NULL_TEXT), b_text
+        self.texts = pc.binary_join_element_wise(key_nul, *typed, "", null_handling="skip")
+        # Python writes the JSON of bytes, arrays, maps, non-finite doubles, strings that need
+        # escapes and values with nothing set; the kernels write the rest
+        scalar = pc.or_(pc.or_(pc.is_valid(s), pc.is_valid(i)), pc.is_valid(b))
+        python = pc.invert(pc.or_(scalar, pc.and_kleene(pc.is_valid(d), pc.is_finite(d))))
+        if _may_need_escapes(s):
+            special = pc.match_substring_regex(s, _NEEDS_ESCAPE)
+            python = pc.or_(python, pc.and_kleene(pc.is_valid(s), special))
+        if pc.any(none := pc.invert(pc.or_(scalar, pc.is_valid(d)))).as_py():
+            self.texts = pc.if_else(none, _NULL_TEXT, self.texts)  # no text to search
+        self.json = self._objects(
+            names, tagged, pc.and_not(pc.is_valid(s), python), python, value, typed
         )
-        python = pc.or_kleene(
-            pc.or_kleene(pc.is_valid(_field(value, "bytes_value")), pc.invert(finite)),
-            pc.or_kleene(
-                pc.is_valid(_field(value, "array_value")),
-                pc.is_valid(_field(value, "kvlist_value")),
-            ),
-        )
-        python = pc.fill_null(python, False)
-        if pc.any(python).as_py():
-            finished = [
-                json_text(tag_value(_python_value(v))) for v in pc.filter(value, python).to_pylist()
-            ]
-            value_json = pc.replace_with_mask(value_json, python, pa.array(finished, pa.string()))
-        value_json = pc.fill_null(value_json, "null")  # an AnyValue with nothing set
+
+    def _objects(
+        self,
+        names: list,
+        tagged: bool,
+        quoted: pa.Array,
+        python: pa.Array,
+        value: pa.Array,
+        typed: list,
+    ) -> pa.Array:
+        """Each row's attributes as one JSON text. Every attribute is written as one piece that
+        carries its row's punctuation (the opening brace or a comma before it, the closing one
+        after the last), for `_cut`."""
+        offsets = self.offsets.to_numpy(zero_copy_only=False)
+        first, last = (2 * x for x in _ends(offsets))
+        quote = quoted.to_numpy(zero_copy_only=False).astype(np.int64)
         if tagged:
-            heads = [f"[{json_text(k)}," for k in names]
-            value_json = pc.binary_join_element_wise(value_json, "]", "")
-            before, after = '{"m":[', "]}"
+            key_json = [f"[{json_text(k)}," for k in names]
+            openers, closers = (",", '{"m":['), ("]", "]]}")
         else:
-            heads = [f"{json_text(k)}:" for k in names]
-            before, after = "{", "}"
-        head = pa.array(heads, pa.string()).take(self.key_codes)
-        pieces = pc.binary_join_element_wise(head, value_json, "")
-        joined = pc.binary_join(pa.ListArray.from_arrays(self.offsets, pieces), ",")
-        self.json = pc.if_else(
-            self.empty, _NULL_TEXT, pc.binary_join_element_wise(before, joined, after, "")
-        )
+            key_json = [f"{json_text(k)}:" for k in names]
+            openers, closers = (",", "{"), ("", "}")
+        heads = [o + k + q for k in key_json for o in openers for q in ("", '"')]
+        tails = [q + c for c in closers for q in ("", '"')]
+        codes = self.key_codes.to_numpy(zero_copy_only=False).astype(np.int64)
+        head = pa.array(heads, pa.string()).take(pa.array(codes * 4 + first + quote))
+        tail = pa.array(tails, pa.string()).take(pa.array(last + quote))
+        pieces = pc.binary_join_element_wise(head, *typed, tail, "", null_handling="skip")
+        if pc.any(python).as_py():
+            where = np.flatnonzero(python.to_numpy(zero_copy_only=False))
+            finished = [
+                h + json_text(tag_value(_python_value(v))) + t
+                for h, v, t in zip(
+                    head.take(where).to_pylist(),
+                    value.take(where).to_pylist(),
+                    tail.take(where).to_pylist(),
+                    strict=True,
+                )
+            ]
+            pieces = pc.replace_with_mask(pieces, python, pa.array(finished, pa.string()))
+        return _cut(pieces, offsets, self.empty)
 
     @staticmethod
     def _reprs(d: pa.Array) -> pa.Array:
@@ -245,19 +338,30 @@ class _Attributes:
         cast writes the same shortest digits, in the same plain notation where it writes a
         "." and no exponent for |x| >= 1e-4: Python writes the rest (whole numbers, which Arrow
         writes without ".0", tiny and huge ones, NaN and the infinities)."""
-        valid = pc.is_valid(d)
-        if not pc.any(valid).as_py():
-            return pa.nulls(len(d), pa.string())
-        values = pc.filter(d, valid)
-        texts = pc.cast(values, pa.string())
+        at = _valid(d)
+        d = pc.drop_null(d)
+        texts = pc.cast(d, pa.string())
         odd = pc.or_(
             pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
-            pc.less(pc.abs(values), 1e-4),
+            pc.less(pc.abs(d), 1e-4),
         )
+        if not pc.any(odd).as_py():
+            return [_spread(texts, at)]
+        # few: Python's texts go in a column of their own, Arrow's there left out
+        odd = odd.to_numpy(zero_copy_only=False)
+        fixed = pa.array(map(text_form, pc.filter(d, odd).to_pylist()), pa.string())
+        python = np.zeros(len(at), bool)
+        python[np.flatnonzero(at)[odd]] = True
+        return [_spread(_with_validity(texts, ~odd), at), _spread(fixed, python)]
+        odd = pc.or_(
+            pc.or_(pc.invert(pc.match_substring(texts, ".")), pc.match_substring(texts, "e")),
+            pc.less(pc.abs(d), 1e-4),
+        )
+        odd = pc.fill_null(odd, False)
         if pc.any(odd).as_py():
-            fixed = list(map(text_form, pc.filter(values, odd).to_pylist()))
+            fixed = list(map(text_form, pc.filter(d, odd).to_pylist()))
             texts = pc.replace_with_mask(texts, odd, pa.array(fixed, pa.string()))
-        return pc.replace_with_mask(pa.nulls(len(d), pa.string()), valid, texts)
+        return texts
 
     def unique_keys(self) -> bool:
         """No row repeats a key (the other path keeps the last value of a repeated key)."""
@@ -284,15 +388,12 @@ class _Attributes:
 # ------------------------------------------------------------------------------------ spans
 
 
-def _ids(arr: pa.Array, size: int) -> tuple[int, ...]:
-    """Fixed-size binary ids (checked) as signed big-endian 64-bit halves, in one unpack."""
-    n = len(arr)
-    if not n:
-        return ()
-    validity, offsets, data = arr.buffers()
-    first = struct.unpack_from("<i", offsets, 4 * arr.offset)[0]
-    raw = data[first : first + n * size].to_pybytes()
-    return struct.unpack(f">{n * size // 8}q", raw)
+def _ids(arr: pa.Array, size: int) -> np.ndarray:
+    """Binary ids of `size` bytes each (checked; empty ones skipped) as signed big-endian 64-bit
+    halves, a row of size // 8 per id, read straight from the array's buffer."""
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+    data = np.frombuffer(arr.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
+    return data.view(">i8").astype(np.int64).reshape(-1, size // 8)
 
 
 def _check(cond: Any) -> None:
@@ -324,10 +425,9 @@ def _spans_table(batch: pa.RecordBatch) -> pa.Table:
     attrs = _Attributes(_field(spans, "attributes"))
     _check(attrs.unique_keys())
     trace_halves = _ids(tid, 16)
-    parents = _ids(pc.filter(pid, pc.invert(roots)), 8)
-    parent_id = pc.replace_with_mask(
-        pa.nulls(n, pa.int64()), pc.invert(roots), pa.array(parents, pa.int64())
-    )
+    is_root = roots.to_numpy(zero_copy_only=False)
+    parent_id = np.zeros(n, np.int64)
+    parent_id[~is_root] = _ids(pid, 8)[:, 0]  # a root's is empty: its bytes hold the others'
 
     status = _field(spans, "status")
     start64, end64 = pc.cast(start, pa.int64()), pc.cast(end, pa.int64())
@@ -338,10 +438,10 @@ def _spans_table(batch: pa.RecordBatch) -> pa.Table:
     scope_of_span = pc.list_parent_indices(sp_list)
     per_scope = _scope_columns(resources, ss_list, scopes)
     arrays: dict[str, Any] = {
-        "tid_hi": pa.array(trace_halves[0::2], pa.int64()),
-        "tid_lo": pa.array(trace_halves[1::2], pa.int64()),
-        "span_id": pa.array(_ids(sid, 8), pa.int64()),
-        "parent_id": parent_id,
+        "tid_hi": pa.array(trace_halves[:, 0]),
+        "tid_lo": pa.array(trace_halves[:, 1]),
+        "span_id": pa.array(_ids(sid, 8)[:, 0]),
+        "parent_id": pa.array(parent_id, mask=is_root),
         "name": _field(spans, "name"),
         "kind": _field(spans, "kind"),
         "start_ns": start64,
@@ -371,6 +471,8 @@ def _empty_null(s: pa.Array) -> pa.Array:
 
 
 def _pending(attrs: _Attributes, n: int) -> pa.Array:
+    if PENDING not in attrs.names:
+        return pa.array(np.zeros(n, bool))
     marked = pc.and_(pc.equal(attrs.keys, PENDING), pc.equal(attrs.texts, _PENDING_TRUE))
     rows = pc.unique(pc.filter(attrs.owner, pc.fill_null(marked, False)))
     return pc.is_in(pa.array(range(n), pa.int64()), value_set=rows.cast(pa.int64()))
@@ -384,9 +486,12 @@ def _dropped(counts: list[pa.Array], outer: pa.Array) -> pa.Array:
     a, e, lk = counts
     zero = pa.scalar(0, a.type)
     none = pc.and_(pc.and_(pc.equal(a, zero), pc.equal(e, zero)), pc.equal(lk, zero))
+    none = pc.and_(none, pc.is_null(outer))
+    if pc.all(none).as_py():
+        return pa.nulls(len(a), pa.string())
     text = pc.binary_join_element_wise(*(pc.cast(x, pa.string()) for x in counts), _COMMA)
     text = pc.binary_join_element_wise(text, pc.fill_null(outer, _EMPTY), _EMPTY)
-    return pc.if_else(pc.and_(none, pc.is_null(outer)), _NULL_TEXT, text)
+    return pc.if_else(none, _NULL_TEXT, text)
 
 
 def _events(lists: pa.ListArray) -> pa.Array:
@@ -395,23 +500,23 @@ def _events(lists: pa.ListArray) -> pa.Array:
     if not len(events):
         return pa.nulls(len(lists), pa.string())
     attrs = _Attributes(_field(events, "attributes"), tagged=True)
+    offsets = _rebased(lists).to_numpy(zero_copy_only=False)
+    first, last = _ends(offsets)
+    dropped = pc.fill_null(_field(events, "dropped_attributes_count"), 0)
+    if pc.all(pc.equal(dropped, 0)).as_py():
+        tail = pa.array([",0]", ",0]]"]).take(pa.array(last))
+    else:
+        closer = pa.array(["]", "]]"]).take(pa.array(last))
+        tail = pc.binary_join_element_wise(",", pc.cast(dropped, pa.string()), closer, "")
     rows = pc.binary_join_element_wise(
-        "[",
+        pa.array([",[", "[["]).take(pa.array(first)),
         pc.cast(_field(events, "time_unix_nano"), pa.string()),
-        ",",
-        _json_strings(_field(events, "name")),
-        ",",
+        _json_strings(_field(events, "name"), ",", ","),
         pc.fill_null(attrs.json, "null"),
-        ",",
-        pc.cast(pc.fill_null(_field(events, "dropped_attributes_count"), 0), pa.string()),
-        "]",
+        tail,
         "",
     )
-    joined = pc.binary_join(pa.ListArray.from_arrays(_rebased(lists), rows), ",")
-    empty = pc.equal(pc.list_value_length(lists), 0)
-    return pc.if_else(
-        empty, pa.scalar(None, pa.string()), pc.binary_join_element_wise("[", joined, "]", "")
-    )
+    return _cut(rows, offsets, pc.equal(pc.list_value_length(lists), 0))
 
 
 def _links(lists: pa.ListArray) -> pa.Array:
