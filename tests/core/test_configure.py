@@ -6,6 +6,7 @@ import sys
 import threading
 
 import pytest
+from http_receiver import Receiver
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -192,36 +193,6 @@ def test_an_exporter_list_keeps_the_names_it_knows(env, caplog):
     )
 
 
-class PathRecorder:
-    """A loopback HTTP server answering 200 to every POST and noting each request's path."""
-
-    def __init__(self):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        paths = self.paths = []
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                paths.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.parametrize(
     ("variables", "path"),
     [
@@ -237,7 +208,7 @@ class PathRecorder:
     ],
 )
 def test_spans_reach_the_url_the_otlp_variables_name(env, variables, path):
-    server = PathRecorder()
+    server = Receiver()
     try:
         env(**{k: v.format(base=server.base) for k, v in variables.items()})
         tl.configure("x", announce=False)
@@ -454,7 +425,6 @@ def test_settings_round_trip_for_children():
 
 
 def test_queue_overflow_is_counted_and_logged_once(monkeypatch, caplog):
-    import threading
 
     from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult

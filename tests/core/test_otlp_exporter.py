@@ -3,10 +3,8 @@ over a kept-alive http.client connection for a plain http:// endpoint."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from http_receiver import Receiver
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as sdk_trace_exporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,27 +17,18 @@ from threadline._otlp_exporter import OTLPExporter
 
 @pytest.fixture
 def collector():
-    received: list[tuple[str, str, bytes]] = []
-    status = [200]
+    """An HTTP/1.0 collector: the connection closes after each answer."""
+    receiver = Receiver("HTTP/1.0")
+    yield receiver
+    receiver.close()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.path, self.headers["Content-Type"], body))
-            self.send_response(status[0])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", received, status
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+@pytest.fixture
+def keep_alive():
+    """An HTTP/1.1 collector, keeping connections open unless told to drop them."""
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
 
 
 @pytest.fixture
@@ -61,7 +50,7 @@ def _spans():
 
 
 def test_sends_the_batch_decodable_by_the_standard_proto(collector, monkeypatch):
-    url, received, _ = collector
+    url = collector.base + "/v1/traces"
 
     def sdk_encoder(spans):
         raise AssertionError("the SDK's encoder is not the one used")
@@ -71,9 +60,9 @@ def test_sends_the_batch_decodable_by_the_standard_proto(collector, monkeypatch)
     inner, outer = _spans()
     assert exporter.export([inner, outer]) is SpanExportResult.SUCCESS
     exporter.shutdown()
-    ((path, content_type, body),) = received
-    assert path == "/v1/traces" and content_type == "application/x-protobuf"
-    request = ExportTraceServiceRequest.FromString(body)
+    assert collector.paths == ["/v1/traces"]
+    assert collector.content_types == ["application/x-protobuf"]
+    request = ExportTraceServiceRequest.FromString(collector.bodies[0])
     spans = request.resource_spans[0].scope_spans[0].spans
     assert [s.name for s in spans] == ["inner", "outer"]
     assert spans[0].parent_span_id == outer.context.span_id.to_bytes(8, "big")
@@ -83,50 +72,18 @@ def test_sends_the_batch_decodable_by_the_standard_proto(collector, monkeypatch)
 
 
 def test_a_refused_request_is_a_failure(collector):
-    url, received, status = collector
-    status[0] = 400  # not retryable: one request, then failure
-    exporter = OTLPExporter(endpoint=url, timeout=5)
+    collector.status = 400  # not retryable: one request, then failure
+    exporter = OTLPExporter(endpoint=collector.base + "/v1/traces", timeout=5)
     assert exporter.export(list(_spans())) is SpanExportResult.FAILURE
-    assert len(received) == 1
+    assert len(collector.bodies) == 1
     exporter.shutdown()
     assert exporter.export(list(_spans())) is SpanExportResult.FAILURE  # after shutdown
-    assert len(received) == 1
-
-
-@pytest.fixture
-def keep_alive():
-    """An HTTP/1.1 collector: (URL, the client ports of its requests, the statuses it answers with
-    in turn, then 200; whether it drops each connection silently after answering)."""
-    ports: list[int] = []
-    statuses: list[int] = []
-    drop = [False]
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            ports.append(self.client_address[1])
-            self.send_response(statuses.pop(0) if statuses else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            self.close_connection = drop[0]  # as an idle timeout does: nothing said
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", ports, statuses, drop
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    assert len(collector.bodies) == 1
 
 
 def test_plain_http_goes_over_one_kept_alive_connection(keep_alive):
-    url, ports, _, _ = keep_alive
-    exporter = OTLPExporter(endpoint=url, timeout=5)
+    ports = keep_alive.ports
+    exporter = OTLPExporter(endpoint=keep_alive.base + "/v1/traces", timeout=5)
     assert isinstance(exporter._client._transport, _otlp_http.Transport)
     for _ in range(3):
         assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
@@ -135,31 +92,29 @@ def test_plain_http_goes_over_one_kept_alive_connection(keep_alive):
 
 
 def test_a_connection_the_server_closed_is_reopened_once(keep_alive):
-    url, ports, _, drop = keep_alive
-    drop[0] = True
-    exporter = OTLPExporter(endpoint=url, timeout=5)
+    keep_alive.drop = True
+    exporter = OTLPExporter(endpoint=keep_alive.base + "/v1/traces", timeout=5)
     for _ in range(3):
         assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
     exporter.shutdown()
-    assert len(set(ports)) == 3
+    assert len(set(keep_alive.ports)) == 3
 
 
 def test_a_server_that_closes_after_each_answer_is_followed(collector):
-    url, received, _ = collector  # HTTP/1.0: the connection closes after each response
-    exporter = OTLPExporter(endpoint=url, timeout=5)
+    # HTTP/1.0: the connection closes after each response
+    exporter = OTLPExporter(endpoint=collector.base + "/v1/traces", timeout=5)
     for _ in range(2):
         assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
     exporter.shutdown()
-    assert len(received) == 2
+    assert len(collector.bodies) == 2
 
 
 def test_a_retryable_answer_is_retried_by_the_sdk_client_over_this_transport(keep_alive):
-    url, ports, statuses, _ = keep_alive
-    statuses.append(503)
-    exporter = OTLPExporter(endpoint=url, timeout=5)
+    keep_alive.statuses.append(503)
+    exporter = OTLPExporter(endpoint=keep_alive.base + "/v1/traces", timeout=5)
     assert exporter.export(list(_spans())) is SpanExportResult.SUCCESS
     exporter.shutdown()
-    assert len(ports) == 2
+    assert len(keep_alive.ports) == 2
 
 
 def test_nobody_listening_is_a_counted_failure(stats_reset):

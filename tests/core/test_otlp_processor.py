@@ -4,11 +4,10 @@ request the very bytes the SDK's encoder makes of the same spans, and every span
 from __future__ import annotations
 
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from http_receiver import Receiver
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -26,43 +25,24 @@ from threadline._otlp_processor import OTLPBatchProcessor
 
 @pytest.fixture
 def collector():
-    """An OTLP/HTTP receiver: (base URL, the bodies it got, the status it answers with)."""
-    bodies: list[bytes] = []
-    status = [200]
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):
-            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(status[0])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies, status
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    """An OTLP/HTTP receiver (HTTP/1.1)."""
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
 
 
 @pytest.fixture
 def exporting(collector, monkeypatch):
     """threadline exporting over OTLP/HTTP to the collector, a tap keeping the same spans as the
-    SDK hands them over: (the spans in the order they ended, the bodies received, status)."""
-    url, bodies, status = collector
+    SDK hands them over: (the spans in the order they ended, the bodies received, the
+    receiver)."""
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
     memory = InMemorySpanExporter()
     tap = SimpleSpanProcessor(memory)
-    tl.configure("processor-tests", endpoint=url, boundaries=False, announce=False)
+    tl.configure("processor-tests", endpoint=collector.base, boundaries=False, announce=False)
     _runtime.add_tap(tap)
     _export.stats.reset()
-    yield memory, bodies, status
+    yield memory, collector.bodies, collector
     _runtime.remove_tap(tap)
     tl.configure("tests", exporter="none")
     _export.stats.reset()
@@ -120,8 +100,8 @@ def test_each_batch_is_the_sdk_encoding_of_its_spans_across_scopes(exporting):
 
 
 def test_a_refused_batch_is_counted_failed(exporting):
-    _, bodies, status = exporting
-    status[0] = 400
+    _, bodies, receiver = exporting
+    receiver.status = 400
     for i in range(8):
         with tl.span(f"s{i}"):
             pass
