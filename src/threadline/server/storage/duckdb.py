@@ -7,9 +7,10 @@ kept as typed JSON text (layout.py), exact for every OTLP value type and searcha
 DuckDB's JSON functions; a cheap `contains` on the key runs before any JSON is parsed.
 
 Writes to a file are durable segments first (segments.py): a write returns once its rows are in
-a synced Arrow IPC file. Their rows are then loaded into an in-memory table beside the file's
-(`unmerged.spans`, indexed as the table is; by the background thread, or by the next read, which
-must see them), and a background merge moves them into the file's table in one commit that also
+a synced Arrow IPC file. Their rows are then loaded, read back from that file (mapped from the
+page cache, so the writer's buffers are freed at once), into an in-memory table beside the
+file's (`unmerged.spans`, indexed as the table is; by the background thread, or by the next
+read, which must see them), and a background merge moves them into the file's table in one commit that also
 records the last segment merged. Every read names `spans` and `traces`; while spans are
 unmerged those become the table UNION ALL the in-memory rows (`_unmerged_sql`), so a span reads
 the same before and after its merge. (DuckDB's scan of registered Arrow rows costs milliseconds
@@ -193,6 +194,11 @@ def _link_target(trace_id: Any, span_id: Any) -> tuple[int, int, int] | None:
     return (*_split_trace(trace_id), _enc_id(span_id))
 
 
+def _with_seg(rows: pa.Table, number: int) -> pa.Table:
+    """A segment's rows with its number as the column `seg`."""
+    return rows.append_column("seg", pa.repeat(pa.scalar(number, pa.int64()), len(rows)))
+
+
 def _scalar(result: duckdb.DuckDBPyConnection) -> Any:
     """The one value of a statement that always returns one row (an aggregate, a DELETE)."""
     row = result.fetchone()
@@ -265,9 +271,9 @@ class DuckDBStore(Store):
         self._local = threading.local()
         self._check_index()
         # the unmerged window, guarded by _window: segments written but not loaded into
-        # unmerged.spans yet, (number, rows) in write order; the last one loaded; the spans not
+        # unmerged.spans yet, by number in write order; the last one loaded; the spans not
         # merged (loaded or not); reads running, by the merge epoch they started in
-        self._unloaded: list[tuple[int, pa.Table]] = []
+        self._unloaded: list[int] = []
         self._starts: list[tuple[int, int]] = []  # (number, earliest start_ns) of each unmerged
         self._loaded = 0
         self._unmerged_spans = 0
@@ -413,12 +419,15 @@ class DuckDBStore(Store):
                 number = self._segments.append(table)
             except OSError as exc:
                 raise StoreUnavailable(f"cannot write {self._segments.directory}: {exc}") from exc
-            seg = pa.repeat(pa.scalar(number, pa.int64()), len(table))
+            start = pc.min(table["start_ns"]).as_py()
             with self._window:
                 if not self._unmerged_spans:
                     self._oldest = time.monotonic()
-                self._unloaded.append((number, table.append_column("seg", seg)))
-                self._starts.append((number, pc.min(table["start_ns"]).as_py()))
+                # The load reads the rows back from the segment (mapped from the page cache), so
+                # this write's buffers are freed now and the next decode reuses them instead of
+                # faulting in fresh memory.
+                self._unloaded.append(number)
+                self._starts.append((number, start))
                 self._unmerged_spans += len(table)
                 self._window.notify_all()
             if self._merger is None:
@@ -444,7 +453,8 @@ class DuckDBStore(Store):
                 taken = list(self._unloaded)
             if not taken:
                 return
-            batch = pa.concat_tables([t for _, t in taken])
+            assert self._segments is not None  # only a file's store has unloaded segments
+            batch = pa.concat_tables(_with_seg(self._segments.read(n), n) for n in taken)
             self._loader.register("batch", batch)
             try:
                 self._loader.execute(_LOAD.replace("unmerged.", self._mem + ".", 1))
@@ -452,7 +462,7 @@ class DuckDBStore(Store):
                 self._loader.unregister("batch")
             with self._window:
                 del self._unloaded[: len(taken)]
-                self._loaded = taken[-1][0]
+                self._loaded = taken[-1]
 
     def _merge_loop(self) -> None:
         while True:
