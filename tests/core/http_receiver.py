@@ -49,3 +49,9 @@ class Receiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

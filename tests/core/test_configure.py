@@ -208,15 +208,12 @@ def test_an_exporter_list_keeps_the_names_it_knows(env, caplog):
     ],
 )
 def test_spans_reach_the_url_the_otlp_variables_name(env, variables, path):
-    server = Receiver()
-    try:
+    with Receiver() as server:
         env(**{k: v.format(base=server.base) for k, v in variables.items()})
         tl.configure("x", announce=False)
         with tl.span("work"):
             pass
         assert tl.flush()
-    finally:
-        server.close()
     assert server.paths == [path]
 
 

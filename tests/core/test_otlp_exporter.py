@@ -18,17 +18,15 @@ from threadline._otlp_exporter import OTLPExporter
 @pytest.fixture
 def collector():
     """An HTTP/1.0 collector: the connection closes after each answer."""
-    receiver = Receiver("HTTP/1.0")
-    yield receiver
-    receiver.close()
+    with Receiver("HTTP/1.0") as receiver:
+        yield receiver
 
 
 @pytest.fixture
 def keep_alive():
     """An HTTP/1.1 collector, keeping connections open unless told to drop them."""
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
+    with Receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture

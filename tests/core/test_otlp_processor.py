@@ -26,9 +26,8 @@ from threadline._otlp_processor import OTLPBatchProcessor
 @pytest.fixture
 def collector():
     """An OTLP/HTTP receiver (HTTP/1.1)."""
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
+    with Receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture
