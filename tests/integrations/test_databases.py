@@ -44,6 +44,26 @@ def db_attributes(span) -> dict:
     return {k: span.attributes[k] for k in DB_KEYS if k in span.attributes}
 
 
+def select_attributes(text: str, system: str = "postgresql", port: int = 5432) -> dict:
+    """A SELECT's attributes on the current conventions, on the machine's "test" database."""
+    return {
+        "db.system.name": system,
+        "db.namespace": "test",
+        "db.operation.name": "SELECT",
+        "db.query.text": text,
+        "server.address": "127.0.0.1",
+        "server.port": port,
+    }
+
+
+def assert_one_select(server, queries, text: str, system: str = "postgresql", port: int = 5432):
+    """The request made one query: a SELECT CLIENT span under its server span."""
+    assert [(s.name, s.kind, s.parent_id) for s in queries] == [
+        ("SELECT", "CLIENT", server.span_id)
+    ]
+    assert db_attributes(queries[0]) == select_attributes(text, system, port)
+
+
 def in_request(traces, serve_asgi, query):
     """GET /query on a Starlette app served by uvicorn, whose endpoint awaits ``query()``, from
     inside a "checkout" span. Returns (trace, the server span, the database CLIENT spans under
@@ -83,17 +103,7 @@ def test_psycopg_query_in_the_request_trace(traces, serve_asgi, instrumented):
 
     t, server, queries, rows = in_request(traces, serve_asgi, query)
     assert rows == [[42, SECRET]]
-    assert [(s.name, s.kind, s.parent_id) for s in queries] == [
-        ("SELECT", "CLIENT", server.span_id)
-    ]
-    assert db_attributes(queries[0]) == {
-        "db.system.name": "postgresql",
-        "db.namespace": "test",
-        "db.operation.name": "SELECT",
-        "db.query.text": "SELECT %s::int + ? AS answer, ? AS note",
-        "server.address": "127.0.0.1",
-        "server.port": 5432,
-    }
+    assert_one_select(server, queries, "SELECT %s::int + ? AS answer, ? AS note")
 
 
 def test_psycopg2_query_in_the_request_trace(traces, serve_asgi, instrumented):
@@ -111,17 +121,7 @@ def test_psycopg2_query_in_the_request_trace(traces, serve_asgi, instrumented):
 
     t, server, queries, rows = in_request(traces, serve_asgi, query)
     assert rows == [[42, SECRET]]
-    assert [(s.name, s.kind, s.parent_id) for s in queries] == [
-        ("SELECT", "CLIENT", server.span_id)
-    ]
-    assert db_attributes(queries[0]) == {
-        "db.system.name": "postgresql",
-        "db.namespace": "test",
-        "db.operation.name": "SELECT",
-        "db.query.text": "SELECT %(n)s + ? AS answer, ? AS note",
-        "server.address": "127.0.0.1",
-        "server.port": 5432,
-    }
+    assert_one_select(server, queries, "SELECT %(n)s + ? AS answer, ? AS note")
 
 
 def test_asyncpg_query_in_the_request_trace(traces, serve_asgi, instrumented):
@@ -138,17 +138,7 @@ def test_asyncpg_query_in_the_request_trace(traces, serve_asgi, instrumented):
 
     t, server, queries, rows = in_request(traces, serve_asgi, query)
     assert rows == [[42, SECRET]]
-    assert [(s.name, s.kind, s.parent_id) for s in queries] == [
-        ("SELECT", "CLIENT", server.span_id)
-    ]
-    assert db_attributes(queries[0]) == {
-        "db.system.name": "postgresql",
-        "db.namespace": "test",
-        "db.operation.name": "SELECT",
-        "db.query.text": "SELECT $1::int + ? AS answer, ? AS note",
-        "server.address": "127.0.0.1",
-        "server.port": 5432,
-    }
+    assert_one_select(server, queries, "SELECT $1::int + ? AS answer, ? AS note")
 
 
 def test_sqlalchemy_over_psycopg_in_the_request_trace(traces, serve_asgi, instrumented):
@@ -179,14 +169,7 @@ def test_sqlalchemy_over_psycopg_in_the_request_trace(traces, serve_asgi, instru
         ("SELECT test", "CLIENT", server.span_id, "opentelemetry.instrumentation.sqlalchemy"),
         ("SELECT", "CLIENT", server.span_id, "opentelemetry.instrumentation.psycopg"),
     ]
-    expected = {
-        "db.system.name": "postgresql",
-        "db.namespace": "test",
-        "db.operation.name": "SELECT",
-        "db.query.text": "SELECT %(n)s + ? AS answer, ? AS note",
-        "server.address": "127.0.0.1",
-        "server.port": 5432,
-    }
+    expected = select_attributes("SELECT %(n)s + ? AS answer, ? AS note")
     assert db_attributes(queries[1]) == db_attributes(queries[2]) == expected
     assert db_attributes(queries[0]) == {
         "db.system.name": "postgresql",
@@ -211,17 +194,8 @@ def test_pymysql_on_mariadb_in_the_request_trace(traces, serve_asgi, instrumente
 
     t, server, queries, rows = in_request(traces, serve_asgi, query)
     assert rows == [[42, SECRET]]
-    assert [(s.name, s.kind, s.parent_id) for s in queries] == [
-        ("SELECT", "CLIENT", server.span_id)
-    ]
-    assert db_attributes(queries[0]) == {
-        "db.system.name": "mysql",  # what the contrib names MySQL and MariaDB alike
-        "db.namespace": "test",
-        "db.operation.name": "SELECT",
-        "db.query.text": "SELECT %s + ? AS answer, ? AS note",
-        "server.address": "127.0.0.1",
-        "server.port": 3306,
-    }
+    # "mysql": what the contrib names MySQL and MariaDB alike
+    assert_one_select(server, queries, "SELECT %s + ? AS answer, ? AS note", "mysql", 3306)
 
 
 def test_sqlite3_queries_in_the_request_trace(traces, serve_asgi, instrumented, tmp_path):
