@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent import futures
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -63,6 +64,19 @@ def assert_call(traces, root, method: str) -> None:
         ]
 
 
+@contextmanager
+def serving(handler, workers: int = 1):
+    """A real gRPC server on a free loopback port, serving ``handler``: the port."""
+    server = grpc.server(futures.ThreadPoolExecutor(workers))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None)
+
+
 def test_sync_unary_and_streaming_calls_continue_the_trace(traces, instrumented):
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
@@ -71,18 +85,11 @@ def test_sync_unary_and_streaming_calls_continue_the_trace(traces, instrumented)
             "Receipts": grpc.unary_stream_rpc_method_handler(receipts),
         },
     )
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with tl.span("checkout") as unary:
-                paid = channel.unary_unary(f"/{SERVICE}/Charge")(b"9.5", timeout=10)
-            with tl.span("receipts") as streaming:
-                lines = list(channel.unary_stream(f"/{SERVICE}/Receipts")(b"", timeout=10))
-    finally:
-        server.stop(None)
+    with serving(handler, workers=2) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tl.span("checkout") as unary:
+            paid = channel.unary_unary(f"/{SERVICE}/Charge")(b"9.5", timeout=10)
+        with tl.span("receipts") as streaming:
+            lines = list(channel.unary_stream(f"/{SERVICE}/Receipts")(b"", timeout=10))
     assert (paid, lines) == (b"paid 9.5", [b"book", b"pen"])
     traces.wait_for(lambda spans: sum(s.kind == "SERVER" for s in spans) == 2)
     assert_call(traces, unary, "Charge")
@@ -123,15 +130,8 @@ def test_otlp_exports_over_grpc_are_not_traced(traces, instrumented):
         "opentelemetry.proto.collector.trace.v1.TraceService",
         {"Export": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")},
     )
-    server = grpc.server(futures.ThreadPoolExecutor(1))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with tl.span("export"):
-                path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-                assert channel.unary_unary(path)(b"", timeout=10) == b""
-    finally:
-        server.stop(None)
+    with serving(handler) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tl.span("export"):
+            path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            assert channel.unary_unary(path)(b"", timeout=10) == b""
     assert [s.name for s in traces.settle(quiet=0.3)] == ["export"]
