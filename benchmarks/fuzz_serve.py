@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from serve_data import make_request, nested_value
+from serve_data import deep_attribute, make_request
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PB = "application/x-protobuf"
@@ -103,9 +103,7 @@ class Inputs:
         out = []
         for depth in (40, 49, 64, 80):
             req = make_request(300, seed=9)
-            kv = req.resource_spans[0].scope_spans[0].spans[2].attributes.add()
-            kv.key = "deep"
-            kv.value.CopyFrom(nested_value(depth))
+            deep_attribute(depth)(req.resource_spans[0].scope_spans[0].spans[2])
             out.append(req.SerializeToString())
         for field, value in (("start_time_unix_nano", 1 << 63), ("end_time_unix_nano", 2**64 - 1)):
             req = make_request(300, seed=10)

@@ -125,3 +125,14 @@ def nested_value(depth: int):
         outer.array_value.values.add().CopyFrom(v)
         v = outer
     return v
+
+
+def deep_attribute(depth: int):
+    """A function that spoils a protobuf Span with a "deep" attribute, nested_value(depth)."""
+
+    def spoil(span) -> None:
+        kv = span.attributes.add()
+        kv.key = "deep"
+        kv.value.CopyFrom(nested_value(depth))
+
+    return spoil

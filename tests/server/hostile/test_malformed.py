@@ -11,7 +11,7 @@ import pytest
 from google.rpc.status_pb2 import Status
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "benchmarks"))
-from serve_data import make_request, nested_value
+from serve_data import deep_attribute, make_request
 from threadline.server.durations import parse_duration
 from threadline.server.ingest.decode import ARROW_MIN_BYTES
 
@@ -48,15 +48,6 @@ def large(spoil=None) -> bytes:
     body = req.SerializeToString()
     assert len(body) >= ARROW_MIN_BYTES
     return body
-
-
-def deep_attribute(depth):
-    def spoil(span):
-        kv = span.attributes.add()
-        kv.key = "deep"
-        kv.value.CopyFrom(nested_value(depth))
-
-    return spoil
 
 
 def marked_array(span):

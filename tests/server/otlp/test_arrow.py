@@ -21,7 +21,7 @@ from threadline.server.storage.duckdb import DuckDBStore
 from threadline.server.storage.layout import ArrowColumns
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "benchmarks"))
-from serve_data import make_request, nested_value
+from serve_data import deep_attribute, make_request
 
 pytestmark = pytest.mark.skipif(not arrow.available(), reason="ptars not installed")
 
@@ -162,15 +162,6 @@ def test_resource_and_scope_dropped_counts_are_kept_on_both_paths():
         ) == counts
 
 
-def _deep(depth):
-    def spoil(s):
-        kv = s.attributes.add()
-        kv.key = "deep"
-        kv.value.CopyFrom(nested_value(depth))
-
-    return spoil
-
-
 def _outcome(decode, body):
     """What a decoder makes of `body`: ("ok", the table's rows) or ("400", the message)."""
     from threadline.server.otlp.decoded import OTLPError
@@ -190,11 +181,13 @@ def _raw(spoil):
 @pytest.mark.parametrize(
     "spoil",
     [
-        _deep(20),
-        _deep(33),  # past the Arrow path's own depth: the message path decides, and takes it
-        _deep(46),
-        _deep(49),
-        _deep(64),
+        deep_attribute(20),
+        deep_attribute(
+            33
+        ),  # past the Arrow path's own depth: the message path decides, and takes it
+        deep_attribute(46),
+        deep_attribute(49),
+        deep_attribute(64),
         lambda s: setattr(s, "start_time_unix_nano", 1 << 63),
         lambda s: setattr(s, "end_time_unix_nano", (1 << 64) - 1),
         lambda s: setattr(s, "trace_id", b"\x01" * 15),
