@@ -46,18 +46,6 @@ def ui(srv):
     return srv.urls.api
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.errors = errors
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
 def open_trace(page, ui, trace_id, span=None):
     page.goto(f"{ui}/#/trace/{trace_id}" + (f"?span={span}" if span else ""))
     page.wait_for_selector("body[data-ready=trace]")

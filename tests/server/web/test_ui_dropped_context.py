@@ -45,17 +45,6 @@ def ui(srv):
     return srv.urls.api
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
 def test_the_completeness_page_lists_the_dropped_context(page, ui):
     page.goto(f"{ui}/#/completeness")
     page.wait_for_selector(".cards")
